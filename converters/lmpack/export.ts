@@ -1,0 +1,63 @@
+import type { TargetFloatDType } from "../../formats/dtype.js";
+import type { Checkpoint } from "../checkpoint.js";
+import { normaliseConfig, type ModelConfig } from "../hf/config.js";
+import { refuseExisting } from "../io/atomic.js";
+import { convertedChunks, outputDtype, rawConfigWithDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import type { ChecksumName } from "./checksum.js";
+import { dtypeToProto } from "./proto.js";
+import { LmpackWriter } from "./writer.js";
+import { PRODUCER } from "../producer.js";
+
+export interface LmpackExportOptions {
+  dtype?: TargetFloatDType;
+  checksum?: ChecksumName;
+  overwrite?: boolean;
+  progress?: ProgressSink;
+}
+
+/** Writes a checkpoint into one .lmpack file, streaming tensor by tensor, chunk by chunk. */
+export async function exportLmpack(checkpoint: Checkpoint, outPath: string, options: LmpackExportOptions = {}): Promise<void> {
+  await refuseExisting(outPath, options.overwrite ?? false);
+  const writer = await LmpackWriter.create(outPath, options.checksum === undefined ? {} : { checksum: options.checksum });
+  options.progress?.start(totalSourceBytes(checkpoint.tensors));
+  try {
+    for (const entry of checkpoint.tensors) {
+      const dtype = outputDtype(entry, options.dtype);
+      const blob = await writer.writeBlob({ role: "data", dtype, shape: entry.shape }, convertedChunks(entry, dtype, options.progress));
+      writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) } });
+    }
+    for (const [name, bytes] of checkpoint.sideFiles) await writer.addSideFile(name, bytes);
+    const rawConfig = rawConfigWithDtype(checkpoint.rawConfig, options.dtype);
+    const config = rawConfig === undefined ? undefined : normaliseConfig(rawConfig, outPath);
+    await writer.finish({
+      producer: PRODUCER,
+      ...(config === undefined ? {} : { config: configToProto(config) }),
+      rawConfigJson: rawConfig === undefined ? "" : JSON.stringify(rawConfig),
+      metadata: checkpoint.metadata,
+    });
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  } finally {
+    options.progress?.finish();
+  }
+}
+
+function configToProto(config: ModelConfig): Record<string, unknown> {
+  return {
+    architecture: config.architecture ?? "",
+    modelType: config.modelType ?? "",
+    hiddenSize: config.hiddenSize,
+    intermediateSize: config.intermediateSize ?? 0,
+    numLayers: config.numLayers,
+    numHeads: config.numHeads,
+    numKvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    vocabSize: config.vocabSize,
+    maxPositionEmbeddings: config.maxPositionEmbeddings ?? 0,
+    ropeTheta: config.ropeTheta,
+    rmsNormEps: config.rmsNormEps,
+    tiedEmbeddings: config.tiedEmbeddings,
+    attentionBias: config.attentionBias,
+  };
+}

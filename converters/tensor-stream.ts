@@ -1,0 +1,62 @@
+import { isConvertibleFloat, type DType, type TargetFloatDType } from "../formats/dtype.js";
+import { convertFloatBytes } from "../formats/dense/convert.js";
+import type { TensorEntry } from "./checkpoint.js";
+
+/** Receives byte counts as a conversion streams; the CLI draws a progress bar from it. */
+export interface ProgressSink {
+  start(totalBytes: number): void;
+  advance(bytes: number, label: string): void;
+  finish(): void;
+}
+
+/**
+ * The dtype a dense tensor is written in: the requested float dtype for float tensors;
+ * integer, bool and fp8 tensors keep theirs (widening fp8 without its scales would be wrong).
+ */
+export function outputDtype(entry: TensorEntry, requested: TargetFloatDType | undefined): DType {
+  return requested !== undefined && isConvertibleFloat(entry.dtype) ? requested : entry.dtype;
+}
+
+/** Chunk size of streaming conversions: big enough for full disk speed, small enough to keep RSS flat. */
+export const STREAM_CHUNK_BYTES = 16 * 1024 * 1024;
+
+/** The tensor's bytes in `to`, chunk by chunk, with the next read in flight while a chunk is converted and written. */
+export async function* convertedChunks(entry: TensorEntry, to: DType, progress?: ProgressSink): AsyncGenerator<Uint8Array> {
+  const from = entry.dtype;
+  for await (const chunk of prefetch(entry.readChunks(STREAM_CHUNK_BYTES))) {
+    progress?.advance(chunk.length, entry.name);
+    yield to === from ? chunk : convertFloatBytes(chunk, from as never, to as never);
+  }
+}
+
+/** Keeps one `next()` of `source` in flight while the consumer works on the current item. */
+export async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let pending = iterator.next();
+  try {
+    while (true) {
+      const result = await pending;
+      if (result.done === true) return;
+      pending = iterator.next();
+      yield result.value;
+    }
+  } finally {
+    // On early exit, settle the read in flight (its error, if any, is no longer anyone's) and close the source.
+    pending.then(() => iterator.return?.(), () => undefined);
+  }
+}
+
+/** Updates `dtype` / `torch_dtype` in a raw config.json when a conversion changes the storage dtype. */
+export function rawConfigWithDtype(raw: Record<string, unknown> | undefined, dtype: TargetFloatDType | undefined): Record<string, unknown> | undefined {
+  if (raw === undefined || dtype === undefined) return raw;
+  const torchName = { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype];
+  const out = { ...raw };
+  if ("dtype" in out) out["dtype"] = torchName;
+  if ("torch_dtype" in out || !("dtype" in out)) out["torch_dtype"] = torchName;
+  return out;
+}
+
+/** Total bytes a conversion reads, for progress bars. */
+export function totalSourceBytes(tensors: readonly TensorEntry[]): number {
+  return tensors.reduce((sum, t) => sum + t.byteLength, 0);
+}
