@@ -39,8 +39,10 @@ export interface Checkpoint {
   files: string[];
   /** Normalised config, when the source has a config.json. */
   config: ModelConfig | undefined;
-  /** config.json exactly as parsed (kept so exports can write it back unchanged). */
+  /** config.json as parsed. */
   rawConfig: Record<string, unknown> | undefined;
+  /** config.json's text exactly as read, so exports write it back byte for byte. */
+  rawConfigText: string | undefined;
   sideFiles: SideFiles;
   /** safetensors `__metadata__` and similar free-form string metadata. */
   metadata: Record<string, string>;

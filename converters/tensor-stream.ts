@@ -32,12 +32,19 @@ export async function* convertedChunks(entry: TensorEntry, to: DType, progress?:
 /** Keeps one `next()` of `source` in flight while the consumer works on the current item. */
 export async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
   const iterator = source[Symbol.asyncIterator]();
-  let pending = iterator.next();
+  // A read that fails while the consumer is still busy must not count as an unhandled
+  // rejection (Node would exit): mark it handled now; awaiting it below still throws.
+  const next = () => {
+    const promise = iterator.next();
+    promise.catch(() => undefined);
+    return promise;
+  };
+  let pending = next();
   try {
     while (true) {
       const result = await pending;
       if (result.done === true) return;
-      pending = iterator.next();
+      pending = next();
       yield result.value;
     }
   } finally {
@@ -46,14 +53,21 @@ export async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> 
   }
 }
 
-/** Updates `dtype` / `torch_dtype` in a raw config.json when a conversion changes the storage dtype. */
-export function rawConfigWithDtype(raw: Record<string, unknown> | undefined, dtype: TargetFloatDType | undefined): Record<string, unknown> | undefined {
-  if (raw === undefined || dtype === undefined) return raw;
+/**
+ * config.json text for a conversion to `dtype`: the `dtype` / `torch_dtype` values are
+ * replaced in place, so everything else (number spellings like 1e-05, key order, spacing)
+ * stays byte for byte as the source wrote it. A config without either key gets `torch_dtype`.
+ */
+export function configTextWithDtype(text: string | undefined, dtype: TargetFloatDType | undefined): string | undefined {
+  if (text === undefined || dtype === undefined) return text;
   const torchName = { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype];
-  const out = { ...raw };
-  if ("dtype" in out) out["dtype"] = torchName;
-  if ("torch_dtype" in out || !("dtype" in out)) out["torch_dtype"] = torchName;
-  return out;
+  let replaced = false;
+  const out = text.replace(/("(?:torch_)?dtype"\s*:\s*)"[^"\\]*"/g, (_match, key: string) => {
+    replaced = true;
+    return `${key}"${torchName}"`;
+  });
+  if (replaced) return out;
+  return JSON.stringify({ ...(JSON.parse(text) as Record<string, unknown>), torch_dtype: torchName }, null, 2) + "\n";
 }
 
 /** Total bytes a conversion reads, for progress bars. */

@@ -137,11 +137,11 @@ export function isLmpackError(value: unknown): value is LmpackError {
 }
 
 function formatMessage(detail: string, context: ErrorContext): string {
-  let where = "";
-  if (context.file !== undefined) where += `${context.file}: `;
-  if (context.tensor !== undefined) where += `tensor "${context.tensor}" `;
-  if (context.byteOffset !== undefined) where += `at byte ${context.byteOffset} `;
-  if (where.endsWith(" ")) where = where.slice(0, -1) + ": ";
+  const place: string[] = [];
+  if (context.tensor !== undefined) place.push(`tensor "${context.tensor}"`);
+  if (context.byteOffset !== undefined) place.push(`at byte ${context.byteOffset}`);
+  let where = context.file !== undefined ? `${context.file}: ` : "";
+  if (place.length > 0) where += `${place.join(" ")}: `;
   let tail = "";
   if (context.expected !== undefined || context.actual !== undefined) {
     tail = ` (expected ${printable(context.expected)}, got ${printable(context.actual)})`;

@@ -21,10 +21,10 @@ export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 export async function openHfDirectory(dir: string, location = dir): Promise<Checkpoint> {
   const configPath = join(dir, "config.json");
   let rawConfig: Record<string, unknown> | undefined;
+  let rawConfigText: string | undefined;
   if (await fileExists(configPath)) {
-    const parsed = await readJsonFile(configPath, MAX_CONFIG_BYTES, "CONFIG_INVALID");
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new FormatError("CONFIG_INVALID", "config.json is not a JSON object", { file: configPath });
-    rawConfig = parsed as Record<string, unknown>;
+    rawConfigText = decodeUtf8(await readSmallFile(configPath, MAX_CONFIG_BYTES, "CONFIG_INVALID"), configPath);
+    rawConfig = parseConfigObject(rawConfigText, configPath);
   }
   const config = rawConfig === undefined ? undefined : normaliseConfig(rawConfig, configPath);
   const sideFiles = await readSideFiles(dir);
@@ -37,6 +37,7 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
       files: files.map((f) => f.path),
       config,
       rawConfig,
+      rawConfigText,
       sideFiles,
       metadata: { ...(files[0]?.metadata ?? {}) },
       tensors,
@@ -48,6 +49,25 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
     await Promise.all(files.map((f) => f.close()));
     throw error;
   }
+}
+
+function decodeUtf8(bytes: Uint8Array, file: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (cause) {
+    throw new FormatError("CONFIG_INVALID", "not valid UTF-8", { file, cause });
+  }
+}
+
+function parseConfigObject(text: string, file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (cause) {
+    throw new FormatError("CONFIG_INVALID", `not valid JSON: ${(cause as Error).message}`, { file, cause });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new FormatError("CONFIG_INVALID", "config.json is not a JSON object", { file });
+  return parsed as Record<string, unknown>;
 }
 
 async function readSideFiles(dir: string): Promise<SideFiles> {

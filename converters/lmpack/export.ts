@@ -2,7 +2,7 @@ import type { TargetFloatDType } from "../../formats/dtype.js";
 import type { Checkpoint } from "../checkpoint.js";
 import { normaliseConfig, type ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
-import { convertedChunks, outputDtype, rawConfigWithDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { configTextWithDtype, convertedChunks, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { ChecksumName } from "./checksum.js";
 import { dtypeToProto } from "./proto.js";
 import { LmpackWriter } from "./writer.js";
@@ -27,12 +27,12 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
       writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) } });
     }
     for (const [name, bytes] of checkpoint.sideFiles) await writer.addSideFile(name, bytes);
-    const rawConfig = rawConfigWithDtype(checkpoint.rawConfig, options.dtype);
-    const config = rawConfig === undefined ? undefined : normaliseConfig(rawConfig, outPath);
+    const rawConfigText = configTextWithDtype(checkpoint.rawConfigText, options.dtype);
+    const config = rawConfigText === undefined ? undefined : normaliseConfig(JSON.parse(rawConfigText) as Record<string, unknown>, outPath);
     await writer.finish({
       producer: PRODUCER,
       ...(config === undefined ? {} : { config: configToProto(config) }),
-      rawConfigJson: rawConfig === undefined ? "" : JSON.stringify(rawConfig),
+      rawConfigJson: rawConfigText ?? "",
       metadata: checkpoint.metadata,
     });
   } catch (error) {

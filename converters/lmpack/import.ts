@@ -30,6 +30,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
       files: [path],
       config: rawConfig === undefined ? undefined : normaliseConfig(rawConfig, `${path} (config.json)`),
       rawConfig,
+      rawConfigText: rawConfig === undefined ? undefined : file.header.rawConfigJson,
       sideFiles,
       metadata: { ...file.header.metadata },
       tensors,

@@ -3,7 +3,7 @@ import { UsageError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { INDEX_FILE, SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { AtomicDirectory, refuseExisting, writeFileAtomic } from "../io/atomic.js";
-import { convertedChunks, outputDtype, rawConfigWithDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { configTextWithDtype, convertedChunks, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { planByteLength, SafetensorsWriter, type TensorPlan } from "./writer.js";
 
 export interface SafetensorsExportOptions {
@@ -61,8 +61,8 @@ async function writeDirectory(dir: AtomicDirectory, checkpoint: Checkpoint, plan
     const sorted = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     await writeFileAtomic(dir.file(INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize, total_parameters: totalParameters }, weight_map: sorted }, null, 2) + "\n");
   }
-  const rawConfig = rawConfigWithDtype(checkpoint.rawConfig, options.dtype);
-  if (rawConfig !== undefined) await writeFileAtomic(dir.file("config.json"), JSON.stringify(rawConfig, null, 2) + "\n");
+  const configText = configTextWithDtype(checkpoint.rawConfigText, options.dtype);
+  if (configText !== undefined) await writeFileAtomic(dir.file("config.json"), configText);
   for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
 }
 

@@ -25,6 +25,7 @@ export async function openSafetensorsCheckpoint(path: string): Promise<Checkpoin
     files: [path],
     config: undefined,
     rawConfig: undefined,
+    rawConfigText: undefined,
     sideFiles: new Map(),
     metadata: { ...(file.metadata ?? {}) },
     tensors: safetensorsEntries(file),

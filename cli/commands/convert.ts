@@ -1,0 +1,59 @@
+import type { ArgumentsCamelCase, Argv } from "yargs";
+import { parseTargetDType } from "../../formats/dtype.js";
+import { UsageError } from "../../formats/errors.js";
+import { openCheckpoint } from "../../converters/open.js";
+import { exportLmpack } from "../../converters/lmpack/export.js";
+import { exportSafetensors } from "../../converters/safetensors/export.js";
+import { parseByteSize } from "../../converters/io/byte-size.js";
+import type { ChecksumName } from "../../converters/lmpack/checksum.js";
+import { EXIT } from "../errors.js";
+import { terminalProgress } from "../progress.js";
+
+interface ConvertArgs {
+  src: string;
+  to: "safetensors" | "lmpack";
+  out: string;
+  dtype: string | undefined;
+  maxShardSize: string | undefined;
+  checksum: ChecksumName;
+  force: boolean;
+  progress: boolean;
+  json: boolean;
+}
+
+export const convertCommand = {
+  command: "convert <src>",
+  describe: "Convert a checkpoint to safetensors (HF directory or one file) or an .lmpack container, streaming",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
+      .option("to", { choices: ["safetensors", "lmpack"] as const, demandOption: true, describe: "output layout" })
+      .option("out", { type: "string", demandOption: true, describe: "output path: a directory (HF layout) or a .safetensors file; a .lmpack file" })
+      .option("dtype", { type: "string", describe: "convert float tensors to f32 | f16 | bf16 (exact, round to nearest even)" })
+      .option("max-shard-size", { type: "string", describe: "shard safetensors output (e.g. 2GB, 4GiB); default 5GB" })
+      .option("checksum", { choices: ["crc32", "sha256"] as const, default: "crc32" as const, describe: "blob checksum of .lmpack output" })
+      .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" })
+      .option("progress", { type: "boolean", default: true, describe: "progress bar on stderr when it is a terminal" }),
+  handler: async (args: ArgumentsCamelCase<ConvertArgs>): Promise<number> => {
+    const dtype = args.dtype === undefined ? undefined : parseTargetDType(args.dtype);
+    if (args.dtype !== undefined && dtype === undefined) throw new UsageError("BAD_ARGUMENT", `--dtype must be f32, f16 or bf16, got "${args.dtype}"`);
+    const maxShardBytes = args.maxShardSize === undefined ? undefined : parseByteSize(args.maxShardSize);
+    if (args.to === "lmpack" && maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size applies to --to safetensors only");
+    const progress = args.progress && !args.json ? terminalProgress() : undefined;
+    const started = performance.now();
+    const checkpoint = await openCheckpoint(args.src);
+    try {
+      const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
+      if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });
+      else await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
+      const seconds = (performance.now() - started) / 1000;
+      const bytesRead = checkpoint.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+      const summary = { ok: true, source: args.src, to: args.to, out: args.out, dtype: dtype ?? "unchanged", tensors: checkpoint.tensors.length, bytesRead, seconds: Number(seconds.toFixed(3)) };
+      if (args.json) console.log(JSON.stringify(summary, null, 2));
+      else console.error(`lmpack: wrote ${args.out} (${checkpoint.tensors.length} tensors, ${seconds.toFixed(1)} s)`);
+      return EXIT.ok;
+    } finally {
+      await checkpoint.close();
+    }
+  },
+};

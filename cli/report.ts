@@ -1,0 +1,33 @@
+import type { InspectReport } from "../converters/inspect.js";
+import { formatBytes } from "../converters/io/byte-size.js";
+
+/** Human-readable rendering of an inspect report (the --json output is the report itself). */
+export function renderInspect(report: InspectReport): string {
+  const lines: string[] = [];
+  lines.push(`source:      ${report.source}`);
+  lines.push(`layout:      ${report.layout} (${report.files.length} file${report.files.length === 1 ? "" : "s"})`);
+  const c = report.config;
+  if (c !== undefined) {
+    lines.push(`model:       ${c.architecture ?? "?"} (${c.modelType ?? "?"}), ${c.numLayers} layers, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize ?? "?"}`);
+    lines.push(`attention:   ${c.numHeads} heads, ${c.numKvHeads} KV heads, head_dim ${c.headDim}, rope theta ${c.ropeTheta} (from ${c.ropeThetaSource})${c.ropeScaling !== undefined ? `, scaling ${JSON.stringify(c.ropeScaling)}` : ""}`);
+    lines.push(`vocab:       ${c.vocabSize}, tied embeddings ${c.tiedEmbeddings ? "yes" : "no"}, rms_norm_eps ${c.rmsNormEps}`);
+  } else {
+    lines.push("model:       (no config.json)");
+  }
+  const e = report.embeddings;
+  lines.push(`embeddings:  embed_tokens ${e.embedTokensStored ? "stored" : "absent"}, lm_head ${e.lmHeadStored ? "stored" : "absent"}`);
+  const dtypes = Object.entries(report.dtypes).map(([d, n]) => `${d} ${n.toLocaleString("en-US")}`).join(", ");
+  lines.push(`parameters:  ${report.parameters.toLocaleString("en-US")} (${dtypes})`);
+  lines.push(`size:        ${formatBytes(report.bytes)}, ${report.bitsPerWeight.toFixed(2)} bits per weight`);
+  if (report.sideFiles.length > 0) lines.push(`side files:  ${report.sideFiles.join(", ")}`);
+  lines.push("");
+  const rows = report.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(", ")}]`, formatBytes(t.bytes), t.bitsPerWeight.toFixed(2)]);
+  lines.push(...table(["tensor", "dtype", "shape", "bytes", "bits/w"], rows));
+  return lines.join("\n");
+}
+
+function table(head: string[], rows: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  return [line(head), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)];
+}
