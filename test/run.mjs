@@ -10,7 +10,7 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const uvu = join(root, "node_modules", "uvu", "bin.js");
 // An optional argument narrows the run to test files whose path matches it.
 const pattern = process.argv[2] === undefined ? "\\.test\\.js$" : `(${process.argv[2]}).*\\.test\\.js$`;
-const child = spawn(process.execPath, [uvu, join(root, "dist", "test"), pattern], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1" } });
+const child = spawn(process.execPath, [uvu, join(root, "dist", "test"), pattern], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, NO_COLOR: "1" } });
 
 let output = "";
 child.stdout.on("data", (chunk) => {
