@@ -13,8 +13,11 @@ test.before(async () => {
 });
 test.after(() => work.cleanup());
 
+/** The environment a user's shell would give: without the color variables the test runner sets. */
+const userEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "FORCE_COLOR" && k !== "NO_COLOR"));
+
 function lmpack(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", cwd: work.path });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", cwd: work.path, env: userEnv });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -120,7 +123,7 @@ test("exit codes: 1 for usage, 2 for invalid input, 2 for an existing output wit
   assert.is(junk.code, 2);
   assert.is(junk.body["error"].code, "HEADER_NOT_OBJECT");
   const junkText = lmpack("inspect", "junk.safetensors");
-  assert.is(junkText.stderr.trim().split("\n").length, 1, "one line, no stack trace");
+  assert.is(junkText.stderr.trim().split("\n").length, 1, `one line, no stack trace: ${junkText.stderr}`);
   assert.match(junkText.stderr, /junk\.safetensors/);
 
   assert.is(lmpack("convert", FIXTURE_MODEL, "--to", "safetensors", "--out", "exists").code, 0);
