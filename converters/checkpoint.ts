@@ -21,6 +21,8 @@ export interface TensorEntry {
   byteLength: number;
   /** File that holds the data, for messages. */
   file: string;
+  /** Free-form provenance and statistics (stored msgpack-encoded in .lmpack containers). */
+  notes?: Record<string, unknown>;
   /** The whole tensor (memory: one tensor). */
   read(): Promise<Uint8Array>;
   /** The data in chunks of whole elements, at most `maxChunkBytes` each. */

@@ -10,6 +10,7 @@ export interface TensorSummary {
   parameters: number;
   bytes: number;
   bitsPerWeight: number;
+  notes?: Record<string, unknown>;
 }
 
 export interface InspectReport {
@@ -42,6 +43,7 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
     parameters: t.nElements,
     bytes: t.byteLength,
     bitsPerWeight: t.nElements === 0 ? DTYPES[t.dtype].bits : (t.byteLength * 8) / t.nElements,
+    ...(t.notes === undefined ? {} : { notes: t.notes }),
   }));
   const parameters = tensors.reduce((sum, t) => sum + t.parameters, 0);
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);

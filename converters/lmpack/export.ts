@@ -4,6 +4,7 @@ import { normaliseConfig, type ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { configTextWithDtype, convertedChunks, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { ChecksumName } from "./checksum.js";
+import { encodeNotes } from "./notes.js";
 import { dtypeToProto } from "./proto.js";
 import { LmpackWriter } from "./writer.js";
 import { PRODUCER } from "../producer.js";
@@ -24,7 +25,9 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
     for (const entry of checkpoint.tensors) {
       const dtype = outputDtype(entry, options.dtype);
       const blob = await writer.writeBlob({ role: "data", dtype, shape: entry.shape }, convertedChunks(entry, dtype, options.progress));
-      writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) } });
+      // Record a dtype change: an f32 tensor that came from bf16 is known to be exactly bf16-representable.
+      const notes = dtype === entry.dtype ? entry.notes : { ...entry.notes, sourceDtype: entry.notes?.["sourceDtype"] ?? entry.dtype };
+      writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) }, notesMsgpack: encodeNotes(notes) });
     }
     for (const [name, bytes] of checkpoint.sideFiles) await writer.addSideFile(name, bytes);
     const rawConfigText = configTextWithDtype(checkpoint.rawConfigText, options.dtype);

@@ -1,6 +1,7 @@
 import { FormatError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { normaliseConfig } from "../hf/config.js";
+import { decodeNotes } from "./notes.js";
 import { LmpackFile } from "./reader.js";
 
 /** Opens a .lmpack container as a checkpoint; blob checksums are verified as data is read. */
@@ -20,6 +21,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
         nElements: t.shape.reduce((a, b) => a * b, 1),
         byteLength: blob.byteLength,
         file: path,
+        notes: decodeNotes(t.notesMsgpack, path, t.name),
         read: () => file.readBlob(blob),
         readChunks: (maxChunkBytes?: number) => file.readBlobChunks(blob, maxChunkBytes === undefined ? {} : { maxChunkBytes }),
       };

@@ -156,6 +156,34 @@ for (const [name, build, code] of structural) {
   });
 }
 
+test("per-tensor notes: the source dtype is recorded when a conversion changes it", async () => {
+  const source = await openCheckpoint(FIXTURE_MODEL);
+  await exportLmpack(source, join(work.path, "f32.lmpack"), { dtype: "F32" });
+  await source.close();
+  const f32 = await openLmpackCheckpoint(join(work.path, "f32.lmpack"));
+  assert.equal(f32.tensors[0]!.notes, { sourceDtype: "BF16" });
+  // A second conversion keeps the original provenance rather than the intermediate dtype.
+  await exportLmpack(f32, join(work.path, "f16.lmpack"), { dtype: "F16" });
+  const f16 = await openLmpackCheckpoint(join(work.path, "f16.lmpack"));
+  assert.equal(f16.tensors[0]!.notes, { sourceDtype: "BF16" });
+  const plain = await openLmpackCheckpoint(join(work.path, "crc.lmpack"));
+  assert.is(plain.tensors[0]!.notes, undefined);
+  await Promise.all([f32.close(), f16.close(), plain.close()]);
+});
+
+test("tensor notes that are not msgpack are rejected as a header error", async () => {
+  const bad = withHeader(packed, (h) => {
+    h.tensors[0]!.notesMsgpack = new Uint8Array([0xc1, 0xc1, 0xc1]);
+  });
+  await expectCode(openLmpackCheckpoint(await writeTemp(bad)), "CONTAINER_HEADER_INVALID");
+});
+
+async function writeTemp(bytes: Uint8Array): Promise<string> {
+  const path = join(work.path, `case-${Math.random().toString(36).slice(2)}.lmpack`);
+  await writeFile(path, bytes);
+  return path;
+}
+
 test("a failed export leaves no file and no temporary behind", async () => {
   const source = await openCheckpoint(FIXTURE_MODEL);
   const broken = { ...source, tensors: [...source.tensors.slice(0, 3), { ...source.tensors[3]!, readChunks: async function* () { yield new Uint8Array(2); throw new Error("disk on fire"); } }] };
