@@ -121,6 +121,9 @@ function parseTensorEntry(name: string, entry: JsonValue, dataStart: number, dat
   let nElements = 1n;
   for (const dim of shape) {
     if (!isNonNegativeInteger(dim)) throw new FormatError("SHAPE_INVALID", "shape dims must be non-negative integers", { ...where, actual: shape });
+    // A dim beyond 2^53-1 cannot be reported exactly in `shape: number[]` (next to a zero dim
+    // the product would pass); refuse it rather than hand out a rounded shape.
+    if (typeof dim === "bigint") throw new FormatError("SHAPE_OVERFLOW", "shape dim too large", { ...where, expected: `<= ${Number.MAX_SAFE_INTEGER}`, actual: dim });
     nElements *= BigInt(dim);
   }
   const nBytes = (nElements * BigInt(DTYPES[dtype].bits)) / 8n;

@@ -20,7 +20,8 @@ export function planByteLength(plan: TensorPlan): number {
  * an 8-byte dtype is aligned for zero-copy views).
  */
 export function buildHeader(tensors: readonly TensorPlan[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
+  // Null prototype: on a plain object, `header["__proto__"] = …` sets the prototype and the tensor vanishes from the JSON.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata !== undefined && Object.keys(metadata).length > 0) header[METADATA_KEY] = metadata;
   let offset = 0;
   for (const t of tensors) {
@@ -51,6 +52,8 @@ export class SafetensorsWriter {
 
   private constructor(private readonly file: AtomicFile, private readonly plan: readonly TensorPlan[], headerBytes: number) {
     this.position = headerBytes;
+    // Zero-sized tensors are complete from the start: skip leading ones here, as `write` skips later ones.
+    this.advancePastComplete();
   }
 
   static async create(path: string, plan: readonly TensorPlan[], metadata?: Record<string, string>): Promise<SafetensorsWriter> {
