@@ -32,13 +32,14 @@ export type FormatErrorCode =
   | "OFFSET_PAST_EOF"
   | "DATA_TRUNCATED"
   | "TRAILING_BYTES"
-  | "TOO_MANY_TENSORS"
   // checkpoints and configs
   | "CONFIG_INVALID"
   | "INDEX_INVALID"
   | "TENSOR_MISSING"
   | "TENSOR_DUPLICATE"
   | "LAYOUT_UNKNOWN"
+  // Hub listings (a repo tree whose paths or ids could not be trusted)
+  | "HUB_LISTING_INVALID"
   // lmpack container
   | "CONTAINER_BAD_MAGIC"
   | "CONTAINER_BAD_VERSION"

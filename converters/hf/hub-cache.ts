@@ -32,12 +32,12 @@ export function repoCacheDir(cacheDir: string, repo: string): string {
 }
 
 export function snapshotDir(repoDir: string, sha: string): string {
-  if (!isCommitSha(sha)) throw new FormatError("LAYOUT_UNKNOWN", "not a 40-hex commit sha", { file: repoDir, actual: sha });
+  if (!isCommitSha(sha)) throw new FormatError("HUB_LISTING_INVALID", "not a 40-hex commit sha", { file: repoDir, actual: sha });
   return join(repoDir, "snapshots", sha);
 }
 
 export function blobPath(repoDir: string, etag: string): string {
-  if (!ETAG.test(etag)) throw new FormatError("LAYOUT_UNKNOWN", "blob id is not a sha1 or sha256 hex digest", { file: repoDir, actual: etag });
+  if (!ETAG.test(etag)) throw new FormatError("HUB_LISTING_INVALID", "blob id is not a sha1 or sha256 hex digest", { file: repoDir, actual: etag });
   return join(repoDir, "blobs", etag);
 }
 
@@ -49,7 +49,7 @@ export function blobPath(repoDir: string, etag: string): string {
 export function assertRepoPath(path: string, repo: string): void {
   const segments = path.split("/");
   const unsafe = path.length === 0 || path.includes("\\") || path.includes("\0") || /^[A-Za-z]:/.test(path) || segments.some((s) => s === "" || s === "." || s === "..");
-  if (unsafe) throw new FormatError("LAYOUT_UNKNOWN", "the Hub listed a file path that would escape the cache folder", { file: repo, actual: path });
+  if (unsafe) throw new FormatError("HUB_LISTING_INVALID", "the Hub listed a file path that would escape the cache folder", { file: repo, actual: path });
 }
 
 /** A revision is a path under refs/: the same segment rules as repo paths. */

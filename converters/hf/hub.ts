@@ -152,7 +152,7 @@ function hubFile(entry: ListFileEntry, label: string): HubFile {
   const digest: FileDigest = entry.lfs === undefined ? { algorithm: "git-sha1", hex: entry.oid ?? "" } : { algorithm: "sha256", hex: entry.lfs.oid };
   const nBytes = entry.lfs?.size ?? entry.size;
   if (typeof digest.hex !== "string" || !DIGEST_HEX[digest.algorithm].test(digest.hex) || !Number.isSafeInteger(nBytes) || nBytes < 0) {
-    throw new FormatError("LAYOUT_UNKNOWN", `the Hub listed a file without a valid ${digest.algorithm} or size`, { file: `${label}/${entry.path}`, actual: { oid: digest.hex, size: nBytes } });
+    throw new FormatError("HUB_LISTING_INVALID", `the Hub listed a file without a valid ${digest.algorithm} or size`, { file: `${label}/${entry.path}`, actual: { oid: digest.hex, size: nBytes } });
   }
   return { path: entry.path, nBytes, digest };
 }

@@ -83,14 +83,37 @@ export function parseHeader(headerBytes: Uint8Array, fileByteLength: number, fil
 
   const dataByteLength = fileByteLength - dataStart;
   const metadata = parseMetadata(root[METADATA_KEY], file);
-  const tensors: SafetensorsTensorInfo[] = [];
+  const entries: ParsedEntry[] = [];
   for (const name of Object.keys(root)) {
     if (name === METADATA_KEY) continue;
-    tensors.push(parseTensorEntry(name, root[name]!, dataStart, dataByteLength, file));
+    entries.push(parseTensorEntry(name, root[name]!, dataStart, file));
   }
-  tensors.sort((a, b) => a.byteOffset - b.byteOffset || a.byteLength - b.byteLength);
+  entries.sort((a, b) => (a.begin < b.begin ? -1 : a.begin > b.begin ? 1 : Number(a.end - a.begin - (b.end - b.begin))));
+  checkBounds(entries, dataStart, dataByteLength, file);
+  const tensors = entries.map(({ begin, end: _end, ...info }) => ({ ...info, byteOffset: dataStart + Number(begin) }));
   checkTiling(tensors, dataStart, dataByteLength, file);
   return { headerByteLength: headerBytes.length, dataStart, tensors, metadata };
+}
+
+/** A tensor entry whose offsets are not yet known to lie in the file (so they stay BigInt). */
+type ParsedEntry = Omit<SafetensorsTensorInfo, "byteOffset"> & { begin: bigint; end: bigint };
+
+/**
+ * Every tensor must lie inside the data section. Entries are sorted by offset, so for a file cut
+ * short the tensor named is the one the file ends in, and "expected" is the whole file's size.
+ */
+function checkBounds(entries: ParsedEntry[], dataStart: number, dataByteLength: number, file: string): void {
+  const dataLen = BigInt(dataByteLength);
+  const start = BigInt(dataStart);
+  const extent = entries.reduce((max, e) => (e.end > max ? e.end : max), 0n);
+  for (const e of entries) {
+    if (e.begin > dataLen) {
+      throw new FormatError("OFFSET_PAST_EOF", "tensor starts past the end of the file", { file, tensor: e.name, byteOffset: start + e.begin, expected: `<= ${dataStart + dataByteLength}`, actual: start + e.begin });
+    }
+    if (e.end > dataLen) {
+      throw new FormatError("DATA_TRUNCATED", "file ends inside the tensor's data", { file, tensor: e.name, byteOffset: start + e.begin, expected: `file of ${start + extent} bytes`, actual: `${dataStart + dataByteLength} bytes` });
+    }
+  }
 }
 
 function parseMetadata(value: JsonValue | undefined, file: string): Record<string, string> | undefined {
@@ -108,7 +131,7 @@ function parseMetadata(value: JsonValue | undefined, file: string): Record<strin
   return out;
 }
 
-function parseTensorEntry(name: string, entry: JsonValue, dataStart: number, dataByteLength: number, file: string): SafetensorsTensorInfo {
+function parseTensorEntry(name: string, entry: JsonValue, dataStart: number, file: string): ParsedEntry {
   const where = { file, tensor: name };
   if (!isJsonObject(entry)) throw new FormatError("TENSOR_INVALID_INFO", "entry is not an object", { ...where, expected: "object", actual: jsonKind(entry) });
   const { dtype, shape, data_offsets: offsets } = entry as JsonObject;
@@ -140,14 +163,7 @@ function parseTensorEntry(name: string, entry: JsonValue, dataStart: number, dat
   if (e - b !== nBytes) {
     throw new FormatError("SHAPE_SIZE_MISMATCH", `shape ${JSON.stringify(shape.map(Number))} × ${dtype} does not match the byte length`, { ...where, byteOffset: BigInt(dataStart) + b, expected: `${nBytes} bytes`, actual: `${e - b} bytes` });
   }
-  const dataLen = BigInt(dataByteLength);
-  if (b > dataLen) {
-    throw new FormatError("OFFSET_PAST_EOF", "tensor starts past the end of the file", { ...where, byteOffset: BigInt(dataStart) + b, expected: `<= ${dataStart + dataByteLength}`, actual: BigInt(dataStart) + b });
-  }
-  if (e > dataLen) {
-    throw new FormatError("DATA_TRUNCATED", "file ends inside the tensor's data", { ...where, byteOffset: BigInt(dataStart) + b, expected: `file of ${BigInt(dataStart) + e} bytes`, actual: `${dataStart + dataByteLength} bytes` });
-  }
-  return { name, dtype, shape: shape.map(Number), nElements: Number(nElements), byteOffset: dataStart + Number(b), byteLength: Number(nBytes) };
+  return { name, dtype, shape: shape.map(Number), nElements: Number(nElements), byteLength: Number(nBytes), begin: b, end: e };
 }
 
 /** Tensors (sorted by offset) must cover the data section exactly: no overlap, no gap, no tail. */

@@ -6,6 +6,7 @@ import { FormatError } from "../../formats/errors.js";
 import { normaliseConfig } from "../../converters/hf/config.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportSafetensors } from "../../converters/safetensors/export.js";
+import { SafetensorsFile } from "../../converters/safetensors/reader.js";
 import { inspectCheckpoint } from "../../converters/inspect.js";
 import { FIXTURE_MODEL, sharedModel, tempDir } from "../helpers/paths.js";
 
@@ -158,6 +159,27 @@ test("a directory with only pickle weights → LAYOUT_UNKNOWN (never unpickled)"
   await writeFile(join(dir, "pytorch_model.bin"), "not really a pickle");
   await copyFile(join(FIXTURE_MODEL, "config.json"), join(dir, "config.json"));
   await expectFormatError(dir, "LAYOUT_UNKNOWN");
+});
+
+test("a weights file cut short names the tensor it ends in and the whole file's expected size", async () => {
+  const dir = join(work.path, "truncated");
+  await mkdir(dir);
+  const full = await readFile(join(FIXTURE_MODEL, "model.safetensors"));
+  const cut = full.length - 100_000;
+  await writeFile(join(dir, "model.safetensors"), full.subarray(0, cut));
+  const original = await SafetensorsFile.open(join(FIXTURE_MODEL, "model.safetensors"));
+  const holder = original.tensors.find((t) => t.byteOffset < cut && t.byteOffset + t.byteLength > cut)!;
+  await original.close();
+  try {
+    await openCheckpoint(dir);
+    assert.unreachable();
+  } catch (error) {
+    const e = error as FormatError;
+    assert.is(e.code, "DATA_TRUNCATED");
+    assert.is(e.expected, `file of ${full.length} bytes`);
+    assert.is(e.actual, `${cut} bytes`);
+    assert.is(e.tensor, holder.name);
+  }
 });
 
 test("config.json that is not JSON → CONFIG_INVALID naming the file", async () => {

@@ -3,6 +3,7 @@ import * as assert from "uvu/assert";
 import type { FloatDType } from "../../formats/dtype.js";
 import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { bf16BitsToF32Bits, f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bit, f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
+import { mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * Exactness of the float conversions, against references written here from the IEEE 754
@@ -13,18 +14,6 @@ import { bf16BitsToF32Bits, f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bit
 
 const SEED = Number(process.env["LMPACK_FLOAT_SEED"] ?? 0xf10a7) >>> 0;
 
-type Rng = () => number;
-
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const u32 = (rng: Rng): number => Math.floor(rng() * 4294967296) >>> 0;
 

@@ -311,9 +311,9 @@ test("a second online open with everything cached fetches no file, only the two 
 });
 
 const hostile: { name: string; id: string; repo?: () => FakeRepo; code: string }[] = [
-  { name: "a listed path with ..", id: "owner/escape1", repo: () => repoOf("owner/escape1", fixture, { extraTreeEntries: [{ type: "file", path: "../../../../evil.safetensors", oid: "0".repeat(40), size: 1 }] }), code: "LAYOUT_UNKNOWN" },
-  { name: "an absolute listed path", id: "owner/escape2", repo: () => repoOf("owner/escape2", fixture, { extraTreeEntries: [{ type: "file", path: "/etc/evil.json", oid: "0".repeat(40), size: 1 }] }), code: "LAYOUT_UNKNOWN" },
-  { name: "an lfs oid that is not a sha256", id: "owner/escape3", repo: () => repoOf("owner/escape3", fixture, { extraTreeEntries: [{ type: "file", path: "x.safetensors", oid: "0".repeat(40), size: 1, lfs: { oid: "../../../x", size: 1, pointerSize: 1 } }] }), code: "LAYOUT_UNKNOWN" },
+  { name: "a listed path with ..", id: "owner/escape1", repo: () => repoOf("owner/escape1", fixture, { extraTreeEntries: [{ type: "file", path: "../../../../evil.safetensors", oid: "0".repeat(40), size: 1 }] }), code: "HUB_LISTING_INVALID" },
+  { name: "an absolute listed path", id: "owner/escape2", repo: () => repoOf("owner/escape2", fixture, { extraTreeEntries: [{ type: "file", path: "/etc/evil.json", oid: "0".repeat(40), size: 1 }] }), code: "HUB_LISTING_INVALID" },
+  { name: "an lfs oid that is not a sha256", id: "owner/escape3", repo: () => repoOf("owner/escape3", fixture, { extraTreeEntries: [{ type: "file", path: "x.safetensors", oid: "0".repeat(40), size: 1, lfs: { oid: "../../../x", size: 1, pointerSize: 1 } }] }), code: "HUB_LISTING_INVALID" },
   { name: "an index shard outside the repo folder", id: "owner/escape4", repo: () => repoOf("owner/escape4", [fixtureFile("config.json"), { path: "model.safetensors.index.json", content: new TextEncoder().encode('{"weight_map":{"a":"../a.safetensors"}}'), lfs: false }]), code: "INDEX_INVALID" },
   { name: "a revision with ..", id: "owner/tiny@../../x", code: "BAD_SOURCE" },
 ];

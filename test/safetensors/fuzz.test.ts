@@ -8,6 +8,7 @@ import { SafetensorsFile } from "../../converters/safetensors/reader.js";
 import { firstInvalidUtf8 } from "../../converters/safetensors/utf8.js";
 import { buildSafetensors } from "../helpers/build-safetensors.js";
 import { FIXTURE_MODEL } from "../helpers/paths.js";
+import { mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * Seeded mutation fuzz of the safetensors reader (the Rust crate's fuzz target, as a test):
@@ -22,19 +23,6 @@ const SEED = Number(process.env["LMPACK_FUZZ_SEED"] ?? 0x5afe7e45) >>> 0;
 const ITERATIONS = Number(process.env["LMPACK_FUZZ_ITERATIONS"] ?? 20_000);
 const NAME = "fuzz.safetensors";
 
-type Rng = () => number;
-
-/** mulberry32: tiny, fast, good enough to drive mutations; deterministic for a given seed. */
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The PRNG stream of one iteration, independent of all the others. */
 function iterationRng(seed: number, iteration: number): Rng {

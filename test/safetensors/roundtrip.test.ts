@@ -7,6 +7,7 @@ import { UsageError } from "../../formats/errors.js";
 import { SafetensorsFile } from "../../converters/safetensors/reader.js";
 import { buildHeader, planByteLength, SafetensorsWriter, type TensorPlan } from "../../converters/safetensors/writer.js";
 import { FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
+import { mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * SafetensorsWriter ↔ SafetensorsFile: random plans written in random chunks read back byte
@@ -17,18 +18,6 @@ import { FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 const SEED = Number(process.env["LMPACK_ROUNDTRIP_SEED"] ?? 0x0dd5eed) >>> 0;
 const ALL_DTYPES = Object.keys(DTYPES) as DType[];
 
-type Rng = () => number;
-
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const int = (rng: Rng, n: number): number => Math.floor(rng() * n);
 
