@@ -41,7 +41,7 @@ export const convertCommand = {
     if (args.to === "lmpack" && maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size applies to --to safetensors only");
     const progress = args.progress && !args.json ? terminalProgress() : undefined;
     const started = performance.now();
-    const checkpoint = await openCheckpoint(args.src);
+    const checkpoint = await openCheckpoint(args.src, progress === undefined ? {} : { hub: { progress } });
     try {
       const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
       if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });

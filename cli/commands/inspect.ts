@@ -3,6 +3,7 @@ import { openCheckpoint } from "../../converters/open.js";
 import { inspectCheckpoint } from "../../converters/inspect.js";
 import { LmpackFile } from "../../converters/lmpack/reader.js";
 import { EXIT } from "../errors.js";
+import { terminalProgress } from "../progress.js";
 import { renderInspect } from "../report.js";
 
 interface InspectArgs {
@@ -19,7 +20,8 @@ export const inspectCommand = {
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id owner/name[@revision]" })
       .option("verify", { type: "boolean", default: false, describe: "also verify every blob checksum (.lmpack); exit 3 on any mismatch" }),
   handler: async (args: ArgumentsCamelCase<InspectArgs>): Promise<number> => {
-    const checkpoint = await openCheckpoint(args.src);
+    const progress = args.json ? undefined : terminalProgress();
+    const checkpoint = await openCheckpoint(args.src, progress === undefined ? {} : { hub: { progress } });
     try {
       const report = inspectCheckpoint(checkpoint);
       const failures = args.verify && checkpoint.layout === "lmpack" ? await verifyContainer(checkpoint.location) : [];

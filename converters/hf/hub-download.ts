@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { IoError, VerificationError } from "../../formats/errors.js";
+import type { ProgressSink } from "../tensor-stream.js";
 
 /**
  * Resumable, verified downloads of one Hub file into `blobs/<etag>`.
@@ -30,6 +31,8 @@ export interface BlobDownload {
   digest: FileDigest;
   nBytes: number;
   token: string | undefined;
+  /** Receives downloaded byte counts (the CLI's progress bar). */
+  progress?: ProgressSink | undefined;
 }
 
 /**
@@ -92,6 +95,7 @@ async function downloadOnce(request: BlobDownload): Promise<void> {
     await rm(partial, { force: true });
     offset = 0;
   }
+  request.progress?.advance(offset, request.label); // what an earlier run already fetched
   let hash: Hash;
   let nBytes: number;
   if (offset > 0 && offset === request.nBytes) {
@@ -154,6 +158,7 @@ async function streamBody(response: Response, request: BlobDownload, handle: Fil
       if (nBytes > request.nBytes) break;
       hash.update(chunk);
       await writeAll(handle, chunk);
+      request.progress?.advance(chunk.length, request.label);
     }
   } catch (cause) {
     if (cause instanceof IoError) throw cause;

@@ -6,6 +6,7 @@ import { SIDE_FILE_NAMES, type Checkpoint } from "../checkpoint.js";
 import { INDEX_FILE, SINGLE_WEIGHTS_FILE, openHfDirectory, readWeightMap } from "./import-local.js";
 import { assertRepoPath, assertRevision, blobPath, cachedSnapshot, isCommitSha, isFile, linkBlob, pointerPath, repoCacheDir, snapshotDir, writeRef } from "./hub-cache.js";
 import { downloadBlob, hubFetch, type FileDigest } from "./hub-download.js";
+import type { ProgressSink } from "../tensor-stream.js";
 
 /**
  * Hugging Face Hub importer: `owner/name[@revision]` → a snapshot folder in the standard HF
@@ -26,6 +27,8 @@ export interface HubOptions {
   token?: string;
   /** Use the cache only; default true when $HF_HUB_OFFLINE is 1/true/yes (or on, as in Python). */
   offline?: boolean;
+  /** Receives download progress (bytes); downloads are the long part of opening a Hub model. */
+  progress?: ProgressSink;
 }
 
 export interface HubSettings {
@@ -71,7 +74,7 @@ export async function openHubCheckpoint(id: string, options: HubOptions = {}): P
   const settings = hubSettings(options);
   const { repo, revision } = parseHubId(id);
   const context: HubContext = { settings, repo, revision, repoDir: repoCacheDir(settings.cacheDir, repo), label: `${repo}@${revision}` };
-  const snapshot = settings.offline ? await offlineSnapshot(context) : await onlineSnapshot(context);
+  const snapshot = settings.offline ? await offlineSnapshot(context) : await onlineSnapshot(context, options.progress);
   return openHfDirectory(snapshot, id);
 }
 
@@ -100,7 +103,7 @@ async function offlineSnapshot(context: HubContext): Promise<string> {
   return dir;
 }
 
-async function onlineSnapshot(context: HubContext): Promise<string> {
+async function onlineSnapshot(context: HubContext, progress?: ProgressSink): Promise<string> {
   if (context.settings.token !== undefined && !context.settings.token.startsWith("hf_")) {
     throw new IoError("HUB_AUTH", "HF_TOKEN is not a Hugging Face access token (those start with hf_)", { file: context.label });
   }
@@ -119,7 +122,11 @@ async function onlineSnapshot(context: HubContext): Promise<string> {
   }
   const index = files.get(INDEX_FILE);
   const weightMap = index === undefined ? undefined : await readWeightMap(await ensureFile(context, sha, index));
-  for (const file of selectFiles(files, weightMap, `${context.repo}@${sha}`)) await ensureFile(context, sha, file);
+  try {
+    for (const file of selectFiles(files, weightMap, `${context.repo}@${sha}`)) await ensureFile(context, sha, file, progress);
+  } finally {
+    progress?.finish();
+  }
   // The ref moves last, so a ref never names a snapshot this run left half-filled.
   await writeRef(context.repoDir, context.revision, sha);
   return snapshotDir(context.repoDir, sha);
@@ -181,7 +188,7 @@ export function selectFiles(files: ReadonlyMap<string, HubFile>, weightMap: Reco
 }
 
 /** Makes `snapshots/<sha>/<path>` present, downloading its blob only when the cache lacks it. */
-async function ensureFile(context: HubContext, sha: string, file: HubFile): Promise<string> {
+async function ensureFile(context: HubContext, sha: string, file: HubFile, progress?: ProgressSink): Promise<string> {
   const { settings, repo, repoDir } = context;
   const label = `${repo}@${sha}/${file.path}`;
   const pointer = pointerPath(repoDir, sha, file.path, repo);
@@ -189,7 +196,8 @@ async function ensureFile(context: HubContext, sha: string, file: HubFile): Prom
   const blob = blobPath(repoDir, file.digest.hex);
   if (!(await isFile(blob))) {
     const url = `${settings.endpoint}/${repo}/resolve/${sha}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
-    await downloadBlob({ url, label, blobPath: blob, digest: file.digest, nBytes: file.nBytes, token: settings.token });
+    progress?.start(file.nBytes);
+    await downloadBlob({ url, label, blobPath: blob, digest: file.digest, nBytes: file.nBytes, token: settings.token, progress });
   }
   return linkBlob(repoDir, sha, file.path, file.digest.hex, label);
 }
