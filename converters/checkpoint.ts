@@ -1,5 +1,6 @@
 import type { DType } from "../formats/dtype.js";
 import type { ModelConfig } from "./hf/config.js";
+import type { BufferRing } from "./io/buffer-ring.js";
 
 /**
  * The checkpoint model: what every importer produces and every exporter consumes.
@@ -25,8 +26,11 @@ export interface TensorEntry {
   notes?: Record<string, unknown>;
   /** The whole tensor (memory: one tensor). */
   read(): Promise<Uint8Array>;
-  /** The data in chunks of whole elements, at most `maxChunkBytes` each. */
-  readChunks(maxChunkBytes?: number): AsyncIterable<Uint8Array>;
+  /**
+   * The data in chunks of whole elements, at most `maxChunkBytes` each. With `ring`, chunks are
+   * read into the ring's buffers: each is then valid only until the ring hands its buffer out again.
+   */
+  readChunks(maxChunkBytes?: number, ring?: BufferRing): AsyncIterable<Uint8Array>;
 }
 
 /** Small files that travel with a model (tokenizer, generation config...), keyed by file name. */

@@ -1,6 +1,7 @@
-import { isConvertibleFloat, type DType, type TargetFloatDType } from "../formats/dtype.js";
+import { dtypeBytes, isConvertibleFloat, type DType, type FloatDType, type TargetFloatDType } from "../formats/dtype.js";
 import { convertFloatBytes } from "../formats/dense/convert.js";
 import type { TensorEntry } from "./checkpoint.js";
+import { BufferRing } from "./io/buffer-ring.js";
 
 /** Receives byte counts as a conversion streams; the CLI draws a progress bar from it. */
 export interface ProgressSink {
@@ -20,14 +21,37 @@ export function outputDtype(entry: TensorEntry, requested: TargetFloatDType | un
 /** Chunk size of streaming conversions: big enough for full disk speed, small enough to keep RSS flat. */
 export const STREAM_CHUNK_BYTES = 16 * 1024 * 1024;
 
-/** The tensor's bytes in `to`, chunk by chunk, with the next read in flight while a chunk is converted and written. */
-export async function* convertedChunks(entry: TensorEntry, to: DType, progress?: ProgressSink): AsyncGenerator<Uint8Array> {
-  const from = entry.dtype;
-  for await (const chunk of prefetch(entry.readChunks(STREAM_CHUNK_BYTES))) {
-    progress?.advance(chunk.length, entry.name);
-    yield to === from ? chunk : convertFloatBytes(chunk, from as never, to as never);
+/**
+ * Streams tensors for an export, chunk by chunk, with the next read in flight while a chunk is
+ * converted and written, and with all chunk memory recycled (see io/buffer-ring.ts for why).
+ *
+ * The contract: a yielded chunk is valid until the consumer asks for the next one. Our writers
+ * keep it: they hash and write a chunk (awaiting the write) before pulling the next. Reads use a
+ * ring of 2 (the chunk in use, and the one prefetched), conversions a ring of 1 (the chunk in use).
+ * One ChunkStream serves a whole export, so the buffers are faulted in once, not per tensor.
+ */
+export class ChunkStream {
+  private readonly readRing = new BufferRing(PREFETCH_DEPTH + 1);
+  private readonly convertRing = new BufferRing(1);
+
+  constructor(private readonly progress?: ProgressSink, private readonly chunkBytes = STREAM_CHUNK_BYTES) {}
+
+  async *chunks(entry: TensorEntry, to: DType): AsyncGenerator<Uint8Array> {
+    const from = entry.dtype;
+    for await (const chunk of prefetch(entry.readChunks(this.chunkBytes, this.readRing))) {
+      this.progress?.advance(chunk.length, entry.name);
+      if (to === from) {
+        yield chunk;
+      } else {
+        const outBytes = (chunk.length / dtypeBytes(from)) * dtypeBytes(to);
+        yield convertFloatBytes(chunk, from as FloatDType, to as FloatDType, this.convertRing.take(outBytes));
+      }
+    }
   }
 }
+
+/** How many reads `prefetch` keeps ahead of the consumer. */
+const PREFETCH_DEPTH = 1;
 
 /** Keeps one `next()` of `source` in flight while the consumer works on the current item. */
 export async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> {

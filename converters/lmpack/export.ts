@@ -2,7 +2,7 @@ import type { TargetFloatDType } from "../../formats/dtype.js";
 import type { Checkpoint } from "../checkpoint.js";
 import { normaliseConfig, type ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
-import { configTextWithDtype, convertedChunks, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { ChecksumName } from "./checksum.js";
 import { encodeNotes } from "./notes.js";
 import { dtypeToProto } from "./proto.js";
@@ -14,6 +14,8 @@ export interface LmpackExportOptions {
   checksum?: ChecksumName;
   overwrite?: boolean;
   progress?: ProgressSink;
+  /** Streaming chunk size (default 16 MB); tests use tiny ones to exercise chunk boundaries. */
+  chunkBytes?: number;
 }
 
 /** Writes a checkpoint into one .lmpack file, streaming tensor by tensor, chunk by chunk. */
@@ -21,10 +23,11 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
   await refuseExisting(outPath, options.overwrite ?? false);
   const writer = await LmpackWriter.create(outPath, options.checksum === undefined ? {} : { checksum: options.checksum });
   options.progress?.start(totalSourceBytes(checkpoint.tensors));
+  const stream = new ChunkStream(options.progress, options.chunkBytes);
   try {
     for (const entry of checkpoint.tensors) {
       const dtype = outputDtype(entry, options.dtype);
-      const blob = await writer.writeBlob({ role: "data", dtype, shape: entry.shape }, convertedChunks(entry, dtype, options.progress));
+      const blob = await writer.writeBlob({ role: "data", dtype, shape: entry.shape }, stream.chunks(entry, dtype));
       // Record a dtype change: an f32 tensor that came from bf16 is known to be exactly bf16-representable.
       const notes = dtype === entry.dtype ? entry.notes : { ...entry.notes, sourceDtype: entry.notes?.["sourceDtype"] ?? entry.dtype };
       writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) }, notesMsgpack: encodeNotes(notes) });

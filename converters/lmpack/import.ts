@@ -1,5 +1,6 @@
 import { FormatError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
+import type { BufferRing } from "../io/buffer-ring.js";
 import { normaliseConfig } from "../hf/config.js";
 import { decodeNotes } from "./notes.js";
 import { LmpackFile } from "./reader.js";
@@ -23,7 +24,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
         file: path,
         notes: decodeNotes(t.notesMsgpack, path, t.name),
         read: () => file.readBlob(blob),
-        readChunks: (maxChunkBytes?: number) => file.readBlobChunks(blob, maxChunkBytes === undefined ? {} : { maxChunkBytes }),
+        readChunks: (maxChunkBytes?: number, ring?: BufferRing) => file.readBlobChunks(blob, { ...(maxChunkBytes === undefined ? {} : { maxChunkBytes }), ...(ring === undefined ? {} : { ring }) }),
       };
     });
     return {

@@ -1,7 +1,9 @@
 import { crc32 } from "node:zlib";
 import { DTYPES, elementCount, type DType } from "../../formats/dtype.js";
 import { FormatError, VerificationError } from "../../formats/errors.js";
+import type { BufferRing } from "../io/buffer-ring.js";
 import { FileSource, type RandomAccessSource } from "../io/random-access.js";
+import { readRange } from "../safetensors/reader.js";
 import { bytesEqual, CHECKSUM_BYTES, createChecksummer, toHex, type ChecksumName } from "./checksum.js";
 import { BLOB_ALIGNMENT, checkPreamble, decodeTrailer, HEADER_SCHEMA_VERSION, PREAMBLE_BYTES, TRAILER_BYTES } from "./layout.js";
 import { checksumFromProto, dtypeFromProto, pb, type BlobMessage, type HeaderMessage, type TensorMessage } from "./proto.js";
@@ -96,16 +98,15 @@ export class LmpackFile {
   }
 
   /** Streams a blob in chunks; with `verify`, throws CHECKSUM_MISMATCH after the last chunk if the bytes are corrupt. */
-  async *readBlobChunks(blob: BlobInfo, options: { verify?: boolean; maxChunkBytes?: number } = {}): AsyncGenerator<Uint8Array> {
+  async *readBlobChunks(blob: BlobInfo, options: { verify?: boolean; maxChunkBytes?: number; ring?: BufferRing } = {}): AsyncGenerator<Uint8Array> {
     const verify = (options.verify ?? true) && blob.checksumAlgorithm !== "none";
     const sum = verify ? createChecksummer(blob.checksumAlgorithm as ChecksumName) : undefined;
-    const elementBytes = DTYPES[blob.dtype].bits / 8;
-    const maxChunk = options.maxChunkBytes ?? CHUNK_BYTES;
-    const chunkBytes = Math.max(elementBytes, maxChunk - (maxChunk % elementBytes));
-    for (let done = 0; done < blob.byteLength; done += chunkBytes) {
-      const chunk = await this.source.read(blob.byteOffset + done, Math.min(chunkBytes, blob.byteLength - done));
+    let done = 0;
+    for await (const chunk of readRange(this.source, blob.byteOffset, blob.byteLength, DTYPES[blob.dtype].bits / 8, options.maxChunkBytes ?? CHUNK_BYTES, options.ring)) {
       sum?.update(chunk);
-      if (sum !== undefined && done + chunk.length >= blob.byteLength) this.checkDigest(blob, sum.digest());
+      done += chunk.length;
+      // Checked before the last chunk is handed out, so corrupt data never completes a read.
+      if (sum !== undefined && done === blob.byteLength) this.checkDigest(blob, sum.digest());
       yield chunk;
     }
     if (sum !== undefined && blob.byteLength === 0) this.checkDigest(blob, sum.digest());

@@ -3,7 +3,7 @@ import { UsageError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { INDEX_FILE, SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { AtomicDirectory, refuseExisting, writeFileAtomic } from "../io/atomic.js";
-import { configTextWithDtype, convertedChunks, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { planByteLength, SafetensorsWriter, type TensorPlan } from "./writer.js";
 
 export interface SafetensorsExportOptions {
@@ -12,6 +12,8 @@ export interface SafetensorsExportOptions {
   maxShardBytes?: number;
   overwrite?: boolean;
   progress?: ProgressSink;
+  /** Streaming chunk size (default 16 MB); tests use tiny ones to exercise chunk boundaries. */
+  chunkBytes?: number;
 }
 
 /** transformers' `save_pretrained` default `max_shard_size`. */
@@ -30,7 +32,7 @@ export async function exportSafetensors(checkpoint: Checkpoint, out: string, opt
     if (out.endsWith(".safetensors")) {
       if (options.maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size needs a directory output, not a .safetensors file", { file: out });
       await refuseExisting(out, options.overwrite ?? false);
-      await writeShard(out, checkpoint.tensors, plans, metadata, options.progress);
+      await writeShard(out, checkpoint.tensors, plans, metadata, new ChunkStream(options.progress, options.chunkBytes));
       return;
     }
     const dir = await AtomicDirectory.create(out, { overwrite: options.overwrite ?? false });
@@ -49,10 +51,11 @@ export async function exportSafetensors(checkpoint: Checkpoint, out: string, opt
 async function writeDirectory(dir: AtomicDirectory, checkpoint: Checkpoint, plans: TensorPlan[], metadata: Record<string, string>, options: SafetensorsExportOptions): Promise<void> {
   const shards = planShards(plans, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
   const byName = new Map(checkpoint.tensors.map((t) => [t.name, t]));
+  const stream = new ChunkStream(options.progress, options.chunkBytes);
   const weightMap: Record<string, string> = {};
   for (const [i, shard] of shards.entries()) {
     const fileName = shards.length === 1 ? SINGLE_WEIGHTS_FILE : shardFileName(i, shards.length);
-    await writeShard(dir.file(fileName), shard.map((p) => byName.get(p.name)!), shard, metadata, options.progress);
+    await writeShard(dir.file(fileName), shard.map((p) => byName.get(p.name)!), shard, metadata, stream);
     for (const p of shard) weightMap[p.name] = fileName;
   }
   if (shards.length > 1) {
@@ -66,11 +69,11 @@ async function writeDirectory(dir: AtomicDirectory, checkpoint: Checkpoint, plan
   for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
 }
 
-async function writeShard(path: string, entries: readonly TensorEntry[], plans: TensorPlan[], metadata: Record<string, string>, progress?: ProgressSink): Promise<void> {
+async function writeShard(path: string, entries: readonly TensorEntry[], plans: TensorPlan[], metadata: Record<string, string>, stream: ChunkStream): Promise<void> {
   const writer = await SafetensorsWriter.create(path, plans, metadata);
   try {
     for (const [i, entry] of entries.entries()) {
-      for await (const chunk of convertedChunks(entry, plans[i]!.dtype, progress)) await writer.write(entry.name, chunk);
+      for await (const chunk of stream.chunks(entry, plans[i]!.dtype)) await writer.write(entry.name, chunk);
     }
   } catch (error) {
     await writer.abort();

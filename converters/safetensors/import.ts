@@ -1,4 +1,5 @@
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
+import type { BufferRing } from "../io/buffer-ring.js";
 import { SafetensorsFile } from "./reader.js";
 
 /** Checkpoint entries backed by one open safetensors file (data read lazily by byte range). */
@@ -12,7 +13,7 @@ export function safetensorsEntries(file: SafetensorsFile): TensorEntry[] {
     byteLength: info.byteLength,
     file: file.path,
     read: () => file.read(info.name),
-    readChunks: (maxChunkBytes?: number) => file.readChunks(info.name, maxChunkBytes),
+    readChunks: (maxChunkBytes?: number, ring?: BufferRing) => file.readChunks(info.name, maxChunkBytes, ring),
   }));
 }
 

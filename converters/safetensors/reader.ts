@@ -1,4 +1,5 @@
 import { FormatError } from "../../formats/errors.js";
+import type { BufferRing } from "../io/buffer-ring.js";
 import { FileSource, type RandomAccessSource } from "../io/random-access.js";
 import { parseHeader, parseHeaderLength, SAFETENSORS_PREFIX_BYTES, type SafetensorsHeader, type SafetensorsTensorInfo } from "./header.js";
 
@@ -67,16 +68,31 @@ export class SafetensorsFile {
    * The tensor's bytes in consecutive chunks of at most `maxChunkBytes`, each holding whole
    * elements, so a consumer can convert or hash chunk by chunk with flat memory.
    */
-  async *readChunks(name: string, maxChunkBytes = DEFAULT_CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  async *readChunks(name: string, maxChunkBytes = DEFAULT_CHUNK_BYTES, ring?: BufferRing): AsyncGenerator<Uint8Array> {
     const info = this.tensor(name);
     const elementBytes = info.nElements === 0 ? 1 : info.byteLength / info.nElements;
-    const chunkBytes = Math.max(elementBytes, maxChunkBytes - (maxChunkBytes % elementBytes));
-    for (let done = 0; done < info.byteLength; done += chunkBytes) {
-      yield await this.source.read(info.byteOffset + done, Math.min(chunkBytes, info.byteLength - done));
-    }
+    yield* readRange(this.source, info.byteOffset, info.byteLength, elementBytes, maxChunkBytes, ring);
   }
 
   async close(): Promise<void> {
     await this.source.close();
+  }
+}
+
+/**
+ * Reads `byteLength` bytes at `byteOffset` in chunks of whole elements (at most `maxChunkBytes`),
+ * into fresh buffers, or into `ring`'s buffers when given.
+ */
+export async function* readRange(source: RandomAccessSource, byteOffset: number, byteLength: number, elementBytes: number, maxChunkBytes: number, ring?: BufferRing): AsyncGenerator<Uint8Array> {
+  const chunkBytes = Math.max(elementBytes, maxChunkBytes - (maxChunkBytes % elementBytes));
+  for (let done = 0; done < byteLength; done += chunkBytes) {
+    const length = Math.min(chunkBytes, byteLength - done);
+    if (ring === undefined) {
+      yield await source.read(byteOffset + done, length);
+    } else {
+      const chunk = ring.take(length);
+      await source.readInto(chunk, byteOffset + done);
+      yield chunk;
+    }
   }
 }

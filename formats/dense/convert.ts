@@ -5,28 +5,33 @@ import { bf16BitsToF32Bits, f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bit
  * Converts little-endian float tensor bytes between F64, F32, F16 and BF16, exactly
  * (see float-bits.ts for the rounding rules). Returns `bytes` itself when the dtypes match.
  * The result never aliases the input otherwise. Works on any chunk that holds whole elements.
+ * `into`, when given, receives the result (it must be exactly the output size and start on an
+ * 8-byte boundary): streaming callers reuse one buffer instead of faulting in a new one per chunk.
  */
-export function convertFloatBytes(bytes: Uint8Array, from: FloatDType, to: FloatDType): Uint8Array {
+export function convertFloatBytes(bytes: Uint8Array, from: FloatDType, to: FloatDType, into?: Uint8Array): Uint8Array {
   if (from === to) return bytes;
   const nElements = bytes.length / FLOAT_BYTES[from];
   if (!Number.isInteger(nElements)) throw new RangeError(`convertFloatBytes: ${bytes.length} bytes is not a whole number of ${from} elements`);
-  const out = new Uint8Array(nElements * FLOAT_BYTES[to]);
+  const out = into ?? new Uint8Array(nElements * FLOAT_BYTES[to]);
+  if (out.length !== nElements * FLOAT_BYTES[to] || out.byteOffset % 8 !== 0) {
+    throw new RangeError(`convertFloatBytes: destination must be ${nElements * FLOAT_BYTES[to]} bytes on an 8-byte boundary, got ${out.length} at offset ${out.byteOffset}`);
+  }
 
   if (to === "F64") {
     const asF32 = from === "F32" ? (aligned(bytes, 4) as Float32Array) : new Float32Array(widenToF32Bits(bytes, from).buffer);
-    new Float64Array(out.buffer).set(asF32);
+    new Float64Array(out.buffer, out.byteOffset, nElements).set(asF32);
     return out;
   }
   if (to === "F32") {
-    if (from === "F64") new Float32Array(out.buffer).set(aligned(bytes, 8) as Float64Array);
-    else widenToF32Bits(bytes, from, new Uint32Array(out.buffer));
+    if (from === "F64") new Float32Array(out.buffer, out.byteOffset, nElements).set(aligned(bytes, 8) as Float64Array);
+    else widenToF32Bits(bytes, from, new Uint32Array(out.buffer, out.byteOffset, nElements));
     return out;
   }
   const f32Bits =
     from === "F32" ? (new Uint32Array(alignedBuffer(bytes, 4), alignedOffset(bytes, 4), nElements))
     : from === "F64" ? roundToOddF32(bytes, nElements)
     : widenToF32Bits(bytes, from);
-  const dst = new Uint16Array(out.buffer);
+  const dst = new Uint16Array(out.buffer, out.byteOffset, nElements);
   if (to === "F16") f32BitsToF16Bits(f32Bits, dst);
   else f32BitsToBf16Bits(f32Bits, dst);
   return out;
