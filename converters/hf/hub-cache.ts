@@ -121,15 +121,6 @@ export async function linkBlob(repoDir: string, sha: string, repoPath: string, e
   return pointer;
 }
 
-/** True when `path` exists and (following symlinks) is a file: a pointer whose blob is there. */
-export async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
-
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();

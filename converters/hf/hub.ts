@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { FormatError, IoError, UsageError } from "../../formats/errors.js";
 import { SIDE_FILE_NAMES, type Checkpoint } from "../checkpoint.js";
 import { INDEX_FILE, SINGLE_WEIGHTS_FILE, openHfDirectory, readWeightMap } from "./import-local.js";
-import { assertRepoPath, assertRevision, blobPath, cachedSnapshot, isCommitSha, isFile, linkBlob, pointerPath, repoCacheDir, snapshotDir, writeRef } from "./hub-cache.js";
+import { assertRepoPath, assertRevision, blobPath, cachedSnapshot, isCommitSha, linkBlob, pointerPath, repoCacheDir, snapshotDir, writeRef } from "./hub-cache.js";
 import { downloadBlob, hubFetch, type FileDigest } from "./hub-download.js";
+import { fileExists } from "../io/json-file.js";
 import type { ProgressSink } from "../tensor-stream.js";
 
 /**
@@ -192,9 +193,9 @@ async function ensureFile(context: HubContext, sha: string, file: HubFile, progr
   const { settings, repo, repoDir } = context;
   const label = `${repo}@${sha}/${file.path}`;
   const pointer = pointerPath(repoDir, sha, file.path, repo);
-  if (await isFile(pointer)) return pointer;
+  if (await fileExists(pointer)) return pointer;
   const blob = blobPath(repoDir, file.digest.hex);
-  if (!(await isFile(blob))) {
+  if (!(await fileExists(blob))) {
     const url = `${settings.endpoint}/${repo}/resolve/${sha}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
     progress?.start(file.nBytes);
     await downloadBlob({ url, label, blobPath: blob, digest: file.digest, nBytes: file.nBytes, token: settings.token, progress });
