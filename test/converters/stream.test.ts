@@ -19,7 +19,7 @@ test.before(async () => {
 test.after(() => work.cleanup());
 
 // Odd chunk sizes put chunk boundaries everywhere, so every tensor takes many trips round the rings.
-for (const chunkBytes of [2, 998, 4094, 65536 + 6]) {
+for (const chunkBytes of [998, 4094, 65536 + 6]) {
   for (const to of ["F32", "F16", "BF16"] as const) {
     test(`chunks of ${chunkBytes} bytes → ${to} equal the whole-tensor conversion`, async () => {
       const checkpoint = await openCheckpoint(FIXTURE_MODEL);
