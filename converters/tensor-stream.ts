@@ -2,6 +2,7 @@ import { dtypeBytes, isConvertibleFloat, type DType, type FloatDType, type Targe
 import { convertFloatBytes } from "../formats/dense/convert.js";
 import type { TensorEntry } from "./checkpoint.js";
 import { BufferRing } from "./io/buffer-ring.js";
+import { DEFAULT_CHUNK_BYTES } from "./io/read-range.js";
 
 /** Receives byte counts as a conversion streams; the CLI draws a progress bar from it. */
 export interface ProgressSink {
@@ -18,8 +19,6 @@ export function outputDtype(entry: TensorEntry, requested: TargetFloatDType | un
   return requested !== undefined && isConvertibleFloat(entry.dtype) ? requested : entry.dtype;
 }
 
-/** Chunk size of streaming conversions: big enough for full disk speed, small enough to keep RSS flat. */
-export const STREAM_CHUNK_BYTES = 16 * 1024 * 1024;
 
 /**
  * Streams tensors for an export, chunk by chunk, with the next read in flight while a chunk is
@@ -34,7 +33,7 @@ export class ChunkStream {
   private readonly readRing = new BufferRing(PREFETCH_DEPTH + 1);
   private readonly convertRing = new BufferRing(1);
 
-  constructor(private readonly progress?: ProgressSink, private readonly chunkBytes = STREAM_CHUNK_BYTES) {}
+  constructor(private readonly progress?: ProgressSink, private readonly chunkBytes = DEFAULT_CHUNK_BYTES) {}
 
   async *chunks(entry: TensorEntry, to: DType): AsyncGenerator<Uint8Array> {
     const from = entry.dtype;

@@ -3,7 +3,7 @@ import { DTYPES, elementCount, type DType } from "../../formats/dtype.js";
 import { FormatError, VerificationError } from "../../formats/errors.js";
 import type { BufferRing } from "../io/buffer-ring.js";
 import { FileSource, type RandomAccessSource } from "../io/random-access.js";
-import { readRange } from "../safetensors/reader.js";
+import { DEFAULT_CHUNK_BYTES, readRange } from "../io/read-range.js";
 import { bytesEqual, CHECKSUM_BYTES, createChecksummer, toHex, type ChecksumName } from "./checksum.js";
 import { BLOB_ALIGNMENT, checkPreamble, decodeTrailer, HEADER_SCHEMA_VERSION, PREAMBLE_BYTES, TRAILER_BYTES } from "./layout.js";
 import { checksumFromProto, dtypeFromProto, pb, type BlobMessage, type HeaderMessage, type TensorMessage } from "./proto.js";
@@ -29,9 +29,6 @@ export interface ContainerTensor {
   blobs: BlobInfo[];
   notesMsgpack: Uint8Array | undefined;
 }
-
-/** Read chunk for blobs: see safetensors/reader.ts DEFAULT_CHUNK_BYTES. */
-const CHUNK_BYTES = 16 * 1024 * 1024;
 
 /**
  * An open .lmpack container. Opening validates preamble, trailer, header checksum, the
@@ -102,7 +99,7 @@ export class LmpackFile {
     const verify = (options.verify ?? true) && blob.checksumAlgorithm !== "none";
     const sum = verify ? createChecksummer(blob.checksumAlgorithm as ChecksumName) : undefined;
     let done = 0;
-    for await (const chunk of readRange(this.source, blob.byteOffset, blob.byteLength, DTYPES[blob.dtype].bits / 8, options.maxChunkBytes ?? CHUNK_BYTES, options.ring)) {
+    for await (const chunk of readRange(this.source, blob.byteOffset, blob.byteLength, DTYPES[blob.dtype].bits / 8, options.maxChunkBytes ?? DEFAULT_CHUNK_BYTES, options.ring)) {
       sum?.update(chunk);
       done += chunk.length;
       // Checked before the last chunk is handed out, so corrupt data never completes a read.
@@ -112,12 +109,13 @@ export class LmpackFile {
     if (sum !== undefined && blob.byteLength === 0) this.checkDigest(blob, sum.digest());
   }
 
+  /** The whole blob, read in one positional read and verified (memory: the blob). */
   async readBlob(blob: BlobInfo, options: { verify?: boolean } = {}): Promise<Uint8Array> {
-    const out = new Uint8Array(blob.byteLength);
-    let at = 0;
-    for await (const chunk of this.readBlobChunks(blob, options)) {
-      out.set(chunk, at);
-      at += chunk.length;
+    const out = await this.source.read(blob.byteOffset, blob.byteLength);
+    if ((options.verify ?? true) && blob.checksumAlgorithm !== "none") {
+      const sum = createChecksummer(blob.checksumAlgorithm);
+      sum.update(out);
+      this.checkDigest(blob, sum.digest());
     }
     return out;
   }

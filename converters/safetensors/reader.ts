@@ -1,10 +1,8 @@
 import { FormatError } from "../../formats/errors.js";
 import type { BufferRing } from "../io/buffer-ring.js";
 import { FileSource, type RandomAccessSource } from "../io/random-access.js";
+import { DEFAULT_CHUNK_BYTES, readRange } from "../io/read-range.js";
 import { parseHeader, parseHeaderLength, SAFETENSORS_PREFIX_BYTES, type SafetensorsHeader, type SafetensorsTensorInfo } from "./header.js";
-
-/** Default chunk for streaming a tensor: large enough for full disk throughput, small enough to keep memory flat. */
-export const DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024;
 
 /**
  * An open safetensors file. The header is validated completely on open; tensor data is read
@@ -76,23 +74,5 @@ export class SafetensorsFile {
 
   async close(): Promise<void> {
     await this.source.close();
-  }
-}
-
-/**
- * Reads `byteLength` bytes at `byteOffset` in chunks of whole elements (at most `maxChunkBytes`),
- * into fresh buffers, or into `ring`'s buffers when given.
- */
-export async function* readRange(source: RandomAccessSource, byteOffset: number, byteLength: number, elementBytes: number, maxChunkBytes: number, ring?: BufferRing): AsyncGenerator<Uint8Array> {
-  const chunkBytes = Math.max(elementBytes, maxChunkBytes - (maxChunkBytes % elementBytes));
-  for (let done = 0; done < byteLength; done += chunkBytes) {
-    const length = Math.min(chunkBytes, byteLength - done);
-    if (ring === undefined) {
-      yield await source.read(byteOffset + done, length);
-    } else {
-      const chunk = ring.take(length);
-      await source.readInto(chunk, byteOffset + done);
-      yield chunk;
-    }
   }
 }
