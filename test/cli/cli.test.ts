@@ -3,7 +3,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { CLI, FIXTURE_MODEL, sharedModel, tempDir } from "../helpers/paths.js";
+import { CLI, FIXTURE_MODEL, REPO_ROOT, sharedModel, tempDir } from "../helpers/paths.js";
 
 const test = suite("cli");
 
@@ -29,6 +29,13 @@ function json(...args: string[]): { code: number; body: Record<string, any> } {
 async function same(a: string, b: string): Promise<boolean> {
   return Buffer.compare(await readFile(a), await readFile(b)) === 0;
 }
+
+test("npx lmpack runs the built bin, as the README says (executable, with a shebang)", async () => {
+  const r = spawnSync("npx", ["--no-install", "lmpack", "--version"], { encoding: "utf8", cwd: REPO_ROOT, env: userEnv });
+  assert.is(r.status, 0, r.stderr);
+  const pkg = JSON.parse(await readFile(join(REPO_ROOT, "package.json"), "utf8")) as { version: string };
+  assert.is(r.stdout.trim(), pkg.version);
+});
 
 test("inspect --json: docs-llama-16m (transformers 5 config)", () => {
   const { code, body } = json("inspect", sharedModel("docs-llama-16m"));
