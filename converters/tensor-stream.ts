@@ -19,6 +19,8 @@ export function outputDtype(entry: TensorEntry, requested: TargetFloatDType | un
   return requested !== undefined && isConvertibleFloat(entry.dtype) ? requested : entry.dtype;
 }
 
+/** How many reads `prefetch` keeps ahead of the consumer. */
+const PREFETCH_DEPTH = 1;
 
 /**
  * Streams tensors for an export, chunk by chunk, with the next read in flight while a chunk is
@@ -48,9 +50,6 @@ export class ChunkStream {
     }
   }
 }
-
-/** How many reads `prefetch` keeps ahead of the consumer. */
-const PREFETCH_DEPTH = 1;
 
 /** Keeps one `next()` of `source` in flight while the consumer works on the current item. */
 export async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> {

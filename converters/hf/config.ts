@@ -33,6 +33,18 @@ export interface ModelConfig {
 export const DEFAULT_ROPE_THETA = 10000;
 export const DEFAULT_RMS_NORM_EPS = 1e-6;
 
+/** Parses config.json text: it must be a JSON object (CONFIG_INVALID naming `file` otherwise). */
+export function parseConfigJson(text: string, file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (cause) {
+    throw new FormatError("CONFIG_INVALID", `not valid JSON: ${(cause as Error).message}`, { file, cause });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new FormatError("CONFIG_INVALID", "config.json is not a JSON object", { file });
+  return parsed as Record<string, unknown>;
+}
+
 export function normaliseConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const read = new ConfigReader(raw, file);
   const hiddenSize = read.positiveInt("hidden_size", ["n_embd", "d_model", "dim"]);

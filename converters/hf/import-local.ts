@@ -6,7 +6,7 @@ import { fileExists, readJsonFile, readSmallFile } from "../io/json-file.js";
 import { ioErrorFor } from "../io/random-access.js";
 import { safetensorsEntries } from "../safetensors/import.js";
 import { SafetensorsFile } from "../safetensors/reader.js";
-import { normaliseConfig } from "./config.js";
+import { normaliseConfig, parseConfigJson } from "./config.js";
 
 export const SINGLE_WEIGHTS_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -24,13 +24,15 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
   let rawConfigText: string | undefined;
   if (await fileExists(configPath)) {
     rawConfigText = decodeUtf8(await readSmallFile(configPath, MAX_CONFIG_BYTES, "CONFIG_INVALID"), configPath);
-    rawConfig = parseConfigObject(rawConfigText, configPath);
+    rawConfig = parseConfigJson(rawConfigText, configPath);
   }
   const config = rawConfig === undefined ? undefined : normaliseConfig(rawConfig, configPath);
   const sideFiles = await readSideFiles(dir);
-  const files = await openWeightFiles(dir);
+  const indexPath = join(dir, INDEX_FILE);
+  const weightMap = (await fileExists(indexPath)) ? await readWeightMap(indexPath) : undefined;
+  const files = await openWeightFiles(dir, weightMap);
   try {
-    const tensors = await collectTensors(dir, files);
+    const tensors = collectTensors(dir, files, weightMap);
     return {
       layout: "hf-safetensors",
       location,
@@ -59,17 +61,6 @@ function decodeUtf8(bytes: Uint8Array, file: string): string {
   }
 }
 
-function parseConfigObject(text: string, file: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (cause) {
-    throw new FormatError("CONFIG_INVALID", `not valid JSON: ${(cause as Error).message}`, { file, cause });
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new FormatError("CONFIG_INVALID", "config.json is not a JSON object", { file });
-  return parsed as Record<string, unknown>;
-}
-
 async function readSideFiles(dir: string): Promise<SideFiles> {
   const sideFiles: SideFiles = new Map();
   for (const name of SIDE_FILE_NAMES) {
@@ -79,11 +70,10 @@ async function readSideFiles(dir: string): Promise<SideFiles> {
   return sideFiles;
 }
 
-async function openWeightFiles(dir: string): Promise<SafetensorsFile[]> {
-  const indexPath = join(dir, INDEX_FILE);
+async function openWeightFiles(dir: string, weightMap: Record<string, string> | undefined): Promise<SafetensorsFile[]> {
   let names: string[];
-  if (await fileExists(indexPath)) {
-    names = [...new Set(Object.values(await readWeightMap(indexPath)))].sort();
+  if (weightMap !== undefined) {
+    names = [...new Set(Object.values(weightMap))].sort();
   } else if (await fileExists(join(dir, SINGLE_WEIGHTS_FILE))) {
     names = [SINGLE_WEIGHTS_FILE];
   } else {
@@ -109,9 +99,8 @@ async function openWeightFiles(dir: string): Promise<SafetensorsFile[]> {
   return files;
 }
 
-async function collectTensors(dir: string, files: SafetensorsFile[]): Promise<TensorEntry[]> {
+function collectTensors(dir: string, files: SafetensorsFile[], weightMap: Record<string, string> | undefined): TensorEntry[] {
   const indexPath = join(dir, INDEX_FILE);
-  const weightMap = (await fileExists(indexPath)) ? await readWeightMap(indexPath) : undefined;
   const tensors: TensorEntry[] = [];
   const owner = new Map<string, string>();
   for (const file of files) {

@@ -1,6 +1,6 @@
 import type { TargetFloatDType } from "../../formats/dtype.js";
 import type { Checkpoint } from "../checkpoint.js";
-import { normaliseConfig, type ModelConfig } from "../hf/config.js";
+import type { ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { ChecksumName } from "./checksum.js";
@@ -33,12 +33,12 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
       writer.addTensor({ name: entry.name, shape: entry.shape, blobs: [blob], dense: { dtype: dtypeToProto(dtype) }, notesMsgpack: encodeNotes(notes) });
     }
     for (const [name, bytes] of checkpoint.sideFiles) await writer.addSideFile(name, bytes);
-    const rawConfigText = configTextWithDtype(checkpoint.rawConfigText, options.dtype);
-    const config = rawConfigText === undefined ? undefined : normaliseConfig(JSON.parse(rawConfigText) as Record<string, unknown>, outPath);
+    const config = checkpoint.config;
     await writer.finish({
       producer: PRODUCER,
+      // A dtype conversion changes only config.json's dtype value, which the proto config does not carry.
       ...(config === undefined ? {} : { config: configToProto(config) }),
-      rawConfigJson: rawConfigText ?? "",
+      rawConfigJson: configTextWithDtype(checkpoint.rawConfigText, options.dtype) ?? "",
       metadata: checkpoint.metadata,
     });
   } catch (error) {

@@ -1,7 +1,6 @@
-import { FormatError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import type { BufferRing } from "../io/buffer-ring.js";
-import { normaliseConfig } from "../hf/config.js";
+import { normaliseConfig, parseConfigJson } from "../hf/config.js";
 import { decodeNotes } from "./notes.js";
 import { LmpackFile } from "./reader.js";
 
@@ -9,7 +8,8 @@ import { LmpackFile } from "./reader.js";
 export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
   const file = await LmpackFile.open(path);
   try {
-    const rawConfig = parseRawConfig(file.header.rawConfigJson, path);
+    const rawConfigText = file.header.rawConfigJson === "" ? undefined : file.header.rawConfigJson;
+    const rawConfig = rawConfigText === undefined ? undefined : parseConfigJson(rawConfigText, `${path} (config.json)`);
     const sideFiles = new Map<string, Uint8Array>();
     for (const [name, blob] of file.sideFiles) sideFiles.set(name, await file.readBlob(blob));
     const tensors: TensorEntry[] = file.tensors.map((t) => {
@@ -33,7 +33,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
       files: [path],
       config: rawConfig === undefined ? undefined : normaliseConfig(rawConfig, `${path} (config.json)`),
       rawConfig,
-      rawConfigText: rawConfig === undefined ? undefined : file.header.rawConfigJson,
+      rawConfigText,
       sideFiles,
       metadata: { ...file.header.metadata },
       tensors,
@@ -43,16 +43,4 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
     await file.close();
     throw error;
   }
-}
-
-function parseRawConfig(json: string, path: string): Record<string, unknown> | undefined {
-  if (json === "") return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(json);
-  } catch (cause) {
-    throw new FormatError("CONFIG_INVALID", "embedded config.json is not valid JSON", { file: path, cause });
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new FormatError("CONFIG_INVALID", "embedded config.json is not an object", { file: path });
-  return parsed as Record<string, unknown>;
 }

@@ -1,7 +1,7 @@
 import { crc32 } from "node:zlib";
 import { DTYPES, elementCount, type DType } from "../../formats/dtype.js";
 import { FormatError, VerificationError } from "../../formats/errors.js";
-import type { BufferRing } from "../io/buffer-ring.js";
+import { BufferRing } from "../io/buffer-ring.js";
 import { FileSource, type RandomAccessSource } from "../io/random-access.js";
 import { DEFAULT_CHUNK_BYTES, readRange } from "../io/read-range.js";
 import { bytesEqual, CHECKSUM_BYTES, createChecksummer, toHex, type ChecksumName } from "./checksum.js";
@@ -124,9 +124,11 @@ export class LmpackFile {
   async verifyAll(): Promise<VerificationError[]> {
     const failures: VerificationError[] = [];
     const blobs = [...this.tensors.flatMap((t) => t.blobs), ...this.sideFiles.values()];
+    // Each chunk is only hashed, so one reused buffer serves every read (see io/buffer-ring.ts).
+    const ring = new BufferRing(1);
     for (const blob of blobs) {
       try {
-        for await (const _ of this.readBlobChunks(blob, { verify: true }));
+        for await (const _ of this.readBlobChunks(blob, { verify: true, ring }));
       } catch (error) {
         if (error instanceof VerificationError) failures.push(error);
         else throw error;

@@ -18,19 +18,24 @@ export function convertFloatBytes(bytes: Uint8Array, from: FloatDType, to: Float
   }
 
   if (to === "F64") {
-    const asF32 = from === "F32" ? (aligned(bytes, 4) as Float32Array) : new Float32Array(widenToF32Bits(bytes, from).buffer);
+    const asF32 = from === "F32" ? alignedView(bytes, Float32Array) : f32View(widenToF32Bits(bytes, from, scratchF32Bits(nElements)));
     new Float64Array(out.buffer, out.byteOffset, nElements).set(asF32);
     return out;
   }
   if (to === "F32") {
-    if (from === "F64") new Float32Array(out.buffer, out.byteOffset, nElements).set(aligned(bytes, 8) as Float64Array);
+    if (from === "F64") new Float32Array(out.buffer, out.byteOffset, nElements).set(alignedView(bytes, Float64Array));
     else widenToF32Bits(bytes, from, new Uint32Array(out.buffer, out.byteOffset, nElements));
     return out;
   }
-  const f32Bits =
-    from === "F32" ? (new Uint32Array(alignedBuffer(bytes, 4), alignedOffset(bytes, 4), nElements))
-    : from === "F64" ? roundToOddF32(bytes, nElements)
-    : widenToF32Bits(bytes, from);
+  let f32Bits: Uint32Array;
+  if (from === "F32") {
+    f32Bits = alignedView(bytes, Uint32Array);
+  } else if (from === "F64") {
+    f32Bits = scratchF32Bits(nElements);
+    f64ToF32BitsRoundToOdd(alignedView(bytes, Float64Array), f32Bits);
+  } else {
+    f32Bits = widenToF32Bits(bytes, from, scratchF32Bits(nElements));
+  }
   const dst = new Uint16Array(out.buffer, out.byteOffset, nElements);
   if (to === "F16") f32BitsToF16Bits(f32Bits, dst);
   else f32BitsToBf16Bits(f32Bits, dst);
@@ -39,43 +44,41 @@ export function convertFloatBytes(bytes: Uint8Array, from: FloatDType, to: Float
 
 const FLOAT_BYTES: Record<FloatDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
 
-function roundToOddF32(bytes: Uint8Array, nElements: number): Uint32Array {
-  const bits = new Uint32Array(nElements);
-  f64ToF32BitsRoundToOdd(aligned(bytes, 8) as Float64Array, bits);
-  return bits;
-}
-
-/** F16/BF16 bytes → f32 bit patterns (exact), into `dst` when given. */
-function widenToF32Bits(bytes: Uint8Array, from: FloatDType, dst?: Uint32Array): Uint32Array {
-  if (from !== "F16" && from !== "BF16") throw new RangeError(`widenToF32Bits: unexpected source ${from}`);
-  const src = aligned(bytes, 2) as Uint16Array;
-  const out = dst ?? new Uint32Array(src.length);
-  if (from === "F16") f16BitsToF32Bits(src, out);
-  else bf16BitsToF32Bits(src, out);
-  return out;
-}
+let scratch = new Uint32Array(0);
 
 /**
- * A typed view of `bytes` with the given element width; copies only when the bytes do not
- * start on an element boundary of their buffer (typed arrays require aligned views).
+ * Intermediate f32 bit patterns for two-step conversions (f16 ↔ bf16, f64 → 16-bit). One buffer
+ * is reused: conversions are synchronous and never return it, and a fresh multi-megabyte buffer
+ * per chunk costs more in page faults than the conversion itself (bench/RESULTS.md).
  */
-function aligned(bytes: Uint8Array, width: 2 | 4 | 8): Uint16Array | Uint32Array | Float32Array | Float64Array {
-  const buffer = alignedBuffer(bytes, width);
-  const offset = alignedOffset(bytes, width);
-  const count = bytes.length / width;
-  switch (width) {
-    case 2: return new Uint16Array(buffer, offset, count);
-    case 4: return new Float32Array(buffer, offset, count);
-    case 8: return new Float64Array(buffer, offset, count);
-  }
+function scratchF32Bits(nElements: number): Uint32Array {
+  if (scratch.length < nElements) scratch = new Uint32Array(nElements);
+  return scratch.subarray(0, nElements);
 }
 
-function alignedBuffer(bytes: Uint8Array, width: number): ArrayBufferLike {
-  return bytes.byteOffset % width === 0 ? bytes.buffer : bytes.slice().buffer;
+function f32View(bits: Uint32Array): Float32Array {
+  return new Float32Array(bits.buffer, bits.byteOffset, bits.length);
 }
 
-function alignedOffset(bytes: Uint8Array, width: number): number {
-  return bytes.byteOffset % width === 0 ? bytes.byteOffset : 0;
+/** F16/BF16 bytes → f32 bit patterns (exact), into `dst`. */
+function widenToF32Bits(bytes: Uint8Array, from: FloatDType, dst: Uint32Array): Uint32Array {
+  if (from !== "F16" && from !== "BF16") throw new RangeError(`widenToF32Bits: unexpected source ${from}`);
+  const src = alignedView(bytes, Uint16Array);
+  if (from === "F16") f16BitsToF32Bits(src, dst);
+  else bf16BitsToF32Bits(src, dst);
+  return dst;
+}
+
+type View = Uint16Array | Uint32Array | Float32Array | Float64Array;
+
+/**
+ * A typed view of `bytes`; copies only when the bytes do not start on an element boundary of
+ * their buffer (typed arrays require aligned views).
+ */
+function alignedView<T extends View>(bytes: Uint8Array, Kind: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number }): T {
+  const width = Kind.BYTES_PER_ELEMENT;
+  const source = bytes.byteOffset % width === 0 ? bytes : bytes.slice();
+  return new Kind(source.buffer, source.byteOffset, source.length / width);
 }
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
