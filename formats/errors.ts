@@ -47,7 +47,12 @@ export type FormatErrorCode =
   | "CONTAINER_HEADER_INVALID"
   | "CONTAINER_BLOB_INVALID"
   // conversions
-  | "DTYPE_UNSUPPORTED";
+  | "DTYPE_UNSUPPORTED"
+  // packed layers (GPTQ / AutoRound / AWQ ...)
+  | "PACKED_DTYPE_MISMATCH"
+  | "PACKED_SHAPE_MISMATCH"
+  | "PACKED_VALUE_INVALID"
+  | "QUANT_CONFIG_INVALID";
 
 export interface ErrorContext {
   file?: string;
@@ -128,6 +133,24 @@ export class VerificationError extends LmpackError {
   override readonly name = "VerificationError";
   readonly exitCode = 3;
   constructor(readonly code: VerificationErrorCode, detail: string, context: ErrorContext = {}) {
+    super(detail, context);
+  }
+}
+
+export type ConversionErrorCode =
+  // the target layout cannot hold the source exactly (a v1 zero point of 0, act-order into AWQ, ...)
+  | "NOT_REPRESENTABLE"
+  // the target does not support the source at all (3-bit AWQ, ...)
+  | "UNSUPPORTED_TARGET";
+
+/**
+ * A well-formed source that cannot be written to the requested target without loss. Carries
+ * the layer and the reason; the CLI suggests `--allow-requant`.
+ */
+export class ConversionError extends LmpackError {
+  override readonly name = "ConversionError";
+  readonly exitCode = 2;
+  constructor(readonly code: ConversionErrorCode, detail: string, context: ErrorContext = {}) {
     super(detail, context);
   }
 }

@@ -1,0 +1,104 @@
+import { ConversionError, FormatError } from "../errors.js";
+import { bytesOf, expectArray, viewAs, type PackedArray } from "./packed-array.js";
+import { decodeScales, encodeScales } from "./scales.js";
+import { groupCount, isTrivialGIdx, symmetricZero, type IntGroupTensor } from "./types.js";
+
+/**
+ * The AutoAWQ GEMM layout (`quant_method: awq`, `version: gemm`; auto-round `auto_round:auto_awq`),
+ * 4-bit only, per linear with N outputs, K inputs, G = K / groupSize:
+ *
+ *   qweight  I32 [K, N/8]   8 codes per word packed along N, interleaved
+ *   qzeros   I32 [G, N/8]   same interleave; zeros stored as is (symmetric: constant 8)
+ *   scales   F16 [G, N]
+ *
+ * Nibble i (bits 4i … 4i+3) of word c holds output column 8c + AWQ_ORDER[i]. There is no g_idx:
+ * act-order cannot be stored. Source: auto-round export_to_awq/utils.py (WQLinear_GEMM.from_linear,
+ * reverse_awq_order, dequantize_gemm).
+ */
+export const AWQ_BITS = 4;
+export const AWQ_PACK = 8;
+/** Column (within a group of 8) held by nibble i. */
+export const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] as const;
+/** Nibble that holds column j (the inverse of AWQ_ORDER). */
+export const AWQ_NIBBLE_OF_COLUMN = [0, 4, 1, 5, 2, 6, 3, 7] as const;
+
+export interface AwqArrays {
+  qweight: PackedArray;
+  qzeros: PackedArray;
+  scales: PackedArray;
+}
+
+export function unpackAwq(arrays: AwqArrays, spec: { groupSize: number; sym: boolean }): IntGroupTensor {
+  const K = arrays.qweight.shape[0] ?? 0;
+  const words = arrays.qweight.shape[1] ?? 0;
+  if (arrays.qweight.shape.length !== 2 || K === 0 || words === 0) {
+    throw new FormatError("PACKED_SHAPE_MISMATCH", "qweight must be [K, N/8]", { file: arrays.qweight.file, tensor: arrays.qweight.name, actual: `[${arrays.qweight.shape.join(", ")}]` });
+  }
+  const N = words * AWQ_PACK;
+  const groupSize = spec.groupSize <= 0 || spec.groupSize > K ? K : spec.groupSize;
+  if (K % groupSize !== 0) {
+    throw new FormatError("PACKED_SHAPE_MISMATCH", "AWQ needs in_features to be a multiple of group_size", { file: arrays.qweight.file, tensor: arrays.qweight.name, expected: `a multiple of ${groupSize}`, actual: K });
+  }
+  const G = groupCount(K, groupSize);
+  expectArray(arrays.qweight, ["I32", "U32"], [K, words]);
+  expectArray(arrays.qzeros, ["I32", "U32"], [G, words]);
+  const { values: scales, dtype: scaleDtype } = decodeScales(arrays.scales, [G, N]);
+  const qweight = viewAs(arrays.qweight.bytes, Int32Array);
+  const codes = new Uint8Array(N * K);
+  for (let k = 0; k < K; k++) {
+    for (let c = 0; c < words; c++) {
+      const word = qweight[k * words + c]!;
+      for (let i = 0; i < AWQ_PACK; i++) codes[(8 * c + AWQ_ORDER[i]!) * K + k] = (word >>> (4 * i)) & 15;
+    }
+  }
+  const qzeros = viewAs(arrays.qzeros.bytes, Int32Array);
+  const zeros = new Uint16Array(G * N);
+  for (let g = 0; g < G; g++) {
+    for (let c = 0; c < words; c++) {
+      const word = qzeros[g * words + c]!;
+      for (let i = 0; i < AWQ_PACK; i++) zeros[g * N + 8 * c + AWQ_ORDER[i]!] = (word >>> (4 * i)) & 15;
+    }
+  }
+  const sym = spec.sym && zeros.every((z) => z === symmetricZero(AWQ_BITS));
+  return { params: { bits: AWQ_BITS, groupSize, sym, scaleDtype }, outFeatures: N, inFeatures: K, codes, scales, zeros, gIdx: undefined };
+}
+
+export interface PackedAwq {
+  qweight: Uint8Array;
+  qzeros: Uint8Array;
+  scales: Uint8Array;
+}
+
+/** Packs into the AWQ layout, refusing what it cannot hold exactly (bits ≠ 4, act-order, N % 8, zero 16). */
+export function packAwq(tensor: IntGroupTensor, layer: string): PackedAwq {
+  const N = tensor.outFeatures;
+  const K = tensor.inFeatures;
+  const { bits, groupSize } = tensor.params;
+  if (bits !== AWQ_BITS) throw new ConversionError("UNSUPPORTED_TARGET", "AWQ holds 4-bit codes only", { tensor: layer, expected: 4, actual: bits });
+  if (!isTrivialGIdx(tensor.gIdx, groupSize)) throw new ConversionError("NOT_REPRESENTABLE", "AWQ has no g_idx, so act-order (desc_act) groups cannot be stored", { tensor: layer });
+  if (N % AWQ_PACK !== 0) throw new ConversionError("NOT_REPRESENTABLE", "AWQ packs 8 output columns per word", { tensor: layer, expected: "out_features multiple of 8", actual: N });
+  if (K % groupSize !== 0) throw new ConversionError("NOT_REPRESENTABLE", "AWQ needs in_features to be a multiple of group_size", { tensor: layer, expected: `a multiple of ${groupSize}`, actual: K });
+  const words = N / AWQ_PACK;
+  const G = K / groupSize;
+  const qweight = new Int32Array(K * words);
+  for (let k = 0; k < K; k++) {
+    for (let c = 0; c < words; c++) {
+      let word = 0;
+      for (let i = 0; i < AWQ_PACK; i++) word |= tensor.codes[(8 * c + AWQ_ORDER[i]!) * K + k]! << (4 * i);
+      qweight[k * words + c] = word;
+    }
+  }
+  const qzeros = new Int32Array(G * words);
+  for (let g = 0; g < G; g++) {
+    for (let c = 0; c < words; c++) {
+      let word = 0;
+      for (let i = 0; i < AWQ_PACK; i++) {
+        const z = tensor.zeros[g * N + 8 * c + AWQ_ORDER[i]!]!;
+        if (z > 15) throw new ConversionError("NOT_REPRESENTABLE", `zero point ${z} does not fit AWQ's 4-bit field: group ${g}, row ${8 * c + AWQ_ORDER[i]!}`, { tensor: layer, expected: "0 … 15", actual: z });
+        word |= z << (4 * i);
+      }
+      qzeros[g * words + c] = word;
+    }
+  }
+  return { qweight: bytesOf(qweight), qzeros: bytesOf(qzeros), scales: encodeScales(tensor.scales, "F16", layer) };
+}
