@@ -19,11 +19,23 @@ export function renderInspect(report: InspectReport): string {
   const dtypes = Object.entries(report.dtypes).map(([d, n]) => `${d} ${n.toLocaleString("en-US")}`).join(", ");
   lines.push(`parameters:  ${report.parameters.toLocaleString("en-US")} (${dtypes})`);
   lines.push(`size:        ${formatBytes(report.bytes)}, ${report.bitsPerWeight.toFixed(2)} bits per weight`);
+  const q = report.quantization;
+  if (q !== undefined) {
+    const group = q.groupSize === -1 ? "per-channel" : `group ${q.groupSize}`;
+    lines.push(`quantized:   ${q.method} (${q.format}), ${q.bits}-bit, ${group}, ${q.sym ? "sym" : "asym"}${q.descAct ? ", act-order" : ""}; ${q.packedTensors} packed linears, ${q.packedParameters.toLocaleString("en-US")} weights, ${q.effectiveBitsPerWeight.toFixed(3)} effective bits per weight`);
+  }
   if (report.sideFiles.length > 0) lines.push(`side files:  ${report.sideFiles.join(", ")}`);
   lines.push("");
-  const rows = report.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(", ")}]`, formatBytes(t.bytes), t.bitsPerWeight.toFixed(2)]);
-  lines.push(...table(["tensor", "dtype", "shape", "bytes", "bits/w"], rows));
+  const rows = report.tensors.map((t) => [t.name, storage(t), `[${t.shape.join(", ")}]`, formatBytes(t.bytes), t.bitsPerWeight.toFixed(2), t.quant === undefined ? "" : t.quant.effectiveBitsPerWeight.toFixed(3)]);
+  lines.push(...table(["tensor", "storage", "shape", "bytes", "bits/w", "eff bits/w"], rows));
   return lines.join("\n");
+}
+
+/** "F16", or for packed tensors e.g. "int4 g32 sym (gptq-v1)". */
+function storage(t: InspectReport["tensors"][number]): string {
+  const q = t.quant;
+  if (q === undefined) return t.dtype;
+  return `int${q.bits} g${q.groupSize} ${q.sym ? "sym" : "asym"}${q.actOrder ? " act-order" : ""} (${q.sourceLayout})`;
 }
 
 function table(head: string[], rows: string[][]): string[] {

@@ -1,4 +1,5 @@
 import type { DType } from "../formats/dtype.js";
+import type { IntGroupParams, IntGroupTensor } from "../formats/int-group/types.js";
 import type { ModelConfig } from "./hf/config.js";
 import type { BufferRing } from "./io/buffer-ring.js";
 
@@ -11,7 +12,40 @@ import type { BufferRing } from "./io/buffer-ring.js";
  */
 
 /** How a tensor is stored. Packed formats add their own kinds as they land. */
-export type TensorRepresentation = "dense";
+export type TensorRepresentation = "dense" | "int-group";
+
+/**
+ * The quantized form of a packed tensor, loaded on demand. Exporters that understand the
+ * representation carry it over (a repack moves integers); the others see the entry's dense,
+ * dequantized data through `read()` / `readChunks()`.
+ */
+export interface PackedIntGroup {
+  representation: "int-group";
+  params: IntGroupParams;
+  outFeatures: number;
+  inFeatures: number;
+  /** Whether g_idx is non-trivial (act-order / desc_act). */
+  actOrder: boolean;
+  /** Bytes the packed form occupies in its source (codes, scales, zeros, g_idx). */
+  storedBytes: number;
+  /** Layout it was read from: "gptq-v1", "gptq-v2", "awq", "lmpack". */
+  sourceLayout: string;
+  load(): Promise<IntGroupTensor>;
+}
+
+export type PackedTensor = PackedIntGroup;
+
+/** What a checkpoint-level quantization config says, normalised (for inspect and exporters). */
+export interface QuantizationSummary {
+  /** `quant_method` as written: "gptq", "auto-round", "awq", or "lmpack". */
+  method: string;
+  /** checkpoint_format / packing_format / AWQ version. */
+  format: string;
+  bits: number;
+  groupSize: number;
+  sym: boolean;
+  descAct: boolean;
+}
 
 export interface TensorEntry {
   name: string;
@@ -22,6 +56,13 @@ export interface TensorEntry {
   byteLength: number;
   /** File that holds the data, for messages. */
   file: string;
+  /** Absolute byte offset of the data in `file`, when the layout has one (for messages). */
+  byteOffset?: number;
+  /**
+   * Packed tensors only: the quantized form. `dtype`, `byteLength` and the data then describe
+   * the dequantized weight (in the dtype the format's loaders compute in, F16 for GPTQ).
+   */
+  packed?: PackedTensor;
   /** Free-form provenance and statistics (stored msgpack-encoded in .lmpack containers). */
   notes?: Record<string, unknown>;
   /** The whole tensor (memory: one tensor). */
@@ -52,6 +93,8 @@ export interface Checkpoint {
   sideFiles: SideFiles;
   /** safetensors `__metadata__` and similar free-form string metadata. */
   metadata: Record<string, string>;
+  /** The quantization the source declares (`quantization_config`), when lmpack reads it. */
+  quantization?: QuantizationSummary;
   /** Every tensor, in storage order (reading in this order keeps disk access sequential). */
   tensors: readonly TensorEntry[];
   close(): Promise<void>;

@@ -1,5 +1,6 @@
 import { DTYPES, type DType } from "../formats/dtype.js";
-import type { Checkpoint } from "./checkpoint.js";
+import { bitsPerWeight as nominalBitsPerWeight } from "../formats/int-group/types.js";
+import type { Checkpoint, QuantizationSummary, TensorEntry } from "./checkpoint.js";
 import type { ModelConfig } from "./hf/config.js";
 
 export interface TensorSummary {
@@ -9,8 +10,27 @@ export interface TensorSummary {
   shape: number[];
   parameters: number;
   bytes: number;
+  /** Stored bits over parameters (packed tensors: every stored array counted). */
   bitsPerWeight: number;
+  /** Packed tensors: the quantization of this tensor. */
+  quant?: TensorQuantSummary;
   notes?: Record<string, unknown>;
+}
+
+export interface TensorQuantSummary {
+  representation: string;
+  bits: number;
+  /** Input columns per group (= in_features for per-channel). */
+  groupSize: number;
+  sym: boolean;
+  actOrder: boolean;
+  scaleDtype: string;
+  sourceLayout: string;
+  /**
+   * Bits per weight by the auto-round/GPTQ papers' convention: code bits + 16-bit scale per
+   * group (+ a bits-wide zero when asymmetric). `bitsPerWeight` counts what the layout stores.
+   */
+  effectiveBitsPerWeight: number;
 }
 
 export interface InspectReport {
@@ -21,6 +41,7 @@ export interface InspectReport {
   parameters: number;
   bytes: number;
   bitsPerWeight: number;
+  quantization: (QuantizationSummary & { packedTensors: number; packedParameters: number; effectiveBitsPerWeight: number }) | undefined;
   /** Parameters per dtype. */
   dtypes: Partial<Record<DType, number>>;
   embeddings: { tiedInConfig: boolean | undefined; embedTokensStored: boolean; lmHeadStored: boolean };
@@ -35,16 +56,7 @@ export interface InspectReport {
  * packed formats will report their true cost including scales and codebooks.
  */
 export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
-  const tensors = checkpoint.tensors.map((t): TensorSummary => ({
-    name: t.name,
-    representation: t.representation,
-    dtype: t.dtype,
-    shape: t.shape,
-    parameters: t.nElements,
-    bytes: t.byteLength,
-    bitsPerWeight: t.nElements === 0 ? DTYPES[t.dtype].bits : (t.byteLength * 8) / t.nElements,
-    ...(t.notes === undefined ? {} : { notes: t.notes }),
-  }));
+  const tensors = checkpoint.tensors.map(summariseTensor);
   const parameters = tensors.reduce((sum, t) => sum + t.parameters, 0);
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const dtypes: Partial<Record<DType, number>> = {};
@@ -58,6 +70,7 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
     parameters,
     bytes,
     bitsPerWeight: parameters === 0 ? 0 : (bytes * 8) / parameters,
+    quantization: quantizationOf(checkpoint.quantization, tensors),
     dtypes,
     embeddings: {
       tiedInConfig: checkpoint.config?.tiedEmbeddings,
@@ -68,4 +81,42 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
     metadata: checkpoint.metadata,
     tensors,
   };
+}
+
+function summariseTensor(t: TensorEntry): TensorSummary {
+  const bytes = t.packed?.storedBytes ?? t.byteLength;
+  const summary: TensorSummary = {
+    name: t.name,
+    representation: t.representation,
+    dtype: t.dtype,
+    shape: t.shape,
+    parameters: t.nElements,
+    bytes,
+    bitsPerWeight: t.nElements === 0 ? DTYPES[t.dtype].bits : (bytes * 8) / t.nElements,
+    ...(t.notes === undefined ? {} : { notes: t.notes }),
+  };
+  const p = t.packed;
+  if (p !== undefined) {
+    summary.quant = {
+      representation: p.representation,
+      bits: p.params.bits,
+      groupSize: p.params.groupSize,
+      sym: p.params.sym,
+      actOrder: p.actOrder,
+      scaleDtype: p.params.scaleDtype,
+      sourceLayout: p.sourceLayout,
+      effectiveBitsPerWeight: nominalBitsPerWeight({ params: p.params, outFeatures: p.outFeatures, inFeatures: p.inFeatures, gIdx: undefined }),
+    };
+  }
+  return summary;
+}
+
+function quantizationOf(declared: QuantizationSummary | undefined, tensors: TensorSummary[]): InspectReport["quantization"] {
+  const packed = tensors.filter((t) => t.quant !== undefined);
+  if (packed.length === 0 && declared === undefined) return undefined;
+  const first = packed[0]?.quant;
+  const base = declared ?? { method: "lmpack", format: first?.sourceLayout ?? "", bits: first?.bits ?? 0, groupSize: first?.groupSize ?? 0, sym: first?.sym ?? false, descAct: packed.some((t) => t.quant!.actOrder) };
+  const packedParameters = packed.reduce((sum, t) => sum + t.parameters, 0);
+  const effectiveBits = packed.reduce((sum, t) => sum + t.quant!.effectiveBitsPerWeight * t.parameters, 0);
+  return { ...base, packedTensors: packed.length, packedParameters, effectiveBitsPerWeight: packedParameters === 0 ? 0 : effectiveBits / packedParameters };
 }

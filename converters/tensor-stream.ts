@@ -96,3 +96,14 @@ export function configTextWithDtype(text: string | undefined, dtype: TargetFloat
 export function totalSourceBytes(tensors: readonly TensorEntry[]): number {
   return tensors.reduce((sum, t) => sum + t.byteLength, 0);
 }
+
+/**
+ * config.json for a dense export of a checkpoint whose packed tensors were dequantized: the
+ * `quantization_config` must go (loaders would otherwise expect packed tensors), and the dtype
+ * becomes what the tensors now are. Unquantized sources keep their text byte for byte.
+ */
+export function denseConfigText(text: string | undefined, dequantized: boolean, dtype: TargetFloatDType | undefined, packedDtype: TargetFloatDType | undefined): string | undefined {
+  if (text === undefined || !dequantized) return configTextWithDtype(text, dtype);
+  const { quantization_config: _dropped, ...rest } = JSON.parse(text) as Record<string, unknown>;
+  return configTextWithDtype(JSON.stringify(rest, null, 2) + "\n", dtype ?? packedDtype);
+}

@@ -7,6 +7,8 @@ import { ioErrorFor } from "../io/random-access.js";
 import { safetensorsEntries } from "../safetensors/import.js";
 import { SafetensorsFile } from "../safetensors/reader.js";
 import { normaliseConfig, parseConfigJson } from "./config.js";
+import { groupIntLayers, summarise } from "../int-group/import-hf.js";
+import { parseHfQuantConfig } from "../int-group/hf-quant-config.js";
 
 export const SINGLE_WEIGHTS_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -32,7 +34,12 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
   const weightMap = (await fileExists(indexPath)) ? await readWeightMap(indexPath) : undefined;
   const files = await openWeightFiles(dir, weightMap);
   try {
-    const tensors = collectTensors(dir, files, weightMap);
+    let tensors = collectTensors(dir, files, weightMap);
+    // Old AutoGPTQ repos keep the settings in quantize_config.json only.
+    const quantConfigPath = rawConfig?.["quantization_config"] !== undefined ? configPath : join(dir, "quantize_config.json");
+    const rawQuant = rawConfig?.["quantization_config"] ?? ((await fileExists(quantConfigPath)) ? { quant_method: "gptq", ...(await readJsonFile(quantConfigPath, MAX_CONFIG_BYTES, "CONFIG_INVALID") as object) } : undefined);
+    const quantConfig = parseHfQuantConfig(rawQuant, quantConfigPath);
+    if (quantConfig !== undefined) tensors = groupIntLayers(tensors, quantConfig);
     return {
       layout: "hf-safetensors",
       location,
@@ -42,6 +49,7 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
       rawConfigText,
       sideFiles,
       metadata: { ...(files[0]?.metadata ?? {}) },
+      ...(quantConfig === undefined ? {} : { quantization: summarise(quantConfig) }),
       tensors,
       close: async () => {
         await Promise.all(files.map((f) => f.close()));

@@ -3,7 +3,7 @@ import { UsageError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { INDEX_FILE, SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { AtomicDirectory, refuseExisting, writeFileAtomic } from "../io/atomic.js";
-import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, denseConfigText, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { planByteLength, SafetensorsWriter, type TensorPlan } from "./writer.js";
 
 export interface SafetensorsExportOptions {
@@ -64,7 +64,8 @@ async function writeDirectory(dir: AtomicDirectory, checkpoint: Checkpoint, plan
     const sorted = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     await writeFileAtomic(dir.file(INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize, total_parameters: totalParameters }, weight_map: sorted }, null, 2) + "\n");
   }
-  const configText = configTextWithDtype(checkpoint.rawConfigText, options.dtype);
+  const packed = checkpoint.tensors.find((t) => t.packed !== undefined);
+  const configText = denseConfigText(checkpoint.rawConfigText, packed !== undefined, options.dtype, packed?.dtype as TargetFloatDType | undefined);
   if (configText !== undefined) await writeFileAtomic(dir.file("config.json"), configText);
   for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
 }

@@ -12,6 +12,7 @@ export function safetensorsEntries(file: SafetensorsFile): TensorEntry[] {
     nElements: info.nElements,
     byteLength: info.byteLength,
     file: file.path,
+    byteOffset: info.byteOffset,
     read: () => file.read(info.name),
     readChunks: (maxChunkBytes?: number, ring?: BufferRing) => file.readChunks(info.name, maxChunkBytes, ring),
   }));

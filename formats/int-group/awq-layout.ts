@@ -1,7 +1,8 @@
 import { ConversionError, FormatError } from "../errors.js";
 import { bytesOf, expectArray, viewAs, type PackedArray } from "./packed-array.js";
 import { decodeScales, encodeScales } from "./scales.js";
-import { groupCount, isTrivialGIdx, symmetricZero, type IntGroupTensor } from "./types.js";
+import type { LayerGeometry } from "./gptq-layout.js";
+import { isTrivialGIdx, symmetricZero, type IntGroupTensor } from "./types.js";
 
 /**
  * The AutoAWQ GEMM layout (`quant_method: awq`, `version: gemm`; auto-round `auto_round:auto_awq`),
@@ -28,20 +29,28 @@ export interface AwqArrays {
   scales: PackedArray;
 }
 
-export function unpackAwq(arrays: AwqArrays, spec: { groupSize: number; sym: boolean }): IntGroupTensor {
+/** Shapes and dtypes of an AWQ linear, from headers alone. */
+export function awqGeometry(arrays: AwqArrays, spec: { groupSize: number }): LayerGeometry {
   const K = arrays.qweight.shape[0] ?? 0;
   const words = arrays.qweight.shape[1] ?? 0;
   if (arrays.qweight.shape.length !== 2 || K === 0 || words === 0) {
-    throw new FormatError("PACKED_SHAPE_MISMATCH", "qweight must be [K, N/8]", { file: arrays.qweight.file, tensor: arrays.qweight.name, actual: `[${arrays.qweight.shape.join(", ")}]` });
+    throw new FormatError("PACKED_SHAPE_MISMATCH", "qweight must be [in, out/8]", { file: arrays.qweight.file, tensor: arrays.qweight.name, byteOffset: arrays.qweight.byteOffset, actual: `[${arrays.qweight.shape.join(", ")}]` });
   }
   const N = words * AWQ_PACK;
   const groupSize = spec.groupSize <= 0 || spec.groupSize > K ? K : spec.groupSize;
   if (K % groupSize !== 0) {
     throw new FormatError("PACKED_SHAPE_MISMATCH", "AWQ needs in_features to be a multiple of group_size", { file: arrays.qweight.file, tensor: arrays.qweight.name, expected: `a multiple of ${groupSize}`, actual: K });
   }
-  const G = groupCount(K, groupSize);
+  const G = K / groupSize;
   expectArray(arrays.qweight, ["I32", "U32"], [K, words]);
   expectArray(arrays.qzeros, ["I32", "U32"], [G, words]);
+  expectArray(arrays.scales, ["F16", "BF16", "F32"], [G, N]);
+  return { outFeatures: N, inFeatures: K, groupSize, groups: G };
+}
+
+export function unpackAwq(arrays: AwqArrays, spec: { groupSize: number; sym: boolean }): IntGroupTensor {
+  const { outFeatures: N, inFeatures: K, groupSize, groups: G } = awqGeometry(arrays, spec);
+  const words = N / AWQ_PACK;
   const { values: scales, dtype: scaleDtype } = decodeScales(arrays.scales, [G, N]);
   const qweight = viewAs(arrays.qweight.bytes, Int32Array);
   const codes = new Uint8Array(N * K);

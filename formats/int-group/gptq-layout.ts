@@ -36,19 +36,37 @@ export interface GptqLayerSpec {
   zeros: ZeroConvention;
 }
 
+export interface LayerGeometry {
+  outFeatures: number;
+  inFeatures: number;
+  groupSize: number;
+  groups: number;
+}
+
+/**
+ * Shapes and dtypes of a GPTQ-layout linear, from headers alone (array bytes are not read):
+ * K comes from g_idx when present (else from qweight's rows), and every array must agree.
+ */
+export function gptqGeometry(arrays: GptqArrays, spec: GptqLayerSpec): LayerGeometry {
+  const { qweight } = arrays;
+  const N = qweight.shape[1] ?? 0;
+  const K = arrays.gIdx !== undefined && arrays.gIdx.shape.length === 1 ? arrays.gIdx.shape[0]! : ((qweight.shape[0] ?? 0) * 32) / spec.bits;
+  if (qweight.shape.length !== 2 || N === 0 || !Number.isInteger(K) || K === 0) {
+    throw new FormatError("PACKED_SHAPE_MISMATCH", `qweight must be [in·${spec.bits}/32, out]`, { file: qweight.file, tensor: qweight.name, byteOffset: qweight.byteOffset, actual: `[${qweight.shape.join(", ")}]` });
+  }
+  expectArray(qweight, ["I32", "U32"], [(K * spec.bits) / 32, N]);
+  const groupSize = spec.groupSize <= 0 || spec.groupSize > K ? K : spec.groupSize;
+  const G = groupCount(K, groupSize);
+  expectArray(arrays.qzeros, ["I32", "U32"], [G, streamWords(N, spec.bits)]);
+  expectArray(arrays.scales, ["F16", "BF16", "F32"], [G, N]);
+  if (arrays.gIdx !== undefined) expectArray(arrays.gIdx, ["I32", "I64"], [K]);
+  return { outFeatures: N, inFeatures: K, groupSize, groups: G };
+}
+
 /** Decodes one GPTQ-layout linear into the integer representation, validating every array first. */
 export function unpackGptq(arrays: GptqArrays, spec: GptqLayerSpec): IntGroupTensor {
   const { bits } = spec;
-  const N = arrays.qweight.shape[1] ?? 0;
-  const K = ((arrays.qweight.shape[0] ?? 0) * 32) / bits;
-  if (arrays.qweight.shape.length !== 2 || !Number.isInteger(K) || K === 0) {
-    throw new FormatError("PACKED_SHAPE_MISMATCH", `qweight must be [K·${bits}/32, N]`, { file: arrays.qweight.file, tensor: arrays.qweight.name, actual: `[${arrays.qweight.shape.join(", ")}]` });
-  }
-  const groupSize = spec.groupSize <= 0 || spec.groupSize > K ? K : spec.groupSize;
-  const G = groupCount(K, groupSize);
-  const zeroWords = streamWords(N, bits);
-  expectArray(arrays.qweight, ["I32", "U32"], [(K * bits) / 32, N]);
-  expectArray(arrays.qzeros, ["I32", "U32"], [G, zeroWords]);
+  const { outFeatures: N, inFeatures: K, groupSize, groups: G } = gptqGeometry(arrays, spec);
   const { values: scales, dtype: scaleDtype } = decodeScales(arrays.scales, [G, N]);
   const gIdx = arrays.gIdx === undefined ? undefined : decodeGIdx(arrays.gIdx, K, G);
   const codes = unpackCodes(viewAs(arrays.qweight.bytes, Int32Array), N, K, bits);
