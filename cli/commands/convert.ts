@@ -4,6 +4,7 @@ import { UsageError } from "../../formats/errors.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportSafetensors } from "../../converters/safetensors/export.js";
+import { exportHfInt, type LayerExportReport } from "../../converters/int-group/export-hf.js";
 import { parseByteSize } from "../../converters/io/byte-size.js";
 import type { ChecksumName } from "../../converters/lmpack/checksum.js";
 import { EXIT } from "../errors.js";
@@ -11,7 +12,9 @@ import { terminalProgress } from "../progress.js";
 
 interface ConvertArgs {
   src: string;
-  to: "safetensors" | "lmpack";
+  to: (typeof TARGETS)[number];
+  gptqFormat: "v1" | "v2";
+  allowRequant: boolean;
   out: string;
   dtype: string | undefined;
   maxShardSize: string | undefined;
@@ -21,13 +24,18 @@ interface ConvertArgs {
   json: boolean;
 }
 
+const TARGETS = ["safetensors", "lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const;
+const HF_INT_METHOD = { "hf-gptq": "gptq", "hf-autoround": "auto-round", "hf-awq": "awq" } as const;
+
 export const convertCommand = {
   command: "convert <src>",
   describe: "Convert a checkpoint to safetensors (HF directory or one file) or an .lmpack container, streaming",
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("to", { choices: ["safetensors", "lmpack"] as const, demandOption: true, describe: "output layout" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, or a packed HF layout (integer codes moved, not requantized)" })
+      .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })
+      .option("allow-requant", { type: "boolean", default: false, describe: "requantize layers the target cannot hold exactly (and report the error) instead of refusing" })
       .option("out", { type: "string", demandOption: true, describe: "output path: a directory (HF layout) or a .safetensors file; a .lmpack file" })
       .option("dtype", { type: "string", describe: "convert float tensors to f32 | f16 | bf16 (exact, round to nearest even)" })
       .option("max-shard-size", { type: "string", describe: "shard safetensors output (e.g. 2GB, 4GiB); default 5GB" })
@@ -38,17 +46,21 @@ export const convertCommand = {
     const dtype = args.dtype === undefined ? undefined : parseTargetDType(args.dtype);
     if (args.dtype !== undefined && dtype === undefined) throw new UsageError("BAD_ARGUMENT", `--dtype must be f32, f16 or bf16, got "${args.dtype}"`);
     const maxShardBytes = args.maxShardSize === undefined ? undefined : parseByteSize(args.maxShardSize);
-    if (args.to === "lmpack" && maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size applies to --to safetensors only");
+    if (args.to !== "safetensors" && maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size applies to --to safetensors only");
     const progress = args.progress && !args.json ? terminalProgress() : undefined;
     const started = performance.now();
     const checkpoint = await openCheckpoint(args.src, progress === undefined ? {} : { hub: { progress } });
     try {
       const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
+      let layers: LayerExportReport[] = [];
       if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });
-      else await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
+      else if (args.to === "safetensors") await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
+      else layers = await exportHfInt(checkpoint, args.out, { ...common, method: HF_INT_METHOD[args.to], gptqFormat: args.gptqFormat, allowRequant: args.allowRequant });
+      const requantized = layers.filter((l) => l.action === "requantized");
+      if (!args.json) for (const l of requantized) console.error(`lmpack: requantized ${l.name} (${l.reason}): relative RMS error ${l.relativeRmsError!.toExponential(3)}, max |error| ${l.maxAbsError!.toExponential(3)}`);
       const seconds = (performance.now() - started) / 1000;
       const bytesRead = checkpoint.tensors.reduce((sum, t) => sum + t.byteLength, 0);
-      const summary = { ok: true, source: args.src, to: args.to, out: args.out, dtype: dtype ?? "unchanged", tensors: checkpoint.tensors.length, bytesRead, seconds: Number(seconds.toFixed(3)) };
+      const summary = { ok: true, source: args.src, to: args.to, out: args.out, dtype: dtype ?? "unchanged", tensors: checkpoint.tensors.length, bytesRead, seconds: Number(seconds.toFixed(3)), ...(layers.length === 0 ? {} : { packedLayers: layers.length, requantized }) };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
       else console.error(`lmpack: wrote ${args.out} (${checkpoint.tensors.length} tensors, ${seconds.toFixed(1)} s)`);
       return EXIT.ok;
