@@ -1,5 +1,6 @@
 import type { TargetFloatDType } from "../../formats/dtype.js";
-import type { Checkpoint } from "../checkpoint.js";
+import type { Checkpoint, TensorEntry } from "../checkpoint.js";
+import { encodeIntGroup } from "./int-group.js";
 import type { ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
@@ -26,6 +27,10 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
   const stream = new ChunkStream(options.progress, options.chunkBytes);
   try {
     for (const entry of checkpoint.tensors) {
+      if (entry.packed !== undefined) {
+        await writeIntGroup(writer, entry, options.progress);
+        continue;
+      }
       const dtype = outputDtype(entry, options.dtype);
       const blob = await writer.writeBlob({ role: "data", dtype, shape: entry.shape }, stream.chunks(entry, dtype));
       // Record a dtype change: an f32 tensor that came from bf16 is known to be exactly bf16-representable.
@@ -47,6 +52,16 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
   } finally {
     options.progress?.finish();
   }
+}
+
+/** A packed tensor keeps its representation: codes, scales, zeros and g_idx move as they are. */
+async function writeIntGroup(writer: LmpackWriter, entry: TensorEntry, progress: ProgressSink | undefined): Promise<void> {
+  const packed = entry.packed!;
+  const encoded = encodeIntGroup(await packed.load(), packed.sourceLayout, entry.name);
+  const blobs = [];
+  for (const b of encoded.blobs) blobs.push(await writer.writeBlob({ role: b.role, dtype: b.dtype, shape: b.shape }, [b.bytes]));
+  progress?.advance(entry.byteLength, entry.name);
+  writer.addTensor({ name: entry.name, shape: entry.shape, blobs, intGroup: encoded.message, notesMsgpack: encodeNotes(entry.notes) });
 }
 
 function configToProto(config: ModelConfig): Record<string, unknown> {

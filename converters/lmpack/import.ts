@@ -2,7 +2,9 @@ import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import type { BufferRing } from "../io/buffer-ring.js";
 import { normaliseConfig, parseConfigJson } from "../hf/config.js";
 import { decodeNotes } from "./notes.js";
-import { LmpackFile } from "./reader.js";
+import { LmpackFile, type ContainerTensor } from "./reader.js";
+import { decodeIntGroup } from "./int-group.js";
+import { intGroupEntry } from "../int-group/entry.js";
 
 /** Opens a .lmpack container as a checkpoint; blob checksums are verified as data is read. */
 export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
@@ -13,6 +15,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
     const sideFiles = new Map<string, Uint8Array>();
     for (const [name, blob] of file.sideFiles) sideFiles.set(name, await file.readBlob(blob));
     const tensors: TensorEntry[] = file.tensors.map((t) => {
+      if (t.intGroup !== undefined) return intGroupContainerEntry(file, t, path);
       const blob = t.blobs[0]!;
       return {
         name: t.name,
@@ -43,4 +46,25 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
     await file.close();
     throw error;
   }
+}
+
+function intGroupContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
+  const h = t.intGroup!;
+  const load = async () => {
+    const blobs = new Map<string, { info: (typeof t.blobs)[number]; bytes: Uint8Array }>();
+    for (const info of t.blobs) blobs.set(info.role, { info, bytes: await file.readBlob(info) });
+    return decodeIntGroup(h, blobs, path, t.name);
+  };
+  const storedBytes = t.blobs.reduce((sum, b) => sum + b.byteLength, 0);
+  const packed = {
+    representation: "int-group" as const,
+    params: { bits: h.bits, groupSize: h.groupSize, sym: h.sym, scaleDtype: h.scaleDtype },
+    outFeatures: h.outFeatures,
+    inFeatures: h.inFeatures,
+    actOrder: t.blobs.some((b) => b.role === "g_idx"),
+    storedBytes,
+    sourceLayout: h.sourceLayout === "" ? "lmpack" : h.sourceLayout,
+    load,
+  };
+  return intGroupEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
 }
