@@ -4,6 +4,7 @@ import { hideBin } from "yargs/helpers";
 import { PRODUCER } from "../converters/producer.js";
 import { convertCommand } from "./commands/convert.js";
 import { inspectCommand } from "./commands/inspect.js";
+import { quantizeCommand } from "./commands/quantize.js";
 import { UsageError } from "../formats/errors.js";
 import { EXIT, reportError } from "./errors.js";
 
@@ -29,10 +30,11 @@ export async function main(argv: string[]): Promise<number> {
     .option("json", { type: "boolean", default: false, global: true, describe: "machine-readable output on stdout" })
     .command({ ...inspectCommand, handler: wrap(inspectCommand.handler as Handler) })
     .command({ ...convertCommand, handler: wrap(convertCommand.handler as Handler) })
+    .command({ ...quantizeCommand, handler: wrap(quantizeCommand.handler as Handler) })
     .example("$0 inspect ./my-model", "layout, config, tensors, parameter count")
     .example("$0 convert ./my-model --to lmpack --out model.lmpack", "pack into one checksummed container")
     .example("$0 convert owner/name --to safetensors --dtype f32 --max-shard-size 2GB --out ./f32", "download from the Hub, widen, shard")
-    .demandCommand(1, "name a command: inspect or convert")
+    .demandCommand(1, "name a command: inspect, convert or quantize")
     .strict()
     .version(PRODUCER.replace("lmpack ", ""))
     .help()

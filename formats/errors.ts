@@ -48,6 +48,8 @@ export type FormatErrorCode =
   | "CONTAINER_BLOB_INVALID"
   // conversions
   | "DTYPE_UNSUPPORTED"
+  // second-order quantization (GPTQ, SpQR, VPTQ): the damped Hessian has a non-positive pivot
+  | "HESSIAN_NOT_PD"
   // packed layers (GPTQ / AutoRound / AWQ ...)
   | "PACKED_DTYPE_MISMATCH"
   | "PACKED_SHAPE_MISMATCH"

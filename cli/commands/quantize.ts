@@ -1,0 +1,98 @@
+import type { ArgumentsCamelCase, Argv } from "yargs";
+import { UsageError } from "../../formats/errors.js";
+import { INT_BITS, type IntBits } from "../../formats/int-group/types.js";
+import type { HessianSource } from "../../formats/second-order/hessian.js";
+import { openCheckpoint } from "../../converters/open.js";
+import { exportLmpack } from "../../converters/lmpack/export.js";
+import { exportHfInt } from "../../converters/int-group/export-hf.js";
+import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../../converters/int-group/quantize-checkpoint.js";
+import { openHessianStore } from "../../converters/hessians/store.js";
+import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
+import { EXIT } from "../errors.js";
+
+interface QuantizeArgs {
+  src: string;
+  method: IntMethod;
+  bits: number;
+  groupSize: number;
+  sym: boolean;
+  hessians: string | undefined;
+  actOrder: boolean;
+  damp: number;
+  iters: number;
+  to: "lmpack" | "hf-gptq" | "hf-autoround" | "hf-awq";
+  out: string;
+  force: boolean;
+  json: boolean;
+}
+
+const HF_INT_METHOD = { "hf-gptq": "gptq", "hf-autoround": "auto-round", "hf-awq": "awq" } as const;
+export const EMBEDDING_PROXY = "embedding-proxy";
+
+export const quantizeCommand = {
+  command: "quantize <src>",
+  describe: "Quantize a dense checkpoint's decoder linears to integer groups (RTN, GPTQ or SignRound), layer by layer",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
+      .option("method", { choices: ["rtn", "gptq", "signround"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without)" })
+      .option("bits", { type: "number", default: 4, describe: "code width: 2, 3, 4 or 8" })
+      .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
+      .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
+      .option("hessians", { type: "string", describe: `Hessian store (safetensors, see converters/hessians/store.ts), or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
+      .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
+      .option("damp", { type: "number", default: 0.01, describe: "gptq: damping, a fraction of mean(diag H)" })
+      .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
+      .option("to", { choices: ["lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const, demandOption: true, describe: "output layout" })
+      .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
+      .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
+  handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
+    if (!INT_BITS.includes(args.bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: args.bits });
+    if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
+    if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
+    const checkpoint = await openCheckpoint(args.src);
+    let store: (HessianSource & { close?(): Promise<void> }) | undefined;
+    try {
+      store = await hessianSource(args.hessians, checkpoint);
+      const reports: LayerQuantReport[] = [];
+      let index = 0;
+      const quantized = quantizeCheckpoint(checkpoint, {
+        method: args.method,
+        bits: args.bits as IntBits,
+        groupSize: args.groupSize,
+        sym: args.sym,
+        ...(store === undefined ? {} : { hessians: store }),
+        actOrder: args.actOrder,
+        percDamp: args.damp,
+        iters: args.iters,
+        onLayer: (r) => {
+          reports.push(r);
+          if (!args.json) console.error(progressLine(++index, total, r));
+        },
+      });
+      const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
+      if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
+      else await exportHfInt(quantized, args.out, { method: HF_INT_METHOD[args.to], overwrite: args.force });
+      const summary = { ok: true, out: args.out, method: args.method, bits: args.bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
+      if (args.json) console.log(JSON.stringify(summary, null, 2));
+      else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
+      return EXIT.ok;
+    } finally {
+      await store?.close?.();
+      await checkpoint.close();
+    }
+  },
+};
+
+async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
+  if (spec === undefined) return undefined;
+  if (spec !== EMBEDDING_PROXY) return openHessianStore(spec);
+  const entries = await embeddingProxyHessians(checkpoint);
+  const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
+  return { get: async (name: string) => byName.get(name) };
+}
+
+function progressLine(index: number, total: number, r: LayerQuantReport): string {
+  const output = r.relativeOutputError === undefined ? "" : `, output error ${(r.relativeOutputError * 100).toFixed(3)}%`;
+  return `[${index}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} ${r.method}: weight MSE ${r.weightMse.toExponential(3)}${output} (${r.seconds.toFixed(2)} s)`;
+}

@@ -1,0 +1,184 @@
+import { FormatError, UsageError } from "../../errors.js";
+import { runGptqLoop, type ColumnQuantizer, type LoopView } from "../../second-order/gptq-loop.js";
+import type { Hessian } from "../../second-order/hessian.js";
+import { invertPermutation, prepareSecondOrder } from "../../second-order/prepare.js";
+import { dequantizeCode, fitGrid, quantizeCode, type Grid } from "../grid.js";
+import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
+import { checkQuantizerArgs, emptyIntGroupTensor } from "./rtn.js";
+
+/**
+ * GPTQ (Frantar et al. 2022) on auto-round's grid, following AutoGPTQ `GPTQ.fasterquant`
+ * (auto_gptq/quantization/gptq.py): columns are quantized in order, each column's error is
+ * spread over the columns not yet quantized through the upper Cholesky factor of the damped
+ * H⁻¹ (formats/second-order). Grids come from `fitGrid`, codes from `quantizeCode`, exactly as
+ * RTN's, so GPTQ and RTN differ only in the weights they round.
+ *
+ * Groups: a group's grid is fitted, per output row, when the loop reaches its first column,
+ * over the group's current (error-updated) columns. AutoGPTQ reads its outer `W` there, which
+ * lacks the updates of earlier columns of the same 128-column block; that only differs when a
+ * group starts inside a block (groupSize < blockSize), and makes the result depend on the
+ * block size, which this version does not.
+ */
+
+export interface GptqOptions {
+  params: IntGroupParams;
+  /** Quantize columns by decreasing diag H (desc_act). */
+  actOrder?: boolean;
+  /** GPTQ's percdamp: fraction of mean(diag H) added to the diagonal. Default 0.01. */
+  percDamp?: number;
+  /** Columns per deferred update; changes rounding only. Default 128. */
+  blockSize?: number;
+  /** AutoGPTQ's static_groups: fit every group's grid up front on the original column groups. */
+  staticGroups?: boolean;
+  /** Named in errors. */
+  layerName?: string;
+}
+
+export interface GptqResult {
+  /** Codes in original column order; `gIdx` set for act-order without static groups. */
+  tensor: IntGroupTensor;
+  /** Σ ((w − q)/U[c,c])², the loop's Hessian-weighted loss (twice AutoGPTQ's `Losses` sum). */
+  hessianLoss: number;
+  /** Quantization order (position i was original column perm[i]), or undefined for the identity. */
+  perm: Int32Array | undefined;
+  /** Columns with diag H = 0, quantized as zeros. */
+  deadColumns: number[];
+  /** The amount added to diag H. */
+  damp: number;
+}
+
+/** Quantizes a row-major [outFeatures][inFeatures] weight with GPTQ. */
+export function quantizeGptq(weight: Float32Array, outFeatures: number, inFeatures: number, hessian: Hessian, options: GptqOptions): GptqResult {
+  const { params } = options;
+  checkQuantizerArgs(weight, outFeatures, inFeatures, params);
+  checkGptqInputs(hessian, inFeatures, options);
+  const prepared = prepareSecondOrder(weight, outFeatures, hessian, {
+    percDamp: options.percDamp ?? 0.01,
+    actOrder: options.actOrder === true,
+    ...(options.layerName === undefined ? {} : { layerName: options.layerName }),
+  });
+  const tensor = emptyIntGroupTensor(outFeatures, inFeatures, params);
+  const codesT = new Uint8Array(inFeatures * outFeatures);
+  const quantizer =
+    options.staticGroups === true
+      ? staticGroupQuantizer(prepared.weightT, prepared.perm, tensor, codesT)
+      : currentGroupQuantizer(tensor, codesT);
+  const loop = runGptqLoop(prepared.weightT, prepared.u, outFeatures, inFeatures, quantizer, options.blockSize === undefined ? {} : { blockSize: options.blockSize });
+  scatterCodes(codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
+  if (prepared.perm !== undefined && options.staticGroups !== true) tensor.gIdx = permutedGroupIndex(prepared.perm, params.groupSize);
+  return { tensor, hessianLoss: loop.hessianLoss, perm: prepared.perm, deadColumns: prepared.deadColumns, damp: prepared.damp };
+}
+
+function checkGptqInputs(hessian: Hessian, inFeatures: number, options: GptqOptions): void {
+  const tensor = options.layerName === undefined ? {} : { tensor: options.layerName };
+  if (hessian.size !== inFeatures || hessian.data.length !== inFeatures * inFeatures) {
+    throw new FormatError("SHAPE_SIZE_MISMATCH", "Hessian size does not match the layer's input features", { ...tensor, expected: inFeatures, actual: hessian.size });
+  }
+  const percDamp = options.percDamp ?? 0.01;
+  if (!Number.isFinite(percDamp) || percDamp < 0) throw new UsageError("BAD_ARGUMENT", "percDamp must be a finite number ≥ 0", { ...tensor, actual: percDamp });
+}
+
+/**
+ * Groups in quantization order: the grids of group g = ⌊i / groupSize⌋ are fitted when
+ * position i = g·groupSize comes up, over positions i … i+groupSize−1 as they are then.
+ */
+function currentGroupQuantizer(tensor: IntGroupTensor, codesT: Uint8Array): ColumnQuantizer {
+  const { params, outFeatures: rows, inFeatures: size } = tensor;
+  const groupSize = params.groupSize;
+  const grids: Grid[] = [];
+  return {
+    columnsRead: (column) => (column % groupSize === 0 ? Math.min(groupSize, size - column) : 1),
+    quantizeColumn(column: number, current: Float64Array, quantized: Float64Array, view: LoopView): void {
+      if (column % groupSize === 0) {
+        const width = Math.min(groupSize, size - column);
+        fitGroupGrids(view.weightT, rows, rangePositions(column, width), params, grids);
+        storeGrids(tensor, column / groupSize, grids);
+      }
+      quantizeOnGrids(current, grids, params, codesT.subarray(column * rows, (column + 1) * rows), quantized);
+    },
+  };
+}
+
+/** AutoGPTQ static_groups: the grids of original group g are fitted before the loop on original columns g·groupSize …. */
+function staticGroupQuantizer(weightT: Float64Array, perm: Int32Array | undefined, tensor: IntGroupTensor, codesT: Uint8Array): ColumnQuantizer {
+  const { params, outFeatures: rows, inFeatures: size } = tensor;
+  const groupSize = params.groupSize;
+  const position = perm === undefined ? undefined : invertPermutation(perm);
+  const gridsByGroup: Grid[][] = [];
+  for (let g = 0; g < groupCount(size, groupSize); g++) {
+    const width = Math.min(groupSize, size - g * groupSize);
+    const positions = rangePositions(g * groupSize, width).map((k) => (position === undefined ? k : position[k]!));
+    const grids: Grid[] = [];
+    fitGroupGrids(weightT, rows, positions, params, grids);
+    storeGrids(tensor, g, grids);
+    gridsByGroup.push(grids);
+  }
+  return {
+    quantizeColumn(column: number, current: Float64Array, quantized: Float64Array): void {
+      const original = perm === undefined ? column : perm[column]!;
+      const grids = gridsByGroup[Math.floor(original / groupSize)]!;
+      quantizeOnGrids(current, grids, params, codesT.subarray(column * rows, (column + 1) * rows), quantized);
+    },
+  };
+}
+
+function rangePositions(start: number, width: number): number[] {
+  return Array.from({ length: width }, (_, i) => start + i);
+}
+
+/** Per row n, the grid of the row's values in the given columns (positions of weightT). */
+function fitGroupGrids(weightT: Float64Array, rows: number, positions: number[], params: IntGroupParams, grids: Grid[]): void {
+  const rowMin = new Float64Array(rows).fill(Infinity);
+  const rowMax = new Float64Array(rows).fill(-Infinity);
+  for (const p of positions) {
+    const offset = p * rows;
+    for (let n = 0; n < rows; n++) {
+      const w = weightT[offset + n]!;
+      if (w < rowMin[n]!) rowMin[n] = w;
+      if (w > rowMax[n]!) rowMax[n] = w;
+    }
+  }
+  grids.length = rows;
+  for (let n = 0; n < rows; n++) grids[n] = fitGrid(rowMin[n]!, rowMax[n]!, params);
+}
+
+function storeGrids(tensor: IntGroupTensor, group: number, grids: Grid[]): void {
+  const base = group * tensor.outFeatures;
+  for (let n = 0; n < grids.length; n++) {
+    tensor.scales[base + n] = grids[n]!.scale;
+    tensor.zeros[base + n] = grids[n]!.zero;
+  }
+}
+
+/** Codes of one column and the values they dequantize to, scale · (code − zero). */
+function quantizeOnGrids(current: Float64Array, grids: Grid[], params: IntGroupParams, codes: Uint8Array, quantized: Float64Array): void {
+  for (let n = 0; n < current.length; n++) {
+    const grid = grids[n]!;
+    const code = quantizeCode(current[n]!, grid, params);
+    codes[n] = code;
+    quantized[n] = dequantizeCode(code, grid);
+  }
+}
+
+/** codes[n·K + perm[i]] = codesT[i·N + n], in 32×32 tiles. */
+function scatterCodes(codesT: Uint8Array, codes: Uint8Array, rows: number, size: number, perm: Int32Array | undefined): void {
+  const TILE = 32;
+  for (let i0 = 0; i0 < size; i0 += TILE) {
+    const iEnd = Math.min(i0 + TILE, size);
+    for (let n0 = 0; n0 < rows; n0 += TILE) {
+      const nEnd = Math.min(n0 + TILE, rows);
+      for (let i = i0; i < iEnd; i++) {
+        const column = perm === undefined ? i : perm[i]!;
+        const source = i * rows;
+        for (let n = n0; n < nEnd; n++) codes[n * size + column] = codesT[source + n]!;
+      }
+    }
+  }
+}
+
+/** Act-order without static groups: gIdx[perm[i]] = ⌊i / groupSize⌋. */
+function permutedGroupIndex(perm: Int32Array, groupSize: number): Int32Array {
+  const gIdx = new Int32Array(perm.length);
+  for (let i = 0; i < perm.length; i++) gIdx[perm[i]!] = Math.floor(i / groupSize);
+  return gIdx;
+}
