@@ -1,3 +1,4 @@
+import { FormatError, UsageError } from "../errors.js";
 import { upperCholeskyOfInverse } from "./cholesky.js";
 import type { Hessian } from "./hessian.js";
 
@@ -128,6 +129,7 @@ export interface PreparedLayer {
  */
 export function prepareSecondOrder(weight: Float32Array | Float64Array, rows: number, hessian: Hessian, options: PrepareOptions = {}): PreparedLayer {
   const size = hessian.size;
+  checkShapes(weight, rows, hessian, options);
   let h: Float64Array = hessian.data.slice(0, size * size);
   const deadColumns = fixDeadColumns(h, size, undefined, rows);
   const perm = options.perm ?? (options.actOrder === true ? actOrderPermutation(h, size) : undefined);
@@ -141,4 +143,21 @@ export function prepareSecondOrder(weight: Float32Array | Float64Array, rows: nu
   const damp = dampHessian(h, size, options.percDamp ?? 0.01);
   const u = upperCholeskyOfInverse(h, size, { ...(options.layerName === undefined ? {} : { layerName: options.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
   return { weightT, u, perm, deadColumns, damp };
+}
+
+function checkShapes(weight: Float32Array | Float64Array, rows: number, hessian: Hessian, options: PrepareOptions): void {
+  const tensor = options.layerName === undefined ? {} : { tensor: options.layerName };
+  const size = hessian.size;
+  if (!Number.isSafeInteger(size) || size < 0 || hessian.data.length !== size * size) {
+    throw new FormatError("SHAPE_SIZE_MISMATCH", "Hessian data is not size × size", { ...tensor, expected: size * size, actual: hessian.data.length });
+  }
+  if (weight.length !== rows * size) throw new FormatError("SHAPE_SIZE_MISMATCH", "weight is not rows × Hessian size", { ...tensor, expected: rows * size, actual: weight.length });
+  const perm = options.perm;
+  if (perm === undefined) return;
+  const seen = new Uint8Array(size);
+  for (const c of perm) {
+    if (!(c >= 0 && c < size) || seen[c] === 1) throw new UsageError("BAD_ARGUMENT", "perm is not a permutation of the columns", { ...tensor, actual: c });
+    seen[c] = 1;
+  }
+  if (perm.length !== size) throw new UsageError("BAD_ARGUMENT", "perm has the wrong length", { ...tensor, expected: size, actual: perm.length });
 }

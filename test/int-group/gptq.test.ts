@@ -80,7 +80,7 @@ function assertSameCodes(actual: IntGroupTensor, expected: IntGroupTensor, label
 
 // ---------------------------------------------------------------------------------------------
 
-const exact = suite("gptq: exact agreements with RTN");
+const exact = suite(`gptq: exact agreements with RTN (seed ${SEED})`);
 
 for (const bits of [2, 3, 4, 8] as const) {
   for (const sym of [true, false]) {
@@ -171,7 +171,7 @@ exact.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const objective = suite("gptq: Hessian-weighted error below RTN's");
+const objective = suite(`gptq: Hessian-weighted error below RTN's (seed ${SEED})`);
 
 for (const bits of [2, 3, 4, 8] as const) {
   for (const sym of [true, false]) {
@@ -197,7 +197,7 @@ objective.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const structure = suite("gptq: g_idx, block sizes, dead columns, errors");
+const structure = suite(`gptq: g_idx, block sizes, dead columns, errors (seed ${SEED})`);
 
 for (const [size, groupSize] of [[96, 32], [100, 32], [50, 7]] as const) {
   structure(`act-order g_idx: gIdx[perm[i]] = ⌊i/${groupSize}⌋, non-decreasing in quantization order (K=${size})`, () => {
@@ -266,6 +266,16 @@ structure("refusals: Hessian size, non-PD Hessian, bad options", () => {
   const before = h.data.slice();
   quantizeGptq(weight, rows, size, h, { params: p, actOrder: true });
   assert.equal(h.data, before, "the caller's Hessian is not modified");
+});
+
+structure("degenerate shapes: no rows, one column", () => {
+  const rng = mulberry32(SEED + 5);
+  const none = quantizeGptq(new Float32Array(0), 0, 8, calibrationHessian(rng, 8, 20), { params: params(4, 4, false), actOrder: true });
+  assert.is(none.tensor.codes.length, 0);
+  assert.is(none.hessianLoss, 0);
+  const weight = Float32Array.from([0.25, -1, 0.5]);
+  const h = { size: 1, data: Float64Array.from([2]) };
+  assertSameCodes(quantizeGptq(weight, 3, 1, h, { params: params(2, 1, true), actOrder: true }).tensor, quantizeRtn(weight, 3, 1, params(2, 1, true)), "K = 1");
 });
 
 structure.run();

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { FormatError, UsageError } from "../../formats/errors.js";
@@ -101,7 +102,7 @@ function expectFormatError(run: () => unknown, code: string): FormatError {
 
 // ---------------------------------------------------------------------------------------------
 
-const products = suite("second-order: dense products");
+const products = suite(`second-order: dense products (seed ${SEED})`);
 
 for (const [m, k, n] of [[1, 1, 1], [3, 5, 2], [4, 4, 4], [17, 257, 9], [130, 300, 1030], [5, 1, 1031]] as const) {
   products(`matmulAdd ${m}×${k}·${k}×${n} matches the triple loop`, () => {
@@ -134,11 +135,32 @@ products("gemmAdd reads strided and transposed views and writes only its window"
   }
 });
 
+products("without WebAssembly (node --jitless) the scalar tile gives bit-identical sums", () => {
+  const [m, k, n] = [9, 300, 7];
+  // Exactly representable inputs, generated the same way in both processes.
+  const fill = (length: number, salt: number) => Float64Array.from({ length }, (_, i) => (((i * 7919 + salt) % 101) - 50) / 37);
+  const expected = fill(m * n, 3);
+  matmulAdd(expected, fill(m * k, 1), fill(k * n, 2), m, k, n, -0.75);
+  const matmulUrl = new URL("../../formats/second-order/matmul.js", import.meta.url).href;
+  const script = [
+    `import { matmulAdd } from ${JSON.stringify(matmulUrl)};`,
+    `const fill = ${fill.toString()};`,
+    `const c = fill(${m * n}, 3);`,
+    `matmulAdd(c, fill(${m * k}, 1), fill(${k * n}, 2), ${m}, ${k}, ${n}, -0.75);`,
+    `process.stdout.write(JSON.stringify({ wasm: typeof WebAssembly, c: Array.from(c) }));`,
+  ].join("\n");
+  const child = spawnSync(process.execPath, ["--jitless", "--input-type=module", "-e", script], { encoding: "utf8" });
+  assert.is(child.status, 0, child.stderr);
+  const result = JSON.parse(child.stdout) as { wasm: string; c: number[] };
+  assert.is(result.wasm, "undefined", "--jitless really has no WebAssembly");
+  assert.equal(result.c, Array.from(expected));
+});
+
 products.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const cholesky = suite("second-order: Cholesky and inverses");
+const cholesky = suite(`second-order: Cholesky and inverses (seed ${SEED})`);
 
 for (const size of [1, 2, 5, 63, 64, 65, 130, 300]) {
   cholesky(`size ${size}: L·Lᵀ = H, L·L⁻¹ = I, H·H⁻¹ = I, UᵀU = H⁻¹ with U = chol_upper(H⁻¹)`, () => {
@@ -190,7 +212,7 @@ cholesky.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const prepare = suite("second-order: preparation");
+const prepare = suite(`second-order: preparation (seed ${SEED})`);
 
 prepare("dead columns: H[c,c] = 1 and W[:,c] = 0, only where diag H = 0", () => {
   const rng = mulberry32(SEED + 2);
@@ -231,11 +253,33 @@ prepare("toColumnMajor / fromColumnMajor round-trip with a permutation (non-tile
   assert.equal(fromColumnMajor(weightT, rows, cols, perm), weight);
 });
 
+prepare("refusals: a Hessian or weight of the wrong size, a perm that is not a permutation", () => {
+  const h = { size: 3, data: Float64Array.from([1, 0, 0, 0, 1, 0, 0, 0, 1]) };
+  const weight = new Float32Array(6);
+  expectFormatError(() => prepareSecondOrder(weight, 2, { size: 3, data: new Float64Array(8) }), "SHAPE_SIZE_MISMATCH");
+  expectFormatError(() => prepareSecondOrder(new Float32Array(5), 2, h), "SHAPE_SIZE_MISMATCH");
+  for (const perm of [[0, 1], [0, 1, 1], [0, 1, 3], [2, 1, 0, 3]]) {
+    assert.throws(() => prepareSecondOrder(weight, 2, h, { perm: Int32Array.from(perm) }), (e: unknown) => e instanceof UsageError && e.code === "BAD_ARGUMENT", `perm ${perm}`);
+  }
+  assert.equal(Array.from(prepareSecondOrder(weight, 2, h, { perm: Int32Array.from([2, 0, 1]) }).perm!), [2, 0, 1]);
+});
+
+prepare("empty and single-column layers", () => {
+  const empty = prepareSecondOrder(new Float32Array(0), 0, { size: 4, data: Float64Array.from({ length: 16 }, (_, t) => (t % 5 === 0 ? 2 : 0)) });
+  assert.is(runGptqLoop(empty.weightT, empty.u, 0, 4, roundingQuantizer(1)).hessianLoss, 0);
+  const single = prepareSecondOrder(Float32Array.from([0.3, -0.8]), 2, { size: 1, data: Float64Array.from([4]) }, { percDamp: 0 });
+  assert.is(single.u[0], 0.5);
+  const result = runGptqLoop(single.weightT, single.u, 2, 1, roundingQuantizer(0.5));
+  assert.equal(Array.from(single.weightT), [0.5, -1]);
+  assert.ok(Math.abs(result.hessianLoss - (0.2 ** 2 + 0.2 ** 2) / 0.25) < 1e-6, "Σ ((w − q)/U)² with w stored as float32");
+  assert.equal(Array.from(upperCholeskyOfInverse(new Float64Array(0), 0)), []);
+});
+
 prepare.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const loop = suite("second-order: the column loop");
+const loop = suite(`second-order: the column loop (seed ${SEED})`);
 
 /** Uniform rounding to multiples of `step`, no groups. */
 function roundingQuantizer(step: number): ColumnQuantizer {
@@ -349,6 +393,9 @@ loop("columnCount leaves the last columns unquantized but error-updated; bad opt
     assert.ok(i < 15 * rows ? onGrid : weightT[i] !== Math.fround(weight[(i % rows) * size + Math.floor(i / rows)]!), `element ${i}`);
   }
   assert.is(result.columnLoss[17], 0);
+  const oneBlock = toColumnMajor(weight, rows, size);
+  runGptqLoop(oneBlock, u, rows, size, roundingQuantizer(0.5), { columnCount: 15, blockSize: 64 });
+  assert.ok(maxAbsDiff(weightT, oneBlock) < 1e-12, "the kept columns get the same updates with any block size");
   for (const options of [{ blockSize: 0 }, { blockSize: 2.5 }, { columnCount: 21 }]) {
     assert.throws(() => runGptqLoop(weightT, u, rows, size, roundingQuantizer(0.5), options), (e: unknown) => e instanceof UsageError && e.code === "BAD_ARGUMENT");
   }
