@@ -13,7 +13,7 @@
 import { cpus } from "node:os";
 import { quantizeGptq } from "../formats/int-group/quantizers/gptq.js";
 import { quantizeSignRound } from "../formats/int-group/quantizers/signround.js";
-import { matmulAdd } from "../formats/second-order/matmul.js";
+import { gemmAdd } from "../formats/second-order/matmul.js";
 import { upperCholeskyOfInverse } from "../formats/second-order/cholesky.js";
 
 function arg(name: string, fallback: string): string {
@@ -34,10 +34,8 @@ function rng(seed: number): () => number {
 function hessian(K: number, random: () => number): Float64Array {
   const rows = 256;
   const x = new Float64Array(rows * K).map(() => random());
-  const xt = new Float64Array(K * rows);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < K; c++) xt[c * rows + r] = x[r * K + c]!;
   const h = new Float64Array(K * K);
-  matmulAdd(h, xt, x, K, rows, K);
+  gemmAdd({ data: h, offset: 0, rowStride: K }, { data: x, offset: 0, rowStride: K, transposed: true }, { data: x, offset: 0, rowStride: K }, K, rows, K);
   for (let i = 0; i < K; i++) h[i * K + i]! += 1;
   return h;
 }

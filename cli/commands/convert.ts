@@ -4,7 +4,7 @@ import { UsageError } from "../../formats/errors.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportSafetensors } from "../../converters/safetensors/export.js";
-import { exportHfInt, type LayerExportReport } from "../../converters/int-group/export-hf.js";
+import { exportHfInt, HF_INT_TARGETS, type LayerExportReport } from "../../converters/int-group/export-hf.js";
 import { parseByteSize } from "../../converters/io/byte-size.js";
 import type { ChecksumName } from "../../converters/lmpack/checksum.js";
 import { EXIT } from "../errors.js";
@@ -25,7 +25,6 @@ interface ConvertArgs {
 }
 
 const TARGETS = ["safetensors", "lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const;
-const HF_INT_METHOD = { "hf-gptq": "gptq", "hf-autoround": "auto-round", "hf-awq": "awq" } as const;
 
 export const convertCommand = {
   command: "convert <src>",
@@ -55,7 +54,7 @@ export const convertCommand = {
       let layers: LayerExportReport[] = [];
       if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });
       else if (args.to === "safetensors") await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
-      else layers = await exportHfInt(checkpoint, args.out, { ...common, method: HF_INT_METHOD[args.to], gptqFormat: args.gptqFormat, allowRequant: args.allowRequant });
+      else layers = await exportHfInt(checkpoint, args.out, { ...common, method: HF_INT_TARGETS[args.to], gptqFormat: args.gptqFormat, allowRequant: args.allowRequant });
       const requantized = layers.filter((l) => l.action === "requantized");
       if (!args.json) for (const l of requantized) console.error(`lmpack: requantized ${l.name} (${l.reason}): relative RMS error ${l.relativeRmsError!.toExponential(3)}, max |error| ${l.maxAbsError!.toExponential(3)}`);
       const seconds = (performance.now() - started) / 1000;

@@ -4,7 +4,7 @@ import { INT_BITS, type IntBits } from "../../formats/int-group/types.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
-import { exportHfInt } from "../../converters/int-group/export-hf.js";
+import { exportHfInt, HF_INT_TARGETS } from "../../converters/int-group/export-hf.js";
 import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../../converters/int-group/quantize-checkpoint.js";
 import { openHessianStore } from "../../converters/hessians/store.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
@@ -26,7 +26,6 @@ interface QuantizeArgs {
   json: boolean;
 }
 
-const HF_INT_METHOD = { "hf-gptq": "gptq", "hf-autoround": "auto-round", "hf-awq": "awq" } as const;
 export const EMBEDDING_PROXY = "embedding-proxy";
 
 export const quantizeCommand = {
@@ -72,7 +71,7 @@ export const quantizeCommand = {
       });
       const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
       if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
-      else await exportHfInt(quantized, args.out, { method: HF_INT_METHOD[args.to], overwrite: args.force });
+      else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to], overwrite: args.force });
       const summary = { ok: true, out: args.out, method: args.method, bits: args.bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
       else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);

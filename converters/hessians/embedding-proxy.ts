@@ -1,6 +1,6 @@
 import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { FormatError } from "../../formats/errors.js";
-import { matmulAdd } from "../../formats/second-order/matmul.js";
+import { gemmAdd } from "../../formats/second-order/matmul.js";
 import type { Checkpoint } from "../checkpoint.js";
 import type { HessianEntry } from "./store.js";
 
@@ -63,7 +63,10 @@ export async function embeddingProxyHessians(checkpoint: Checkpoint, maxTokens =
 function sampleRows(data: Float64Array, rows: number, width: number, maxRows: number): Float64Array {
   const take = Math.min(rows, maxRows);
   const out = new Float64Array(take * width);
-  for (let r = 0; r < take; r++) out.set(data.subarray(Math.floor((r * rows) / take) * width, (Math.floor((r * rows) / take) + 1) * width), r * width);
+  for (let r = 0; r < take; r++) {
+    const source = Math.floor((r * rows) / take) * width;
+    out.set(data.subarray(source, source + width), r * width);
+  }
   return out;
 }
 
@@ -84,12 +87,10 @@ function scaleColumns(x: Float64Array, rows: number, width: number, weight: Floa
   return out;
 }
 
-/** x [rows × in] · Wᵀ, W [out × in] row-major. */
+/** x [rows × in] · Wᵀ, W [out × in] row-major (read through a transposed view, not copied). */
 function linear(x: Float64Array, rows: number, inFeatures: number, w: Float64Array, outFeatures: number): Float64Array {
-  const wt = new Float64Array(inFeatures * outFeatures);
-  for (let o = 0; o < outFeatures; o++) for (let i = 0; i < inFeatures; i++) wt[i * outFeatures + o] = w[o * inFeatures + i]!;
   const out = new Float64Array(rows * outFeatures);
-  matmulAdd(out, x, wt, rows, inFeatures, outFeatures);
+  gemmAdd({ data: out, offset: 0, rowStride: outFeatures }, { data: x, offset: 0, rowStride: inFeatures }, { data: w, offset: 0, rowStride: inFeatures, transposed: true }, rows, inFeatures, outFeatures);
   return out;
 }
 
@@ -104,9 +105,7 @@ function repeatKvHeads(v: Float64Array, rows: number, kvHeads: number, heads: nu
 
 /** XᵀX for X [rows × width]. */
 function gram(x: Float64Array, rows: number, width: number): { size: number; data: Float64Array; nSamples: number } {
-  const xt = new Float64Array(width * rows);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) xt[c * rows + r] = x[r * width + c]!;
   const data = new Float64Array(width * width);
-  matmulAdd(data, xt, x, width, rows, width);
+  gemmAdd({ data, offset: 0, rowStride: width }, { data: x, offset: 0, rowStride: width, transposed: true }, { data: x, offset: 0, rowStride: width }, width, rows, width);
   return { size: width, data, nSamples: rows };
 }

@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { FormatError } from "../../formats/errors.js";
+import { viewAs } from "../../formats/int-group/packed-array.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
 import { SafetensorsFile } from "../safetensors/reader.js";
 import { SafetensorsWriter } from "../safetensors/writer.js";
@@ -69,9 +70,7 @@ export async function openHessianStore(path: string): Promise<HessianSource & { 
         throw new FormatError("SHAPE_INVALID", `Hessian for "${linearName}" must be F32/F64 [${inFeatures}, ${inFeatures}]`, { file, tensor: name, byteOffset: info.byteOffset, expected: `[${inFeatures}, ${inFeatures}]`, actual: `${info.dtype} [${info.shape.join(", ")}]` });
       }
       const bytes = await store.read(name);
-      const copy = new Uint8Array(bytes.length);
-      copy.set(bytes);
-      const data = info.dtype === "F64" ? new Float64Array(copy.buffer) : Float64Array.from(new Float32Array(copy.buffer));
+      const data = info.dtype === "F64" ? viewAs(bytes, Float64Array) : Float64Array.from(viewAs(bytes, Float32Array));
       const n = samples[name];
       return { size: inFeatures, data, ...(typeof n === "number" ? { nSamples: n } : {}) };
     },

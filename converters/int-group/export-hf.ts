@@ -6,13 +6,15 @@ import { requantize } from "../../formats/int-group/requant.js";
 import { groupCount, isTrivialGIdx, type IntGroupParams, type IntGroupTensor } from "../../formats/int-group/types.js";
 import { streamWords } from "../../formats/int-group/bitstream.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
-import { AtomicDirectory } from "../io/atomic.js";
-import { writeFileAtomic } from "../io/atomic.js";
+import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { HfIntMethod } from "./hf-quant-config.js";
 import { buildQuantConfig, type WrittenLayer } from "./hf-quant-config-write.js";
+
+/** `--to` targets of the HF integer layouts and the `quant_method` each writes. */
+export const HF_INT_TARGETS = { "hf-gptq": "gptq", "hf-autoround": "auto-round", "hf-awq": "awq" } as const satisfies Record<string, HfIntMethod>;
 
 export interface HfIntExportOptions {
   method: HfIntMethod;
@@ -50,7 +52,7 @@ interface LayerPlan {
  */
 export async function exportHfInt(checkpoint: Checkpoint, out: string, options: HfIntExportOptions): Promise<LayerExportReport[]> {
   const zeros = zeroConvention(checkpoint, options);
-  const layers = checkpoint.tensors.filter((t) => t.packed !== undefined).map((t) => planLayer(t, options, zeros));
+  const layers = checkpoint.tensors.filter((t) => t.packed !== undefined).map((t) => planLayer(t, options));
   if (layers.length === 0) throw new UsageError("BAD_SOURCE", "the source has no integer-quantized layers to write in this layout; quantize it first (lmpack quantize)", { file: checkpoint.location });
   const dense = checkpoint.tensors.filter((t) => t.packed === undefined);
   const plans = [...layers.flatMap((l) => l.tensors), ...dense.map((t) => ({ name: t.name, dtype: outputDtype(t, options.dtype), shape: t.shape }))];
@@ -85,7 +87,7 @@ function zeroConvention(checkpoint: Checkpoint, options: HfIntExportOptions): Ze
 }
 
 /** Output tensors of one layer; refuses up front what no repack can fix (shapes, code width). */
-function planLayer(entry: TensorEntry, options: HfIntExportOptions, zeros: ZeroConvention): LayerPlan {
+function planLayer(entry: TensorEntry, options: HfIntExportOptions): LayerPlan {
   const packed = entry.packed!;
   const module = entry.name.endsWith(".weight") ? entry.name.slice(0, -".weight".length) : entry.name;
   const N = packed.outFeatures;
@@ -102,7 +104,6 @@ function planLayer(entry: TensorEntry, options: HfIntExportOptions, zeros: ZeroC
     return { entry, module, target, tensors: [{ name: `${module}.qweight`, dtype: "I32", shape: [K, words] }, { name: `${module}.qzeros`, dtype: "I32", shape: [G, words] }, { name: `${module}.scales`, dtype: "F16", shape: [G, N] }] };
   }
   if (K % 32 !== 0 || N % 32 !== 0) throw new ConversionError("NOT_REPRESENTABLE", "GPTQ loaders need in_features and out_features that are multiples of 32", { tensor: entry.name, actual: `N=${N}, K=${K}` });
-  void zeros;
   const G = groupCount(K, target.groupSize);
   const bits = target.bits;
   return {
@@ -169,20 +170,32 @@ async function packLayer(layer: LayerPlan, options: HfIntExportOptions, zeros: Z
     return [p.qweight, p.qzeros, p.scales, p.gIdx];
   };
   let tensor = source;
-  let arrays: Uint8Array[];
-  try {
-    if (source.params.bits !== layer.target.bits) throw new ConversionError("UNSUPPORTED_TARGET", `${layer.target.bits}-bit target`, { tensor: name });
-    if (options.method === "auto-round" && !isTrivialGIdx(source.gIdx, source.params.groupSize)) {
-      throw new ConversionError("NOT_REPRESENTABLE", "auto-round's layout readers assume g_idx = k / group_size, so act-order (desc_act) groups cannot be stored", { tensor: name });
+  let arrays: Uint8Array[] | undefined;
+  let refusal: unknown = layoutRefusal(source, layer, options.method);
+  if (refusal === undefined) {
+    try {
+      arrays = pack(source);
+      reports.push({ name, action: "repacked" });
+    } catch (error) {
+      refusal = error;
     }
-    arrays = pack(source);
-    reports.push({ name, action: "repacked" });
-  } catch (error) {
-    if (!(error instanceof ConversionError) || !options.allowRequant) throw error;
+  }
+  if (arrays === undefined) {
+    if (!(refusal instanceof ConversionError) || !options.allowRequant) throw refusal;
     const result = requantize(source, { params: layer.target, minZero: zeros === "v1" ? 1 : 0 });
     tensor = result.tensor;
     arrays = pack(tensor);
-    reports.push({ name, action: "requantized", reason: error.detail, relativeRmsError: result.relativeRmsError, maxAbsError: result.maxAbsError });
+    reports.push({ name, action: "requantized", reason: refusal.detail, relativeRmsError: result.relativeRmsError, maxAbsError: result.maxAbsError });
   }
   return { bytes: new Map(layer.tensors.map((t, i) => [t.name, arrays[i]!])), tensor };
+}
+
+/** What the target's packer cannot see for itself: a code width chosen by the plan, act-order into auto-round. */
+function layoutRefusal(source: IntGroupTensor, layer: LayerPlan, method: HfIntMethod): ConversionError | undefined {
+  const name = layer.entry.name;
+  if (source.params.bits !== layer.target.bits) return new ConversionError("UNSUPPORTED_TARGET", `the target holds ${layer.target.bits}-bit codes; this layer is ${source.params.bits}-bit`, { tensor: name, expected: layer.target.bits, actual: source.params.bits });
+  if (method === "auto-round" && !isTrivialGIdx(source.gIdx, source.params.groupSize)) {
+    return new ConversionError("NOT_REPRESENTABLE", "auto-round's layout readers assume g_idx = k / group_size, so act-order (desc_act) groups cannot be stored", { tensor: name });
+  }
+  return undefined;
 }

@@ -106,7 +106,7 @@ function extraConfigOverrides(extra: unknown, global: LayerQuantSpec, file: stri
     return typeof bits === "number" && bits >= 16 ? ("skip" as const) : overrideSpec(value, global, file, key);
   };
   const exact = new Map(entries.map(([k, v]) => [k, specOf(k, v)]));
-  const regexes = entries.map(([k, v]) => ({ regex: safeCompile(k), spec: exact.get(k)! ?? specOf(k, v) }));
+  const regexes = entries.map(([k]) => ({ regex: safeCompile(k), spec: exact.get(k)! }));
   return (name) => exact.get(name) ?? regexes.find((r) => r.regex?.test(name))?.spec ?? global;
 }
 

@@ -20,8 +20,6 @@ export const AWQ_BITS = 4;
 export const AWQ_PACK = 8;
 /** Column (within a group of 8) held by nibble i. */
 export const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] as const;
-/** Nibble that holds column j (the inverse of AWQ_ORDER). */
-export const AWQ_NIBBLE_OF_COLUMN = [0, 4, 1, 5, 2, 6, 3, 7] as const;
 
 export interface AwqArrays {
   qweight: PackedArray;
@@ -52,22 +50,10 @@ export function unpackAwq(arrays: AwqArrays, spec: { groupSize: number; sym: boo
   const { outFeatures: N, inFeatures: K, groupSize, groups: G } = awqGeometry(arrays, spec);
   const words = N / AWQ_PACK;
   const { values: scales, dtype: scaleDtype } = decodeScales(arrays.scales, [G, N]);
-  const qweight = viewAs(arrays.qweight.bytes, Int32Array);
   const codes = new Uint8Array(N * K);
-  for (let k = 0; k < K; k++) {
-    for (let c = 0; c < words; c++) {
-      const word = qweight[k * words + c]!;
-      for (let i = 0; i < AWQ_PACK; i++) codes[(8 * c + AWQ_ORDER[i]!) * K + k] = (word >>> (4 * i)) & 15;
-    }
-  }
-  const qzeros = viewAs(arrays.qzeros.bytes, Int32Array);
+  unpackInterleaved(viewAs(arrays.qweight.bytes, Int32Array), K, words, codes, 1, K);
   const zeros = new Uint16Array(G * N);
-  for (let g = 0; g < G; g++) {
-    for (let c = 0; c < words; c++) {
-      const word = qzeros[g * words + c]!;
-      for (let i = 0; i < AWQ_PACK; i++) zeros[g * N + 8 * c + AWQ_ORDER[i]!] = (word >>> (4 * i)) & 15;
-    }
-  }
+  unpackInterleaved(viewAs(arrays.qzeros.bytes, Int32Array), G, words, zeros, N, 1);
   const sym = spec.sym && zeros.every((z) => z === symmetricZero(AWQ_BITS));
   return { params: { bits: AWQ_BITS, groupSize, sym, scaleDtype }, outFeatures: N, inFeatures: K, codes, scales, zeros, gIdx: undefined };
 }
@@ -89,25 +75,35 @@ export function packAwq(tensor: IntGroupTensor, layer: string): PackedAwq {
   if (K % groupSize !== 0) throw new ConversionError("NOT_REPRESENTABLE", "AWQ needs in_features to be a multiple of group_size", { tensor: layer, expected: `a multiple of ${groupSize}`, actual: K });
   const words = N / AWQ_PACK;
   const G = K / groupSize;
+  const tooBig = tensor.zeros.findIndex((z) => z > 15);
+  if (tooBig >= 0) throw new ConversionError("NOT_REPRESENTABLE", `zero point does not fit AWQ's 4-bit field: group ${Math.floor(tooBig / N)}, row ${tooBig % N}`, { tensor: layer, expected: "0 … 15", actual: tensor.zeros[tooBig] });
   const qweight = new Int32Array(K * words);
-  for (let k = 0; k < K; k++) {
-    for (let c = 0; c < words; c++) {
-      let word = 0;
-      for (let i = 0; i < AWQ_PACK; i++) word |= tensor.codes[(8 * c + AWQ_ORDER[i]!) * K + k]! << (4 * i);
-      qweight[k * words + c] = word;
-    }
-  }
+  packInterleaved(tensor.codes, 1, K, qweight, K, words);
   const qzeros = new Int32Array(G * words);
-  for (let g = 0; g < G; g++) {
-    for (let c = 0; c < words; c++) {
-      let word = 0;
-      for (let i = 0; i < AWQ_PACK; i++) {
-        const z = tensor.zeros[g * N + 8 * c + AWQ_ORDER[i]!]!;
-        if (z > 15) throw new ConversionError("NOT_REPRESENTABLE", `zero point ${z} does not fit AWQ's 4-bit field: group ${g}, row ${8 * c + AWQ_ORDER[i]!}`, { tensor: layer, expected: "0 … 15", actual: z });
-        word |= z << (4 * i);
-      }
-      qzeros[g * words + c] = word;
+  packInterleaved(tensor.zeros, N, 1, qzeros, G, words);
+  return { qweight: bytesOf(qweight), qzeros: bytesOf(qzeros), scales: encodeScales(tensor.scales, "F16", layer) };
+}
+
+/**
+ * Word c of stored row r holds columns 8c … 8c+7 in AWQ_ORDER; value (r, column) lives at
+ * out[r·rowStride + column·columnStride] (codes: [N][K], so stride 1 and K; zeros: [G][N]).
+ */
+function unpackInterleaved(words: Int32Array, rows: number, wordsPerRow: number, out: Uint8Array | Uint16Array, rowStride: number, columnStride: number): void {
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < wordsPerRow; c++) {
+      const word = words[r * wordsPerRow + c]!;
+      for (let i = 0; i < AWQ_PACK; i++) out[r * rowStride + (8 * c + AWQ_ORDER[i]!) * columnStride] = (word >>> (4 * i)) & 15;
     }
   }
-  return { qweight: bytesOf(qweight), qzeros: bytesOf(qzeros), scales: encodeScales(tensor.scales, "F16", layer) };
+}
+
+/** The inverse of `unpackInterleaved` (values already within 4 bits). */
+function packInterleaved(values: Uint8Array | Uint16Array, rowStride: number, columnStride: number, words: Int32Array, rows: number, wordsPerRow: number): void {
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < wordsPerRow; c++) {
+      let word = 0;
+      for (let i = 0; i < AWQ_PACK; i++) word |= values[r * rowStride + (8 * c + AWQ_ORDER[i]!) * columnStride]! << (4 * i);
+      words[r * wordsPerRow + c] = word;
+    }
+  }
 }

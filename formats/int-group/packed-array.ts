@@ -29,7 +29,7 @@ export function expectArray(array: PackedArray, dtypes: readonly DType[], shape:
 }
 
 /** The bytes as a typed array of `Type`, copying only when they are not aligned for it. */
-export function viewAs<T extends Int32Array | Uint16Array | Float32Array>(
+export function viewAs<T extends Int32Array | Uint16Array | Float32Array | Float64Array>(
   bytes: Uint8Array,
   Type: { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; new (length: number): T; BYTES_PER_ELEMENT: number },
 ): T {

@@ -36,13 +36,3 @@ export function encodeScales(values: Float32Array, dtype: ScaleDType, layer: str
   }
   return bytesOf(bits16);
 }
-
-/** Whether every value is exactly representable in `dtype`. */
-export function scalesFit(values: Float32Array, dtype: ScaleDType): boolean {
-  try {
-    encodeScales(values, dtype, "");
-    return true;
-  } catch {
-    return false;
-  }
-}

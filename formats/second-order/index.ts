@@ -9,5 +9,5 @@ export type { ColumnQuantizer, LoopOptions, LoopResult, LoopView } from "./gptq-
 export type { Hessian, HessianSource } from "./hessian.js";
 export { gemmAdd, matmulAdd } from "./matmul.js";
 export type { MatrixView } from "./matmul.js";
-export { actOrderPermutation, dampHessian, fixDeadColumns, fromColumnMajor, invertPermutation, permuteHessian, prepareSecondOrder, toColumnMajor } from "./prepare.js";
+export { actOrderPermutation, dampHessian, fixDeadColumns, fromColumnMajor, invertPermutation, permuteHessian, prepareSecondOrder, scatterFromColumnMajor, toColumnMajor } from "./prepare.js";
 export type { PreparedLayer, PrepareOptions } from "./prepare.js";

@@ -33,19 +33,27 @@ export function toColumnMajor(weight: Float32Array | Float64Array, rows: number,
 /** Inverse of `toColumnMajor`: row-major [rows][cols] Float32 in original column order. */
 export function fromColumnMajor(weightT: Float64Array, rows: number, cols: number, perm?: Int32Array): Float32Array {
   const weight = new Float32Array(rows * cols);
+  scatterFromColumnMajor(weightT, weight, rows, cols, perm);
+  return weight;
+}
+
+/**
+ * target[r·cols + perm[i]] = sourceT[i·rows + r]: a column-major (engine layout) array back to
+ * row-major original column order, in 32×32 tiles. Serves weights and codes alike.
+ */
+export function scatterFromColumnMajor(sourceT: Float64Array | Uint8Array, target: Float32Array | Uint8Array, rows: number, cols: number, perm?: Int32Array): void {
   const TILE = 32;
   for (let r0 = 0; r0 < rows; r0 += TILE) {
     const rEnd = Math.min(r0 + TILE, rows);
     for (let i0 = 0; i0 < cols; i0 += TILE) {
       const iEnd = Math.min(i0 + TILE, cols);
       for (let i = i0; i < iEnd; i++) {
-        const target = perm === undefined ? i : perm[i]!;
+        const column = perm === undefined ? i : perm[i]!;
         const source = i * rows;
-        for (let r = r0; r < rEnd; r++) weight[r * cols + target] = weightT[source + r]!;
+        for (let r = r0; r < rEnd; r++) target[r * cols + column] = sourceT[source + r]!;
       }
     }
   }
-  return weight;
 }
 
 /**

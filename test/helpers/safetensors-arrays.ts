@@ -16,10 +16,3 @@ export async function readAllArrays(path: string): Promise<{ arrays: Map<string,
     await file.close();
   }
 }
-
-/** Copies bytes into a fresh typed array of the given kind (alignment-safe). */
-export function typed<T extends Int32Array | Uint16Array | Float32Array | Uint8Array>(bytes: Uint8Array, Type: { new (buffer: ArrayBuffer): T }): T {
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
-  return new Type(copy.buffer);
-}

@@ -4,12 +4,12 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { packAwq, unpackAwq } from "../../formats/int-group/awq-layout.js";
 import { packGptq, unpackGptq, type ZeroConvention } from "../../formats/int-group/gptq-layout.js";
-import { bytesOf, type PackedArray } from "../../formats/int-group/packed-array.js";
+import { bytesOf, viewAs, type PackedArray } from "../../formats/int-group/packed-array.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import { decodeScales } from "../../formats/int-group/scales.js";
 import type { IntBits, IntGroupTensor } from "../../formats/int-group/types.js";
 import { SHARED_DIR } from "../helpers/paths.js";
-import { readAllArrays, typed } from "../helpers/safetensors-arrays.js";
+import { readAllArrays } from "../helpers/safetensors-arrays.js";
 
 /**
  * Golden vectors produced by the original auto-round / AutoGPTQ packers (../shared/vectors/gptq,
@@ -47,13 +47,13 @@ function fromHelpers(arrays: Map<string, PackedArray>, p: CaseParams): IntGroupT
   const N = p.out_features;
   const K = p.in_features;
   const groupSize = p.group_size === -1 ? K : p.group_size;
-  const zeros = Uint16Array.from(typed(get(arrays, "zero_points").bytes, Int32Array));
-  const gIdxArray = p.format === "gptq_v1" && arrays.has("act_order_perm") ? typed(get(arrays, "g_idx").bytes, Int32Array) : undefined;
+  const zeros = Uint16Array.from(viewAs(get(arrays, "zero_points").bytes, Int32Array));
+  const gIdxArray = p.format === "gptq_v1" && arrays.has("act_order_perm") ? viewAs(get(arrays, "g_idx").bytes, Int32Array) : undefined;
   return {
     params: { bits: p.bits, groupSize, sym: p.sym, scaleDtype: "F16" },
     outFeatures: N,
     inFeatures: K,
-    codes: typed(get(arrays, "codes").bytes, Uint8Array),
+    codes: get(arrays, "codes").bytes,
     scales: decodeScales(get(arrays, "scales"), [Math.ceil(K / groupSize), N]).values,
     zeros,
     gIdx: gIdxArray,

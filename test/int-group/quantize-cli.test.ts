@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { openCheckpoint } from "../../converters/open.js";
+import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 
@@ -42,7 +43,9 @@ for (const r of runs) {
     // The packed weights must be the source weights up to quantization error: relative RMS < 2^-(bits-2).
     const [packed, source] = [await openCheckpoint(out), await openCheckpoint(FIXTURE_MODEL)];
     for (const t of packed.tensors.filter((t) => t.packed !== undefined).slice(0, 4)) {
-      const w = toF32(await source.tensors.find((s) => s.name === t.name)!.read());
+      const entry = source.tensors.find((s) => s.name === t.name)!;
+      const f32 = convertFloatBytes(await entry.read(), entry.dtype as "BF16", "F32");
+      const w = new Float32Array(f32.buffer, f32.byteOffset, f32.length / 4);
       const d = dequantize(await t.packed!.load());
       let err = 0;
       let energy = 0;
@@ -58,14 +61,6 @@ for (const r of runs) {
       assert.is(config.quantization_config["bits"], Number(r.bits));
     }
   });
-}
-
-/** bf16 bytes → float32 values (the fixture is bf16). */
-function toF32(bytes: Uint8Array): Float32Array {
-  const out = new Float32Array(bytes.length / 2);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < out.length; i++) bits[i] = (bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) << 16;
-  return out;
 }
 
 test("gptq without --hessians is refused with a usage error", () => {

@@ -1,7 +1,7 @@
 import { FormatError, UsageError } from "../../errors.js";
 import { runGptqLoop, type ColumnQuantizer, type LoopView } from "../../second-order/gptq-loop.js";
 import type { Hessian } from "../../second-order/hessian.js";
-import { invertPermutation, prepareSecondOrder } from "../../second-order/prepare.js";
+import { invertPermutation, prepareSecondOrder, scatterFromColumnMajor } from "../../second-order/prepare.js";
 import { dequantizeCode, fitGrid, quantizeCode, type Grid } from "../grid.js";
 import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
 import { checkQuantizerArgs, emptyIntGroupTensor } from "./rtn.js";
@@ -64,7 +64,7 @@ export function quantizeGptq(weight: Float32Array, outFeatures: number, inFeatur
       ? staticGroupQuantizer(prepared.weightT, prepared.perm, tensor, codesT)
       : currentGroupQuantizer(tensor, codesT);
   const loop = runGptqLoop(prepared.weightT, prepared.u, outFeatures, inFeatures, quantizer, options.blockSize === undefined ? {} : { blockSize: options.blockSize });
-  scatterCodes(codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
+  scatterFromColumnMajor(codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
   if (prepared.perm !== undefined && options.staticGroups !== true) tensor.gIdx = permutedGroupIndex(prepared.perm, params.groupSize);
   return { tensor, hessianLoss: loop.hessianLoss, perm: prepared.perm, deadColumns: prepared.deadColumns, damp: prepared.damp };
 }
@@ -157,22 +157,6 @@ function quantizeOnGrids(current: Float64Array, grids: Grid[], params: IntGroupP
     const code = quantizeCode(current[n]!, grid, params);
     codes[n] = code;
     quantized[n] = dequantizeCode(code, grid);
-  }
-}
-
-/** codes[n·K + perm[i]] = codesT[i·N + n], in 32×32 tiles. */
-function scatterCodes(codesT: Uint8Array, codes: Uint8Array, rows: number, size: number, perm: Int32Array | undefined): void {
-  const TILE = 32;
-  for (let i0 = 0; i0 < size; i0 += TILE) {
-    const iEnd = Math.min(i0 + TILE, size);
-    for (let n0 = 0; n0 < rows; n0 += TILE) {
-      const nEnd = Math.min(n0 + TILE, rows);
-      for (let i = i0; i < iEnd; i++) {
-        const column = perm === undefined ? i : perm[i]!;
-        const source = i * rows;
-        for (let n = n0; n < nEnd; n++) codes[n * size + column] = codesT[source + n]!;
-      }
-    }
   }
 }
 
