@@ -2,7 +2,6 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { SafetensorsFile } from "../../converters/safetensors/reader.js";
 import { f16BitsToF32Bits } from "../../formats/dense/float-bits.js";
 import { UsageError } from "../../formats/errors.js";
 import { dequantizeCode, fitGrid, quantizeCode, roundHalfEven, roundToScaleDtype } from "../../formats/int-group/grid.js";
@@ -10,6 +9,7 @@ import { quantizeRtn } from "../../formats/int-group/quantizers/rtn.js";
 import { quantizeOptRtn } from "../../formats/int-group/quantizers/opt-rtn.js";
 import type { IntBits, IntGroupParams, IntGroupTensor } from "../../formats/int-group/types.js";
 import { SHARED_DIR } from "../helpers/paths.js";
+import { readAllArrays } from "../helpers/safetensors-arrays.js";
 
 /**
  * RTN against auto-round itself: every golden case of ../shared/vectors/gptq (written by
@@ -36,16 +36,9 @@ interface GoldenCase {
 }
 
 async function loadCase(path: string): Promise<GoldenCase> {
-  const file = await SafetensorsFile.open(path);
-  try {
-    const params = JSON.parse(file.metadata?.["params"] ?? "{}") as CaseParams;
-    const tensors = new Map<string, Uint8Array>();
-    // slice(): a private, aligned copy, so typed views of any width are legal.
-    for (const info of file.tensors) tensors.set(info.name, (await file.read(info.name)).slice());
-    return { params, tensors };
-  } finally {
-    await file.close();
-  }
+  const { arrays, metadata } = await readAllArrays(path);
+  // slice(): a private, aligned copy, so typed views of any width are legal.
+  return { params: JSON.parse(metadata["params"] ?? "{}") as CaseParams, tensors: new Map([...arrays].map(([name, a]) => [name, a.bytes.slice()])) };
 }
 
 function view<T>(c: GoldenCase, name: string, make: (buffer: ArrayBufferLike) => T): T {
