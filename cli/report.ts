@@ -31,10 +31,11 @@ export function renderInspect(report: InspectReport): string {
   return lines.join("\n");
 }
 
-/** "F16", or for packed tensors e.g. "int4 g32 sym (gptq-v1)". */
+/** "F16", or for packed tensors e.g. "int4 g32 sym (gptq-v1)", "e3m2 per-row (hf-fp6)". */
 function storage(t: InspectReport["tensors"][number]): string {
   const q = t.quant;
   if (q === undefined) return t.dtype;
+  if (q.format !== undefined) return `${q.format} per-row (${q.sourceLayout})`;
   return `int${q.bits} g${q.groupSize} ${q.sym ? "sym" : "asym"}${q.actOrder ? " act-order" : ""} (${q.sourceLayout})`;
 }
 

@@ -1,4 +1,6 @@
 import type { DType } from "../formats/dtype.js";
+import type { FpxFormat } from "../formats/fpx/format.js";
+import type { CodesFrom, FpxTensor } from "../formats/fpx/types.js";
 import type { IntGroupParams, IntGroupTensor } from "../formats/int-group/types.js";
 import type { ModelConfig } from "./hf/config.js";
 import type { BufferRing } from "./io/buffer-ring.js";
@@ -12,7 +14,7 @@ import type { BufferRing } from "./io/buffer-ring.js";
  */
 
 /** How a tensor is stored. Packed formats add their own kinds as they land. */
-export type TensorRepresentation = "dense" | "int-group";
+export type TensorRepresentation = "dense" | "int-group" | "fpx";
 
 /**
  * The quantized form of a packed tensor, loaded on demand. Exporters that understand the
@@ -33,7 +35,25 @@ export interface PackedIntGroup {
   load(): Promise<IntGroupTensor>;
 }
 
-export type PackedTensor = PackedIntGroup;
+/**
+ * An FPx (FP6 e3m2, FP5 e2m2, ...) linear weight in FP6-LLM's tensor-core layout with per-row
+ * fp16 scales; the entry's data is the f32 dequantization (exact: see formats/fpx/reference.ts).
+ */
+export interface PackedFpx {
+  representation: "fpx";
+  format: FpxFormat;
+  outFeatures: number;
+  inFeatures: number;
+  /** Bytes the packed form occupies (codes and scales). */
+  storedBytes: number;
+  /** Layout it was read from or how it was made: "hf-fp6", "lmpack", "quantized". */
+  sourceLayout: string;
+  /** How the codes were rounded, when known (quantized here, or recorded in a container). */
+  codesFrom?: CodesFrom;
+  load(): Promise<FpxTensor>;
+}
+
+export type PackedTensor = PackedIntGroup | PackedFpx;
 
 /** What a checkpoint-level quantization config says, normalised (for inspect and exporters). */
 export interface QuantizationSummary {

@@ -1,6 +1,7 @@
 import { DTYPES, type DType } from "../formats/dtype.js";
+import { fpxBitsPerWeight } from "../formats/fpx/types.js";
 import { bitsPerWeight as nominalBitsPerWeight } from "../formats/int-group/types.js";
-import type { Checkpoint, QuantizationSummary, TensorEntry } from "./checkpoint.js";
+import type { Checkpoint, PackedTensor, QuantizationSummary, TensorEntry } from "./checkpoint.js";
 import type { ModelConfig } from "./hf/config.js";
 
 export interface TensorSummary {
@@ -26,6 +27,8 @@ export interface TensorQuantSummary {
   actOrder: boolean;
   scaleDtype: string;
   sourceLayout: string;
+  /** FPx tensors: the float format ("e3m2"). */
+  format?: string;
   /**
    * Bits per weight by the auto-round/GPTQ papers' convention: code bits + 16-bit scale per
    * group (+ a bits-wide zero when asymmetric). `bitsPerWeight` counts what the layout stores.
@@ -42,8 +45,8 @@ export interface InspectReport {
   bytes: number;
   bitsPerWeight: number;
   quantization: (QuantizationSummary & { packedTensors: number; packedParameters: number; effectiveBitsPerWeight: number }) | undefined;
-  /** Parameters per dtype. */
-  dtypes: Partial<Record<DType, number>>;
+  /** Parameters per storage kind: the dtype of dense tensors, "int4", "e3m2"... of packed ones. */
+  dtypes: Record<string, number>;
   embeddings: { tiedInConfig: boolean | undefined; embedTokensStored: boolean; lmHeadStored: boolean };
   sideFiles: string[];
   metadata: Record<string, string>;
@@ -59,8 +62,11 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
   const tensors = checkpoint.tensors.map(summariseTensor);
   const parameters = tensors.reduce((sum, t) => sum + t.parameters, 0);
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
-  const dtypes: Partial<Record<DType, number>> = {};
-  for (const t of tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + t.parameters;
+  const dtypes: Record<string, number> = {};
+  for (const t of tensors) {
+    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? `int${t.quant.bits}`);
+    dtypes[kind] = (dtypes[kind] ?? 0) + t.parameters;
+  }
   const names = new Set(tensors.map((t) => t.name));
   return {
     source: checkpoint.location,
@@ -95,20 +101,25 @@ function summariseTensor(t: TensorEntry): TensorSummary {
     bitsPerWeight: t.nElements === 0 ? DTYPES[t.dtype].bits : (bytes * 8) / t.nElements,
     ...(t.notes === undefined ? {} : { notes: t.notes }),
   };
-  const p = t.packed;
-  if (p !== undefined) {
-    summary.quant = {
-      representation: p.representation,
-      bits: p.params.bits,
-      groupSize: p.params.groupSize,
-      sym: p.params.sym,
-      actOrder: p.actOrder,
-      scaleDtype: p.params.scaleDtype,
-      sourceLayout: p.sourceLayout,
-      effectiveBitsPerWeight: nominalBitsPerWeight({ params: p.params, outFeatures: p.outFeatures, inFeatures: p.inFeatures, gIdx: undefined }),
-    };
-  }
+  if (t.packed !== undefined) summary.quant = quantSummary(t.packed);
   return summary;
+}
+
+function quantSummary(p: PackedTensor): TensorQuantSummary {
+  if (p.representation === "fpx") {
+    // One fp16 scale per output row: a "group" is the whole input row.
+    return { representation: p.representation, bits: p.format.nbits, groupSize: p.inFeatures, sym: true, actOrder: false, scaleDtype: "F16", sourceLayout: p.sourceLayout, format: p.format.name, effectiveBitsPerWeight: fpxBitsPerWeight(p) };
+  }
+  return {
+    representation: p.representation,
+    bits: p.params.bits,
+    groupSize: p.params.groupSize,
+    sym: p.params.sym,
+    actOrder: p.actOrder,
+    scaleDtype: p.params.scaleDtype,
+    sourceLayout: p.sourceLayout,
+    effectiveBitsPerWeight: nominalBitsPerWeight({ params: p.params, outFeatures: p.outFeatures, inFeatures: p.inFeatures, gIdx: undefined }),
+  };
 }
 
 function quantizationOf(declared: QuantizationSummary | undefined, tensors: TensorSummary[]): InspectReport["quantization"] {

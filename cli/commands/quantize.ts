@@ -9,10 +9,14 @@ import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../..
 import { openHessianStore } from "../../converters/hessians/store.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { EXIT } from "../errors.js";
+import { quantizeFpxToDisk, FPX_TARGETS } from "./quantize-fpx.js";
+import type { CodesFrom } from "../../formats/fpx/types.js";
 
-interface QuantizeArgs {
+const INT_TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const;
+
+export interface QuantizeArgs {
   src: string;
-  method: IntMethod;
+  method: IntMethod | "fp6";
   bits: number;
   groupSize: number;
   sym: boolean;
@@ -20,7 +24,9 @@ interface QuantizeArgs {
   actOrder: boolean;
   damp: number;
   iters: number;
-  to: "lmpack" | "hf-gptq" | "hf-autoround" | "hf-awq";
+  format: string;
+  codesFrom: CodesFrom;
+  to: (typeof INT_TARGETS)[number] | (typeof FPX_TARGETS)[number];
   out: string;
   force: boolean;
   json: boolean;
@@ -30,11 +36,11 @@ export const EMBEDDING_PROXY = "embedding-proxy";
 
 export const quantizeCommand = {
   command: "quantize <src>",
-  describe: "Quantize a dense checkpoint's decoder linears to integer groups (RTN, GPTQ or SignRound), layer by layer",
+  describe: "Quantize a dense checkpoint's decoder linears, layer by layer: integer groups (RTN, GPTQ, SignRound) or FP6/FP5 (FP6-LLM tensor-core layout)",
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("method", { choices: ["rtn", "gptq", "signround"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without)" })
+      .option("method", { choices: ["rtn", "gptq", "signround", "fp6"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout" })
       .option("bits", { type: "number", default: 4, describe: "code width: 2, 3, 4 or 8" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
@@ -42,10 +48,14 @@ export const quantizeCommand = {
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", default: 0.01, describe: "gptq: damping, a fraction of mean(diag H)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
-      .option("to", { choices: ["lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const, demandOption: true, describe: "output layout" })
+      .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
+      .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
+      .option("to", { choices: [...INT_TARGETS, ...FPX_TARGETS.filter((t) => t !== "lmpack")] as const, demandOption: true, describe: "output layout (hf-fp6 for --method fp6)" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
+    if (args.method === "fp6") return quantizeFpxToDisk(args);
+    if (args.to === "hf-fp6") throw new UsageError("BAD_ARGUMENT", "--to hf-fp6 holds FPx codes; use it with --method fp6");
     if (!INT_BITS.includes(args.bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: args.bits });
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
@@ -56,7 +66,7 @@ export const quantizeCommand = {
       const reports: LayerQuantReport[] = [];
       let index = 0;
       const quantized = quantizeCheckpoint(checkpoint, {
-        method: args.method,
+        method: args.method as IntMethod,
         bits: args.bits as IntBits,
         groupSize: args.groupSize,
         sym: args.sym,

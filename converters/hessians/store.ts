@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { FormatError } from "../../formats/errors.js";
-import { viewAs } from "../../formats/int-group/packed-array.js";
+import { viewAs } from "../../formats/packed-array.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
 import { SafetensorsFile } from "../safetensors/reader.js";
 import { SafetensorsWriter } from "../safetensors/writer.js";

@@ -9,6 +9,9 @@ import { SafetensorsFile } from "../safetensors/reader.js";
 import { normaliseConfig, parseConfigJson } from "./config.js";
 import { groupIntLayers, summarise } from "../int-group/import-hf.js";
 import { parseHfQuantConfig } from "../int-group/hf-quant-config.js";
+import { FP6_TC_METHOD, fpxQuantizationSummary, parseHfFpxConfig } from "../fpx/hf-config.js";
+import { groupFpxLayers } from "../fpx/import-hf.js";
+import type { QuantizationSummary } from "../checkpoint.js";
 
 export const SINGLE_WEIGHTS_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -38,8 +41,16 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
     // Old AutoGPTQ repos keep the settings in quantize_config.json only.
     const quantConfigPath = rawConfig?.["quantization_config"] !== undefined ? configPath : join(dir, "quantize_config.json");
     const rawQuant = rawConfig?.["quantization_config"] ?? ((await fileExists(quantConfigPath)) ? { quant_method: "gptq", ...(await readJsonFile(quantConfigPath, MAX_CONFIG_BYTES, "CONFIG_INVALID") as object) } : undefined);
+    let quantization: QuantizationSummary | undefined;
     const quantConfig = parseHfQuantConfig(rawQuant, quantConfigPath);
-    if (quantConfig !== undefined) tensors = groupIntLayers(tensors, quantConfig);
+    const fpxConfig = parseHfFpxConfig(rawQuant, quantConfigPath);
+    if (quantConfig !== undefined) {
+      tensors = groupIntLayers(tensors, quantConfig);
+      quantization = summarise(quantConfig);
+    } else if (fpxConfig !== undefined) {
+      tensors = groupFpxLayers(tensors, fpxConfig);
+      quantization = fpxQuantizationSummary(FP6_TC_METHOD, fpxConfig.format);
+    }
     return {
       layout: "hf-safetensors",
       location,
@@ -49,7 +60,7 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
       rawConfigText,
       sideFiles,
       metadata: { ...(files[0]?.metadata ?? {}) },
-      ...(quantConfig === undefined ? {} : { quantization: summarise(quantConfig) }),
+      ...(quantization === undefined ? {} : { quantization }),
       tensors,
       close: async () => {
         await Promise.all(files.map((f) => f.close()));

@@ -5,7 +5,7 @@ import { gptqBytes, packGptq, type ZeroConvention } from "../../formats/int-grou
 import { requantize } from "../../formats/int-group/requant.js";
 import { groupCount, isTrivialGIdx, type IntGroupParams, type IntGroupTensor } from "../../formats/int-group/types.js";
 import { streamWords } from "../../formats/int-group/bitstream.js";
-import type { Checkpoint, TensorEntry } from "../checkpoint.js";
+import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
@@ -38,6 +38,7 @@ export interface LayerExportReport {
 
 interface LayerPlan {
   entry: TensorEntry;
+  packed: PackedIntGroup;
   module: string;
   target: IntGroupParams;
   tensors: TensorPlan[];
@@ -83,12 +84,15 @@ function zeroConvention(checkpoint: Checkpoint, options: HfIntExportOptions): Ze
   if (options.method === "gptq") return options.gptqFormat ?? "v1";
   if (options.method === "awq") return "v2";
   // auto-round writes symmetric models in the v1 convention (auto_round:auto_gptq), others without the −1.
-  return checkpoint.tensors.every((t) => t.packed === undefined || t.packed.params.sym) ? "v1" : "v2";
+  return checkpoint.tensors.every((t) => t.packed?.representation !== "int-group" || t.packed.params.sym) ? "v1" : "v2";
 }
 
 /** Output tensors of one layer; refuses up front what no repack can fix (shapes, code width). */
 function planLayer(entry: TensorEntry, options: HfIntExportOptions): LayerPlan {
   const packed = entry.packed!;
+  if (packed.representation !== "int-group") {
+    throw new ConversionError("UNSUPPORTED_TARGET", `this layer is ${packed.representation} (${packed.format.name}), not integer codes; write it with --to hf-fp6, lmpack or safetensors`, { tensor: entry.name });
+  }
   const module = entry.name.endsWith(".weight") ? entry.name.slice(0, -".weight".length) : entry.name;
   const N = packed.outFeatures;
   const K = packed.inFeatures;
@@ -101,13 +105,14 @@ function planLayer(entry: TensorEntry, options: HfIntExportOptions): LayerPlan {
     if (N % 8 !== 0 || K % target.groupSize !== 0) throw new ConversionError("NOT_REPRESENTABLE", "AWQ needs out_features % 8 = 0 and in_features % group_size = 0", { tensor: entry.name, actual: `N=${N}, K=${K}, group ${target.groupSize}` });
     const words = N / 8;
     const G = K / target.groupSize;
-    return { entry, module, target, tensors: [{ name: `${module}.qweight`, dtype: "I32", shape: [K, words] }, { name: `${module}.qzeros`, dtype: "I32", shape: [G, words] }, { name: `${module}.scales`, dtype: "F16", shape: [G, N] }] };
+    return { entry, packed, module, target, tensors: [{ name: `${module}.qweight`, dtype: "I32", shape: [K, words] }, { name: `${module}.qzeros`, dtype: "I32", shape: [G, words] }, { name: `${module}.scales`, dtype: "F16", shape: [G, N] }] };
   }
   if (K % 32 !== 0 || N % 32 !== 0) throw new ConversionError("NOT_REPRESENTABLE", "GPTQ loaders need in_features and out_features that are multiples of 32", { tensor: entry.name, actual: `N=${N}, K=${K}` });
   const G = groupCount(K, target.groupSize);
   const bits = target.bits;
   return {
     entry,
+    packed,
     module,
     target,
     tensors: [
@@ -159,7 +164,7 @@ async function writeTensors(path: string, plans: TensorPlan[], layers: LayerPlan
 }
 
 async function packLayer(layer: LayerPlan, options: HfIntExportOptions, zeros: ZeroConvention, reports: LayerExportReport[]): Promise<{ bytes: Map<string, Uint8Array>; tensor: IntGroupTensor }> {
-  const source = await layer.entry.packed!.load();
+  const source = await layer.packed.load();
   const name = layer.entry.name;
   const pack = (t: IntGroupTensor): Uint8Array[] => {
     if (options.method === "awq") {

@@ -1,7 +1,7 @@
 import { FormatError } from "../../formats/errors.js";
 import { awqGeometry, unpackAwq } from "../../formats/int-group/awq-layout.js";
 import { gptqGeometry, unpackGptq, type LayerGeometry } from "../../formats/int-group/gptq-layout.js";
-import type { PackedArray } from "../../formats/int-group/packed-array.js";
+import type { PackedArray } from "../../formats/packed-array.js";
 import type { PackedIntGroup, QuantizationSummary, TensorEntry } from "../checkpoint.js";
 import { intGroupEntry } from "./entry.js";
 import type { HfIntQuantConfig, LayerQuantSpec } from "./hf-quant-config.js";

@@ -1,6 +1,7 @@
 import type { TargetFloatDType } from "../../formats/dtype.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { encodeIntGroup } from "./int-group.js";
+import { encodeFpx } from "./fpx.js";
 import type { ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
@@ -28,7 +29,7 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
   try {
     for (const entry of checkpoint.tensors) {
       if (entry.packed !== undefined) {
-        await writeIntGroup(writer, entry, options.progress);
+        await writePacked(writer, entry, options.progress);
         continue;
       }
       const dtype = outputDtype(entry, options.dtype);
@@ -54,14 +55,15 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
   }
 }
 
-/** A packed tensor keeps its representation: codes, scales, zeros and g_idx move as they are. */
-async function writeIntGroup(writer: LmpackWriter, entry: TensorEntry, progress: ProgressSink | undefined): Promise<void> {
+/** A packed tensor keeps its representation: its arrays move as they are. */
+async function writePacked(writer: LmpackWriter, entry: TensorEntry, progress: ProgressSink | undefined): Promise<void> {
   const packed = entry.packed!;
-  const encoded = encodeIntGroup(await packed.load(), packed.sourceLayout, entry.name);
+  const encoded = packed.representation === "int-group" ? encodeIntGroup(await packed.load(), packed.sourceLayout, entry.name) : encodeFpx(await packed.load(), packed.sourceLayout, packed.codesFrom);
   const blobs = [];
   for (const b of encoded.blobs) blobs.push(await writer.writeBlob({ role: b.role, dtype: b.dtype, shape: b.shape }, [b.bytes]));
   progress?.advance(entry.byteLength, entry.name);
-  writer.addTensor({ name: entry.name, shape: entry.shape, blobs, intGroup: encoded.message, notesMsgpack: encodeNotes(entry.notes) });
+  const representation = packed.representation === "int-group" ? { intGroup: encoded.message } : { fpx: encoded.message };
+  writer.addTensor({ name: entry.name, shape: entry.shape, blobs, ...representation, notesMsgpack: encodeNotes(entry.notes) });
 }
 
 function configToProto(config: ModelConfig): Record<string, unknown> {

@@ -5,6 +5,10 @@ import { decodeNotes } from "./notes.js";
 import { LmpackFile, type ContainerTensor } from "./reader.js";
 import { decodeIntGroup } from "./int-group.js";
 import { intGroupEntry } from "../int-group/entry.js";
+import { decodeFpx } from "./fpx.js";
+import { fpxEntry } from "../fpx/entry.js";
+import { fpxStoredBytes } from "../../formats/fpx/types.js";
+import type { PackedFpx } from "../checkpoint.js";
 
 /** Opens a .lmpack container as a checkpoint; blob checksums are verified as data is read. */
 export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
@@ -16,6 +20,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
     for (const [name, blob] of file.sideFiles) sideFiles.set(name, await file.readBlob(blob));
     const tensors: TensorEntry[] = file.tensors.map((t) => {
       if (t.intGroup !== undefined) return intGroupContainerEntry(file, t, path);
+      if (t.fpx !== undefined) return fpxContainerEntry(file, t, path);
       const blob = t.blobs[0]!;
       return {
         name: t.name,
@@ -48,13 +53,30 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
   }
 }
 
+async function readBlobs(file: LmpackFile, t: ContainerTensor): Promise<Map<string, { info: ContainerTensor["blobs"][number]; bytes: Uint8Array }>> {
+  const blobs = new Map<string, { info: ContainerTensor["blobs"][number]; bytes: Uint8Array }>();
+  for (const info of t.blobs) blobs.set(info.role, { info, bytes: await file.readBlob(info) });
+  return blobs;
+}
+
+function fpxContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
+  const h = t.fpx!;
+  const packed: PackedFpx = {
+    representation: "fpx",
+    format: h.format,
+    outFeatures: h.outFeatures,
+    inFeatures: h.inFeatures,
+    storedBytes: fpxStoredBytes(h.format, h.outFeatures, h.inFeatures),
+    sourceLayout: h.sourceLayout === "" ? "lmpack" : h.sourceLayout,
+    ...(h.codesFrom === undefined ? {} : { codesFrom: h.codesFrom }),
+    load: async () => decodeFpx(h, await readBlobs(file, t)),
+  };
+  return fpxEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
+}
+
 function intGroupContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
   const h = t.intGroup!;
-  const load = async () => {
-    const blobs = new Map<string, { info: (typeof t.blobs)[number]; bytes: Uint8Array }>();
-    for (const info of t.blobs) blobs.set(info.role, { info, bytes: await file.readBlob(info) });
-    return decodeIntGroup(h, blobs, path, t.name);
-  };
+  const load = async () => decodeIntGroup(h, await readBlobs(file, t), path, t.name);
   const storedBytes = t.blobs.reduce((sum, b) => sum + b.byteLength, 0);
   const packed = {
     representation: "int-group" as const,

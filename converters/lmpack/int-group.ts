@@ -1,7 +1,7 @@
 import type { DType } from "../../formats/dtype.js";
 import { FormatError } from "../../formats/errors.js";
 import { readField, streamWords, writeField } from "../../formats/int-group/bitstream.js";
-import { bytesOf, viewAs } from "../../formats/int-group/packed-array.js";
+import { bytesOf, viewAs } from "../../formats/packed-array.js";
 import { decodeScales, encodeScales } from "../../formats/int-group/scales.js";
 import { groupCount, INT_BITS, isTrivialGIdx, symmetricZero, type IntBits, type IntGroupTensor, type ScaleDType } from "../../formats/int-group/types.js";
 import { decodeGIdx } from "../../formats/int-group/gptq-layout.js";

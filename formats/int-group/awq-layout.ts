@@ -1,5 +1,5 @@
 import { ConversionError, FormatError } from "../errors.js";
-import { bytesOf, expectArray, viewAs, type PackedArray } from "./packed-array.js";
+import { bytesOf, expectArray, viewAs, type PackedArray } from "../packed-array.js";
 import { decodeScales, encodeScales } from "./scales.js";
 import type { LayerGeometry } from "./gptq-layout.js";
 import { isTrivialGIdx, symmetricZero, type IntGroupTensor } from "./types.js";

@@ -1,6 +1,6 @@
 import { ConversionError, FormatError } from "../errors.js";
 import { readField, streamWords, writeField } from "./bitstream.js";
-import { bytesOf, expectArray, viewAs, type PackedArray } from "./packed-array.js";
+import { bytesOf, expectArray, viewAs, type PackedArray } from "../packed-array.js";
 import { decodeScales, encodeScales } from "./scales.js";
 import { groupCount, isTrivialGIdx, maxCode, symmetricZero, type IntBits, type IntGroupTensor } from "./types.js";
 

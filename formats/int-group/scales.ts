@@ -1,6 +1,6 @@
 import { bf16BitsToF32Bits, f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bits } from "../dense/float-bits.js";
 import { ConversionError } from "../errors.js";
-import { bytesOf, expectArray, viewAs, type PackedArray } from "./packed-array.js";
+import { bytesOf, expectArray, viewAs, type PackedArray } from "../packed-array.js";
 import type { ScaleDType } from "./types.js";
 
 /** Scales as stored (F16, BF16 or F32) → float32 values (exact: every such value is a float32). */

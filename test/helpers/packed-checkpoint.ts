@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SafetensorsWriter } from "../../converters/safetensors/writer.js";
-import type { PackedArray } from "../../formats/int-group/packed-array.js";
+import type { PackedArray } from "../../formats/packed-array.js";
 import type { DType } from "../../formats/dtype.js";
 
 /** A minimal Llama config (enough for normaliseConfig) plus the given quantization_config. */

@@ -1,6 +1,6 @@
 import { SafetensorsFile } from "../../converters/safetensors/reader.js";
 import type { DType } from "../../formats/dtype.js";
-import type { PackedArray } from "../../formats/int-group/packed-array.js";
+import type { PackedArray } from "../../formats/packed-array.js";
 
 /** Every tensor of a (small) safetensors file as a PackedArray, plus its metadata. */
 export async function readAllArrays(path: string): Promise<{ arrays: Map<string, PackedArray>; metadata: Record<string, string> }> {

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
+import type { PackedIntGroup } from "../../converters/checkpoint.js";
 import { exportHfInt } from "../../converters/int-group/export-hf.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { openCheckpoint } from "../../converters/open.js";
@@ -104,7 +105,9 @@ for (const r of refusals) {
     const error = reports[0]!.relativeRmsError!;
     assert.ok(r.code === "UNSUPPORTED_TARGET" ? error === 0 : error > 0 && error < 0.2, `relative error ${error}`);
     const back = await openCheckpoint(out);
-    const tensor = await back.tensors.find((t) => t.packed !== undefined)!.packed!.load();
+    const packed = back.tensors.find((t) => t.packed !== undefined)!.packed!;
+    assert.is(packed.representation, "int-group");
+    const tensor = await (packed as PackedIntGroup).load();
     await back.close();
     if (r.method === "gptq") assert.ok(tensor.zeros.every((z) => z >= 1), "v1 zeros are all storable");
     if (r.method === "awq") assert.is(tensor.params.bits, 4);

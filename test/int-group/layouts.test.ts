@@ -4,7 +4,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { packAwq, unpackAwq } from "../../formats/int-group/awq-layout.js";
 import { packGptq, unpackGptq, type ZeroConvention } from "../../formats/int-group/gptq-layout.js";
-import { bytesOf, viewAs, type PackedArray } from "../../formats/int-group/packed-array.js";
+import { bytesOf, viewAs, type PackedArray } from "../../formats/packed-array.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import { decodeScales } from "../../formats/int-group/scales.js";
 import type { IntBits, IntGroupTensor } from "../../formats/int-group/types.js";

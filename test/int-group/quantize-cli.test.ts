@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
+import type { PackedIntGroup } from "../../converters/checkpoint.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { dequantize } from "../../formats/int-group/reference.js";
@@ -46,7 +47,7 @@ for (const r of runs) {
       const entry = source.tensors.find((s) => s.name === t.name)!;
       const f32 = convertFloatBytes(await entry.read(), entry.dtype as "BF16", "F32");
       const w = new Float32Array(f32.buffer, f32.byteOffset, f32.length / 4);
-      const d = dequantize(await t.packed!.load());
+      const d = dequantize(await (t.packed as PackedIntGroup).load());
       let err = 0;
       let energy = 0;
       for (let i = 0; i < w.length; i++) {

@@ -1,5 +1,5 @@
-import type { DType } from "../dtype.js";
-import { FormatError } from "../errors.js";
+import type { DType } from "./dtype.js";
+import { FormatError } from "./errors.js";
 
 /**
  * One stored tensor of a packed layer (qweight, qzeros, scales, g_idx...) as read from a
@@ -29,7 +29,7 @@ export function expectArray(array: PackedArray, dtypes: readonly DType[], shape:
 }
 
 /** The bytes as a typed array of `Type`, copying only when they are not aligned for it. */
-export function viewAs<T extends Int32Array | Uint16Array | Float32Array | Float64Array>(
+export function viewAs<T extends Int32Array | Uint32Array | Uint16Array | Float32Array | Float64Array>(
   bytes: Uint8Array,
   Type: { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; new (length: number): T; BYTES_PER_ELEMENT: number },
 ): T {
@@ -41,6 +41,6 @@ export function viewAs<T extends Int32Array | Uint16Array | Float32Array | Float
 }
 
 /** Little-endian bytes of a typed array (a view, no copy). */
-export function bytesOf(array: Int32Array | Uint16Array | Float32Array): Uint8Array {
+export function bytesOf(array: Int32Array | Uint32Array | Uint16Array | Float32Array): Uint8Array {
   return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 }
