@@ -46,7 +46,7 @@ export function regionsOf(nbits: number): number[] {
   return [1, 2, 4].filter((y) => (nbits & y) !== 0);
 }
 
-interface RegionTable {
+export interface RegionTable {
   /** Per word of a chunk (32·y words), per slot (32/y): the element's offset from the chunk's first element. */
   offsets: Int32Array;
   /** Bit shift of each slot (same indexing). */
@@ -80,6 +80,11 @@ function regionTable(y: number, N: number): RegionTable {
   const table = { offsets, shifts };
   tables.set(key, table);
   return table;
+}
+
+/** The gather table of region y for one 16-column tile (offset = row·16 + column): the SIMD packer's source. */
+export function regionTableForKernel(y: number): RegionTable {
+  return regionTable(y, TILE_COLS);
 }
 
 function checkShape(M: number, N: number, nbits: number): void {
