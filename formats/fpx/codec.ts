@@ -18,11 +18,6 @@ export interface FpxEncoder {
   encodeBits(bits: number): number;
   /** Code of |value| (bits without sign) — the magnitude part only. */
   encodeMagnitudeBits(magnitudeBits: number): number;
-  /**
-   * Whether a non-negative f32 (bits) lies exactly halfway between two neighbouring magnitudes
-   * below maxNormal: the only inputs where a rounded quotient can hide which neighbour is nearer.
-   */
-  isTieBits(magnitudeBits: number): boolean;
 }
 
 const F32_MANTISSA_BITS = 23;
@@ -40,8 +35,6 @@ export function fpxEncoder(format: FpxFormat): FpxEncoder {
   const rebiasAndRound = ((bias - F32_EXP_BIAS) << F32_MANTISSA_BITS) + ((1 << (dropBits - 1)) - 1);
   // Subnormal grid step 2^(1 − bias − mbits): value = sig · 2^(E − 150), code = value / step.
   const subnormalShiftBase = 150 + 1 - bias - mbits;
-  const halfDropped = 1 << (dropBits - 1);
-  const droppedMask = (1 << dropBits) - 1;
 
   const encodeMagnitudeBits = (a: number): number => {
     if (a > 0x7f800000) return ((a + rebiasAndRound + ((a >>> dropBits) & 1)) >> dropBits) & 0xff;
@@ -58,19 +51,8 @@ export function fpxEncoder(format: FpxFormat): FpxEncoder {
     return q;
   };
 
-  const isTieBits = (a: number): boolean => {
-    if (a >= maxNormalBits) return false;
-    if (a >= minNormalBits) return (a & droppedMask) === halfDropped;
-    const exponent = a >>> F32_MANTISSA_BITS;
-    const sig = exponent === 0 ? a : (a & 0x7fffff) | 0x800000;
-    const shift = subnormalShiftBase - (exponent === 0 ? 1 : exponent);
-    if (shift > 24) return false;
-    return (sig & ((1 << shift) - 1)) === 1 << (shift - 1);
-  };
-
   return {
     encodeMagnitudeBits,
-    isTieBits,
     encodeBits: (bits) => encodeMagnitudeBits(bits & 0x7fffffff) | (bits < 0 || bits > 0x7fffffff ? signMask : 0),
   };
 }

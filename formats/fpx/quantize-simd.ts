@@ -61,10 +61,10 @@ export function quantizeFpxSimd(matrix: DenseMatrix, M: number, N: number, optio
       const scale = rowScale(amax, format, codesFrom, r, options.tensor);
       scales[r] = scale.scaleBits;
       const codesAt = CODES + rr * N;
-      if (!scale.zero) (codesFrom === "stored-scale" ? kernel.encode_nearest : kernel.encode)(rowF32, codesAt, N, scale.codesScale);
+      if (!scale.zero) kernel.encode(rowF32, codesAt, N, scale.codesScale);
       else {
         const weight = new Float32Array(kernel.memory.buffer, rowF32, N);
-        encodeRowScalar(weight, new Uint32Array(kernel.memory.buffer, rowF32, N), 0, N, memory.subarray(codesAt, codesAt + N), scale, format, codesFrom, encoder, quotient, quotientBits);
+        encodeRowScalar(weight, new Uint32Array(kernel.memory.buffer, rowF32, N), 0, N, memory.subarray(codesAt, codesAt + N), scale, format, encoder, quotient, quotientBits);
       }
     }
     let regionBase = 0;

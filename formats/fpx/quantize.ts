@@ -15,13 +15,15 @@ import type { CodesFrom, FpxTensor } from "./types.js";
  *   code[r][c]   = encode(f32(W[r][c] / s))
  *
  * with s = scale_f32 in the reference-compatible mode ("f32-scale"), and s = f32(scale) in
- * lmpack's default ("stored-scale"): there each code is the grid point nearest to W/scale
- * exactly, because the one case where the rounded quotient hides the nearer side, a quotient
- * that lands exactly on a midpoint, is settled with the exact residual W − mid·scale. The
- * reference rounds against a scale that dequantization does not use, so per element
- * "stored-scale" is never worse; where scale_f32 underflows fp16 to 0 for a row that is not
- * all zero, "stored-scale" raises the scale to the smallest fp16 subnormal instead of losing
- * the row (0 stays a grid point, so again never worse).
+ * lmpack's default ("stored-scale"). There each code is the grid point nearest to W/scale
+ * exactly: rounding the quotient to f32 is monotone and midpoints are f32 values, so it never
+ * crosses one; and it can land on one only when W = mid·scale exactly (mid·scale, ≤ mbits + 2
+ * significant bits times an 11-bit fp16 scale, is itself an f32, so any other f32 W lies at
+ * least one of its ulps away, more than half an ulp of mid after the division), which is a
+ * true tie. The reference rounds against a scale that dequantization does not use, so per
+ * element "stored-scale" is never worse; where scale_f32 underflows fp16 to 0 for a row that
+ * is not all zero, "stored-scale" raises the scale to the smallest fp16 subnormal instead of
+ * losing the row (0 stays a grid point, so again never worse).
  *
  * An all-zero row has scale 0 and codes ±0 (the sign of each zero is kept) in both modes.
  * NaN or ±Inf weights, and rows whose scale exceeds fp16, are refused naming the row.
@@ -65,7 +67,7 @@ export function quantizeFpxCodes(weight: Float32Array, M: number, N: number, opt
     const scale = rowScale(new Float32Array(amaxView.buffer)[0]!, format, codesFrom, r, options.tensor);
     scales[r] = scale.scaleBits;
     scalesF32[r] = scale.scaleF32;
-    encodeRowScalar(weight, bits, base, N, codes, scale, format, codesFrom, encoder, quotient, quotientBits);
+    encodeRowScalar(weight, bits, base, N, codes, scale, format, encoder, quotient, quotientBits);
   }
   return { codes, scales, scalesF32 };
 }

@@ -46,7 +46,7 @@ export function rowScale(amax: number, format: FpxFormat, codesFrom: CodesFrom, 
  * Codes of one row (`n` f32 values at `weight[at..]`, bits in `bits`) into `codes[at..]`.
  * `quotient` is scratch of at least n f32 (with `quotientBits` its bit view).
  */
-export function encodeRowScalar(weight: Float32Array, bits: Uint32Array, at: number, n: number, codes: Uint8Array, scale: RowScale, format: FpxFormat, codesFrom: CodesFrom, encoder: FpxEncoder, quotient: Float32Array, quotientBits: Uint32Array): void {
+export function encodeRowScalar(weight: Float32Array, bits: Uint32Array, at: number, n: number, codes: Uint8Array, scale: RowScale, format: FpxFormat, encoder: FpxEncoder, quotient: Float32Array, quotientBits: Uint32Array): void {
   const signMask = format.signMask;
   if (scale.zero) {
     for (let c = 0; c < n; c++) codes[at + c] = bits[at + c]! >>> 31 === 1 ? signMask : 0;
@@ -54,30 +54,7 @@ export function encodeRowScalar(weight: Float32Array, bits: Uint32Array, at: num
   }
   const s = scale.codesScale;
   for (let c = 0; c < n; c++) quotient[c] = weight[at + c]! / s;
-  if (codesFrom === "f32-scale") {
-    for (let c = 0; c < n; c++) codes[at + c] = encoder.encodeBits(quotientBits[c]!);
-    return;
-  }
-  const values = format.values;
-  for (let c = 0; c < n; c++) {
-    const q = quotientBits[c]!;
-    const magnitude = q & 0x7fffffff;
-    let code = encoder.encodeMagnitudeBits(magnitude);
-    if (encoder.isTieBits(magnitude)) code = settleTie(code, Math.abs(weight[at + c]!), Math.abs(quotient[c]!), s, values);
-    codes[at + c] = q >>> 31 === 1 ? code | signMask : code;
-  }
-}
-
-/**
- * `mid` (a rounded quotient) lies exactly between two grid magnitudes and the encoder rounded
- * to the even one; the exact residual |w| − mid·s (mid·s is exact in f64) says which neighbour
- * is truly nearer.
- */
-function settleTie(code: number, absWeight: number, mid: number, s: number, values: Float32Array): number {
-  const residual = absWeight - mid * s;
-  if (residual > 0 && values[code]! < mid) return code + 1;
-  if (residual < 0 && values[code]! > mid) return code - 1;
-  return code;
+  for (let c = 0; c < n; c++) codes[at + c] = encoder.encodeBits(quotientBits[c]!);
 }
 
 /** Refuses a row holding NaN or ±Inf, naming its first such column. */

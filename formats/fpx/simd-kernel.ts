@@ -11,10 +11,10 @@ import { regionsOf, regionTableForKernel } from "./tc-layout.js";
  *   ((h & 0x7fff) << 13) · 2^112, which maps normals and subnormals alike; Inf/NaN halves are
  *   caught by the caller from the row's largest magnitude, which these also store.
  * - amax_f32: the row's largest |bits| (f32 input is encoded in place).
- * - encode / encode_nearest: f32x4.div by the row scale (IEEE division, as torch's CPU
- *   kernel), then torchao's `_f32_to_floatx_unpacked` branch-free: integer round-to-nearest-
- *   even for normals, the same magic float addition torchao uses for subnormals (f32x4.add
- *   rounds like torch), saturation, sign; the nearest variant first settles exact midpoints.
+ * - encode: f32x4.div by the row scale (IEEE division, as torch's CPU kernel), then torchao's
+ *   `_f32_to_floatx_unpacked` branch-free: integer round-to-nearest-even for normals, the same
+ *   magic float addition torchao uses for subnormals (f32x4.add rounds like torch), saturation,
+ *   sign.
  * - pack_y: one region of the tensor-core layout for a 64-row slab. Each 16 output bytes
  *   (4 words) take a fixed set of 8/y rows of a 16-column tile: their codes are loaded as
  *   vectors, the region's bits extracted, and placed with i8x16.swizzle tables derived from
@@ -32,7 +32,6 @@ export interface FpxKernel {
   widen_bf16(input: number, output: number, n: number): void;
   amax_f32(input: number, n: number): void;
   encode(src: number, dst: number, n: number, scale: number): void;
-  encode_nearest(src: number, dst: number, n: number, scale: number): void;
   pack1?(codes: number, n: number, lowBit: number, out: number): void;
   pack2?(codes: number, n: number, lowBit: number, out: number): void;
   pack4?(codes: number, n: number, lowBit: number, out: number): void;
@@ -64,7 +63,7 @@ export function fpxKernel(format: FpxFormat): FpxKernel | undefined {
 }
 
 function kernelFunctions(format: FpxFormat): FunctionSpec[] {
-  return [widen16("widen_f16", true), widen16("widen_bf16", false), amaxF32(), encode(format, false), encode(format, true), ...regionsOf(format.nbits).map(pack)];
+  return [widen16("widen_f16", true), widen16("widen_bf16", false), amaxF32(), encode(format), ...regionsOf(format.nbits).map(pack)];
 }
 
 /** (in, out, n): n 16-bit floats at `in` → f32 at `out`; n % 8 = 0. */
@@ -101,22 +100,15 @@ function amaxF32(): FunctionSpec {
   return { name: "amax_f32", params: [I32, I32], results: [], locals: [I32, V128], body };
 }
 
-/**
- * (src, dst, n, scale): codes of f32(src[i] / scale) for n f32 (n % 16 = 0), as torchao rounds
- * them ("encode"), or ("encode_nearest") the grid point nearest to src[i]/scale exactly: a
- * quotient that lands exactly on a midpoint is moved one ulp toward the side the exact residual
- * |src| − mid·scale (exact in f32: mid has ≤ mbits + 2 significant bits, an fp16 scale 11) lies
- * on, so the ordinary rounding then picks the nearer neighbour; a true tie stays a tie.
- */
-function encode(format: FpxFormat, nearest: boolean): FunctionSpec {
+/** (src, dst, n, scale): codes of f32(src[i] / scale) for n f32 (n % 16 = 0), as torchao rounds them. */
+function encode(format: FpxFormat): FunctionSpec {
   const { ebits, mbits, bias } = format;
   const drop = 23 - mbits;
   const rebias = ((bias - 127) << 23) + ((1 << (drop - 1)) - 1);
   const magic = (127 - bias + drop + 1) << 23;
-  const step = 2 ** (1 - bias - mbits);
   const [SRC, DST, N, SCALE] = [0, 1, 2, 3];
-  const [END, S, Q, A, DEN, SUM, T] = [4, 5, 6, 7, 8, 9, 10];
-  const CODE = 11; // 4 locals
+  const [END, S, Q, A, DEN, SUM] = [4, 5, 6, 7, 8, 9];
+  const CODE = 10; // 4 locals
   const sumOf = () => [...op.get(A), ...op.splat32(magic), ...op.simd("f32x4.add"), ...op.set(SUM)];
   const isSubnormal = () => [...op.get(A), ...op.splat32(f32Bits(format.minNormal)), ...op.simd("i32x4.lt_s"), ...op.set(DEN)];
   const body: number[] = [...op.get(SCALE), ...op.simd("f32x4.splat"), ...op.set(S)];
@@ -125,18 +117,6 @@ function encode(format: FpxFormat, nearest: boolean): FunctionSpec {
     body.push(...op.get(SRC), ...op.load(16 * k), ...op.get(S), ...op.simd("f32x4.div"), ...op.set(Q));
     body.push(...op.get(Q), ...op.splat32(0x7fffffff), ...op.simd("v128.and"), ...op.set(A));
     body.push(...isSubnormal(), ...sumOf());
-    if (nearest) {
-      // midpoint lanes below saturation: normal → dropped bits exactly half; subnormal → |a − rounded| = step/2
-      body.push(...op.get(A), ...op.get(SUM), ...op.splat32(magic), ...op.simd("f32x4.sub"), ...op.simd("f32x4.sub"), ...op.simd("f32x4.abs"), ...op.splat32(f32Bits(step / 2)), ...op.simd("f32x4.eq"));
-      body.push(...op.get(A), ...op.splat32((1 << drop) - 1), ...op.simd("v128.and"), ...op.splat32(1 << (drop - 1)), ...op.simd("i32x4.eq"));
-      body.push(...op.get(DEN), ...op.simd("v128.bitselect"), ...op.get(A), ...op.splat32(f32Bits(format.maxNormal)), ...op.simd("i32x4.ge_s"), ...op.simd("v128.andnot"), ...op.set(T));
-      // residual |src| − a·scale; its sign (−1, 0, +1) nudges the midpoint lanes by one ulp
-      body.push(...op.get(SRC), ...op.load(16 * k), ...op.splat32(0x7fffffff), ...op.simd("v128.and"), ...op.get(A), ...op.get(S), ...op.simd("f32x4.mul"), ...op.simd("f32x4.sub"), ...op.set(Q));
-      body.push(...op.get(A), ...op.get(Q), ...op.splat32(0), ...op.simd("f32x4.lt"), ...op.get(Q), ...op.splat32(0), ...op.simd("f32x4.gt"), ...op.simd("i32x4.sub"), ...op.get(T), ...op.simd("v128.and"), ...op.simd("i32x4.add"), ...op.set(A));
-      body.push(...isSubnormal(), ...sumOf());
-      // the sign of the code comes from src (the quotient's sign, as scale > 0)
-      body.push(...op.get(SRC), ...op.load(16 * k), ...op.set(Q));
-    }
     // saturated → max code; else subnormal → (sum bits − magic bits); else normal rounding
     body.push(...op.splat32((1 << (ebits + mbits)) - 1));
     body.push(...op.get(SUM), ...op.splat32(magic), ...op.simd("i32x4.sub"));
@@ -150,7 +130,7 @@ function encode(format: FpxFormat, nearest: boolean): FunctionSpec {
   body.push(...op.store());
   body.push(...op.get(SRC), ...op.i32(64), ...op.raw("i32.add"), ...op.set(SRC));
   body.push(...op.get(DST), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(DST), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
-  return { name: nearest ? "encode_nearest" : "encode", params: [I32, I32, I32, F32], results: [], locals: [I32, ...new Array<number>(10).fill(V128)] as FunctionSpec["locals"], body };
+  return { name: "encode", params: [I32, I32, I32, F32], results: [], locals: [I32, ...new Array<number>(9).fill(V128)] as FunctionSpec["locals"], body };
 }
 
 /** (codes, n, lowBit, out): region y of a 64-row slab of codes [64, n] → `out` (8·y·n bytes). */

@@ -14,6 +14,8 @@
  * (`node --jitless`) a scalar tile gives the same sums in the same order.
  */
 
+import { sleb, uleb } from "../wasm/assembler.js";
+
 /** A matrix inside a Float64Array: element (i, j) at offset + i·rowStride + j, or at offset + j·rowStride + i when `transposed`. */
 export interface MatrixView {
   data: Float64Array;
@@ -182,8 +184,8 @@ function assembleTileModule(pages: number): Uint8Array {
   const [B0, AR] = [ACC + 8, ACC + 10];
   const get = (i: number) => [0x20, i];
   const set = (i: number) => [0x21, i];
-  const i32 = (v: number) => [0x41, ...signedLeb(v)];
-  const simd = (opcode: number, ...immediates: number[]) => [0xfd, ...unsignedLeb(opcode), ...immediates];
+  const i32 = (v: number) => [0x41, ...sleb(v)];
+  const simd = (opcode: number, ...immediates: number[]) => [0xfd, ...uleb(opcode), ...immediates];
   const [V128_LOAD, LOAD64_SPLAT, V128_STORE, F64X2_ADD, F64X2_MUL] = [0x00, 0x0a, 0x0b, 0xf0, 0xf2];
   const [I32_ADD, I32_SUB, I32_SHL, TEE, BR_IF, LOOP, VOID, END] = [0x6a, 0x6b, 0x74, 0x22, 0x0d, 0x03, 0x40, 0x0b];
   const code: number[] = [];
@@ -200,36 +202,15 @@ function assembleTileModule(pages: number): Uint8Array {
   code.push(END);
   const V128 = 0x7b;
   const body = [1, 11, V128, ...code]; // one run of 11 v128 locals: 8 accumulators, 2 B halves, 1 A splat
-  const section = (id: number, bytes: number[]) => [id, ...unsignedLeb(bytes.length), ...bytes];
+  const section = (id: number, bytes: number[]) => [id, ...uleb(bytes.length), ...bytes];
   const name = (s: string) => [s.length, ...Array.from(s, (ch) => ch.charCodeAt(0))];
   const I32 = 0x7f;
   return new Uint8Array([
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [1, 0x60, 4, I32, I32, I32, I32, 0]),
     ...section(3, [1, 0]),
-    ...section(5, [1, 0, ...unsignedLeb(pages)]),
+    ...section(5, [1, 0, ...uleb(pages)]),
     ...section(7, [2, ...name("memory"), 2, 0, ...name("tile"), 0, 0]),
-    ...section(10, [1, ...unsignedLeb(body.length), ...body]),
+    ...section(10, [1, ...uleb(body.length), ...body]),
   ]);
-}
-
-function unsignedLeb(value: number): number[] {
-  const bytes: number[] = [];
-  do {
-    const low = value & 0x7f;
-    value >>>= 7;
-    bytes.push(value === 0 ? low : low | 0x80);
-  } while (value !== 0);
-  return bytes;
-}
-
-function signedLeb(value: number): number[] {
-  const bytes: number[] = [];
-  for (;;) {
-    const low = value & 0x7f;
-    value >>= 7;
-    const done = (value === 0 && (low & 0x40) === 0) || (value === -1 && (low & 0x40) !== 0);
-    bytes.push(done ? low : low | 0x80);
-    if (done) return bytes;
-  }
 }

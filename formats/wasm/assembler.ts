@@ -19,20 +19,12 @@ export const SIMD = {
   "v128.store": 0x0b,
   "v128.const": 0x0c,
   "i8x16.swizzle": 0x0e,
-  "i32x4.splat": 0x11,
   "f32x4.splat": 0x13,
-  "i32x4.extract_lane": 0x1b,
-  "i32x4.eq": 0x37,
   "i32x4.lt_s": 0x39,
   "i32x4.ge_s": 0x3f,
-  "f32x4.eq": 0x41,
-  "f32x4.lt": 0x43,
-  "f32x4.gt": 0x44,
   "v128.and": 0x4e,
-  "v128.andnot": 0x4f,
   "v128.or": 0x50,
   "v128.bitselect": 0x52,
-  "v128.any_true": 0x53,
   "i8x16.narrow_i16x8_u": 0x66,
   "i8x16.shl": 0x6b,
   "i8x16.shr_u": 0x6d,
@@ -45,19 +37,16 @@ export const SIMD = {
   "i32x4.add": 0xae,
   "i32x4.sub": 0xb1,
   "i32x4.max_u": 0xb9,
-  "f32x4.abs": 0xe0,
   "f32x4.add": 0xe4,
-  "f32x4.sub": 0xe5,
   "f32x4.mul": 0xe6,
   "f32x4.div": 0xe7,
 } as const;
 export type SimdOp = keyof typeof SIMD;
 
 const OP = {
-  block: 0x02, loop: 0x03, if: 0x04, end: 0x0b, br: 0x0c, br_if: 0x0d, return: 0x0f,
+  loop: 0x03, end: 0x0b, br_if: 0x0d,
   "local.get": 0x20, "local.set": 0x21, "local.tee": 0x22,
-  "i32.const": 0x41, "i32.eqz": 0x45, "i32.lt_u": 0x49, "i32.ge_u": 0x4f,
-  "i32.add": 0x6a, "i32.sub": 0x6b, "i32.mul": 0x6c, "i32.shl": 0x74,
+  "i32.const": 0x41, "i32.lt_u": 0x49, "i32.add": 0x6a, "i32.mul": 0x6c, "i32.shl": 0x74,
 } as const;
 const VOID_BLOCK = 0x40;
 
@@ -67,12 +56,10 @@ export const op = {
   set: (local: number) => [OP["local.set"], ...uleb(local)],
   tee: (local: number) => [OP["local.tee"], ...uleb(local)],
   i32: (value: number) => [OP["i32.const"], ...sleb(value | 0)],
-  raw: (name: keyof typeof OP) => [OP[name]],
+  raw: (name: "i32.lt_u" | "i32.add" | "i32.mul" | "i32.shl") => [OP[name]],
   loop: () => [OP.loop, VOID_BLOCK],
-  block: () => [OP.block, VOID_BLOCK],
   end: () => [OP.end],
   brIf: (depth: number) => [OP.br_if, ...uleb(depth)],
-  br: (depth: number) => [OP.br, ...uleb(depth)],
   simd: (name: SimdOp, ...immediates: number[]) => [0xfd, ...uleb(SIMD[name]), ...immediates],
   /** v128.load / v128.store with a byte offset (alignment hint 1 = unaligned-safe). */
   load: (offset = 0) => [0xfd, ...uleb(SIMD["v128.load"]), 0, ...uleb(offset)],
