@@ -169,9 +169,9 @@ function formatMessage(detail: string, context: ErrorContext): string {
   let where = context.file !== undefined ? `${context.file}: ` : "";
   if (place.length > 0) where += `${place.join(" ")}: `;
   let tail = "";
-  if (context.expected !== undefined || context.actual !== undefined) {
-    tail = ` (expected ${printable(context.expected)}, got ${printable(context.actual)})`;
-  }
+  if (context.expected !== undefined && context.actual !== undefined) tail = ` (expected ${printable(context.expected)}, got ${printable(context.actual)})`;
+  else if (context.expected !== undefined) tail = ` (expected ${printable(context.expected)})`;
+  else if (context.actual !== undefined) tail = ` (got ${printable(context.actual)})`;
   return where + detail + tail;
 }
 

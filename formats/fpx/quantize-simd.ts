@@ -1,7 +1,6 @@
 import { convertFloatBytes } from "../dense/convert.js";
-import { fpxEncoder } from "./codec.js";
-import { encodeRowScalar, nonFiniteError, rowScale } from "./row-quant.js";
-import { fpxKernel, SCRATCH_BYTES, type FpxKernel } from "./simd-kernel.js";
+import { f16Value, nonFiniteError, rowScale } from "./row-quant.js";
+import { fpxKernel, type FpxKernel } from "./simd-kernel.js";
 import { fitsTcLayout, regionsOf, tcPackedBytes } from "./tc-layout.js";
 import type { FpxQuantizeOptions } from "./quantize.js";
 import type { FpxTensor } from "./types.js";
@@ -18,10 +17,10 @@ const PAGE_BYTES = 65536;
 
 /**
  * The quantize-and-pack pipeline on the WebAssembly SIMD kernels, one 64-row slab at a time:
- * the slab's raw rows are copied into kernel memory; per row the kernel widens to f32 and
- * finds the largest magnitude, JavaScript derives the row's scales (rowScale, shared with the
- * scalar path), the kernel encodes the row; then the kernel packs each region of the slab,
- * whose bytes are contiguous in the output. All-zero rows (codes ±0) take the scalar encoder.
+ * the slab's raw rows are copied into kernel memory; the kernel finds each row's largest
+ * magnitude; JavaScript derives the rows' scales (rowScale, shared with the scalar path); the
+ * kernel encodes the slab, then packs each region, whose slab bytes are contiguous in the
+ * output. All-zero rows (codes ±0, scale 0) take their codes from the input's sign bits.
  * Returns undefined without the kernel.
  */
 export function quantizeFpxSimd(matrix: DenseMatrix, M: number, N: number, options: FpxQuantizeOptions): FpxTensor | undefined {
@@ -31,42 +30,38 @@ export function quantizeFpxSimd(matrix: DenseMatrix, M: number, N: number, optio
   if (kernel === undefined) return undefined;
   const elementBytes = matrix.dtype === "F32" ? 4 : 2;
   if (matrix.bytes.length !== M * N * elementBytes) throw new FormatError("PACKED_SHAPE_MISMATCH", "weight bytes do not match the matrix shape", { tensor: options.tensor, expected: M * N * elementBytes, actual: matrix.bytes.length });
-  // Kernel memory: scratch | slab input | one f32 row | slab codes | one packed region of the slab.
-  const IN = SCRATCH_BYTES;
-  const ROW = IN + SLAB_ROWS * N * elementBytes;
-  const CODES = ROW + N * 4;
+  // Kernel memory: row maxima (4 u32 per row) | row scales (f32) | slab input | slab codes | one region of the slab.
+  const MAXIMA = 0;
+  const SCALES = MAXIMA + SLAB_ROWS * 16;
+  const IN = SCALES + SLAB_ROWS * 4;
+  const CODES = IN + SLAB_ROWS * N * elementBytes;
   const OUT = CODES + SLAB_ROWS * N;
   ensureMemory(kernel, OUT + 8 * 4 * N);
   const memory = new Uint8Array(kernel.memory.buffer);
-  const encoder = fpxEncoder(format);
-  const quotient = new Float32Array(N);
-  const quotientBits = new Uint32Array(quotient.buffer);
+  const maxima = new Uint32Array(kernel.memory.buffer, MAXIMA, SLAB_ROWS * 4);
+  const codesScales = new Float32Array(kernel.memory.buffer, SCALES, SLAB_ROWS);
+  const amax = matrix.dtype === "F32" ? kernel.amax_f32 : kernel.amax_b16;
+  const encode = matrix.dtype === "F32" ? kernel.encode_f32 : matrix.dtype === "F16" ? kernel.encode_f16 : kernel.encode_bf16;
   const packed = new Uint8Array(tcPackedBytes(M, N, format.nbits));
   const scales = new Uint16Array(M);
   const regions = regionsOf(format.nbits);
   const slabBytes = SLAB_ROWS * N * elementBytes;
+  const zeroRows: number[] = [];
   for (let slab = 0; slab < M / SLAB_ROWS; slab++) {
     memory.set(matrix.bytes.subarray(slab * slabBytes, (slab + 1) * slabBytes), IN);
+    amax(IN, N, SLAB_ROWS, MAXIMA);
+    zeroRows.length = 0;
     for (let rr = 0; rr < SLAB_ROWS; rr++) {
       const r = slab * SLAB_ROWS + rr;
-      const rowIn = IN + rr * N * elementBytes;
-      let rowF32 = rowIn;
-      if (matrix.dtype === "F32") kernel.amax_f32(rowIn, N);
-      else {
-        (matrix.dtype === "F16" ? kernel.widen_f16 : kernel.widen_bf16)(rowIn, ROW, N);
-        rowF32 = ROW;
-      }
-      const amax = magnitudeValue(kernel.rowMax(), matrix.dtype);
-      if (!Number.isFinite(amax)) throw nonFiniteError(rowValues(matrix, r, N), r, options.tensor);
-      const scale = rowScale(amax, format, codesFrom, r, options.tensor);
+      const value = magnitudeValue(Math.max(maxima[4 * rr]!, maxima[4 * rr + 1]!, maxima[4 * rr + 2]!, maxima[4 * rr + 3]!), matrix.dtype);
+      if (!Number.isFinite(value)) throw nonFiniteError(rowValues(matrix, r, N), r, options.tensor);
+      const scale = rowScale(value, format, codesFrom, r, options.tensor);
       scales[r] = scale.scaleBits;
-      const codesAt = CODES + rr * N;
-      if (!scale.zero) kernel.encode(rowF32, codesAt, N, scale.codesScale);
-      else {
-        const weight = new Float32Array(kernel.memory.buffer, rowF32, N);
-        encodeRowScalar(weight, new Uint32Array(kernel.memory.buffer, rowF32, N), 0, N, memory.subarray(codesAt, codesAt + N), scale, format, encoder, quotient, quotientBits);
-      }
+      codesScales[rr] = scale.zero ? 1 : scale.codesScale;
+      if (scale.zero) zeroRows.push(rr);
     }
+    encode(IN, N, SLAB_ROWS, SCALES, CODES);
+    for (const rr of zeroRows) signedZeros(memory, IN + rr * N * elementBytes, elementBytes, N, CODES + rr * N, format.signMask);
     let regionBase = 0;
     let used = 0;
     for (const y of regions) {
@@ -81,22 +76,24 @@ export function quantizeFpxSimd(matrix: DenseMatrix, M: number, N: number, optio
   return { format, outFeatures: M, inFeatures: N, packed, scales };
 }
 
+/** Codes of an all-zero row: each zero's sign (the top bit of its little-endian element). */
+function signedZeros(memory: Uint8Array, rowAt: number, elementBytes: number, n: number, codesAt: number, signMask: number): void {
+  for (let c = 0; c < n; c++) memory[codesAt + c] = memory[rowAt + c * elementBytes + elementBytes - 1]! & 0x80 ? signMask : 0;
+}
+
 function ensureMemory(kernel: FpxKernel, bytes: number): void {
   const missing = bytes - kernel.memory.buffer.byteLength;
   if (missing > 0) kernel.memory.grow(Math.ceil(missing / PAGE_BYTES));
 }
 
+const bitsScratch = new Uint32Array(1);
+const valueScratch = new Float32Array(bitsScratch.buffer);
+
 /** Value of the largest magnitude bits in the source dtype (Infinity for Inf/NaN). */
 function magnitudeValue(bits: number, dtype: DenseMatrix["dtype"]): number {
-  const f32 = new Uint32Array(1);
-  if (dtype === "F16") {
-    if (bits >= 0x7c00) return Infinity;
-    const exponent = bits >> 10;
-    const mantissa = bits & 0x3ff;
-    return exponent === 0 ? mantissa * 2 ** -24 : (1 + mantissa / 1024) * 2 ** (exponent - 15);
-  }
-  f32[0] = dtype === "BF16" ? bits << 16 : bits;
-  const value = new Float32Array(f32.buffer)[0]!;
+  if (dtype === "F16") return bits >= 0x7c00 ? Infinity : f16Value(bits);
+  bitsScratch[0] = dtype === "BF16" ? bits << 16 : bits;
+  const value = valueScratch[0]!;
   return Number.isNaN(value) ? Infinity : value;
 }
 

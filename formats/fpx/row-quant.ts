@@ -22,7 +22,8 @@ export interface RowScale {
 const F16_INF_BITS = 0x7c00;
 const F16_SMALLEST_SUBNORMAL_BITS = 0x0001;
 const MIN_AMAX = Math.fround(1e-12);
-const f16Value = (h: number): number => {
+/** Value of a non-negative finite fp16 bit pattern. */
+export const f16Value = (h: number): number => {
   const exponent = (h >> 10) & 0x1f;
   const mantissa = h & 0x3ff;
   return exponent === 0 ? mantissa * 2 ** -24 : (1 + mantissa / 1024) * 2 ** (exponent - 15);

@@ -5,38 +5,39 @@ import { regionsOf, regionTableForKernel } from "./tc-layout.js";
 
 /**
  * WebAssembly SIMD kernels of the FPx quantizer (V8 does not vectorise JavaScript; these run
- * 4–16 lanes per instruction). Exactness is by construction, not tolerance:
+ * 4–16 lanes per instruction), each over a whole 64-row slab so JavaScript calls them a few
+ * times per slab. Exactness is by construction, not tolerance:
  *
- * - widen_f16 / widen_bf16: 16-bit floats → f32. f16 uses the exact magic multiply
- *   ((h & 0x7fff) << 13) · 2^112, which maps normals and subnormals alike; Inf/NaN halves are
- *   caught by the caller from the row's largest magnitude, which these also store.
- * - amax_f32: the row's largest |bits| (f32 input is encoded in place).
- * - encode: f32x4.div by the row scale (IEEE division, as torch's CPU kernel), then torchao's
- *   `_f32_to_floatx_unpacked` branch-free: integer round-to-nearest-even for normals, the same
- *   magic float addition torchao uses for subnormals (f32x4.add rounds like torch), saturation,
- *   sign.
- * - pack_y: one region of the tensor-core layout for a 64-row slab. Each 16 output bytes
- *   (4 words) take a fixed set of 8/y rows of a 16-column tile: their codes are loaded as
- *   vectors, the region's bits extracted, and placed with i8x16.swizzle tables derived from
- *   the scalar packer's gather table (tc-layout.ts), so both pack the same bytes.
- *
- * Memory: bytes [0, 16) hold the last row maximum (4 u32 lanes); the caller places its
- * buffers after SCRATCH_BYTES.
+ * - amax_f32 / amax_b16 (in, n, rows, out): per row, the largest magnitude bits in the source
+ *   encoding (4 u32 lanes per row at `out`; the caller takes their maximum and catches Inf/NaN).
+ * - encode_f32 / encode_f16 / encode_bf16 (in, n, rows, scales, out): per row, codes of
+ *   f32(x / scale[row]). 16-bit inputs are widened on the fly (f16 by the exact magic multiply
+ *   ((h & 0x7fff) << 13) · 2^112, which maps normals and subnormals alike; bf16 by a shift).
+ *   f32x4.div is IEEE division, as torch's CPU kernel; then torchao's `_f32_to_floatx_unpacked`
+ *   branch-free: integer round-to-nearest-even for normals, the same magic float addition
+ *   torchao uses for subnormals (f32x4.add rounds like torch), saturation, sign.
+ * - pack1 / pack2 / pack4 (codes, n, lowBit, out): one region of the tensor-core layout for a
+ *   64-row slab. Each 16 output bytes (4 words) take a fixed set of 8/y rows of a 16-column
+ *   tile: their codes are loaded as vectors, the region's bits extracted, and placed with
+ *   i8x16.swizzle tables derived from the scalar packer's gather table (tc-layout.ts), so both
+ *   pack the same bytes.
  */
-export const SCRATCH_BYTES = 64;
-const MAX_SLOT = 0;
+export type Encoding = "f32" | "f16" | "bf16";
+
+type SlabFn = (input: number, n: number, rows: number, out: number) => void;
+type EncodeFn = (input: number, n: number, rows: number, scales: number, out: number) => void;
+type PackFn = (codes: number, n: number, lowBit: number, out: number) => void;
 
 export interface FpxKernel {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
-  widen_f16(input: number, output: number, n: number): void;
-  widen_bf16(input: number, output: number, n: number): void;
-  amax_f32(input: number, n: number): void;
-  encode(src: number, dst: number, n: number, scale: number): void;
-  pack1?(codes: number, n: number, lowBit: number, out: number): void;
-  pack2?(codes: number, n: number, lowBit: number, out: number): void;
-  pack4?(codes: number, n: number, lowBit: number, out: number): void;
-  /** Largest magnitude bits of the last widen/amax call. */
-  rowMax(): number;
+  amax_f32: SlabFn;
+  amax_b16: SlabFn;
+  encode_f32: EncodeFn;
+  encode_f16: EncodeFn;
+  encode_bf16: EncodeFn;
+  pack1?: PackFn;
+  pack2?: PackFn;
+  pack4?: PackFn;
 }
 
 const kernels = new Map<string, FpxKernel | null>();
@@ -46,104 +47,113 @@ export function fpxKernel(format: FpxFormat): FpxKernel | undefined {
   const hit = kernels.get(format.name);
   if (hit !== undefined) return hit ?? undefined;
   const exports = instantiate(assembleModule(1, kernelFunctions(format)));
-  let kernel: FpxKernel | null = null;
-  if (exports !== undefined) {
-    const memory = exports["memory"] as FpxKernel["memory"];
-    kernel = {
-      ...(exports as unknown as Omit<FpxKernel, "rowMax">),
-      memory,
-      rowMax: () => {
-        const l = new Uint32Array(memory.buffer, MAX_SLOT, 4);
-        return Math.max(l[0]!, l[1]!, l[2]!, l[3]!);
-      },
-    };
-  }
+  const kernel = exports === undefined ? null : (exports as unknown as FpxKernel);
   kernels.set(format.name, kernel);
   return kernel ?? undefined;
 }
 
 function kernelFunctions(format: FpxFormat): FunctionSpec[] {
-  return [widen16("widen_f16", true), widen16("widen_bf16", false), amaxF32(), encode(format), ...regionsOf(format.nbits).map(pack)];
+  return [amax(false), amax(true), encode(format, "f32"), encode(format, "f16"), encode(format, "bf16"), ...regionsOf(format.nbits).map(pack)];
 }
 
-/** (in, out, n): n 16-bit floats at `in` → f32 at `out`; n % 8 = 0. */
-function widen16(name: string, isF16: boolean): FunctionSpec {
-  const [IN, OUT, N, END, V, HALF, MAX] = [0, 1, 2, 3, 4, 5, 6];
-  const body: number[] = [...op.get(IN), ...op.get(N), ...op.i32(1), ...op.raw("i32.shl"), ...op.raw("i32.add"), ...op.set(END), ...op.loop()];
-  body.push(...op.get(IN), ...op.load(), ...op.set(V));
-  for (const [extend, offset] of [["i32x4.extend_low_i16x8_u", 0], ["i32x4.extend_high_i16x8_u", 16]] as const) {
-    body.push(...op.get(V), ...op.simd(extend), ...op.set(HALF));
-    // magnitude bits, for the row maximum
-    body.push(...op.get(MAX), ...op.get(HALF), ...op.splat32(0x7fff), ...op.simd("v128.and"), ...op.simd("i32x4.max_u"), ...op.set(MAX));
-    body.push(...op.get(OUT));
-    if (isF16) {
-      body.push(...op.get(HALF), ...op.splat32(0x7fff), ...op.simd("v128.and"), ...op.i32(13), ...op.simd("i32x4.shl"), ...op.splat32(0x77800000), ...op.simd("f32x4.mul"));
-      body.push(...op.get(HALF), ...op.splat32(0x8000), ...op.simd("v128.and"), ...op.i32(16), ...op.simd("i32x4.shl"), ...op.simd("v128.or"));
-    } else {
-      body.push(...op.get(HALF), ...op.i32(16), ...op.simd("i32x4.shl"));
-    }
-    body.push(...op.store(offset));
+/** Per-row loop scaffolding: `perRow` runs with ROW_END set; `rows` counts down. */
+function rowLoop(rowsLocal: number, perRow: number[]): number[] {
+  return [...op.loop(), ...perRow, ...op.get(rowsLocal), ...op.i32(1), ...op.raw("i32.sub"), ...op.tee(rowsLocal), ...op.brIf(0), ...op.end()];
+}
+
+/** (in, n, rows, out): per row, 4 u32 lanes whose maximum is the largest magnitude bits. */
+function amax(sixteenBit: boolean): FunctionSpec {
+  const [IN, N, ROWS, OUT, END, MAX, V, MASK] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const body: number[] = [...op.splat32(sixteenBit ? 0x7fff : 0x7fffffff), ...op.set(MASK)];
+  const perRow = [...op.splat32(0), ...op.set(MAX), ...op.get(IN), ...op.get(N), ...op.i32(sixteenBit ? 1 : 2), ...op.raw("i32.shl"), ...op.raw("i32.add"), ...op.set(END), ...op.loop()];
+  perRow.push(...op.get(IN), ...op.load(), ...op.set(V));
+  const lanes = sixteenBit ? (["i32x4.extend_low_i16x8_u", "i32x4.extend_high_i16x8_u"] as const) : [undefined];
+  for (const extend of lanes) {
+    perRow.push(...op.get(MAX), ...op.get(V));
+    if (extend !== undefined) perRow.push(...op.simd(extend));
+    perRow.push(...op.get(MASK), ...op.simd("v128.and"), ...op.simd("i32x4.max_u"), ...op.set(MAX));
   }
-  body.push(...op.get(OUT), ...op.i32(32), ...op.raw("i32.add"), ...op.set(OUT));
-  body.push(...op.get(IN), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(IN), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
-  body.push(...op.i32(MAX_SLOT), ...op.get(MAX), ...op.store());
-  return { name, params: [I32, I32, I32], results: [], locals: [I32, V128, V128, V128], body };
+  perRow.push(...op.get(IN), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(IN), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
+  perRow.push(...op.get(OUT), ...op.get(MAX), ...op.store(), ...op.get(OUT), ...op.i32(16), ...op.raw("i32.add"), ...op.set(OUT));
+  body.push(...rowLoop(ROWS, perRow));
+  return { name: sixteenBit ? "amax_b16" : "amax_f32", params: [I32, I32, I32, I32], results: [], locals: [I32, V128, V128, V128], body };
 }
 
-/** (in, n): largest |bits| of n f32 at `in`; n % 4 = 0. */
-function amaxF32(): FunctionSpec {
-  const [IN, N, END, MAX] = [0, 1, 2, 3];
-  const body = [...op.get(IN), ...op.get(N), ...op.i32(2), ...op.raw("i32.shl"), ...op.raw("i32.add"), ...op.set(END), ...op.loop()];
-  body.push(...op.get(MAX), ...op.get(IN), ...op.load(), ...op.splat32(0x7fffffff), ...op.simd("v128.and"), ...op.simd("i32x4.max_u"), ...op.set(MAX));
-  body.push(...op.get(IN), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(IN), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
-  body.push(...op.i32(MAX_SLOT), ...op.get(MAX), ...op.store());
-  return { name: "amax_f32", params: [I32, I32], results: [], locals: [I32, V128], body };
-}
-
-/** (src, dst, n, scale): codes of f32(src[i] / scale) for n f32 (n % 16 = 0), as torchao rounds them. */
-function encode(format: FpxFormat): FunctionSpec {
+/** (in, n, rows, scales, out): codes of f32(x / scales[row]) for `rows` rows of n values (n % 16 = 0). */
+function encode(format: FpxFormat, encoding: Encoding): FunctionSpec {
   const { ebits, mbits, bias } = format;
   const drop = 23 - mbits;
-  const rebias = ((bias - 127) << 23) + ((1 << (drop - 1)) - 1);
-  const magic = (127 - bias + drop + 1) << 23;
-  const [SRC, DST, N, SCALE] = [0, 1, 2, 3];
-  const [END, S, Q, A, DEN, SUM] = [4, 5, 6, 7, 8, 9];
-  const CODE = 10; // 4 locals
-  const sumOf = () => [...op.get(A), ...op.splat32(magic), ...op.simd("f32x4.add"), ...op.set(SUM)];
-  const isSubnormal = () => [...op.get(A), ...op.splat32(f32Bits(format.minNormal)), ...op.simd("i32x4.lt_s"), ...op.set(DEN)];
-  const body: number[] = [...op.get(SCALE), ...op.simd("f32x4.splat"), ...op.set(S)];
-  body.push(...op.get(DST), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop());
+  const [IN, N, ROWS, SCALES, OUT] = [0, 1, 2, 3, 4];
+  const [END, S, Q, A, DEN, SUM, V] = [5, 6, 7, 8, 9, 10, 11];
+  const CODE = 12; // 4 locals
+  // Constants live in locals, set once: V8 would otherwise rematerialise every v128.const.
+  const constants = {
+    abs: 0x7fffffff,
+    minNormal: f32Bits(format.minNormal),
+    maxNormal: f32Bits(format.maxNormal),
+    // f32 whose ulp is the subnormal step 2^(1 − bias − mbits): adding it rounds like torchao
+    magic: (127 - bias + drop + 1) << 23,
+    maxCode: (1 << (ebits + mbits)) - 1,
+    // normal path: exponent rebias (bias − 127) plus the round-half-down adder
+    rebias: ((bias - 127) << 23) + ((1 << (drop - 1)) - 1),
+    one: 1,
+    signMask: format.signMask,
+    half: 0x7fff,
+    halfSign: 0x8000,
+    two112: 0x77800000,
+  };
+  type Name = keyof typeof constants;
+  const C = Object.fromEntries(Object.keys(constants).map((name, i) => [name, CODE + 4 + i])) as Record<Name, number>;
+  const body: number[] = [];
+  for (const [name, value] of Object.entries(constants)) body.push(...op.splat32(value), ...op.set(C[name as Name]));
+  const perRow: number[] = [...op.get(SCALES), ...op.simd("v128.load32_splat", 2, 0), ...op.set(S)];
+  perRow.push(...op.get(OUT), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop());
   for (let k = 0; k < 4; k++) {
-    body.push(...op.get(SRC), ...op.load(16 * k), ...op.get(S), ...op.simd("f32x4.div"), ...op.set(Q));
-    body.push(...op.get(Q), ...op.splat32(0x7fffffff), ...op.simd("v128.and"), ...op.set(A));
-    body.push(...isSubnormal(), ...sumOf());
+    // x as f32 lanes on the stack
+    if (encoding === "f32") perRow.push(...op.get(IN), ...op.load(16 * k));
+    else {
+      if (k % 2 === 0) perRow.push(...op.get(IN), ...op.load(8 * k), ...op.set(V));
+      perRow.push(...op.get(V), ...op.simd(k % 2 === 0 ? "i32x4.extend_low_i16x8_u" : "i32x4.extend_high_i16x8_u"), ...op.set(Q));
+      if (encoding === "bf16") perRow.push(...op.get(Q), ...op.i32(16), ...op.simd("i32x4.shl"));
+      else {
+        perRow.push(...op.get(Q), ...op.get(C.half), ...op.simd("v128.and"), ...op.i32(13), ...op.simd("i32x4.shl"), ...op.get(C.two112), ...op.simd("f32x4.mul"));
+        perRow.push(...op.get(Q), ...op.get(C.halfSign), ...op.simd("v128.and"), ...op.i32(16), ...op.simd("i32x4.shl"), ...op.simd("v128.or"));
+      }
+    }
+    perRow.push(...op.get(S), ...op.simd("f32x4.div"), ...op.set(Q));
+    perRow.push(...op.get(Q), ...op.get(C.abs), ...op.simd("v128.and"), ...op.set(A));
+    perRow.push(...op.get(A), ...op.get(C.minNormal), ...op.simd("i32x4.lt_s"), ...op.set(DEN));
+    perRow.push(...op.get(A), ...op.get(C.magic), ...op.simd("f32x4.add"), ...op.set(SUM));
     // saturated → max code; else subnormal → (sum bits − magic bits); else normal rounding
-    body.push(...op.splat32((1 << (ebits + mbits)) - 1));
-    body.push(...op.get(SUM), ...op.splat32(magic), ...op.simd("i32x4.sub"));
-    body.push(...op.get(A), ...op.splat32(rebias), ...op.simd("i32x4.add"), ...op.get(A), ...op.i32(drop), ...op.simd("i32x4.shr_u"), ...op.splat32(1), ...op.simd("v128.and"), ...op.simd("i32x4.add"), ...op.i32(drop), ...op.simd("i32x4.shr_s"));
-    body.push(...op.get(DEN), ...op.simd("v128.bitselect"));
-    body.push(...op.get(A), ...op.splat32(f32Bits(format.maxNormal)), ...op.simd("i32x4.ge_s"), ...op.simd("v128.bitselect"));
-    body.push(...op.get(Q), ...op.i32(31 - ebits - mbits), ...op.simd("i32x4.shr_u"), ...op.splat32(format.signMask), ...op.simd("v128.and"), ...op.simd("v128.or"), ...op.set(CODE + k));
+    perRow.push(...op.get(C.maxCode));
+    perRow.push(...op.get(SUM), ...op.get(C.magic), ...op.simd("i32x4.sub"));
+    perRow.push(...op.get(A), ...op.get(C.rebias), ...op.simd("i32x4.add"), ...op.get(A), ...op.i32(drop), ...op.simd("i32x4.shr_u"), ...op.get(C.one), ...op.simd("v128.and"), ...op.simd("i32x4.add"), ...op.i32(drop), ...op.simd("i32x4.shr_s"));
+    perRow.push(...op.get(DEN), ...op.simd("v128.bitselect"));
+    perRow.push(...op.get(A), ...op.get(C.maxNormal), ...op.simd("i32x4.ge_s"), ...op.simd("v128.bitselect"));
+    perRow.push(...op.get(Q), ...op.i32(31 - ebits - mbits), ...op.simd("i32x4.shr_u"), ...op.get(C.signMask), ...op.simd("v128.and"), ...op.simd("v128.or"), ...op.set(CODE + k));
   }
-  body.push(...op.get(DST));
-  body.push(...op.get(CODE), ...op.get(CODE + 1), ...op.simd("i16x8.narrow_i32x4_u"), ...op.get(CODE + 2), ...op.get(CODE + 3), ...op.simd("i16x8.narrow_i32x4_u"), ...op.simd("i8x16.narrow_i16x8_u"));
-  body.push(...op.store());
-  body.push(...op.get(SRC), ...op.i32(64), ...op.raw("i32.add"), ...op.set(SRC));
-  body.push(...op.get(DST), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(DST), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
-  return { name: "encode", params: [I32, I32, I32, F32], results: [], locals: [I32, ...new Array<number>(9).fill(V128)] as FunctionSpec["locals"], body };
+  perRow.push(...op.get(OUT));
+  perRow.push(...op.get(CODE), ...op.get(CODE + 1), ...op.simd("i16x8.narrow_i32x4_u"), ...op.get(CODE + 2), ...op.get(CODE + 3), ...op.simd("i16x8.narrow_i32x4_u"), ...op.simd("i8x16.narrow_i16x8_u"));
+  perRow.push(...op.store());
+  perRow.push(...op.get(IN), ...op.i32(encoding === "f32" ? 64 : 32), ...op.raw("i32.add"), ...op.set(IN));
+  perRow.push(...op.get(OUT), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(OUT), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
+  perRow.push(...op.get(SCALES), ...op.i32(4), ...op.raw("i32.add"), ...op.set(SCALES));
+  body.push(...rowLoop(ROWS, perRow));
+  return { name: `encode_${encoding}`, params: [I32, I32, I32, I32, I32], results: [], locals: [I32, ...new Array<number>(11 + Object.keys(constants).length).fill(V128)] as FunctionSpec["locals"], body };
 }
 
 /** (codes, n, lowBit, out): region y of a 64-row slab of codes [64, n] → `out` (8·y·n bytes). */
 function pack(y: number): FunctionSpec {
   const groups = regionGroups(y);
   const rowsPerGroup = 8 / y;
-  const [CODES, N, LOW, OUT, END, ACC] = [0, 1, 2, 3, 4, 5];
-  const ROW = 6; // rowsPerGroup locals
-  const body: number[] = [...op.get(CODES), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop()];
+  const [CODES, N, LOW, OUT, END, ACC, MASK] = [0, 1, 2, 3, 4, 5, 6];
+  const ROW = 7; // rowsPerGroup locals
+  const body: number[] = [...op.bytes16(new Array(16).fill((1 << y) - 1)), ...op.set(MASK)];
+  body.push(...op.get(CODES), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop());
   groups.forEach((group, g) => {
     group.rows.forEach((row, rr) => {
       body.push(...op.get(CODES), ...op.get(N), ...op.i32(row), ...op.raw("i32.mul"), ...op.raw("i32.add"), ...op.load());
-      body.push(...op.get(LOW), ...op.simd("i8x16.shr_u"), ...op.bytes16(new Array(16).fill((1 << y) - 1)), ...op.simd("v128.and"), ...op.set(ROW + rr));
+      body.push(...op.get(LOW), ...op.simd("i8x16.shr_u"), ...op.get(MASK), ...op.simd("v128.and"), ...op.set(ROW + rr));
     });
     group.fields.forEach((field, j) => {
       let first = true;
@@ -160,7 +170,7 @@ function pack(y: number): FunctionSpec {
   });
   body.push(...op.get(OUT), ...op.i32(128 * y), ...op.raw("i32.add"), ...op.set(OUT));
   body.push(...op.get(CODES), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(CODES), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
-  return { name: `pack${y}`, params: [I32, I32, I32, I32], results: [], locals: [I32, V128, ...new Array<number>(rowsPerGroup).fill(V128)] as FunctionSpec["locals"], body };
+  return { name: `pack${y}`, params: [I32, I32, I32, I32], results: [], locals: [I32, V128, V128, ...new Array<number>(rowsPerGroup).fill(V128)] as FunctionSpec["locals"], body };
 }
 
 interface Group {

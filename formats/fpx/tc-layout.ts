@@ -14,11 +14,12 @@ import { FormatError } from "../errors.js";
  * word by word, the elements each word takes and their bit shifts; packing is then a gather.
  */
 
-/** Rows and columns the layout needs (torchao asserts both; FP6-LLM's kernel wants out % 256 too). */
+/**
+ * Rows and columns the layout needs (torchao asserts both). FP6-LLM's own CUDA kernel further
+ * asks for out_features % 256 (its README); that is a kernel limit, not a layout one.
+ */
 export const TC_ROW_MULTIPLE = 64;
 export const TC_COL_MULTIPLE = 64;
-/** FP6-LLM's own kernel also requires out_features % 256 (its README); reported, not enforced. */
-export const FP6_LLM_KERNEL_ROW_MULTIPLE = 256;
 
 const SLAB_ROWS = 64;
 const TILE_COLS = 16;

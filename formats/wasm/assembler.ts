@@ -16,10 +16,10 @@ export type ValueType = typeof I32 | typeof F32 | typeof V128;
 /** SIMD opcodes used by lmpack's kernels (after the 0xFD prefix). */
 export const SIMD = {
   "v128.load": 0x00,
+  "v128.load32_splat": 0x09,
   "v128.store": 0x0b,
   "v128.const": 0x0c,
   "i8x16.swizzle": 0x0e,
-  "f32x4.splat": 0x13,
   "i32x4.lt_s": 0x39,
   "i32x4.ge_s": 0x3f,
   "v128.and": 0x4e,
@@ -46,7 +46,7 @@ export type SimdOp = keyof typeof SIMD;
 const OP = {
   loop: 0x03, end: 0x0b, br_if: 0x0d,
   "local.get": 0x20, "local.set": 0x21, "local.tee": 0x22,
-  "i32.const": 0x41, "i32.lt_u": 0x49, "i32.add": 0x6a, "i32.mul": 0x6c, "i32.shl": 0x74,
+  "i32.const": 0x41, "i32.lt_u": 0x49, "i32.add": 0x6a, "i32.sub": 0x6b, "i32.mul": 0x6c, "i32.shl": 0x74,
 } as const;
 const VOID_BLOCK = 0x40;
 
@@ -56,7 +56,7 @@ export const op = {
   set: (local: number) => [OP["local.set"], ...uleb(local)],
   tee: (local: number) => [OP["local.tee"], ...uleb(local)],
   i32: (value: number) => [OP["i32.const"], ...sleb(value | 0)],
-  raw: (name: "i32.lt_u" | "i32.add" | "i32.mul" | "i32.shl") => [OP[name]],
+  raw: (name: "i32.lt_u" | "i32.add" | "i32.sub" | "i32.mul" | "i32.shl") => [OP[name]],
   loop: () => [OP.loop, VOID_BLOCK],
   end: () => [OP.end],
   brIf: (depth: number) => [OP.br_if, ...uleb(depth)],
