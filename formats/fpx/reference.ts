@@ -1,4 +1,5 @@
 import type { FpxFormat } from "./format.js";
+import { dequantizeFpxSimd } from "./dequant-simd.js";
 import { unpackTc } from "./tc-layout.js";
 import { scaleValues, type FpxTensor } from "./types.js";
 
@@ -7,10 +8,13 @@ import { scaleValues, type FpxTensor } from "./types.js";
  * one exact product per element (decode has at most mbits + 1 significant bits, an fp16 scale 11).
  * FP6-LLM's fp16 kernel output is this value rounded once to fp16.
  *
- * Vectorised by table: each row's 2^nbits products are computed once, so the inner loop is a
- * byte load and a table load per element.
+ * Runs on the WebAssembly SIMD kernels (dequant-simd.ts) where available; otherwise unpacks and
+ * decodes by table: each row's 2^nbits products are computed once, so the inner loop is a byte
+ * load and a table load per element. Both give the same bits.
  */
 export function dequantizeFpx(t: FpxTensor, into?: Float32Array): Float32Array {
+  const simd = dequantizeFpxSimd(t, into);
+  if (simd !== undefined) return simd;
   const codes = unpackTc(t.packed, t.outFeatures, t.inFeatures, t.format.nbits);
   return dequantizeCodes(codes, t.outFeatures, t.inFeatures, t.format, t.scales, into);
 }

@@ -20,7 +20,8 @@ import { regionsOf, regionTableForKernel } from "./tc-layout.js";
  *   64-row slab. Each 16 output bytes (4 words) take a fixed set of 8/y rows of a 16-column
  *   tile: their codes are loaded as vectors, the region's bits extracted, and placed with
  *   i8x16.swizzle tables derived from the scalar packer's gather table (tc-layout.ts), so both
- *   pack the same bytes.
+ *   pack the same bytes; unpack1 / unpack2 / unpack4 invert them with the inverse tables.
+ * - decode (codes, n, rows, scales, out): the reference dequantization, exact (see decode()).
  */
 export type Encoding = "f32" | "f16" | "bf16";
 
@@ -38,6 +39,10 @@ export interface FpxKernel {
   pack1?: PackFn;
   pack2?: PackFn;
   pack4?: PackFn;
+  unpack1?: PackFn;
+  unpack2?: PackFn;
+  unpack4?: PackFn;
+  decode: EncodeFn;
 }
 
 const kernels = new Map<string, FpxKernel | null>();
@@ -53,7 +58,8 @@ export function fpxKernel(format: FpxFormat): FpxKernel | undefined {
 }
 
 function kernelFunctions(format: FpxFormat): FunctionSpec[] {
-  return [amax(false), amax(true), encode(format, "f32"), encode(format, "f16"), encode(format, "bf16"), ...regionsOf(format.nbits).map(pack)];
+  const regions = regionsOf(format.nbits);
+  return [amax(false), amax(true), encode(format, "f32"), encode(format, "f16"), encode(format, "bf16"), ...regions.map(pack), ...regions.map(unpack), decode(format)];
 }
 
 /** Per-row loop scaffolding: `perRow` runs with ROW_END set; `rows` counts down. */
@@ -171,6 +177,74 @@ function pack(y: number): FunctionSpec {
   body.push(...op.get(OUT), ...op.i32(128 * y), ...op.raw("i32.add"), ...op.set(OUT));
   body.push(...op.get(CODES), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(CODES), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
   return { name: `pack${y}`, params: [I32, I32, I32, I32], results: [], locals: [I32, V128, V128, ...new Array<number>(rowsPerGroup).fill(V128)] as FunctionSpec["locals"], body };
+}
+
+/** (packed, n, lowBit, codes): the inverse of pack_y: ORs region y's bits of a 64-row slab into codes [64, n]. */
+function unpack(y: number): FunctionSpec {
+  const groups = regionGroups(y);
+  const fieldsPerByte = 8 / y;
+  const [PACKED, N, LOW, CODES, END, ACC, MASK, ADDR] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const FIELD = 8; // fieldsPerByte locals
+  const body: number[] = [...op.bytes16(new Array(16).fill((1 << y) - 1)), ...op.set(MASK)];
+  body.push(...op.get(CODES), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop());
+  groups.forEach((group, g) => {
+    body.push(...op.get(PACKED), ...op.load(16 * g), ...op.set(ACC));
+    for (let j = 0; j < fieldsPerByte; j++) {
+      body.push(...op.get(ACC));
+      if (j > 0) body.push(...op.i32(j * y), ...op.simd("i8x16.shr_u"));
+      body.push(...op.get(MASK), ...op.simd("v128.and"), ...op.set(FIELD + j));
+    }
+    group.rows.forEach((row, rr) => {
+      body.push(...op.get(CODES), ...op.get(N), ...op.i32(row), ...op.raw("i32.mul"), ...op.raw("i32.add"), ...op.tee(ADDR));
+      body.push(...op.get(ADDR), ...op.load());
+      let first = true;
+      group.fields.forEach((field, j) => {
+        const indices = field[rr];
+        if (indices === undefined) return;
+        // lane c of the row takes byte i of field j where pack placed (row, c) at i
+        const inverse = new Array<number>(16).fill(0xff);
+        indices.forEach((c, i) => {
+          if (c !== 0xff) inverse[c] = i;
+        });
+        body.push(...op.get(FIELD + j), ...op.bytes16(inverse), ...op.simd("i8x16.swizzle"));
+        if (!first) body.push(...op.simd("v128.or"));
+        first = false;
+      });
+      body.push(...op.get(LOW), ...op.simd("i8x16.shl"), ...op.simd("v128.or"), ...op.store());
+    });
+  });
+  body.push(...op.get(PACKED), ...op.i32(128 * y), ...op.raw("i32.add"), ...op.set(PACKED));
+  body.push(...op.get(CODES), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(CODES), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
+  return { name: `unpack${y}`, params: [I32, I32, I32, I32], results: [], locals: [I32, V128, V128, I32, ...new Array<number>(fieldsPerByte).fill(V128)] as FunctionSpec["locals"], body };
+}
+
+/**
+ * (codes, n, rows, scales, out): f32 dequantization decode(code) · scale[row], exact. The code's
+ * magnitude bits shifted under the f32 exponent field, times 2^(127 − bias), are the FPx value
+ * for normals and subnormals alike (FP6-LLM's bit trick, B4 of the reference notes); the sign
+ * bit moves to bit 31; the product with an fp16 scale is exact.
+ */
+function decode(format: FpxFormat): FunctionSpec {
+  const { ebits, mbits, bias } = format;
+  const [CODES, N, ROWS, SCALES, OUT] = [0, 1, 2, 3, 4];
+  const [END, S, V, HALF, X, MAG, POW, SIGN] = [5, 6, 7, 8, 9, 10, 11, 12];
+  const body: number[] = [...op.splat32(format.signMask - 1), ...op.set(MAG), ...op.splat32(f32Bits(2 ** (127 - bias))), ...op.set(POW), ...op.splat32(format.signMask), ...op.set(SIGN)];
+  const perRow: number[] = [...op.get(SCALES), ...op.simd("v128.load32_splat", 2, 0), ...op.set(S)];
+  perRow.push(...op.get(CODES), ...op.get(N), ...op.raw("i32.add"), ...op.set(END), ...op.loop());
+  perRow.push(...op.get(CODES), ...op.load(), ...op.set(V));
+  for (let k = 0; k < 4; k++) {
+    if (k % 2 === 0) perRow.push(...op.get(V), ...op.simd(k === 0 ? "i16x8.extend_low_i8x16_u" : "i16x8.extend_high_i8x16_u"), ...op.set(HALF));
+    perRow.push(...op.get(HALF), ...op.simd(k % 2 === 0 ? "i32x4.extend_low_i16x8_u" : "i32x4.extend_high_i16x8_u"), ...op.set(X));
+    perRow.push(...op.get(OUT));
+    perRow.push(...op.get(X), ...op.get(MAG), ...op.simd("v128.and"), ...op.i32(23 - mbits), ...op.simd("i32x4.shl"), ...op.get(POW), ...op.simd("f32x4.mul"));
+    perRow.push(...op.get(X), ...op.get(SIGN), ...op.simd("v128.and"), ...op.i32(31 - ebits - mbits), ...op.simd("i32x4.shl"), ...op.simd("v128.or"));
+    perRow.push(...op.get(S), ...op.simd("f32x4.mul"), ...op.store(16 * k));
+  }
+  perRow.push(...op.get(OUT), ...op.i32(64), ...op.raw("i32.add"), ...op.set(OUT));
+  perRow.push(...op.get(CODES), ...op.i32(16), ...op.raw("i32.add"), ...op.tee(CODES), ...op.get(END), ...op.raw("i32.lt_u"), ...op.brIf(0), ...op.end());
+  perRow.push(...op.get(SCALES), ...op.i32(4), ...op.raw("i32.add"), ...op.set(SCALES));
+  body.push(...rowLoop(ROWS, perRow));
+  return { name: "decode", params: [I32, I32, I32, I32, I32], results: [], locals: [I32, ...new Array<number>(7).fill(V128)] as FunctionSpec["locals"], body };
 }
 
 interface Group {

@@ -29,6 +29,8 @@ export const SIMD = {
   "i8x16.shl": 0x6b,
   "i8x16.shr_u": 0x6d,
   "i16x8.narrow_i32x4_u": 0x86,
+  "i16x8.extend_low_i8x16_u": 0x89,
+  "i16x8.extend_high_i8x16_u": 0x8a,
   "i32x4.extend_low_i16x8_u": 0xa9,
   "i32x4.extend_high_i16x8_u": 0xaa,
   "i32x4.shl": 0xab,

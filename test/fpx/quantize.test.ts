@@ -3,7 +3,7 @@ import * as assert from "uvu/assert";
 import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { fpxFormat, NAMED_FORMATS, parseFormat, type FpxFormat } from "../../formats/fpx/format.js";
 import { quantizeFpx, quantizeFpxCodes } from "../../formats/fpx/quantize.js";
-import { dequantizeFpx } from "../../formats/fpx/reference.js";
+import { dequantizeCodes, dequantizeFpx } from "../../formats/fpx/reference.js";
 import { fpxKernel } from "../../formats/fpx/simd-kernel.js";
 import { packTc, unpackTc } from "../../formats/fpx/tc-layout.js";
 import { scaleValues, type CodesFrom } from "../../formats/fpx/types.js";
@@ -12,7 +12,7 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * Properties of the FPx quantizer beyond the golden files: the SIMD kernels give the scalar
- * path's bytes (on tie-heavy inputs too), "stored-scale" codes are the nearest grid point to
+ * path's bytes (on tie-heavy inputs too, and for dequantization), "stored-scale" codes are the nearest grid point to
  * every weight and never worse than torchao's, the error stays within half a grid step at every
  * magnitude, unpack(pack(codes)) = codes for every code value, and bad shapes and values are refused.
  */
@@ -110,6 +110,16 @@ for (const format of FORMATS) {
       }
     }
     assert.ok(strictlyBetter > 0, "the midpoint rows should make stored-scale strictly better somewhere");
+  });
+
+  test(`${format.name}: SIMD dequantization equals the table path bit for bit`, () => {
+    const rng = mulberry32(57 * format.nbits + format.mbits);
+    for (const [M, N] of [[64, 64], [128, 192]] as const) {
+      const tensor = quantizeFpx(testMatrix(rng, M, N, format), M, N, { format, codesFrom: "stored-scale" });
+      const simd = new Uint32Array(dequantizeFpx(tensor).buffer);
+      const table = new Uint32Array(dequantizeCodes(unpackTc(tensor.packed, M, N, format.nbits), M, N, format, tensor.scales).buffer);
+      assert.is(simd.findIndex((v, i) => v !== table[i]), -1, `${M}x${N}`);
+    }
   });
 
   test(`${format.name}: unpack(pack(codes)) = codes for every code value, on random tile-multiple shapes`, () => {
