@@ -126,7 +126,8 @@ function quantizationOf(declared: QuantizationSummary | undefined, tensors: Tens
   const packed = tensors.filter((t) => t.quant !== undefined);
   if (packed.length === 0 && declared === undefined) return undefined;
   const first = packed[0]?.quant;
-  const base = declared ?? { method: "lmpack", format: first?.sourceLayout ?? "", bits: first?.bits ?? 0, groupSize: first?.groupSize ?? 0, sym: first?.sym ?? false, descAct: packed.some((t) => t.quant!.actOrder) };
+  // FPx tensors have one scale per row: "per-channel" (−1), like the HF summary says.
+  const base = declared ?? { method: "lmpack", format: first?.format ?? first?.sourceLayout ?? "", bits: first?.bits ?? 0, groupSize: first?.format !== undefined ? -1 : (first?.groupSize ?? 0), sym: first?.sym ?? false, descAct: packed.some((t) => t.quant!.actOrder) };
   const packedParameters = packed.reduce((sum, t) => sum + t.parameters, 0);
   const effectiveBits = packed.reduce((sum, t) => sum + t.quant!.effectiveBitsPerWeight * t.parameters, 0);
   return { ...base, packedTensors: packed.length, packedParameters, effectiveBitsPerWeight: packedParameters === 0 ? 0 : effectiveBits / packedParameters };

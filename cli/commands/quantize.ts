@@ -9,10 +9,10 @@ import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../..
 import { openHessianStore } from "../../converters/hessians/store.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { EXIT } from "../errors.js";
-import { quantizeFpxToDisk, FPX_TARGETS } from "./quantize-fpx.js";
+import { quantizeFpxToDisk } from "./quantize-fpx.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
 
-const INT_TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq"] as const;
+const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6"] as const;
 
 export interface QuantizeArgs {
   src: string;
@@ -26,7 +26,7 @@ export interface QuantizeArgs {
   iters: number;
   format: string;
   codesFrom: CodesFrom;
-  to: (typeof INT_TARGETS)[number] | (typeof FPX_TARGETS)[number];
+  to: (typeof TARGETS)[number];
   out: string;
   force: boolean;
   json: boolean;
@@ -50,7 +50,7 @@ export const quantizeCommand = {
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
-      .option("to", { choices: [...INT_TARGETS, ...FPX_TARGETS.filter((t) => t !== "lmpack")] as const, demandOption: true, describe: "output layout (hf-fp6 for --method fp6)" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {

@@ -1,4 +1,4 @@
-import { assembleModule, F32, I32, instantiate, op, V128, type FunctionSpec } from "../wasm/assembler.js";
+import { assembleModule, I32, instantiate, op, V128, type FunctionSpec } from "../wasm/assembler.js";
 import { f32Bits } from "./codec.js";
 import type { FpxFormat } from "./format.js";
 import { regionsOf, regionTableForKernel } from "./tc-layout.js";
@@ -62,7 +62,7 @@ function kernelFunctions(format: FpxFormat): FunctionSpec[] {
   return [amax(false), amax(true), encode(format, "f32"), encode(format, "f16"), encode(format, "bf16"), ...regions.map(pack), ...regions.map(unpack), decode(format)];
 }
 
-/** Per-row loop scaffolding: `perRow` runs with ROW_END set; `rows` counts down. */
+/** Runs `perRow` once per row: the `rows` local counts down to 0 (callers pass rows ≥ 1). */
 function rowLoop(rowsLocal: number, perRow: number[]): number[] {
   return [...op.loop(), ...perRow, ...op.get(rowsLocal), ...op.i32(1), ...op.raw("i32.sub"), ...op.tee(rowsLocal), ...op.brIf(0), ...op.end()];
 }
