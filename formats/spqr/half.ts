@@ -1,0 +1,31 @@
+import { f32BitsToF16Bit, f16BitsToF32Bits } from "../dense/float-bits.js";
+
+/**
+ * fp16 arithmetic as CUDA's host `__half` operators do it (and, bit for bit, the device ones):
+ * each operation converts to float, computes in f32 (rounded), and rounds to half, nearest even.
+ * The f32 step is innocuous for + − × (24 ≥ 2·11 + 2 bits), but it is what the reference does.
+ */
+const scratch = new Float32Array(1);
+const scratchBits = new Uint32Array(scratch.buffer);
+let table: Float32Array | undefined;
+
+/** Value of every fp16 bit pattern. */
+export function halfValues(): Float32Array {
+  if (table === undefined) {
+    const bits = new Uint16Array(65536).map((_, i) => i);
+    table = new Float32Array(65536);
+    f16BitsToF32Bits(bits, new Uint32Array(table.buffer));
+  }
+  return table;
+}
+
+/** fp16 bit pattern of f32(x) rounded to half (nearest even). */
+export function toHalfBits(x: number): number {
+  scratch[0] = x;
+  return f32BitsToF16Bit(scratchBits[0]!);
+}
+
+/** h(x): f32(x) rounded to half, as a number. */
+export function roundHalf(x: number): number {
+  return halfValues()[toHalfBits(x)]!;
+}
