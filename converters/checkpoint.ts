@@ -1,6 +1,7 @@
 import type { DType } from "../formats/dtype.js";
 import type { FpxFormat } from "../formats/fpx/format.js";
 import type { CodesFrom, FpxTensor } from "../formats/fpx/types.js";
+import type { SpqrParams, SpqrTensor } from "../formats/spqr/types.js";
 import type { IntGroupParams, IntGroupTensor } from "../formats/int-group/types.js";
 import type { ModelConfig } from "./hf/config.js";
 import type { BufferRing } from "./io/buffer-ring.js";
@@ -14,7 +15,7 @@ import type { BufferRing } from "./io/buffer-ring.js";
  */
 
 /** How a tensor is stored. Packed formats add their own kinds as they land. */
-export type TensorRepresentation = "dense" | "int-group" | "fpx";
+export type TensorRepresentation = "dense" | "int-group" | "fpx" | "spqr";
 
 /**
  * The quantized form of a packed tensor, loaded on demand. Exporters that understand the
@@ -53,7 +54,24 @@ export interface PackedFpx {
   load(): Promise<FpxTensor>;
 }
 
-export type PackedTensor = PackedIntGroup | PackedFpx;
+/**
+ * A SpQR linear: 3-bit codes with bi-level statistics and fp16 outliers (formats/spqr); the
+ * entry's data is the F16 dequantization in original column order.
+ */
+export interface PackedSpqr {
+  representation: "spqr";
+  params: SpqrParams;
+  outFeatures: number;
+  inFeatures: number;
+  /** Number of fp16 outliers (from headers: the col_vals count, padding excluded when known). */
+  outlierCount: number;
+  storedBytes: number;
+  /** "hf-spqr", "lmpack", "quantized". */
+  sourceLayout: string;
+  load(): Promise<SpqrTensor>;
+}
+
+export type PackedTensor = PackedIntGroup | PackedFpx | PackedSpqr;
 
 /** What a checkpoint-level quantization config says, normalised (for inspect and exporters). */
 export interface QuantizationSummary {

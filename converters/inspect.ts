@@ -1,5 +1,6 @@
 import { DTYPES, type DType } from "../formats/dtype.js";
 import { fpxBitsPerWeight } from "../formats/fpx/types.js";
+import { paperBitsPerWeight } from "../formats/spqr/types.js";
 import { bitsPerWeight as nominalBitsPerWeight } from "../formats/int-group/types.js";
 import type { Checkpoint, PackedTensor, QuantizationSummary, TensorEntry } from "./checkpoint.js";
 import type { ModelConfig } from "./hf/config.js";
@@ -29,9 +30,12 @@ export interface TensorQuantSummary {
   sourceLayout: string;
   /** FPx tensors: the float format ("e3m2"). */
   format?: string;
+  /** SpQR tensors: the fraction of weights stored as fp16 outliers. */
+  outlierShare?: number;
   /**
-   * Bits per weight by the auto-round/GPTQ papers' convention: code bits + 16-bit scale per
-   * group (+ a bits-wide zero when asymmetric). `bitsPerWeight` counts what the layout stores.
+   * Bits per weight by each method's paper: auto-round/GPTQ count code bits + a 16-bit scale per
+   * group (+ a bits-wide zero when asymmetric); SpQR counts codes, 3-bit statistics, fp16
+   * second-order statistics and 32 bits per outlier. `bitsPerWeight` counts what the layout stores.
    */
   effectiveBitsPerWeight: number;
 }
@@ -64,7 +68,7 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const dtypes: Record<string, number> = {};
   for (const t of tensors) {
-    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? `int${t.quant.bits}`);
+    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? `${t.quant.outlierShare !== undefined ? "spqr" : "int"}${t.quant.bits}`);
     dtypes[kind] = (dtypes[kind] ?? 0) + t.parameters;
   }
   const names = new Set(tensors.map((t) => t.name));
@@ -106,6 +110,10 @@ function summariseTensor(t: TensorEntry): TensorSummary {
 }
 
 function quantSummary(p: PackedTensor): TensorQuantSummary {
+  if (p.representation === "spqr") {
+    const outlierShare = p.outlierCount / (p.outFeatures * p.inFeatures);
+    return { representation: p.representation, bits: p.params.bits, groupSize: p.params.beta2, sym: false, actOrder: false, scaleDtype: "F16", sourceLayout: p.sourceLayout, outlierShare, effectiveBitsPerWeight: paperBitsPerWeight({ ...p, outlierCount: p.outlierCount }) };
+  }
   if (p.representation === "fpx") {
     // One fp16 scale per output row: a "group" is the whole input row.
     return { representation: p.representation, bits: p.format.nbits, groupSize: p.inFeatures, sym: true, actOrder: false, scaleDtype: "F16", sourceLayout: p.sourceLayout, format: p.format.name, effectiveBitsPerWeight: fpxBitsPerWeight(p) };

@@ -11,6 +11,8 @@ import { groupIntLayers, summarise } from "../int-group/import-hf.js";
 import { parseHfQuantConfig } from "../int-group/hf-quant-config.js";
 import { FP6_TC_METHOD, fpxQuantizationSummary, parseHfFpxConfig } from "../fpx/hf-config.js";
 import { groupFpxLayers } from "../fpx/import-hf.js";
+import { parseHfSpqrConfig, spqrQuantizationSummary } from "../spqr/hf-config.js";
+import { groupSpqrLayers } from "../spqr/import-hf.js";
 import type { QuantizationSummary } from "../checkpoint.js";
 
 export const SINGLE_WEIGHTS_FILE = "model.safetensors";
@@ -44,12 +46,16 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
     let quantization: QuantizationSummary | undefined;
     const quantConfig = parseHfQuantConfig(rawQuant, quantConfigPath);
     const fpxConfig = parseHfFpxConfig(rawQuant, quantConfigPath);
+    const spqrConfig = parseHfSpqrConfig(rawQuant, quantConfigPath);
     if (quantConfig !== undefined) {
       tensors = groupIntLayers(tensors, quantConfig);
       quantization = summarise(quantConfig);
     } else if (fpxConfig !== undefined) {
       tensors = groupFpxLayers(tensors, fpxConfig);
       quantization = fpxQuantizationSummary(FP6_TC_METHOD, fpxConfig.format);
+    } else if (spqrConfig !== undefined) {
+      tensors = groupSpqrLayers(tensors, spqrConfig, quantConfigPath);
+      quantization = spqrQuantizationSummary("spqr");
     }
     return {
       layout: "hf-safetensors",

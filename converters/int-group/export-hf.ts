@@ -91,7 +91,7 @@ function zeroConvention(checkpoint: Checkpoint, options: HfIntExportOptions): Ze
 function planLayer(entry: TensorEntry, options: HfIntExportOptions): LayerPlan {
   const packed = entry.packed!;
   if (packed.representation !== "int-group") {
-    throw new ConversionError("UNSUPPORTED_TARGET", `this layer is ${packed.representation} (${packed.format.name}), not integer codes; write it with --to hf-fp6, lmpack or safetensors`, { tensor: entry.name });
+    throw new ConversionError("UNSUPPORTED_TARGET", `this layer is ${packed.representation}, not integer group codes; write it in its own HF layout, lmpack or safetensors`, { tensor: entry.name });
   }
   const module = entry.name.endsWith(".weight") ? entry.name.slice(0, -".weight".length) : entry.name;
   const N = packed.outFeatures;

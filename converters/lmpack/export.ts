@@ -1,7 +1,8 @@
-import type { TargetFloatDType } from "../../formats/dtype.js";
+import type { DType, TargetFloatDType } from "../../formats/dtype.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { encodeIntGroup } from "./int-group.js";
 import { encodeFpx } from "./fpx.js";
+import { encodeSpqr } from "./spqr.js";
 import type { ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
@@ -58,11 +59,21 @@ export async function exportLmpack(checkpoint: Checkpoint, outPath: string, opti
 /** A packed tensor keeps its representation: its arrays move as they are. */
 async function writePacked(writer: LmpackWriter, entry: TensorEntry, progress: ProgressSink | undefined): Promise<void> {
   const packed = entry.packed!;
-  const encoded = packed.representation === "int-group" ? encodeIntGroup(await packed.load(), packed.sourceLayout, entry.name) : encodeFpx(await packed.load(), packed.sourceLayout, packed.codesFrom);
+  let encoded: { blobs: { role: string; dtype: DType; shape: number[]; bytes: Uint8Array }[] };
+  let representation: Record<string, unknown>;
+  if (packed.representation === "int-group") {
+    const e = encodeIntGroup(await packed.load(), packed.sourceLayout, entry.name);
+    [encoded, representation] = [e, { intGroup: e.message }];
+  } else if (packed.representation === "fpx") {
+    const e = encodeFpx(await packed.load(), packed.sourceLayout, packed.codesFrom);
+    [encoded, representation] = [e, { fpx: e.message }];
+  } else {
+    const e = encodeSpqr(await packed.load(), packed.sourceLayout, entry.name);
+    [encoded, representation] = [e, { spqr: e.message }];
+  }
   const blobs = [];
   for (const b of encoded.blobs) blobs.push(await writer.writeBlob({ role: b.role, dtype: b.dtype, shape: b.shape }, [b.bytes]));
   progress?.advance(entry.byteLength, entry.name);
-  const representation = packed.representation === "int-group" ? { intGroup: encoded.message } : { fpx: encoded.message };
   writer.addTensor({ name: entry.name, shape: entry.shape, blobs, ...representation, notesMsgpack: encodeNotes(entry.notes) });
 }
 

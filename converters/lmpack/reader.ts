@@ -8,6 +8,7 @@ import { bytesEqual, CHECKSUM_BYTES, createChecksummer, toHex, type ChecksumName
 import { BLOB_ALIGNMENT, checkPreamble, decodeTrailer, HEADER_SCHEMA_VERSION, PREAMBLE_BYTES, TRAILER_BYTES } from "./layout.js";
 import { validateIntGroup, type IntGroupHeader } from "./int-group.js";
 import { validateFpx, type FpxHeader } from "./fpx.js";
+import { validateSpqr, type SpqrHeader } from "./spqr.js";
 import { checksumFromProto, dtypeFromProto, pb, type BlobMessage, type HeaderMessage, type TensorMessage } from "./proto.js";
 
 /** A blob after validation: plain numbers, known dtype and checksum algorithm. */
@@ -26,13 +27,15 @@ export interface BlobInfo {
 export interface ContainerTensor {
   name: string;
   shape: number[];
-  representation: "dense" | "int-group" | "fpx";
+  representation: "dense" | "int-group" | "fpx" | "spqr";
   /** Dense: the data's dtype. Packed: the dtype the weight dequantizes to (the scales'). */
   dtype: DType;
   /** int-group tensors: the representation's parameters (blobs checked against them). */
   intGroup?: IntGroupHeader;
   /** fpx tensors: format and shape (blobs checked against them). */
   fpx?: FpxHeader;
+  /** spqr tensors: shape and outlier count (blobs checked against them). */
+  spqr?: SpqrHeader;
   blobs: BlobInfo[];
   notesMsgpack: Uint8Array | undefined;
 }
@@ -165,14 +168,14 @@ function validateTensor(t: TensorMessage, validator: BlobValidator, file: string
   const name = t.name ?? "";
   if (name === "") throw new FormatError("CONTAINER_HEADER_INVALID", "tensor without a name", { file });
   if (!validator.claimName(name)) throw new FormatError("TENSOR_DUPLICATE", "tensor name appears twice", { file, tensor: name });
-  if (t.intGroup != null || t.fpx != null) {
+  if (t.intGroup != null || t.fpx != null || t.spqr != null) {
     const blobs = (t.blobs ?? []).map((b) => validator.check(b, name));
     const notesMsgpack = t.notesMsgpack != null && t.notesMsgpack.length > 0 ? t.notesMsgpack : undefined;
     const shape = (t.shape ?? []).map(Number);
-    const representation = t.intGroup != null ? validateIntGroup(t.intGroup, shape, blobs, file, name) : validateFpx(t.fpx!, shape, blobs, file, name);
+    const representation = t.intGroup != null ? validateIntGroup(t.intGroup, shape, blobs, file, name) : t.fpx != null ? validateFpx(t.fpx, shape, blobs, file, name) : validateSpqr(t.spqr!, shape, blobs, file, name);
     return { name, shape, ...representation, blobs, notesMsgpack };
   }
-  if (t.dense == null) throw new FormatError("CONTAINER_HEADER_INVALID", "tensor has no representation this version of lmpack reads", { file, tensor: name, expected: "dense, int_group or fpx" });
+  if (t.dense == null) throw new FormatError("CONTAINER_HEADER_INVALID", "tensor has no representation this version of lmpack reads", { file, tensor: name, expected: "dense, int_group, fpx or spqr" });
   const dtype = dtypeFromProto(t.dense.dtype);
   if (dtype === undefined) throw new FormatError("UNKNOWN_DTYPE", "unknown dtype in dense tensor", { file, tensor: name, actual: t.dense.dtype });
   const shape = (t.shape ?? []).map(Number);
