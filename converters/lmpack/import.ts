@@ -8,7 +8,10 @@ import { intGroupEntry } from "../int-group/entry.js";
 import { decodeFpx } from "./fpx.js";
 import { fpxEntry } from "../fpx/entry.js";
 import { fpxStoredBytes } from "../../formats/fpx/types.js";
-import type { PackedFpx } from "../checkpoint.js";
+import type { PackedFpx, PackedSpqr } from "../checkpoint.js";
+import { decodeSpqr } from "./spqr.js";
+import { spqrEntry } from "../spqr/entry.js";
+import { SPQR_DEFAULTS } from "../../formats/spqr/types.js";
 
 /** Opens a .lmpack container as a checkpoint; blob checksums are verified as data is read. */
 export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
@@ -21,6 +24,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
     const tensors: TensorEntry[] = file.tensors.map((t) => {
       if (t.intGroup !== undefined) return intGroupContainerEntry(file, t, path);
       if (t.fpx !== undefined) return fpxContainerEntry(file, t, path);
+      if (t.spqr !== undefined) return spqrContainerEntry(file, t, path);
       const blob = t.blobs[0]!;
       return {
         name: t.name,
@@ -72,6 +76,21 @@ function fpxContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): 
     load: async () => decodeFpx(h, await readBlobs(file, t)),
   };
   return fpxEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
+}
+
+function spqrContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
+  const h = t.spqr!;
+  const packed: PackedSpqr = {
+    representation: "spqr",
+    params: SPQR_DEFAULTS,
+    outFeatures: h.outFeatures,
+    inFeatures: h.inFeatures,
+    outlierCount: h.outlierCount,
+    storedBytes: t.blobs.reduce((sum, b) => sum + b.byteLength, 0),
+    sourceLayout: h.sourceLayout === "" ? "lmpack" : h.sourceLayout,
+    load: async () => decodeSpqr(h, await readBlobs(file, t), path, t.name),
+  };
+  return spqrEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
 }
 
 function intGroupContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
