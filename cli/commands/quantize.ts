@@ -10,22 +10,25 @@ import { openHessianStore } from "../../converters/hessians/store.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { EXIT } from "../errors.js";
 import { quantizeFpxToDisk } from "./quantize-fpx.js";
+import { quantizeSpqrToDisk } from "./quantize-spqr.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
 
-const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6"] as const;
+const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr"] as const;
 
 export interface QuantizeArgs {
   src: string;
-  method: IntMethod | "fp6";
-  bits: number;
+  method: IntMethod | "fp6" | "spqr";
+  bits: number | undefined;
   groupSize: number;
   sym: boolean;
   hessians: string | undefined;
   actOrder: boolean;
-  damp: number;
+  damp: number | undefined;
   iters: number;
   format: string;
   codesFrom: CodesFrom;
+  outlierThreshold: number;
+  permutation: "act_order" | "identity";
   to: (typeof TARGETS)[number];
   out: string;
   force: boolean;
@@ -40,23 +43,27 @@ export const quantizeCommand = {
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("method", { choices: ["rtn", "gptq", "signround", "fp6"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout" })
-      .option("bits", { type: "number", default: 4, describe: "code width: 2, 3, 4 or 8" })
+      .option("method", { choices: ["rtn", "gptq", "signround", "fp6", "spqr"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout; spqr: 3-bit 16x16 GPTQ with quantized statistics and fp16 outliers (needs --hessians)" })
+      .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
       .option("hessians", { type: "string", describe: `Hessian store (safetensors, see converters/hessians/store.ts), or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
-      .option("damp", { type: "number", default: 0.01, describe: "gptq: damping, a fraction of mean(diag H)" })
+      .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
-      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6" })
+      .option("outlier-threshold", { type: "number", default: 0.2, describe: "spqr: outlier criterion relative to mean(var(W[:,c]) / U[c,c]²); Infinity = no outliers" })
+      .option("permutation", { choices: ["act_order", "identity"] as const, default: "act_order" as const, describe: "spqr: column order" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
     if (args.method === "fp6") return quantizeFpxToDisk(args);
-    if (args.to === "hf-fp6") throw new UsageError("BAD_ARGUMENT", "--to hf-fp6 holds FPx codes; use it with --method fp6");
-    if (!INT_BITS.includes(args.bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: args.bits });
+    if (args.method === "spqr") return quantizeSpqrToDisk(args);
+    if (args.to === "hf-fp6" || args.to === "hf-spqr") throw new UsageError("BAD_ARGUMENT", `--to ${args.to} holds ${args.to === "hf-fp6" ? "FPx" : "SpQR"} layers; use it with --method ${args.to === "hf-fp6" ? "fp6" : "spqr"}`);
+    const bits = args.bits ?? 4;
+    if (!INT_BITS.includes(bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: bits });
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
     const checkpoint = await openCheckpoint(args.src);
@@ -67,12 +74,12 @@ export const quantizeCommand = {
       let index = 0;
       const quantized = quantizeCheckpoint(checkpoint, {
         method: args.method as IntMethod,
-        bits: args.bits as IntBits,
+        bits: bits as IntBits,
         groupSize: args.groupSize,
         sym: args.sym,
         ...(store === undefined ? {} : { hessians: store }),
         actOrder: args.actOrder,
-        percDamp: args.damp,
+        percDamp: args.damp ?? 0.01,
         iters: args.iters,
         onLayer: (r) => {
           reports.push(r);
@@ -82,7 +89,7 @@ export const quantizeCommand = {
       const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
       if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
       else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to], overwrite: args.force });
-      const summary = { ok: true, out: args.out, method: args.method, bits: args.bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
+      const summary = { ok: true, out: args.out, method: args.method, bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
       else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
       return EXIT.ok;
@@ -93,7 +100,7 @@ export const quantizeCommand = {
   },
 };
 
-async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
+export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
   if (spec === undefined) return undefined;
   if (spec !== EMBEDDING_PROXY) return openHessianStore(spec);
   const entries = await embeddingProxyHessians(checkpoint);

@@ -54,7 +54,7 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
       tensors = groupFpxLayers(tensors, fpxConfig);
       quantization = fpxQuantizationSummary(FP6_TC_METHOD, fpxConfig.format);
     } else if (spqrConfig !== undefined) {
-      tensors = groupSpqrLayers(tensors, spqrConfig, quantConfigPath);
+      tensors = await groupSpqrLayers(tensors, spqrConfig, quantConfigPath);
       quantization = spqrQuantizationSummary("spqr");
     }
     return {

@@ -84,6 +84,8 @@ export function decodeSpqr(h: SpqrHeader, blobs: Map<string, { info: BlobInfo; b
     const b = blobs.get(role)!;
     return { name: `${tensor} (${role})`, dtype: b.info.dtype, shape: b.info.shape, bytes: b.bytes, file, byteOffset: b.info.byteOffset };
   };
-  return unpackHfSpqr({ denseWeights: array("dense_weights"), rowOffsets: array("row_offsets"), colVals: array("col_vals"), inPerm: array("in_perm") }, h.outFeatures, h.inFeatures);
+  const t = unpackHfSpqr({ denseWeights: array("dense_weights"), rowOffsets: array("row_offsets"), colVals: array("col_vals"), inPerm: array("in_perm") }, h.outFeatures, h.inFeatures);
+  if (t.outliers.cols.length !== h.outlierCount) throw new FormatError("CONTAINER_HEADER_INVALID", "spqr.outlier_count disagrees with the outliers stored", { file, tensor, expected: t.outliers.cols.length, actual: h.outlierCount });
+  return t;
 }
 

@@ -11,9 +11,10 @@ import { SPQR_ARRAYS, type HfSpqrConfig } from "./hf-config.js";
  * `.col_vals`, `.in_perm`) with one spqr entry `<m>.weight` at dense_weights' place. The shape
  * comes from the headers: n = 2·len(in_perm), m = 16·len(dense_weights)/n, and row_offsets'
  * length must then be m+1 (CSR) or m/16+1 (PTCSR); the config's `shapes` must agree. The
- * arrays are read and fully validated (hf-layout.ts) only when an exporter asks.
+ * arrays are read and fully validated (hf-layout.ts) only when an exporter asks; a PTCSR
+ * layer's col_vals is read up front to count its outliers (padding is not one).
  */
-export function groupSpqrLayers(tensors: readonly TensorEntry[], config: HfSpqrConfig, configFile: string): TensorEntry[] {
+export async function groupSpqrLayers(tensors: readonly TensorEntry[], config: HfSpqrConfig, configFile: string): Promise<TensorEntry[]> {
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const consumed = new Set<string>();
   const replacement = new Map<string, TensorEntry>();
@@ -44,10 +45,19 @@ export function groupSpqrLayers(tensors: readonly TensorEntry[], config: HfSpqrC
       return unpackHfSpqr({ denseWeights: arrays["dense_weights"]!, rowOffsets: arrays["row_offsets"]!, colVals: arrays["col_vals"]!, inPerm: arrays["in_perm"]! }, m, n);
     };
     const storedBytes = SPQR_ARRAYS.reduce((sum, a) => sum + parts[a].byteLength, 0);
-    const packed: PackedSpqr = { representation: "spqr", params: SPQR_DEFAULTS, outFeatures: m, inFeatures: n, outlierCount: parts.col_vals.nElements, storedBytes, sourceLayout: "hf-spqr", load };
+    const packed: PackedSpqr = { representation: "spqr", params: SPQR_DEFAULTS, outFeatures: m, inFeatures: n, outlierCount: await outlierCount(parts, m), storedBytes, sourceLayout: "hf-spqr", load };
     replacement.set(dense.name, spqrEntry(`${module}.weight`, dense.file, packed, { sourceLayout: "hf-spqr" }));
   }
   return tensors.flatMap((t) => replacement.get(t.name) ?? (consumed.has(t.name) ? [] : [t]));
+}
+
+/** CSR: the col_vals length. PTCSR pads with zero words, so its (small) col_vals is read and counted. */
+async function outlierCount(parts: Record<(typeof SPQR_ARRAYS)[number], TensorEntry>, m: number): Promise<number> {
+  if (parts.row_offsets.shape[0] === m + 1) return parts.col_vals.nElements;
+  const bytes = await parts.col_vals.read();
+  let count = 0;
+  for (let i = 0; i + 4 <= bytes.length; i += 4) if ((bytes[i]! | bytes[i + 1]! | bytes[i + 2]! | bytes[i + 3]!) !== 0) count++;
+  return count;
 }
 
 function geometry(parts: Record<(typeof SPQR_ARRAYS)[number], TensorEntry>): { m: number; n: number } {

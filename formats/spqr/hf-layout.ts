@@ -1,4 +1,4 @@
-import { FormatError, UsageError } from "../errors.js";
+import { ConversionError, FormatError, UsageError } from "../errors.js";
 import { expectArray, viewAs, type PackedArray } from "../packed-array.js";
 import { firstOrderGroups, SPQR_DEFAULTS, type SpqrOutliers, type SpqrParams, type SpqrTensor } from "./types.js";
 
@@ -99,6 +99,9 @@ export function packHfSpqr(t: SpqrTensor, tensor?: string): SpqrHfBytes {
       }
     }
   }
+  // The kernels read an outlier's column as a signed short.
+  const wide = t.outliers.cols.findIndex((c) => c >= 32768);
+  if (wide >= 0) throw new ConversionError("NOT_REPRESENTABLE", `outlier at permuted column ${t.outliers.cols[wide]}: the SpQR layout stores columns as int16 (< 32768)`, { tensor, expected: "< 32768", actual: t.outliers.cols[wide] });
   const storage = t.outlierStorage ?? "csr";
   const { rowOffsets, colVals } = storage === "csr" ? csrArrays(t.outliers) : ptcsrArrays(t.outliers, m);
   const inPerm = new Uint32Array(n / 2);
@@ -207,7 +210,8 @@ function decodeOutliers(rowOffsetsArray: PackedArray, colValsArray: PackedArray,
   if (offsets[0] !== 0) throw new FormatError("PACKED_VALUE_INVALID", "row_offsets must start at 0", { ...where(rowOffsetsArray, 0), expected: 0, actual: offsets[0] });
   for (let i = 1; i < length; i++) {
     const step = offsets[i]! - offsets[i - 1]!;
-    if (step < 0 || (storage === "ptcsr" && step % TILE !== 0)) throw new FormatError("PACKED_VALUE_INVALID", storage === "csr" ? "row_offsets decreases" : "PTCSR block sizes must be non-negative multiples of 16", { ...where(rowOffsetsArray, i), expected: `≥ ${offsets[i - 1]}`, actual: offsets[i] });
+    if (step < 0) throw new FormatError("PACKED_VALUE_INVALID", "row_offsets decreases", { ...where(rowOffsetsArray, i), expected: `≥ ${offsets[i - 1]}`, actual: offsets[i] });
+    if (storage === "ptcsr" && step % TILE !== 0) throw new FormatError("PACKED_VALUE_INVALID", "PTCSR block sizes must be multiples of 16", { ...where(rowOffsetsArray, i), expected: `${offsets[i - 1]} + a multiple of 16`, actual: offsets[i] });
   }
   if (offsets[length - 1] !== entries.length) throw new FormatError("PACKED_SHAPE_MISMATCH", "the last row offset must equal the number of col_vals", { ...where(rowOffsetsArray, length - 1), expected: entries.length, actual: offsets[length - 1] });
   const rowOffsets = new Int32Array(m + 1);

@@ -1,4 +1,4 @@
-import { f32BitsToF16Bit, f64ToF32BitsRoundToOdd } from "../dense/float-bits.js";
+import { f32BitsToF16Bit } from "../dense/float-bits.js";
 import { FormatError } from "../errors.js";
 import { halfValues, roundHalf } from "./half.js";
 
@@ -71,7 +71,8 @@ function scaledErrorSq(w: number, grid: Grid, maxq: number, d: number): number {
  * get_leave_one_out_error for one row of a group: reduction[j] = baseline − loo_j, where
  * baseline = Σ_k ((q(w_k) − w_k)/d_k)² on the grid fitted to all `width` values, and loo_j is
  * the same sum over k ≠ j on the grid fitted without w_j (w_j itself costs nothing: it
- * would be kept exactly). Every fit is min-max with no zero rounding, as the original's.
+ * would be kept exactly). `spec` should be the original's: the weight bits and sym, and never
+ * a rounded zero (get_leave_one_out_error configures its quantizers without round_zero).
  *
  * The fit without w_j differs from the full fit only when w_j is the unique minimum or the
  * unique maximum; for every other j, loo_j = baseline − e_j, so the reduction is e_j itself.
@@ -176,6 +177,15 @@ export function fitFirstOrder(weightT: Float64Array, rows: number, column: numbe
       if (v > max) max = v;
     }
     fitMinMax(min, max, fit.spec, grid);
+    if (!fit.spec.sym && (grid.zero < -fit.spec.maxq || grid.zero > 2 * fit.spec.maxq)) {
+      // Departure from quant_groups: a row whose group sits far on one side of 0 (after GPTQ
+      // updates and outlier masking a group can be nearly constant) gets a zero −min/scale of
+      // 1e5 and more. Its 16-row second-order zero grid then has a step of thousands, which
+      // ruins the zeros of the 15 other rows, and the value overflows the fp16 statistics the
+      // format stores (the original writes inf). Widening the range to include 0 keeps the zero
+      // within [0, maxq] for this row only.
+      fitMinMax(Math.min(min, 0), Math.max(max, 0), fit.spec, grid);
+    }
     scaleOut[r] = grid.scale;
     zeroOut[r] = grid.zero;
   }
@@ -235,12 +245,39 @@ export function quantizeStatistic(values: Float64Array, beta1: number, bits: num
   }
 }
 
-const f64Scratch = new Float64Array(1);
-const f32BitsScratch = new Uint32Array(1);
+/**
+ * round_zero with zero codes at least as wide as the weight codes: quant_groups then keeps the
+ * integer zeros unquantized; here they become the codes on the exact grid 1·(q − 0). Throws
+ * when a zero falls outside the codes (a group of one sign: −min/scale < 0 or > maxq), which
+ * the original would store as a raw fp16 zero that the HF layout has no place for.
+ */
+export function storeIntegerZeros(zeros: Float64Array, bits: number, out: StatisticOut, layerName?: string): void {
+  const maxCode = 2 ** bits - 1;
+  for (let r = 0; r < zeros.length; r++) {
+    const z = zeros[r]!;
+    if (z < 0 || z > maxCode) {
+      throw new FormatError("PACKED_VALUE_INVALID", `rounded zero of row ${r} does not fit a ${bits}-bit zero code`, { ...(layerName === undefined ? {} : { tensor: layerName }), expected: `0 … ${maxCode}`, actual: z });
+    }
+    out.codes[r] = z;
+    out.decoded[r] = z;
+  }
+  out.scaleBits.fill(f64ToF16Bits(1));
+  out.zeroBits.fill(0);
+}
 
-/** fp16 bits of a double, rounded once to nearest even (via f32 rounded to odd, which is exact for this). */
+const f32Scratch = new Float32Array(1);
+const f32BitsScratch = new Uint32Array(f32Scratch.buffer);
+
+/**
+ * fp16 bits of a double, rounded once to nearest even. Goes through f32 rounded to odd (an
+ * inexact f32 with an even last bit steps one ulp toward x), which makes the second rounding
+ * exact; the scalar twin of dense/float-bits f64ToF32BitsRoundToOdd, without its per-call
+ * scratch allocation (this runs for every outlier).
+ */
 export function f64ToF16Bits(x: number): number {
-  f64Scratch[0] = x;
-  f64ToF32BitsRoundToOdd(f64Scratch, f32BitsScratch);
-  return f32BitsToF16Bit(f32BitsScratch[0]!);
+  f32Scratch[0] = x;
+  let bits = f32BitsScratch[0]!;
+  const rounded = f32Scratch[0]!;
+  if (rounded !== x && !Number.isNaN(x) && (bits & 1) === 0) bits = Math.abs(rounded) > Math.abs(x) ? bits - 1 : bits + 1;
+  return f32BitsToF16Bit(bits);
 }
