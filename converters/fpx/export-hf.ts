@@ -4,9 +4,10 @@ import type { FpxFormat } from "../../formats/fpx/format.js";
 import { bytesOf } from "../../formats/packed-array.js";
 import type { Checkpoint, PackedFpx, TensorEntry } from "../checkpoint.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
-import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
+import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
+import { AtomicDirectory } from "../io/atomic.js";
 import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
-import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { buildHfFpxConfig } from "./hf-config.js";
 
 export interface HfFpxExportOptions {
@@ -44,10 +45,7 @@ export async function exportHfFpx(checkpoint: Checkpoint, out: string, options: 
   try {
     await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, sourceOf, options);
     const skipped = ["lm_head", ...checkpoint.tensors.filter(isUnquantizedLinear).map((t) => moduleOf(t.name))];
-    const base = checkpoint.rawConfig === undefined ? {} : (({ quantization_config: _old, ...rest }) => rest)(checkpoint.rawConfig);
-    const configText = configTextWithDtype(JSON.stringify({ ...base, quantization_config: buildHfFpxConfig(format, [...new Set(skipped)]) }, null, 2) + "\n", options.dtype);
-    await writeFileAtomic(dir.file("config.json"), configText!);
-    for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
+    await writeQuantizedConfigAndSideFiles(dir, checkpoint, buildHfFpxConfig(format, [...new Set(skipped)]), options.dtype);
   } catch (error) {
     await dir.abort();
     throw error;

@@ -8,8 +8,9 @@ import { streamWords } from "../../formats/int-group/bitstream.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
+import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
 import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
-import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { HfIntMethod } from "./hf-quant-config.js";
 import { buildQuantConfig, type WrittenLayer } from "./hf-quant-config-write.js";
 
@@ -65,11 +66,8 @@ export async function exportHfInt(checkpoint: Checkpoint, out: string, options: 
     const written = await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, layers, dense, options, zeros, reports);
     const skipped = dense.filter(isUnquantizedLinear).map((t) => t.name.slice(0, -".weight".length));
     const quantConfig = buildQuantConfig(options.method, zeros, written, skipped);
-    const base = checkpoint.rawConfig === undefined ? {} : (({ quantization_config: _old, ...rest }) => rest)(checkpoint.rawConfig);
-    const configText = configTextWithDtype(JSON.stringify({ ...base, quantization_config: quantConfig }, null, 2) + "\n", options.dtype);
-    await writeFileAtomic(dir.file("config.json"), configText!);
+    await writeQuantizedConfigAndSideFiles(dir, checkpoint, quantConfig, options.dtype);
     if (options.method === "gptq") await writeFileAtomic(dir.file("quantize_config.json"), JSON.stringify(quantConfig, null, 2) + "\n");
-    for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
   } catch (error) {
     await dir.abort();
     throw error;

@@ -3,9 +3,10 @@ import { ConversionError, UsageError } from "../../formats/errors.js";
 import { packHfSpqr } from "../../formats/spqr/hf-layout.js";
 import type { Checkpoint, PackedSpqr, TensorEntry } from "../checkpoint.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
-import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
+import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
+import { AtomicDirectory } from "../io/atomic.js";
 import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
-import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
+import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { buildHfSpqrConfig, SPQR_ARRAYS } from "./hf-config.js";
 
 export interface HfSpqrExportOptions {
@@ -81,10 +82,7 @@ export async function exportHfSpqr(checkpoint: Checkpoint, out: string, options:
       throw error;
     }
     await writer.finish();
-    const base = checkpoint.rawConfig === undefined ? {} : (({ quantization_config: _old, ...rest }) => rest)(checkpoint.rawConfig);
-    const quantConfig = buildHfSpqrConfig(unconverted(checkpoint), shapes);
-    await writeFileAtomic(dir.file("config.json"), configTextWithDtype(JSON.stringify({ ...base, quantization_config: quantConfig }, null, 2) + "\n", options.dtype)!);
-    for (const [name, bytes] of checkpoint.sideFiles) await writeFileAtomic(dir.file(name), bytes);
+    await writeQuantizedConfigAndSideFiles(dir, checkpoint, buildHfSpqrConfig(unconverted(checkpoint), shapes), options.dtype);
   } catch (error) {
     await dir.abort();
     throw error;

@@ -11,6 +11,7 @@ import { packTc, unpackTc } from "../../formats/fpx/tc-layout.js";
 import { bytesOf, viewAs, type PackedArray } from "../../formats/packed-array.js";
 import { SHARED_DIR } from "../helpers/paths.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertBytes, goldenArray } from "../helpers/golden.js";
 
 /**
  * Golden vectors from torchao (pytorch/ao@aa252872) and FP6-LLM (../shared/vectors/fp6, README
@@ -20,6 +21,7 @@ import { readAllArrays } from "../helpers/safetensors-arrays.js";
 const VECTORS = join(SHARED_DIR, "vectors", "fp6");
 const files = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
 const golden = suite("fpx: golden vectors");
+const get = (arrays: Map<string, PackedArray>, name: string) => goldenArray(arrays, name).bytes;
 
 interface Params {
   ebits: number;
@@ -29,17 +31,7 @@ interface Params {
   shape: number[];
 }
 
-function get(arrays: Map<string, PackedArray>, name: string): Uint8Array {
-  const array = arrays.get(name);
-  if (array === undefined) throw new Error(`golden file lacks ${name}`);
-  return array.bytes;
-}
 
-function assertBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: byte length`);
-  const at = actual.findIndex((b, i) => b !== expected[i]);
-  assert.is(at, -1, `${what}: first differing byte at ${at} (got ${actual[at]}, expected ${expected[at]})`);
-}
 
 for (const file of files) {
   golden(file, async () => {

@@ -10,6 +10,7 @@ import { decodeScales } from "../../formats/int-group/scales.js";
 import type { IntBits, IntGroupTensor } from "../../formats/int-group/types.js";
 import { SHARED_DIR } from "../helpers/paths.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertBytes, goldenArray as get } from "../helpers/golden.js";
 
 /**
  * Golden vectors produced by the original auto-round / AutoGPTQ packers (../shared/vectors/gptq,
@@ -30,17 +31,7 @@ interface CaseParams {
   v1_zero_overflow?: boolean;
 }
 
-function get(arrays: Map<string, PackedArray>, name: string): PackedArray {
-  const array = arrays.get(name);
-  if (array === undefined) throw new Error(`golden file lacks ${name}`);
-  return array;
-}
 
-function assertBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: byte length`);
-  const at = actual.findIndex((b, i) => b !== expected[i]);
-  assert.is(at, -1, `${what}: first differing byte at ${at}`);
-}
 
 /** The representation as the golden helpers give it (codes, effective zeros, scales, g_idx). */
 function fromHelpers(arrays: Map<string, PackedArray>, p: CaseParams): IntGroupTensor {

@@ -9,6 +9,7 @@ import { SPQR_DEFAULTS, type SpqrTensor } from "../../formats/spqr/types.js";
 import { viewAs, type PackedArray } from "../../formats/packed-array.js";
 import { SHARED_DIR } from "../helpers/paths.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertBytes, goldenArray as get } from "../helpers/golden.js";
 
 /**
  * Golden vectors from the original Vahe1994/SpQR code (../shared/vectors/spqr, README there):
@@ -21,17 +22,7 @@ const VECTORS = join(SHARED_DIR, "vectors", "spqr");
 const files = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
 const golden = suite("spqr: golden vectors");
 
-function get(arrays: Map<string, PackedArray>, name: string): PackedArray {
-  const array = arrays.get(name);
-  if (array === undefined) throw new Error(`golden file lacks ${name}`);
-  return array;
-}
 
-function assertBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: byte length`);
-  const at = actual.findIndex((b, i) => b !== expected[i]);
-  assert.is(at, -1, `${what}: first differing byte at ${at}`);
-}
 
 const u8 = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
