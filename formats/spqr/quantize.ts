@@ -14,15 +14,20 @@ import type { SpqrOutliers, SpqrTensor } from "./types.js";
  * over beta1-row groups, and unstructured fp16 outliers chosen by their Hessian-weighted error.
  * The column loop, Cholesky factor and permutation helpers are the shared second-order engine.
  *
- * Two deliberate departures from the original, both so that quantization sees what the packed
- * tensor will decode to (the HF decoder computes in fp16 with fp16 second-order stats):
+ * Departures from the original: the first two so that quantization sees what the packed
+ * tensor will decode to (the HF decoder computes in fp16 with fp16 second-order stats), the
+ * third so that one odd row cannot spoil the shared statistics of its 16-row group:
  *  - statistics: codes are chosen on the fp16-rounded second-order grids, and the weight grid of
  *    each row is decoded with the decoder's fp16 operations (stats.ts quantizeStatistic);
  *  - outliers (`outlierValues: "compensated"`, the default): the decoder ADDS the sparse value
  *    to the dense value at its position, whose code encodes 0 but decodes to s·(q₀ − z) ≠ 0.
  *    The original stores w and so decodes to w + s·(q₀ − z); we store fp16(w − s·(q₀ − z)) so
  *    the decoded weight is w up to fp16 rounding, and propagate that decoded weight's error.
- *    `"reference"` stores fp16(w) and keeps w exact in the loop, as spqr_engine does.
+ *    `"reference"` stores fp16(w) and keeps w exact in the loop, as spqr_engine does;
+ *  - a row whose group lies far on one side of 0 (zero −min/scale outside [−maxq, 2·maxq]) has
+ *    its range widened to include 0 (stats.ts fitFirstOrder); the original keeps zeros of 1e5
+ *    and more, which overflow the fp16 statistics it saves.
+ * percDamp defaults to main.py's 0.01, not the README recipe's 1.0 (see the option).
  */
 
 export type SpqrPermutationOrder = "act_order" | "identity";

@@ -375,6 +375,23 @@ errors("bad shapes, widths, options and Hessians are typed errors", () => {
   assert.throws(() => quantizeSpqr(w(16, 32), 16, 32, h(48)), (e: unknown) => e instanceof FormatError && e.code === "SHAPE_SIZE_MISMATCH", "Hessian size");
 });
 
+stats("a row whose group sits far from 0 keeps finite fp16 statistics and a bounded error (range widened to 0)", () => {
+  const [m, n] = [32, 32];
+  const rng = mulberry32(77);
+  const weight = new Float32Array(m * n).map(() => (rng() - 0.5) * 0.1);
+  for (let c = 0; c < n; c++) weight[c] = 5 + (rng() - 0.5) * 1e-6; // row 0: nearly constant, far from 0
+  const h = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) h[i * n + i] = 1;
+  const { tensor } = quantizeSpqr(weight, m, n, { size: n, data: h }, { outlierRelativeThreshold: Infinity, permutationOrder: "identity" });
+  const half = halfValues();
+  for (const stat of [tensor.scaleScale, tensor.scaleZero, tensor.zeroScale, tensor.zeroZero]) assert.ok(Array.from(stat).every((b) => Number.isFinite(half[b]!)), "fp16 statistics are finite");
+  const decoded = dequantizeSpqr(tensor);
+  for (let c = 0; c < n; c++) assert.ok(Math.abs(half[decoded[c]!]! - weight[c]!) < 5 / 7, `row 0 column ${c}: ${half[decoded[c]!]} vs ${weight[c]}`);
+  let rest = 0;
+  for (let i = n; i < m * n; i++) rest = Math.max(rest, Math.abs(half[decoded[i]!]! - weight[i]!));
+  assert.ok(rest < 0.05, `the other rows stay within their own range (max error ${rest})`);
+});
+
 representation.run();
 quality.run();
 outliers.run();
