@@ -6,7 +6,7 @@ import type { Checkpoint, PackedFpx, TensorEntry } from "../checkpoint.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
 import { AtomicDirectory } from "../io/atomic.js";
-import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
+import { SafetensorsWriter, sharedTensorAliases, type TensorPlan } from "../safetensors/writer.js";
 import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { buildHfFpxConfig } from "./hf-config.js";
 
@@ -43,7 +43,7 @@ export async function exportHfFpx(checkpoint: Checkpoint, out: string, options: 
   options.progress?.start(totalSourceBytes(checkpoint.tensors));
   const dir = await AtomicDirectory.create(out, { overwrite: options.overwrite ?? false });
   try {
-    await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, sourceOf, options);
+    await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, sourceOf, checkpoint.metadata, options);
     const skipped = ["lm_head", ...checkpoint.tensors.filter(isUnquantizedLinear).map((t) => moduleOf(t.name))];
     await writeQuantizedConfigAndSideFiles(dir, checkpoint, buildHfFpxConfig(format, [...new Set(skipped)]), options.dtype);
   } catch (error) {
@@ -76,9 +76,9 @@ function isUnquantizedLinear(t: TensorEntry): boolean {
   return t.packed === undefined && t.shape.length === 2 && /\.layers\.\d+\..+\.weight$/.test(t.name);
 }
 
-async function writeTensors(path: string, plans: TensorPlan[], sourceOf: Map<string, TensorEntry>, options: HfFpxExportOptions): Promise<void> {
+async function writeTensors(path: string, plans: TensorPlan[], sourceOf: Map<string, TensorEntry>, metadata: Record<string, string>, options: HfFpxExportOptions): Promise<void> {
   const stream = new ChunkStream(options.progress);
-  const writer = await SafetensorsWriter.create(path, plans, { format: "pt" });
+  const writer = await SafetensorsWriter.create(path, plans, { format: "pt", ...sharedTensorAliases(metadata, new Set(plans.map((p) => p.name))) });
   try {
     // A layer's scales are planned right after its packed codes; one load serves both.
     let pendingScales: { name: string; bytes: Uint8Array } | undefined;

@@ -9,7 +9,7 @@ import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
-import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
+import { SafetensorsWriter, sharedTensorAliases, type TensorPlan } from "../safetensors/writer.js";
 import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import type { HfIntMethod } from "./hf-quant-config.js";
 import { buildQuantConfig, type WrittenLayer } from "./hf-quant-config-write.js";
@@ -63,7 +63,7 @@ export async function exportHfInt(checkpoint: Checkpoint, out: string, options: 
   const dir = await AtomicDirectory.create(out, { overwrite: options.overwrite ?? false });
   const reports: LayerExportReport[] = [];
   try {
-    const written = await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, layers, dense, options, zeros, reports);
+    const written = await writeTensors(dir.file(SINGLE_WEIGHTS_FILE), plans, checkpoint.metadata, layers, dense, options, zeros, reports);
     const skipped = dense.filter(isUnquantizedLinear).map((t) => t.name.slice(0, -".weight".length));
     const quantConfig = buildQuantConfig(options.method, zeros, written, skipped);
     await writeQuantizedConfigAndSideFiles(dir, checkpoint, quantConfig, options.dtype);
@@ -127,13 +127,13 @@ function isUnquantizedLinear(t: TensorEntry): boolean {
   return t.shape.length === 2 && /\.layers\.\d+\..+\.weight$/.test(t.name);
 }
 
-async function writeTensors(path: string, plans: TensorPlan[], layers: LayerPlan[], dense: TensorEntry[], options: HfIntExportOptions, zeros: ZeroConvention, reports: LayerExportReport[]): Promise<WrittenLayer[]> {
+async function writeTensors(path: string, plans: TensorPlan[], metadata: Record<string, string>, layers: LayerPlan[], dense: TensorEntry[], options: HfIntExportOptions, zeros: ZeroConvention, reports: LayerExportReport[]): Promise<WrittenLayer[]> {
   const layerOf = new Map(layers.flatMap((l) => l.tensors.map((t) => [t.name, l] as const)));
   const denseByName = new Map(dense.map((t) => [t.name, t]));
   const pending = new Map<LayerPlan, { bytes: Map<string, Uint8Array>; remaining: number }>();
   const written: WrittenLayer[] = [];
   const stream = new ChunkStream(options.progress);
-  const writer = await SafetensorsWriter.create(path, plans, { format: "pt" });
+  const writer = await SafetensorsWriter.create(path, plans, { format: "pt", ...sharedTensorAliases(metadata, new Set(plans.map((p) => p.name))) });
   try {
     for (const plan of plans) {
       const layer = layerOf.get(plan.name);

@@ -9,6 +9,16 @@ export interface TensorPlan {
   shape: readonly number[];
 }
 
+/**
+ * torch's shared-tensor aliases from a source's `__metadata__` (safetensors `save_model` writes
+ * `{"model.embed_tokens.weight": "lm_head.weight"}` for tied weights it stored once): the
+ * entries naming a tensor that is written as the alias of one that is not. Other metadata is
+ * the source's own business and is not carried into a converted file.
+ */
+export function sharedTensorAliases(metadata: Record<string, string>, written: ReadonlySet<string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(metadata).filter(([alias, target]) => !written.has(alias) && written.has(target)));
+}
+
 /** Byte length of a planned dense tensor. */
 export function planByteLength(plan: TensorPlan): number {
   return Number(elementCount(plan.shape)) * dtypeBytes(plan.dtype);

@@ -5,7 +5,7 @@ import type { Checkpoint, PackedSpqr, TensorEntry } from "../checkpoint.js";
 import { SINGLE_WEIGHTS_FILE } from "../hf/import-local.js";
 import { writeQuantizedConfigAndSideFiles } from "../hf/quantized-config.js";
 import { AtomicDirectory } from "../io/atomic.js";
-import { SafetensorsWriter, type TensorPlan } from "../safetensors/writer.js";
+import { SafetensorsWriter, sharedTensorAliases, type TensorPlan } from "../safetensors/writer.js";
 import { ChunkStream, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
 import { buildHfSpqrConfig, SPQR_ARRAYS } from "./hf-config.js";
 
@@ -60,8 +60,7 @@ export async function exportHfSpqr(checkpoint: Checkpoint, out: string, options:
     }
   }
   plans.sort((a, b) => dtypeBytes(b.dtype) - dtypeBytes(a.dtype) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const names = new Set(plans.map((p) => p.name));
-  const aliases = Object.fromEntries(Object.entries(checkpoint.metadata).filter(([k, v]) => !names.has(k) && names.has(v)));
+  const aliases = sharedTensorAliases(checkpoint.metadata, new Set(plans.map((p) => p.name)));
   options.progress?.start(totalSourceBytes(checkpoint.tensors));
   const dir = await AtomicDirectory.create(out, { overwrite: options.overwrite ?? false });
   try {
