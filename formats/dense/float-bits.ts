@@ -106,6 +106,30 @@ export function f16BitsToF32Bits(src: Uint16Array, dst: Uint32Array): void {
   for (let i = 0; i < n; i++) dst[i] = table[src[i]!]!;
 }
 
+const oddScratch = new Float32Array(1);
+const oddScratchBits = new Uint32Array(oddScratch.buffer);
+
+/** One f64 → its f32 bit pattern rounded to odd (see f64ToF32BitsRoundToOdd). */
+export function f64ToF32BitRoundToOdd(x: number): number {
+  oddScratch[0] = x;
+  let bits = oddScratchBits[0]!;
+  const rounded = oddScratch[0]!;
+  if (rounded !== x && !Number.isNaN(x) && (bits & 1) === 0) bits = Math.abs(rounded) > Math.abs(x) ? bits - 1 : bits + 1;
+  return bits;
+}
+
+/** One f64 → f16 bit pattern, correctly rounded (nearest even) through round-to-odd f32. */
+export function f64ToF16Bit(x: number): number {
+  return f32BitsToF16Bit(f64ToF32BitRoundToOdd(x));
+}
+
+/** One f64 → bf16 bit pattern, correctly rounded (nearest even) through round-to-odd f32. */
+export function f64ToBf16Bit(x: number): number {
+  const bits = f64ToF32BitRoundToOdd(x);
+  if ((bits & 0x7fffffff) > 0x7f800000) return (bits >>> 16) | 0x40;
+  return (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+}
+
 /**
  * f64 values → f32 bit patterns rounded to odd: an inexact result gets its last significand
  * bit forced to 1 by stepping one ulp toward the true value when it came out even.

@@ -1,4 +1,4 @@
-import { f32BitsToF16Bit } from "../dense/float-bits.js";
+import { f64ToF16Bit } from "../dense/float-bits.js";
 import { FormatError } from "../errors.js";
 import { halfValues, roundHalf } from "./half.js";
 
@@ -265,19 +265,6 @@ export function storeIntegerZeros(zeros: Float64Array, bits: number, out: Statis
   out.zeroBits.fill(0);
 }
 
-const f32Scratch = new Float32Array(1);
-const f32BitsScratch = new Uint32Array(f32Scratch.buffer);
 
-/**
- * fp16 bits of a double, rounded once to nearest even. Goes through f32 rounded to odd (an
- * inexact f32 with an even last bit steps one ulp toward x), which makes the second rounding
- * exact; the scalar twin of dense/float-bits f64ToF32BitsRoundToOdd, without its per-call
- * scratch allocation (this runs for every outlier).
- */
-export function f64ToF16Bits(x: number): number {
-  f32Scratch[0] = x;
-  let bits = f32BitsScratch[0]!;
-  const rounded = f32Scratch[0]!;
-  if (rounded !== x && !Number.isNaN(x) && (bits & 1) === 0) bits = Math.abs(rounded) > Math.abs(x) ? bits - 1 : bits + 1;
-  return f32BitsToF16Bit(bits);
-}
+/** Correctly rounded f64 → fp16 bits (formats/dense/float-bits.ts). */
+export const f64ToF16Bits = f64ToF16Bit;
