@@ -36,6 +36,7 @@ function storage(t: InspectReport["tensors"][number]): string {
   const q = t.quant;
   if (q === undefined) return t.dtype;
   if (q.format !== undefined) return `${q.format} per-row (${q.sourceLayout})`;
+  if (q.vectorLen !== undefined) return `vptq v${q.vectorLen} k${q.centroids}${q.resCentroids ? `+${q.resCentroids}` : ""} (${q.sourceLayout})`;
   if (q.outlierShare !== undefined) return `spqr${q.bits} g${q.groupSize} ${(q.outlierShare * 100).toFixed(2)}% outliers (${q.sourceLayout})`;
   return `int${q.bits} g${q.groupSize} ${q.sym ? "sym" : "asym"}${q.actOrder ? " act-order" : ""} (${q.sourceLayout})`;
 }

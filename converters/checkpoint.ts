@@ -2,6 +2,7 @@ import type { DType } from "../formats/dtype.js";
 import type { FpxFormat } from "../formats/fpx/format.js";
 import type { CodesFrom, FpxTensor } from "../formats/fpx/types.js";
 import type { SpqrParams, SpqrTensor } from "../formats/spqr/types.js";
+import type { VptqFloat, VptqParams, VptqTensor } from "../formats/vptq/types.js";
 import type { IntGroupParams, IntGroupTensor } from "../formats/int-group/types.js";
 import type { ModelConfig } from "./hf/config.js";
 import type { BufferRing } from "./io/buffer-ring.js";
@@ -15,7 +16,7 @@ import type { BufferRing } from "./io/buffer-ring.js";
  */
 
 /** How a tensor is stored. Packed formats add their own kinds as they land. */
-export type TensorRepresentation = "dense" | "int-group" | "fpx" | "spqr";
+export type TensorRepresentation = "dense" | "int-group" | "fpx" | "spqr" | "vptq";
 
 /**
  * The quantized form of a packed tensor, loaded on demand. Exporters that understand the
@@ -71,7 +72,20 @@ export interface PackedSpqr {
   load(): Promise<SpqrTensor>;
 }
 
-export type PackedTensor = PackedIntGroup | PackedFpx | PackedSpqr;
+/** A VPTQ linear (formats/vptq): vector-quantized codes; dense data in the codebooks' dtype. */
+export interface PackedVptq {
+  representation: "vptq";
+  params: VptqParams;
+  outFeatures: number;
+  inFeatures: number;
+  dtype: VptqFloat;
+  storedBytes: number;
+  /** "hf-vptq", "lmpack", "quantized". */
+  sourceLayout: string;
+  load(): Promise<VptqTensor>;
+}
+
+export type PackedTensor = PackedIntGroup | PackedFpx | PackedSpqr | PackedVptq;
 
 /** What a checkpoint-level quantization config says, normalised (for inspect and exporters). */
 export interface QuantizationSummary {

@@ -1,6 +1,7 @@
 import { DTYPES, type DType } from "../formats/dtype.js";
 import { fpxBitsPerWeight } from "../formats/fpx/types.js";
 import { paperBitsPerWeight } from "../formats/spqr/types.js";
+import { indexBits, vptqBitsPerWeight } from "../formats/vptq/types.js";
 import { bitsPerWeight as nominalBitsPerWeight } from "../formats/int-group/types.js";
 import type { Checkpoint, PackedTensor, QuantizationSummary, TensorEntry } from "./checkpoint.js";
 import type { ModelConfig } from "./hf/config.js";
@@ -32,10 +33,17 @@ export interface TensorQuantSummary {
   format?: string;
   /** SpQR tensors: the fraction of weights stored as fp16 outliers. */
   outlierShare?: number;
+  /** VPTQ tensors: vector length, codebook sizes, and the bits per weight of indices and of codebooks + norm. */
+  vectorLen?: number;
+  centroids?: number;
+  resCentroids?: number;
+  indexBitsPerWeight?: number;
+  codebookBitsPerWeight?: number;
   /**
    * Bits per weight by each method's paper: auto-round/GPTQ count code bits + a 16-bit scale per
    * group (+ a bits-wide zero when asymmetric); SpQR counts codes, 3-bit statistics, fp16
-   * second-order statistics and 32 bits per outlier. `bitsPerWeight` counts what the layout stores.
+   * second-order statistics and 32 bits per outlier; VPTQ counts index bits plus codebooks and
+   * norm spread over the layer (its tech report, §C.2). `bitsPerWeight` counts what the layout stores.
    */
   effectiveBitsPerWeight: number;
 }
@@ -68,7 +76,7 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const dtypes: Record<string, number> = {};
   for (const t of tensors) {
-    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? `${t.quant.outlierShare !== undefined ? "spqr" : "int"}${t.quant.bits}`);
+    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? (t.quant.vectorLen !== undefined ? "vptq" : `${t.quant.outlierShare !== undefined ? "spqr" : "int"}${t.quant.bits}`));
     dtypes[kind] = (dtypes[kind] ?? 0) + t.parameters;
   }
   const names = new Set(tensors.map((t) => t.name));
@@ -110,6 +118,10 @@ function summariseTensor(t: TensorEntry): TensorSummary {
 }
 
 function quantSummary(p: PackedTensor): TensorQuantSummary {
+  if (p.representation === "vptq") {
+    const bits = vptqBitsPerWeight(p.params, p.outFeatures, p.inFeatures);
+    return { representation: p.representation, bits: (indexBits(p.params.numCentroids) + indexBits(p.params.numResCentroids)) / p.params.vectorLen, groupSize: p.params.groupSize, sym: false, actOrder: p.params.enablePerm, scaleDtype: p.dtype, sourceLayout: p.sourceLayout, vectorLen: p.params.vectorLen, centroids: p.params.numCentroids, resCentroids: p.params.numResCentroids, indexBitsPerWeight: bits.indexBits, codebookBitsPerWeight: bits.codebookBits, effectiveBitsPerWeight: bits.total };
+  }
   if (p.representation === "spqr") {
     const outlierShare = p.outlierCount / (p.outFeatures * p.inFeatures);
     return { representation: p.representation, bits: p.params.bits, groupSize: p.params.beta2, sym: false, actOrder: false, scaleDtype: "F16", sourceLayout: p.sourceLayout, outlierShare, effectiveBitsPerWeight: paperBitsPerWeight({ ...p, outlierCount: p.outlierCount }) };

@@ -7,6 +7,8 @@ import { exportSafetensors } from "../../converters/safetensors/export.js";
 import { exportHfInt, HF_INT_TARGETS, type LayerExportReport } from "../../converters/int-group/export-hf.js";
 import { exportHfFpx } from "../../converters/fpx/export-hf.js";
 import { exportHfSpqr } from "../../converters/spqr/export-hf.js";
+import { exportHfVptq } from "../../converters/vptq/export-hf.js";
+import { withVptqSemantics } from "../../converters/vptq/entry.js";
 import { parseByteSize } from "../../converters/io/byte-size.js";
 import type { ChecksumName } from "../../converters/lmpack/checksum.js";
 import { EXIT } from "../errors.js";
@@ -24,9 +26,10 @@ interface ConvertArgs {
   force: boolean;
   progress: boolean;
   json: boolean;
+  vptqDequant: "cuda" | "torch";
 }
 
-const TARGETS = ["safetensors", "lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr"] as const;
+const TARGETS = ["safetensors", "lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
 export const convertCommand = {
   command: "convert <src>",
@@ -34,7 +37,8 @@ export const convertCommand = {
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, or a packed HF layout (codes moved, not requantized: hf-gptq/hf-autoround/hf-awq for integer layers, hf-fp6 for FP6/FP5, hf-spqr for SpQR)" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, or a packed HF layout (codes moved, not requantized: hf-gptq/hf-autoround/hf-awq for integer layers, hf-fp6 for FP6/FP5, hf-spqr for SpQR, hf-vptq for VPTQ)" })
+      .option("vptq-dequant", { choices: ["cuda", "torch"] as const, default: "cuda" as const, describe: "VPTQ layers to dense: the CUDA kernel's single fused rounding (default) or the torch fallback's two roundings" })
       .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })
       .option("allow-requant", { type: "boolean", default: false, describe: "requantize layers the target cannot hold exactly (and report the error) instead of refusing" })
       .option("out", { type: "string", demandOption: true, describe: "output path: a directory (HF layout) or a .safetensors file; a .lmpack file" })
@@ -50,7 +54,8 @@ export const convertCommand = {
     if (args.to !== "safetensors" && maxShardBytes !== undefined) throw new UsageError("BAD_ARGUMENT", "--max-shard-size applies to --to safetensors only");
     const progress = args.progress && !args.json ? terminalProgress() : undefined;
     const started = performance.now();
-    const checkpoint = await openCheckpoint(args.src, progress === undefined ? {} : { hub: { progress } });
+    const opened = await openCheckpoint(args.src, progress === undefined ? {} : { hub: { progress } });
+    const checkpoint = args.vptqDequant === "cuda" ? opened : withVptqSemantics(opened, args.vptqDequant);
     try {
       const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
       let layers: LayerExportReport[] = [];
@@ -58,6 +63,7 @@ export const convertCommand = {
       else if (args.to === "safetensors") await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
       else if (args.to === "hf-fp6") await exportHfFpx(checkpoint, args.out, common);
       else if (args.to === "hf-spqr") await exportHfSpqr(checkpoint, args.out, common);
+      else if (args.to === "hf-vptq") await exportHfVptq(checkpoint, args.out, common);
       else layers = await exportHfInt(checkpoint, args.out, { ...common, method: HF_INT_TARGETS[args.to], gptqFormat: args.gptqFormat, allowRequant: args.allowRequant });
       const requantized = layers.filter((l) => l.action === "requantized");
       if (!args.json) for (const l of requantized) console.error(`lmpack: requantized ${l.name} (${l.reason}): relative RMS error ${l.relativeRmsError!.toExponential(3)}, max |error| ${l.maxAbsError!.toExponential(3)}`);

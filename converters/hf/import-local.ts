@@ -13,6 +13,8 @@ import { FP6_TC_METHOD, fpxQuantizationSummary, parseHfFpxConfig } from "../fpx/
 import { groupFpxLayers } from "../fpx/import-hf.js";
 import { parseHfSpqrConfig, spqrQuantizationSummary } from "../spqr/hf-config.js";
 import { groupSpqrLayers } from "../spqr/import-hf.js";
+import { parseHfVptqConfig, vptqQuantizationSummary } from "../vptq/hf-config.js";
+import { groupVptqLayers } from "../vptq/import-hf.js";
 import type { QuantizationSummary } from "../checkpoint.js";
 
 export const SINGLE_WEIGHTS_FILE = "model.safetensors";
@@ -47,6 +49,7 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
     const quantConfig = parseHfQuantConfig(rawQuant, quantConfigPath);
     const fpxConfig = parseHfFpxConfig(rawQuant, quantConfigPath);
     const spqrConfig = parseHfSpqrConfig(rawQuant, quantConfigPath);
+    const vptqConfig = parseHfVptqConfig(rawQuant, quantConfigPath);
     if (quantConfig !== undefined) {
       tensors = groupIntLayers(tensors, quantConfig);
       quantization = summarise(quantConfig);
@@ -56,6 +59,10 @@ export async function openHfDirectory(dir: string, location = dir): Promise<Chec
     } else if (spqrConfig !== undefined) {
       tensors = await groupSpqrLayers(tensors, spqrConfig, quantConfigPath);
       quantization = spqrQuantizationSummary("spqr");
+    } else if (vptqConfig !== undefined) {
+      tensors = groupVptqLayers(tensors, vptqConfig, quantConfigPath);
+      const first = tensors.find((t) => t.packed?.representation === "vptq")?.packed;
+      quantization = vptqQuantizationSummary("vptq", first?.representation === "vptq" ? first.params : undefined);
     }
     return {
       layout: "hf-safetensors",

@@ -3,6 +3,7 @@ import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { encodeIntGroup } from "./int-group.js";
 import { encodeFpx } from "./fpx.js";
 import { encodeSpqr } from "./spqr.js";
+import { encodeVptq } from "./vptq.js";
 import type { ModelConfig } from "../hf/config.js";
 import { refuseExisting } from "../io/atomic.js";
 import { ChunkStream, configTextWithDtype, outputDtype, totalSourceBytes, type ProgressSink } from "../tensor-stream.js";
@@ -67,9 +68,12 @@ async function writePacked(writer: LmpackWriter, entry: TensorEntry, progress: P
   } else if (packed.representation === "fpx") {
     const e = encodeFpx(await packed.load(), packed.sourceLayout, packed.codesFrom);
     [encoded, representation] = [e, { fpx: e.message }];
-  } else {
+  } else if (packed.representation === "spqr") {
     const e = encodeSpqr(await packed.load(), packed.sourceLayout, entry.name);
     [encoded, representation] = [e, { spqr: e.message }];
+  } else {
+    const e = encodeVptq(await packed.load(), packed.sourceLayout);
+    [encoded, representation] = [e, { vptq: e.message }];
   }
   const blobs = [];
   for (const b of encoded.blobs) blobs.push(await writer.writeBlob({ role: b.role, dtype: b.dtype, shape: b.shape }, [b.bytes]));

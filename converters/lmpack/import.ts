@@ -8,7 +8,9 @@ import { intGroupEntry } from "../int-group/entry.js";
 import { decodeFpx } from "./fpx.js";
 import { fpxEntry } from "../fpx/entry.js";
 import { fpxStoredBytes } from "../../formats/fpx/types.js";
-import type { PackedFpx, PackedSpqr } from "../checkpoint.js";
+import type { PackedFpx, PackedSpqr, PackedVptq } from "../checkpoint.js";
+import { decodeVptq } from "./vptq.js";
+import { vptqEntry } from "../vptq/entry.js";
 import { decodeSpqr } from "./spqr.js";
 import { spqrEntry } from "../spqr/entry.js";
 import { SPQR_DEFAULTS } from "../../formats/spqr/types.js";
@@ -25,6 +27,7 @@ export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
       if (t.intGroup !== undefined) return intGroupContainerEntry(file, t, path);
       if (t.fpx !== undefined) return fpxContainerEntry(file, t, path);
       if (t.spqr !== undefined) return spqrContainerEntry(file, t, path);
+      if (t.vptq !== undefined) return vptqContainerEntry(file, t, path);
       const blob = t.blobs[0]!;
       return {
         name: t.name,
@@ -91,6 +94,21 @@ function spqrContainerEntry(file: LmpackFile, t: ContainerTensor, path: string):
     load: async () => decodeSpqr(h, await readBlobs(file, t), path, t.name),
   };
   return spqrEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
+}
+
+function vptqContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {
+  const h = t.vptq!;
+  const packed: PackedVptq = {
+    representation: "vptq",
+    params: h.params,
+    outFeatures: h.outFeatures,
+    inFeatures: h.inFeatures,
+    dtype: h.dtype,
+    storedBytes: t.blobs.reduce((sum, b) => sum + b.byteLength, 0),
+    sourceLayout: h.sourceLayout === "" ? "lmpack" : h.sourceLayout,
+    load: async () => decodeVptq(h, await readBlobs(file, t), path, t.name),
+  };
+  return vptqEntry(t.name, path, packed, decodeNotes(t.notesMsgpack, path, t.name));
 }
 
 function intGroupContainerEntry(file: LmpackFile, t: ContainerTensor, path: string): TensorEntry {

@@ -9,6 +9,7 @@ import { BLOB_ALIGNMENT, checkPreamble, decodeTrailer, HEADER_SCHEMA_VERSION, PR
 import { validateIntGroup, type IntGroupHeader } from "./int-group.js";
 import { validateFpx, type FpxHeader } from "./fpx.js";
 import { validateSpqr, type SpqrHeader } from "./spqr.js";
+import { validateVptq, type VptqHeader } from "./vptq.js";
 import { checksumFromProto, dtypeFromProto, pb, type BlobMessage, type HeaderMessage, type TensorMessage } from "./proto.js";
 
 /** A blob after validation: plain numbers, known dtype and checksum algorithm. */
@@ -27,7 +28,7 @@ export interface BlobInfo {
 export interface ContainerTensor {
   name: string;
   shape: number[];
-  representation: "dense" | "int-group" | "fpx" | "spqr";
+  representation: "dense" | "int-group" | "fpx" | "spqr" | "vptq";
   /** Dense: the data's dtype. Packed: the dtype the weight dequantizes to (the scales'). */
   dtype: DType;
   /** int-group tensors: the representation's parameters (blobs checked against them). */
@@ -36,6 +37,8 @@ export interface ContainerTensor {
   fpx?: FpxHeader;
   /** spqr tensors: shape and outlier count (blobs checked against them). */
   spqr?: SpqrHeader;
+  /** vptq tensors: parameters and shape (blobs checked against them). */
+  vptq?: VptqHeader;
   blobs: BlobInfo[];
   notesMsgpack: Uint8Array | undefined;
 }
@@ -168,14 +171,14 @@ function validateTensor(t: TensorMessage, validator: BlobValidator, file: string
   const name = t.name ?? "";
   if (name === "") throw new FormatError("CONTAINER_HEADER_INVALID", "tensor without a name", { file });
   if (!validator.claimName(name)) throw new FormatError("TENSOR_DUPLICATE", "tensor name appears twice", { file, tensor: name });
-  if (t.intGroup != null || t.fpx != null || t.spqr != null) {
+  if (t.intGroup != null || t.fpx != null || t.spqr != null || t.vptq != null) {
     const blobs = (t.blobs ?? []).map((b) => validator.check(b, name));
     const notesMsgpack = t.notesMsgpack != null && t.notesMsgpack.length > 0 ? t.notesMsgpack : undefined;
     const shape = (t.shape ?? []).map(Number);
-    const representation = t.intGroup != null ? validateIntGroup(t.intGroup, shape, blobs, file, name) : t.fpx != null ? validateFpx(t.fpx, shape, blobs, file, name) : validateSpqr(t.spqr!, shape, blobs, file, name);
+    const representation = t.intGroup != null ? validateIntGroup(t.intGroup, shape, blobs, file, name) : t.fpx != null ? validateFpx(t.fpx, shape, blobs, file, name) : t.spqr != null ? validateSpqr(t.spqr, shape, blobs, file, name) : validateVptq(t.vptq!, shape, blobs, file, name);
     return { name, shape, ...representation, blobs, notesMsgpack };
   }
-  if (t.dense == null) throw new FormatError("CONTAINER_HEADER_INVALID", "tensor has no representation this version of lmpack reads", { file, tensor: name, expected: "dense, int_group, fpx or spqr" });
+  if (t.dense == null) throw new FormatError("CONTAINER_HEADER_INVALID", "tensor has no representation this version of lmpack reads", { file, tensor: name, expected: "dense, int_group, fpx, spqr or vptq" });
   const dtype = dtypeFromProto(t.dense.dtype);
   if (dtype === undefined) throw new FormatError("UNKNOWN_DTYPE", "unknown dtype in dense tensor", { file, tensor: name, actual: t.dense.dtype });
   const shape = (t.shape ?? []).map(Number);
