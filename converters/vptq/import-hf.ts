@@ -1,5 +1,5 @@
-import { FormatError } from "../../formats/errors.js";
-import { unpackVptq, VPTQ_SUFFIXES, vptqArraySpecs, type VptqSuffix } from "../../formats/vptq/hf-layout.js";
+import { FormatError, isLmpackError } from "../../formats/errors.js";
+import { checkVptqParams, unpackVptq, VPTQ_SUFFIXES, vptqArraySpecs, type VptqSuffix } from "../../formats/vptq/hf-layout.js";
 import type { VptqFloat } from "../../formats/vptq/types.js";
 import type { PackedArray } from "../../formats/packed-array.js";
 import type { PackedVptq, TensorEntry } from "../checkpoint.js";
@@ -21,6 +21,11 @@ export function groupVptqLayers(tensors: readonly TensorEntry[], config: HfVptqC
     const module = indices.name.slice(0, -".indices".length);
     const layer = config.layer(module);
     if (layer === undefined) throw new FormatError("QUANT_CONFIG_INVALID", `config_for_layers has no entry for ${module}, which is stored packed`, { file: configFile, tensor: indices.name });
+    try {
+      checkVptqParams(layer.params, layer.outFeatures, layer.inFeatures, module);
+    } catch (cause) {
+      throw new FormatError("QUANT_CONFIG_INVALID", `${module}: ${isLmpackError(cause) ? cause.detail : "inconsistent parameters"}`, { file: configFile, tensor: module, cause });
+    }
     const centroids = byName.get(`${module}.centroids.weight`);
     if (centroids === undefined) throw new FormatError("TENSOR_MISSING", `VPTQ linear "${module}" has indices but no centroids.weight`, { file: indices.file, tensor: `${module}.centroids.weight` });
     const dtype = centroids.dtype as VptqFloat;
@@ -34,8 +39,9 @@ export function groupVptqLayers(tensors: readonly TensorEntry[], config: HfVptqC
         continue;
       }
       if (entry === undefined) throw new FormatError("TENSOR_MISSING", `VPTQ linear "${module}" lacks ${suffix}`, { file: indices.file, tensor: `${module}.${suffix}` });
-      if (entry.dtype !== spec.dtype || entry.shape.join() !== spec.shape.join()) {
-        throw new FormatError("PACKED_SHAPE_MISMATCH", `${suffix} does not match the layer's config`, { file: entry.file, tensor: entry.name, byteOffset: entry.byteOffset, expected: `${spec.dtype} [${spec.shape.join(", ")}]`, actual: `${entry.dtype} [${entry.shape.join(", ")}]` });
+      if (entry.dtype !== spec.dtype) throw new FormatError("PACKED_DTYPE_MISMATCH", `${suffix} has the wrong dtype`, { file: entry.file, tensor: entry.name, byteOffset: entry.byteOffset, expected: spec.dtype, actual: entry.dtype });
+      if (entry.shape.join() !== spec.shape.join()) {
+        throw new FormatError("PACKED_SHAPE_MISMATCH", `${suffix} does not match the layer's config`, { file: entry.file, tensor: entry.name, byteOffset: entry.byteOffset, expected: `[${spec.shape.join(", ")}]`, actual: `[${entry.shape.join(", ")}]` });
       }
       parts.set(suffix, entry);
       consumed.add(entry.name);

@@ -137,9 +137,9 @@ function readBits(words: Uint32Array, base: number, bit: number, width: number):
 export function unpackVptq(arrays: Map<VptqSuffix, PackedArray>, p: VptqParams, out: number, inFeatures: number, tensor?: string): VptqTensor {
   checkVptqParams(p, out, inFeatures, tensor);
   const centroidArray = arrays.get("centroids.weight");
-  if (centroidArray === undefined) throw new FormatError("TENSOR_MISSING", "VPTQ layer without centroids.weight", { tensor });
+  if (centroidArray === undefined) throw new FormatError("TENSOR_MISSING", "VPTQ layer without centroids.weight", { tensor: tensor === undefined ? "centroids.weight" : `${tensor}.centroids.weight` });
   const dtype = centroidArray.dtype as VptqFloat;
-  if (dtype !== "F16" && dtype !== "BF16") throw new FormatError("PACKED_DTYPE_MISMATCH", "VPTQ codebooks are F16 or BF16", { file: centroidArray.file, tensor: centroidArray.name, expected: "F16 or BF16", actual: dtype });
+  if (dtype !== "F16" && dtype !== "BF16") throw new FormatError("PACKED_DTYPE_MISMATCH", "VPTQ codebooks are F16 or BF16", { file: centroidArray.file, tensor: centroidArray.name, byteOffset: centroidArray.byteOffset, expected: "F16 or BF16", actual: dtype });
   const specs = vptqArraySpecs(p, out, inFeatures, dtype);
   for (const [suffix, spec] of specs) {
     const array = arrays.get(suffix);
