@@ -11,13 +11,14 @@ import { embeddingProxyHessians } from "../../converters/hessians/embedding-prox
 import { EXIT } from "../errors.js";
 import { quantizeFpxToDisk } from "./quantize-fpx.js";
 import { quantizeSpqrToDisk } from "./quantize-spqr.js";
+import { quantizeVptqToDisk } from "./quantize-vptq.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
 
-const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr"] as const;
+const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
 export interface QuantizeArgs {
   src: string;
-  method: IntMethod | "fp6" | "spqr";
+  method: IntMethod | "fp6" | "spqr" | "vptq";
   bits: number | undefined;
   groupSize: number;
   sym: boolean;
@@ -29,6 +30,12 @@ export interface QuantizeArgs {
   codesFrom: CodesFrom;
   outlierThreshold: number;
   permutation: "act_order" | "identity";
+  vectorLen: number;
+  centroids: number;
+  resCentroids: number;
+  outlierPct: number;
+  seed: number;
+  kmeansIters: number;
   to: (typeof TARGETS)[number];
   out: string;
   force: boolean;
@@ -43,7 +50,7 @@ export const quantizeCommand = {
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("method", { choices: ["rtn", "gptq", "signround", "fp6", "spqr"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout; spqr: 3-bit 16x16 GPTQ with quantized statistics and fp16 outliers (needs --hessians)" })
+      .option("method", { choices: ["rtn", "gptq", "signround", "fp6", "spqr", "vptq"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout; spqr: 3-bit 16x16 GPTQ with quantized statistics and fp16 outliers (needs --hessians); vptq: Hessian-weighted vector quantization (needs --hessians)" })
       .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
@@ -55,13 +62,21 @@ export const quantizeCommand = {
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
       .option("outlier-threshold", { type: "number", default: 0.2, describe: "spqr: outlier criterion relative to mean(var(W[:,c]) / U[c,c]²); Infinity = no outliers" })
       .option("permutation", { choices: ["act_order", "identity"] as const, default: "act_order" as const, describe: "spqr: column order" })
-      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr" })
+      .option("vector-len", { type: "number", default: 8, describe: "vptq: output rows per vector" })
+      .option("centroids", { type: "number", default: 256, describe: "vptq: main codebook size (a power of two)" })
+      .option("res-centroids", { type: "number", default: 0, describe: "vptq: residual codebook size (a power of two; 0 = none)" })
+      .option("outlier-pct", { type: "number", default: 0, describe: "vptq: percent of columns (highest diag H) with their own codebook" })
+      .option("seed", { type: "number", default: 0, describe: "vptq: k-means seed (same seed, same bytes)" })
+      .option("kmeans-iters", { type: "number", default: 100, describe: "vptq: k-means iteration cap" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr, hf-vptq for --method vptq" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
     if (args.method === "fp6") return quantizeFpxToDisk(args);
     if (args.method === "spqr") return quantizeSpqrToDisk(args);
-    if (args.to === "hf-fp6" || args.to === "hf-spqr") throw new UsageError("BAD_ARGUMENT", `--to ${args.to} holds ${args.to === "hf-fp6" ? "FPx" : "SpQR"} layers; use it with --method ${args.to === "hf-fp6" ? "fp6" : "spqr"}`);
+    if (args.method === "vptq") return quantizeVptqToDisk(args);
+    const own = { "hf-fp6": "fp6", "hf-spqr": "spqr", "hf-vptq": "vptq" } as Record<string, string>;
+    if (own[args.to] !== undefined) throw new UsageError("BAD_ARGUMENT", `--to ${args.to} holds ${own[args.to]} layers; use it with --method ${own[args.to]}`);
     const bits = args.bits ?? 4;
     if (!INT_BITS.includes(bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: bits });
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
@@ -88,7 +103,7 @@ export const quantizeCommand = {
       });
       const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
       if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
-      else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to], overwrite: args.force });
+      else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to as keyof typeof HF_INT_TARGETS], overwrite: args.force });
       const summary = { ok: true, out: args.out, method: args.method, bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
       else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);

@@ -39,9 +39,10 @@ export async function exportHfVptq(checkpoint: Checkpoint, out: string, options:
       dense.set(entry.name, entry);
       continue;
     }
-    const p = entry.packed as PackedVptq;
     const module = entry.name.replace(/\.weight$/, "");
-    const arrays = packVptq(await p.load());
+    // The loaded tensor's parameters, not the entry's: a quantizer fixes them as it runs.
+    const p = await (entry.packed as PackedVptq).load();
+    const arrays = packVptq(p);
     for (const [suffix, spec] of vptqArraySpecs(p.params, p.outFeatures, p.inFeatures, p.dtype)) {
       plans.push({ name: `${module}.${suffix}`, dtype: spec.dtype, shape: spec.shape });
       packedArrays.set(`${module}.${suffix}`, arrays.get(suffix as VptqSuffix)!);

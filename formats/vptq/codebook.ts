@@ -1,0 +1,169 @@
+import { bf16BitsToF32Bits, f16BitsToF32Bits, f64ToBf16Bit, f64ToF16Bit } from "../dense/float-bits.js";
+import { FormatError } from "../errors.js";
+import type { ColumnQuantizer } from "../second-order/gptq-loop.js";
+import { buildKdTree, nearestPoint, type KdTree, type Nearest } from "./kd-tree.js";
+import { weightedKMeans, type KMeansData, type KMeansInit, type KMeansResult } from "./kmeans.js";
+import { vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
+
+/**
+ * VPTQ codebooks: fitted by weighted k-means to one column range's vectors (vectorLen
+ * consecutive output rows of one column), rounded to the 16-bit dtype, and searched exactly;
+ * and the column quantizer that gives every vector of a column its indices.
+ */
+
+export interface Codebook {
+  k: number;
+  vectorLen: number;
+  /** [k][vectorLen] 16-bit float bit patterns, as stored. */
+  bits: Uint16Array;
+  /** Their values: what the decoder reads, and what the search compares against. */
+  values: Float64Array;
+  tree: KdTree;
+}
+
+/** Where a codebook's training vectors come from: columns [from, to) of a [K][rows] array. */
+export interface ColumnRange {
+  sourceT: Float64Array;
+  rows: number;
+  from: number;
+  to: number;
+  vectorLen: number;
+  /** Sample weight of every vector of column c (all columns of sourceT). */
+  columnWeights: Float64Array;
+}
+
+export interface FitOptions {
+  k: number;
+  init: KMeansInit;
+  seed: number;
+  maxIterations: number;
+  tolerance: number;
+  dtype: VptqFloat;
+  /** Named in errors. */
+  layerName: string | undefined;
+}
+
+export function fitCodebook(range: ColumnRange, options: FitOptions): { codebook: Codebook; kmeans: KMeansResult; vectors: number } {
+  const data = gatherVectors(range);
+  const kmeans = weightedKMeans(data, options);
+  const { round, value } = floatCodec(options.dtype);
+  const { k, dtype } = options;
+  const bits = new Uint16Array(k * range.vectorLen);
+  const values = new Float64Array(k * range.vectorLen);
+  for (let i = 0; i < bits.length; i++) {
+    bits[i] = round(kmeans.centroids[i]!);
+    values[i] = value(bits[i]!);
+    if (!Number.isFinite(values[i]!)) {
+      throw new FormatError("PACKED_VALUE_INVALID", `a centroid overflows ${dtype} (without the norm, weights must fit ${dtype})`, { ...(options.layerName === undefined ? {} : { tensor: options.layerName }), actual: kmeans.centroids[i] });
+    }
+  }
+  const codebook = { k, vectorLen: range.vectorLen, bits, values, tree: buildKdTree(values, k, range.vectorLen) };
+  return { codebook, kmeans, vectors: data.count };
+}
+
+/**
+ * The range's vectors: every column's full vectors first, then the partial last vectors
+ * (rows % vectorLen real rows, the padding left 0 and ignored by k-means), each weighted by
+ * its column's sample weight.
+ */
+function gatherVectors(range: ColumnRange): KMeansData {
+  const { sourceT, rows, from, to, vectorLen, columnWeights } = range;
+  const full = Math.floor(rows / vectorLen);
+  const tail = rows - full * vectorLen;
+  const partialFrom = (to - from) * full;
+  const count = partialFrom + (tail > 0 ? to - from : 0);
+  const vectors = new Float64Array(count * vectorLen);
+  const weights = new Float64Array(count);
+  for (let c = from; c < to; c++) {
+    const at = (c - from) * full;
+    vectors.set(sourceT.subarray(c * rows, c * rows + full * vectorLen), at * vectorLen);
+    weights.fill(columnWeights[c]!, at, at + full);
+    if (tail > 0) {
+      const partial = partialFrom + (c - from);
+      vectors.set(sourceT.subarray(c * rows + full * vectorLen, (c + 1) * rows), partial * vectorLen);
+      weights[partial] = columnWeights[c]!;
+    }
+  }
+  return { vectors, count, dim: vectorLen, weights, partialFrom, partialDims: tail === 0 ? vectorLen : tail };
+}
+
+/** The books' bits back to back (codebook g at g·k·vectorLen), as the tensor stores them. */
+export function concatBits(books: Codebook[]): Uint16Array {
+  const all = new Uint16Array(books.reduce((n, b) => n + b.bits.length, 0));
+  let at = 0;
+  for (const b of books) {
+    all.set(b.bits, at);
+    at += b.bits.length;
+  }
+  return all;
+}
+
+/** Rounding to, and values of, the 16-bit dtype (correctly rounded, nearest even). */
+export function floatCodec(dtype: VptqFloat): { round: (x: number) => number; value: (bits: number) => number } {
+  let table = valueTables.get(dtype);
+  if (table === undefined) {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    table = new Float32Array(65536);
+    (dtype === "F16" ? f16BitsToF32Bits : bf16BitsToF32Bits)(all, new Uint32Array(table.buffer));
+    valueTables.set(dtype, table);
+  }
+  const values = table;
+  return { round: dtype === "F16" ? f64ToF16Bit : f64ToBf16Bit, value: (bits) => values[bits]! };
+}
+const valueTables = new Map<VptqFloat, Float32Array>();
+
+export interface ColumnBooks {
+  main: Codebook[];
+  /** One per group, or undefined without a residual codebook. */
+  residual: Codebook[] | undefined;
+  outlier: Codebook | undefined;
+}
+
+/**
+ * Per column (channel-independent, tech report §3.1: H⁻¹ is constant within a column, so plain
+ * Euclidean distance is right): each vector takes its nearest centroid, then, with a residual
+ * codebook, the residual centroid nearest to (v − main). Writes the indices into `tensor` and,
+ * as the loop's quantized value, what the decoder makes of them. The last vector of a column
+ * is compared over its real rows only.
+ */
+export function vectorColumns(tensor: VptqTensor, books: ColumnBooks): ColumnQuantizer {
+  const p: VptqParams = tensor.params;
+  const rows = tensor.outFeatures;
+  const { round, value } = floatCodec(tensor.dtype);
+  const nearest: Nearest = { index: -1, distanceSquared: Infinity };
+  const residual = new Float64Array(p.vectorLen);
+  const find = (book: Codebook, source: Float64Array, offset: number, active: number): number => {
+    nearest.index = -1;
+    nearest.distanceSquared = Infinity;
+    nearestPoint(book.tree, source, offset, active, nearest);
+    return nearest.index;
+  };
+  const numIdx = vectorRows(rows, p.vectorLen);
+  return {
+    quantizeColumn(column, current, quantized): void {
+      const outlier = column < p.outlierSize;
+      const g = outlier ? 0 : Math.floor((column - p.outlierSize) / p.groupSize);
+      const book = outlier ? books.outlier! : books.main[g]!;
+      const resBook = outlier ? undefined : books.residual?.[g];
+      // Position e of row r of group g's [numIdx][groupSize] index block.
+      const e = column - p.outlierSize - g * p.groupSize;
+      const vl = book.vectorLen;
+      for (let r = 0, start = 0; start < rows; r++, start += vl) {
+        const active = Math.min(vl, rows - start);
+        const main = find(book, current, start, active);
+        const base = main * vl;
+        if (outlier) tensor.outlierIndices![r * p.outlierSize + column] = main;
+        else tensor.mainIndices[(g * numIdx + r) * p.groupSize + e] = main;
+        if (resBook === undefined) {
+          for (let t = 0; t < active; t++) quantized[start + t] = book.values[base + t]!;
+          continue;
+        }
+        for (let t = 0; t < active; t++) residual[t] = current[start + t]! - book.values[base + t]!;
+        const res = find(resBook, residual, 0, active);
+        tensor.resIndices![(g * numIdx + r) * p.groupSize + e] = res;
+        // The decoder's 16-bit add (__hadd2), rounded once: the f64 sum of two fp16 values is exact.
+        for (let t = 0; t < active; t++) quantized[start + t] = value(round(book.values[base + t]! + resBook.values[res * vl + t]!));
+      }
+    },
+  };
+}
