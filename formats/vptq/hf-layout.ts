@@ -51,6 +51,7 @@ export function vptqArraySpecs(p: VptqParams, out: number, inFeatures: number, d
 export function checkVptqParams(p: VptqParams, out: number, inFeatures: number, tensor?: string): void {
   const bad = (detail: string, actual: unknown) => new UsageError("BAD_ARGUMENT", detail, { tensor, actual });
   const pow2 = (k: number) => Number.isInteger(k) && k >= 2 && (k & (k - 1)) === 0;
+  if (!Number.isSafeInteger(out) || out < 1 || !Number.isSafeInteger(inFeatures) || inFeatures < 1) throw bad("out_features and in_features must be positive integers", `${out}x${inFeatures}`);
   if (!Number.isInteger(p.vectorLen) || p.vectorLen < 1) throw bad("vector length must be a positive integer", p.vectorLen);
   if (!pow2(p.numCentroids) || p.numCentroids > 65536) throw bad("num_centroids must be a power of two ≤ 65536", p.numCentroids);
   if (p.numResCentroids !== 0 && (!pow2(p.numResCentroids) || p.numResCentroids > 65536)) throw bad("num_res_centroids must be 0 or a power of two ≤ 65536", p.numResCentroids);
