@@ -10,7 +10,7 @@ import { nearestPoints, type KdTree } from "./kd-tree.js";
  * (its cells are split only once or twice per coordinate), so searches are what to avoid.
  */
 
-/** Centroids remembered per vector: a wider margin before the next search, at 12 bytes each per vector. */
+/** Centroids remembered per vector: more widen the margin before the next search, at 4 bytes each per vector. */
 export const TRACKED = 8;
 
 export interface TrackedNearest {

@@ -22,8 +22,6 @@ export interface KdTree {
   readonly points: Float64Array;
   /** Index of the point at each tree position. */
   readonly ids: Int32Array;
-  /** Tree position of each index (inverse of `ids`). */
-  readonly positions: Int32Array;
   /** Per internal node, heap-numbered (children 2n+1, 2n+2): split coordinate and value. */
   readonly splitDim: Int32Array;
   readonly splitValue: Float64Array;
@@ -72,12 +70,10 @@ export function buildKdTree(coordinates: Float64Array, count: number, dim: numbe
   };
   build(0, 0, count);
   const points = new Float64Array(count * dim);
-  const positions = new Int32Array(count);
   for (let i = 0; i < count; i++) {
     points.set(coordinates.subarray(ids[i]! * dim, (ids[i]! + 1) * dim), i * dim);
-    positions[ids[i]!] = i;
   }
-  return { dim, count, points, ids, positions, splitDim, splitValue };
+  return { dim, count, points, ids, splitDim, splitValue };
 }
 
 /** Hoare quickselect: afterwards key(ids[lo … nth)) ≤ key(ids[nth]) ≤ key(ids[nth+1 … hi)). */
@@ -170,17 +166,6 @@ function start(t: KdTree, q: Float64Array, offset: number, activeDims: number, m
   }
   if (cellOffset.length < t.dim) cellOffset = new Float64Array(t.dim);
   else cellOffset.fill(0, 0, t.dim);
-}
-
-/** Squared distance from the query to point `index` over the active coordinates. */
-export function distanceTo(t: KdTree, q: Float64Array, offset: number, activeDims: number, index: number): number {
-  const base = t.positions[index]! * t.dim;
-  let sum = 0;
-  for (let d = 0; d < activeDims; d++) {
-    const diff = q[offset + d]! - t.points[base + d]!;
-    sum += diff * diff;
-  }
-  return sum;
 }
 
 function searchNode(node: number, lo: number, hi: number, boxDistance: number): void {

@@ -20,7 +20,6 @@ import { kMeansPlusPlus, mulberry32, randomInit, seedCentroid, type InitData } f
 
 export type KMeansInit = "kmeans++" | "random";
 
-
 export interface KMeansData {
   /** [count][dim] row-major. */
   vectors: Float64Array;

@@ -172,7 +172,7 @@ quantize("rejects bad options (UsageError BAD_ARGUMENT) and bad data (FormatErro
   usage({ vectorLen: 2.5 });
   usage({ groupNum: 3 }); // 256 % 3 ≠ 0 and no outlier columns to absorb the rest
   usage({ numCentroids: 8192 }); // 16 · 256 = 4096 vectors
-  usage({ outlierPercent: 1, outlierNumCentroids: 256 }); // 3 columns · 16 vectors
+  usage({ outlierPercent: 1, outlierNumCentroids: 256 }); // 3 columns · 32 vectors of 4 rows
   usage({ kmeansInit: "kmeans||" as KMeansInit });
   usage({ percDamp: -1 });
   usage({ seed: 1.5 });
