@@ -13,32 +13,15 @@
 import { cpus } from "node:os";
 import { quantizeGptq } from "../formats/int-group/quantizers/gptq.js";
 import { quantizeSignRound } from "../formats/int-group/quantizers/signround.js";
-import { gemmAdd } from "../formats/second-order/matmul.js";
 import { upperCholeskyOfInverse } from "../formats/second-order/cholesky.js";
+import { benchHessian, benchRandom } from "./random-layer.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
 
-function hessian(K: number, random: () => number): Float64Array {
-  const rows = 256;
-  const x = new Float64Array(rows * K).map(() => random());
-  const h = new Float64Array(K * K);
-  gemmAdd({ data: h, offset: 0, rowStride: K }, { data: x, offset: 0, rowStride: K, transposed: true }, { data: x, offset: 0, rowStride: K }, K, rows, K);
-  for (let i = 0; i < K; i++) h[i * K + i]! += 1;
-  return h;
-}
 
 const shapes = arg("shapes", "4096x4096,11008x4096").split(",").map((s) => s.split("x").map(Number) as [number, number]);
 const steps = Number(arg("signround-steps", "3"));
@@ -47,9 +30,9 @@ console.log(`# int-group quantizer speed (CPU: ${cpus()[0]?.model ?? "?"} ×${cp
 console.log("| shape [out×in] | GPTQ total s | of which upper Cholesky of H⁻¹ s | SignRound s/step (measured) | SignRound 200 steps s (extrapolated) |");
 console.log("|---|---|---|---|---|");
 for (const [N, K] of shapes) {
-  const random = rng(N * 31 + K);
+  const random = benchRandom(N * 31 + K);
   const weight = new Float32Array(N * K).map(() => random() * 0.04);
-  const h = { size: K, data: hessian(K, random) };
+  const h = { size: K, data: benchHessian(K, random) };
   let t = performance.now();
   upperCholeskyOfInverse(h.data.slice(), K);
   const prep = (performance.now() - t) / 1000;

@@ -11,7 +11,7 @@
  */
 import { cpus } from "node:os";
 import { upperCholeskyOfInverse } from "../formats/second-order/cholesky.js";
-import { gemmAdd } from "../formats/second-order/matmul.js";
+import { benchHessian, benchRandom } from "./random-layer.js";
 import { quantizeSpqr } from "../formats/spqr/quantize.js";
 
 function arg(name: string, fallback: string): string {
@@ -19,28 +19,15 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
 
 const shapes = arg("shapes", "4096x4096").split(",").map((s) => s.split("x").map(Number) as [number, number]);
 console.log(`# SpQR speed (CPU: ${cpus()[0]?.model ?? "?"} ×${cpus().length}, one thread, Node ${process.version}, ${new Date().toISOString().slice(0, 10)})\n`);
 console.log("| shape [out×in] | SpQR total s | of which upper Cholesky of H⁻¹ s | outliers % |");
 console.log("|---|---|---|---|");
 for (const [m, n] of shapes) {
-  const random = rng(m * 31 + n);
+  const random = benchRandom(m * 31 + n);
   const weight = new Float32Array(m * n).map(() => random() * 0.04 * (random() > 0.495 ? 8 : 1));
-  const rows = 256;
-  const x = new Float64Array(rows * n).map(() => random());
-  const h = new Float64Array(n * n);
-  gemmAdd({ data: h, offset: 0, rowStride: n }, { data: x, offset: 0, rowStride: n, transposed: true }, { data: x, offset: 0, rowStride: n }, n, rows, n);
-  for (let i = 0; i < n; i++) h[i * n + i]! += 1;
+  const h = benchHessian(n, random);
   let t = performance.now();
   upperCholeskyOfInverse(h.slice(), n);
   const cholesky = (performance.now() - t) / 1000;

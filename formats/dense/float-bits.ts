@@ -150,3 +150,17 @@ export function f64ToF32BitsRoundToOdd(src: Float64Array, dst: Uint32Array): voi
     dst[i] = bits;
   }
 }
+
+const valueTables = new Map<"F16" | "BF16", Float32Array>();
+
+/** The value of every 16-bit float bit pattern (65,536 entries, built once per dtype). */
+export function halfPrecisionValues(dtype: "F16" | "BF16"): Float32Array {
+  let table = valueTables.get(dtype);
+  if (table === undefined) {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    table = new Float32Array(65536);
+    (dtype === "F16" ? f16BitsToF32Bits : bf16BitsToF32Bits)(all, new Uint32Array(table.buffer));
+    valueTables.set(dtype, table);
+  }
+  return table;
+}

@@ -1,4 +1,4 @@
-import { f32BitsToF16Bit, f16BitsToF32Bits } from "../dense/float-bits.js";
+import { f32BitsToF16Bit, halfPrecisionValues } from "../dense/float-bits.js";
 
 /**
  * fp16 arithmetic as CUDA's host `__half` operators do it (and, bit for bit, the device ones):
@@ -7,16 +7,10 @@ import { f32BitsToF16Bit, f16BitsToF32Bits } from "../dense/float-bits.js";
  */
 const scratch = new Float32Array(1);
 const scratchBits = new Uint32Array(scratch.buffer);
-let table: Float32Array | undefined;
 
 /** Value of every fp16 bit pattern. */
 export function halfValues(): Float32Array {
-  if (table === undefined) {
-    const bits = new Uint16Array(65536).map((_, i) => i);
-    table = new Float32Array(65536);
-    f16BitsToF32Bits(bits, new Uint32Array(table.buffer));
-  }
-  return table;
+  return halfPrecisionValues("F16");
 }
 
 /** fp16 bit pattern of f32(x) rounded to half (nearest even). */

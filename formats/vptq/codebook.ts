@@ -1,9 +1,8 @@
-import { bf16BitsToF32Bits, f16BitsToF32Bits, f64ToBf16Bit, f64ToF16Bit } from "../dense/float-bits.js";
 import { FormatError } from "../errors.js";
 import type { ColumnQuantizer } from "../second-order/gptq-loop.js";
 import { buildKdTree, nearestPoint, type KdTree, type Nearest } from "./kd-tree.js";
 import { weightedKMeans, type KMeansData, type KMeansInit, type KMeansResult } from "./kmeans.js";
-import { vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
+import { floatCodec, vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
 
 /**
  * VPTQ codebooks: fitted by weighted k-means to one column range's vectors (vectorLen
@@ -98,19 +97,6 @@ export function concatBits(books: Codebook[]): Uint16Array {
   return all;
 }
 
-/** Rounding to, and values of, the 16-bit dtype (correctly rounded, nearest even). */
-export function floatCodec(dtype: VptqFloat): { round: (x: number) => number; value: (bits: number) => number } {
-  let table = valueTables.get(dtype);
-  if (table === undefined) {
-    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
-    table = new Float32Array(65536);
-    (dtype === "F16" ? f16BitsToF32Bits : bf16BitsToF32Bits)(all, new Uint32Array(table.buffer));
-    valueTables.set(dtype, table);
-  }
-  const values = table;
-  return { round: dtype === "F16" ? f64ToF16Bit : f64ToBf16Bit, value: (bits) => values[bits]! };
-}
-const valueTables = new Map<VptqFloat, Float32Array>();
 
 export interface ColumnBooks {
   main: Codebook[];

@@ -2,9 +2,9 @@ import { FormatError } from "../errors.js";
 import { runGptqLoop, type ColumnQuantizer, type LoopView } from "../second-order/gptq-loop.js";
 import type { Hessian } from "../second-order/hessian.js";
 import { invertPermutation, prepareSecondOrder } from "../second-order/prepare.js";
-import { concatBits, fitCodebook, floatCodec, vectorColumns, type Codebook, type ColumnBooks } from "./codebook.js";
+import { concatBits, fitCodebook, vectorColumns, type Codebook, type ColumnBooks } from "./codebook.js";
 import { checkArguments, planLayout, resolveVptqOptions, type ResolvedVptqOptions, type VptqQuantizeOptions } from "./quantize-options.js";
-import { vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
+import { floatCodec, vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
 
 export { VPTQ_QUANTIZE_DEFAULTS, type VptqKMeansWeighting, type VptqQuantizeOptions } from "./quantize-options.js";
 

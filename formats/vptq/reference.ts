@@ -1,5 +1,4 @@
-import { bf16BitsToF32Bits, f16BitsToF32Bits, f64ToBf16Bit, f64ToF16Bit } from "../dense/float-bits.js";
-import { vectorRows, type VptqFloat, type VptqTensor } from "./types.js";
+import { floatCodec, vectorRows, type VptqTensor } from "./types.js";
 
 /**
  * Reference dequantization of a VPTQ layer, in either of the two semantics the runtimes have
@@ -20,8 +19,7 @@ export function dequantizeVptq(t: VptqTensor, semantics: VptqSemantics = "cuda")
   const p = t.params;
   const out = t.outFeatures;
   const inFeatures = t.inFeatures;
-  const value = valuesOf(t.dtype);
-  const round = t.dtype === "F16" ? f64ToF16Bit : f64ToBf16Bit;
+  const { value, round } = floatCodec(t.dtype);
   const W = new Uint16Array(out * inFeatures);
   const numIdx = vectorRows(out, p.vectorLen);
   const vl = p.vectorLen;
@@ -83,19 +81,4 @@ function nextToward(x: number, direction: number): number {
   f64[0] = x;
   f64Bits[0]! += (x > 0) === (direction > 0) ? 1n : -1n;
   return f64[0]!;
-}
-
-const tables = new Map<VptqFloat, Float32Array>();
-
-/** Value lookup for 16-bit float bit patterns. */
-function valuesOf(dtype: VptqFloat): (bits: number) => number {
-  let table = tables.get(dtype);
-  if (table === undefined) {
-    const all = new Uint16Array(65536).map((_, i) => i);
-    table = new Float32Array(65536);
-    (dtype === "F16" ? f16BitsToF32Bits : bf16BitsToF32Bits)(all, new Uint32Array(table.buffer));
-    tables.set(dtype, table);
-  }
-  const t = table;
-  return (bits) => t[bits]!;
 }

@@ -1,3 +1,5 @@
+import { f64ToBf16Bit, f64ToF16Bit, halfPrecisionValues } from "../dense/float-bits.js";
+
 /**
  * The VPTQ representation (Liu et al. 2024; microsoft/VPTQ): a linear weight [out, in] whose
  * columns are permuted (Q column k is original column perm[k]); each Q column is cut into
@@ -74,4 +76,10 @@ export function vptqBitsPerWeight(p: VptqParams, outFeatures: number, inFeatures
   const indexBitCount = mainColumns * vectorRows(outFeatures, p.vectorLen) * (indexBits(p.numCentroids) + indexBits(p.numResCentroids)) + (p.outlierSize > 0 ? p.outlierSize * vectorRows(outFeatures, p.outlierVectorLen) * indexBits(p.outlierNumCentroids) : 0);
   const codebookBitCount = 16 * (p.vectorLen * (p.numCentroids + Math.max(0, p.numResCentroids)) * p.groupNum + p.outlierVectorLen * p.outlierNumCentroids) + (p.enableNorm ? 32 * inFeatures : 0);
   return { indexBits: indexBitCount / weights, codebookBits: codebookBitCount / weights, total: (indexBitCount + codebookBitCount) / weights };
+}
+
+/** Rounding to, and values of, the 16-bit dtype (correctly rounded, nearest even). */
+export function floatCodec(dtype: VptqFloat): { round: (x: number) => number; value: (bits: number) => number } {
+  const values = halfPrecisionValues(dtype);
+  return { round: dtype === "F16" ? f64ToF16Bit : f64ToBf16Bit, value: (bits) => values[bits]! };
 }
