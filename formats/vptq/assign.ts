@@ -8,7 +8,37 @@ import { nearestPoints, type KdTree } from "./kd-tree.js";
  * is within that bound it is the nearest of all, and the vector costs TRACKED distances instead
  * of a search. In 8 dimensions an exact search visits about half of a 4096-centroid k-d tree
  * (its cells are split only once or twice per coordinate), so searches are what to avoid.
+ *
+ * One far-moving centroid would lower every vector's bound by its move. So the MOVERS centroids
+ * that moved farthest are measured directly instead (a few distances per vector), and the bound
+ * falls only by the largest move of the others: for every untracked centroid j,
+ * |x − c_j'| ≥ |x − c_j| − move_j ≥ bound − largestOther, or j is a mover and |x − c_j'| is known.
  */
+
+/** Centroids whose distance every vector measures after a mean update, instead of bounding it. */
+export const MOVERS = 16;
+
+/** How the centroids moved in the last mean update. */
+export interface CentroidMoves {
+  /** The centroids that moved farthest (at most MOVERS). */
+  movers: Int32Array;
+  /** The largest move (distance, not squared) of any other centroid. */
+  largestOther: number;
+}
+
+/** The MOVERS farthest moves from `before` to `after` ([k][dim]), and the largest of the rest. */
+export function centroidMoves(before: Float64Array, after: Float64Array, dim: number): CentroidMoves {
+  const k = before.length / dim;
+  const moves = new Float64Array(k);
+  for (let j = 0; j < k; j++) {
+    let squared = 0;
+    for (let d = 0; d < dim; d++) squared += (after[j * dim + d]! - before[j * dim + d]!) ** 2;
+    moves[j] = Math.sqrt(squared);
+  }
+  const order = Int32Array.from({ length: k }, (_, j) => j).sort((a, b) => moves[b]! - moves[a]! || a - b);
+  const count = Math.min(MOVERS, k);
+  return { movers: order.slice(0, count), largestOther: count < k ? moves[order[count]!]! : 0 };
+}
 
 /** Centroids remembered per vector: more widen the margin before the next search, at 4 bytes each per vector. */
 export const TRACKED = 8;
@@ -35,19 +65,35 @@ export interface VectorSet {
 }
 
 /**
- * Gives every vector its nearest centroid (labels and squared distances out). `moved` is the
- * largest distance any centroid moved since the previous call with this `state`.
+ * Gives every vector its nearest centroid (labels and squared distances out). `moves`: how the
+ * centroids moved since the previous call with this `state`.
  */
-export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdTree, state: TrackedNearest, moved: number, labels: Int32Array, distancesSquared: Float64Array): void {
+export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdTree, state: TrackedNearest, moves: CentroidMoves, labels: Int32Array, distancesSquared: Float64Array): void {
   const { vectors, dim } = set;
+  const { movers } = moves;
   const ids = new Int32Array(TRACKED + 1);
   const squares = new Float64Array(TRACKED + 1);
   for (let i = 0; i < set.count; i++) {
     const at = i * dim;
     const active = i < set.partialFrom ? dim : set.partialDims;
-    const bound = (state.restBound[i]! -= moved);
+    const bound = state.restBound[i]! - moves.largestOther;
+    // Squared distance to the nearest untracked mover (compared as computed, not via a root).
+    let moverSquared = Infinity;
+    let nearestMover = -1;
+    for (let u = 0; u < movers.length && bound > 0; u++) {
+      const c = movers[u]!;
+      if (isTracked(state.ids, i, c)) continue;
+      let squared = 0;
+      for (let d = 0; d < active; d++) squared += (vectors[at + d]! - centroids[c * dim + d]!) ** 2;
+      if (squared < moverSquared) {
+        moverSquared = squared;
+        nearestMover = c;
+      }
+    }
+    state.restBound[i] = Math.min(bound, Math.sqrt(moverSquared));
     let best = Infinity;
     let bestLabel = -1;
+    let known = 0;
     for (let t = i * TRACKED; t < (i + 1) * TRACKED; t++) {
       const c = state.ids[t]!;
       if (c < 0) break;
@@ -56,18 +102,25 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
         const diff = vectors[at + d]! - centroids[c * dim + d]!;
         squared += diff * diff;
       }
+      ids[known] = c;
+      squares[known++] = squared;
       if (squared < best) {
         best = squared;
         bestLabel = c;
       }
     }
     // Every untracked centroid is at least `bound` away: the best tracked one is the nearest.
-    if (bestLabel >= 0 && bound >= 0 && best <= bound * bound) {
+    if (bestLabel >= 0 && bound >= 0 && best <= bound * bound && best <= moverSquared) {
       labels[i] = bestLabel;
       distancesSquared[i] = best;
       continue;
     }
-    const found = nearestPoints(tree, vectors, at, active, TRACKED + 1, ids, squares);
+    // The tracked centroids and the nearest untracked mover, measured above, warm-start the search.
+    if (nearestMover >= 0) {
+      ids[known] = nearestMover;
+      squares[known++] = moverSquared;
+    }
+    const found = nearestPoints(tree, vectors, at, active, TRACKED + 1, ids, squares, known);
     const kept = Math.min(found, TRACKED);
     state.ids.set(ids.subarray(0, kept), i * TRACKED);
     state.ids.fill(-1, i * TRACKED + kept, (i + 1) * TRACKED);
@@ -75,4 +128,9 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
     labels[i] = ids[0]!;
     distancesSquared[i] = squares[0]!;
   }
+}
+
+function isTracked(ids: Int32Array, i: number, c: number): boolean {
+  for (let t = i * TRACKED; t < (i + 1) * TRACKED; t++) if (ids[t] === c) return true;
+  return false;
 }

@@ -116,6 +116,8 @@ let heapCapacity = 0;
 let heapSize = 0;
 let heapIds = new Int32Array(0);
 let heapDistances = new Float64Array(0);
+let prefilled = 0;
+let prefilledIds = new Int32Array(0);
 
 /**
  * Nearest point to query[offset … offset+activeDims) over the first activeDims coordinates.
@@ -136,8 +138,15 @@ export function nearestPoint(t: KdTree, q: Float64Array, offset: number, activeD
  * The m points nearest to query[offset … offset+activeDims), nearest first, into
  * ids/distancesSquared. Returns how many were found: min(m, points).
  */
-export function nearestPoints(t: KdTree, q: Float64Array, offset: number, activeDims: number, m: number, ids: Int32Array, distancesSquared: Float64Array): number {
+export function nearestPoints(t: KdTree, q: Float64Array, offset: number, activeDims: number, m: number, ids: Int32Array, distancesSquared: Float64Array, known = 0): number {
   start(t, q, offset, activeDims, m);
+  // Warm start: the first `known` entries are distinct points with their distances; once they
+  // fill the heap, the search only enters cells that can beat the worst of them.
+  const count = Math.min(known, m);
+  for (let r = 0; r < count; r++) accept(distancesSquared[r]!, ids[r]!);
+  if (prefilledIds.length < count) prefilledIds = new Int32Array(m);
+  prefilledIds.set(ids.subarray(0, count));
+  prefilled = count;
   if (m > 0) searchNode(0, 0, t.count, 0);
   // Heap sort: pop the worst into the back.
   const found = heapSize;
@@ -159,6 +168,7 @@ function start(t: KdTree, q: Float64Array, offset: number, activeDims: number, m
   queryDims = activeDims;
   heapCapacity = m;
   heapSize = 0;
+  prefilled = 0;
   pruneDistance = Infinity;
   if (heapIds.length < m) {
     heapIds = new Int32Array(m);
@@ -205,6 +215,8 @@ function accept(sum: number, id: number): void {
     pruneDistance = sum;
     return;
   }
+  // A warm-start point met again in the tree is already in the heap (or was pushed out by nearer ones).
+  if (prefilled > 0 && wasPrefilled(id)) return;
   if (heapSize < heapCapacity) {
     // Sift up.
     let at = heapSize++;
@@ -223,6 +235,11 @@ function accept(sum: number, id: number): void {
     siftDown();
   }
   if (heapSize === heapCapacity) pruneDistance = heapDistances[0]!;
+}
+
+function wasPrefilled(id: number): boolean {
+  for (let r = 0; r < prefilled; r++) if (prefilledIds[r] === id) return true;
+  return false;
 }
 
 function siftDown(): void {

@@ -1,5 +1,5 @@
 import { UsageError } from "../errors.js";
-import { assignNearest, trackNothing } from "./assign.js";
+import { assignNearest, centroidMoves, trackNothing, type CentroidMoves } from "./assign.js";
 import { buildKdTree } from "./kd-tree.js";
 import { kMeansPlusPlus, mulberry32, randomInit, seedCentroid, type InitData } from "./kmeans-init.js";
 
@@ -68,14 +68,14 @@ export function weightedKMeans(data: KMeansData, options: KMeansOptions): KMeans
   const centroids = options.init === "kmeans++" ? kMeansPlusPlus(set, k, random) : randomInit(set, k, random);
   const labels = new Int32Array(count);
   const tracked = trackNothing(count);
-  let moved = 0;
+  let moves: CentroidMoves = { largestOther: 0, movers: new Int32Array(0) };
   const objectives: number[] = [];
   const distances = new Float64Array(count);
   let converged = false;
   let reseeded = 0;
   for (let iteration = 0; iteration < options.maxIterations; iteration++) {
     const tree = buildKdTree(centroids, k, dim);
-    assignNearest(set, centroids, tree, tracked, moved, labels, distances);
+    assignNearest(set, centroids, tree, tracked, moves, labels, distances);
     let objective = 0;
     for (let i = 0; i < count; i++) objective += weights[i]! * distances[i]!;
     objectives.push(objective);
@@ -89,19 +89,9 @@ export function weightedKMeans(data: KMeansData, options: KMeansOptions): KMeans
     const before = centroids.slice();
     const counts = updateMeans(set, k, labels, centroids);
     reseeded += reseedEmpty(set, k, labels, distances, counts, centroids);
-    moved = largestMove(before, centroids, dim);
+    moves = centroidMoves(before, centroids, dim);
   }
   return { centroids, labels, objectives, converged, reseeded };
-}
-
-function largestMove(before: Float64Array, after: Float64Array, dim: number): number {
-  let largest = 0;
-  for (let j = 0; j < before.length; j += dim) {
-    let squared = 0;
-    for (let d = 0; d < dim; d++) squared += (after[j + d]! - before[j + d]!) ** 2;
-    largest = Math.max(largest, squared);
-  }
-  return Math.sqrt(largest);
 }
 
 /** Moves every centroid coordinate to the weighted mean of the real coordinates assigned to it. Returns the vectors per cluster. */

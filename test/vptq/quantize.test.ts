@@ -3,6 +3,7 @@ import * as assert from "uvu/assert";
 import { FormatError, UsageError } from "../../formats/errors.js";
 import type { Hessian } from "../../formats/second-order/index.js";
 import { halfValues, toHalfBits } from "../../formats/spqr/half.js";
+import { kMeansPlusPlus, mulberry32 as initStream, seedCentroid, SumTree, type InitData } from "../../formats/vptq/kmeans-init.js";
 import { weightedKMeans, type KMeansData, type KMeansInit } from "../../formats/vptq/kmeans.js";
 import { quantizeVptq, type VptqQuantizeOptions, type VptqQuantizeResult } from "../../formats/vptq/quantize.js";
 import { dequantizeVptq } from "../../formats/vptq/reference.js";
@@ -223,6 +224,46 @@ kmeans("both inits: the objective never rises, and the result is a fixed point (
         assert.ok(own <= bruteNearest(data, result.centroids, k, i) * (1 + 1e-12), `${init} dim ${dim}: vector ${i} is not at its nearest centroid`);
       }
     }
+  }
+});
+
+/** k-means++ as written in the paper: every D² recomputed against every new centre. */
+function plainKMeansPlusPlus(data: InitData, k: number, random: () => number): Float64Array {
+  const { count, dim, vectors, weights } = data;
+  const centroids = new Float64Array(k * dim);
+  const nearest = new Float64Array(count).fill(Infinity);
+  const sampler = new SumTree(count);
+  for (let i = 0; i < count; i++) sampler.set(i, weights[i]!);
+  let fallback = 0;
+  for (let j = 0; j < k; j++) {
+    let drawn = sampler.sample(random());
+    if (drawn < 0) {
+      while (fallback < count && nearest[fallback] === 0) fallback++;
+      drawn = fallback < count ? fallback : j % count;
+    }
+    seedCentroid(data, drawn, centroids, j);
+    for (let i = 0; i < count; i++) {
+      const active = i < data.partialFrom ? dim : data.partialDims;
+      let squared = 0;
+      for (let d = 0; d < active; d++) squared += (vectors[i * dim + d]! - centroids[j * dim + d]!) ** 2;
+      if (squared >= nearest[i]!) continue;
+      nearest[i] = squared;
+      sampler.set(i, weights[i]! * squared);
+    }
+  }
+  return centroids;
+}
+
+kmeans("k-means++ with triangle-inequality pruning picks exactly the centres of the plain algorithm", () => {
+  for (const [count, dim, k, partialFrom] of [[4000, 8, 300, 3900], [2000, 4, 64, 2000], [500, 2, 200, 480]] as const) {
+    const base = clusteredData(SEED + count, count, dim);
+    // Duplicates (D² = 0 ties) and a few zero weights (dead columns) on top of Gaussian data.
+    for (let i = 10; i < 60; i++) base.vectors.copyWithin(i * dim, 0, dim);
+    for (let i = 100; i < 120; i++) base.weights[i] = 0;
+    const data: InitData = { ...base, partialFrom, partialDims: dim - 1 };
+    const fast = kMeansPlusPlus(data, k, initStream(7));
+    const plain = plainKMeansPlusPlus(data, k, initStream(7));
+    assert.equal(Array.from(fast), Array.from(plain), `count ${count} dim ${dim} k ${k}`);
   }
 });
 
