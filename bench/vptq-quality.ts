@@ -2,10 +2,13 @@
 /**
  * VPTQ against RTN and GPTQ at about the same total bits per weight (codebooks and norm
  * included for VPTQ; fp16 scale and zero per group for RTN/GPTQ), on every decoder linear of a
- * real model: the relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) per layer, with H from the
- * embedding proxy (converters/hessians/embedding-proxy.ts) until calibration on real text lands.
+ * real model: the relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) per layer. H comes from real
+ * activations, a store written by `lmpack calibrate` (the recorded run:
+ * `lmpack calibrate ../shared/models/docs-llama-16m --text ../shared/text/docs-valid.txt
+ * --samples 64 --seq-len 512 --out /tmp/h16`), or from the embedding proxy with
+ * `--hessians embedding-proxy` (converters/hessians/embedding-proxy.ts).
  *
- *   node dist/bench/vptq-quality.js [--model DIR] [--json FILE]
+ *   node dist/bench/vptq-quality.js --hessians <store>|embedding-proxy [--model DIR] [--json FILE]
  *
  * Settings:
  *   ~2 bits: VPTQ v4-k256 (2 index bits/weight)          vs 2-bit g64 asym (2 + 18/64 = 2.281)
@@ -17,11 +20,10 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openHfDirectory } from "../converters/hf/import-local.js";
-import { embeddingProxyHessians } from "../converters/hessians/embedding-proxy.js";
+import { benchHessians } from "./hessians.js";
 import { isDecoderLinear, quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../converters/int-group/quantize-checkpoint.js";
 import { quantizeVptqCheckpoint, type VptqLayerReport } from "../converters/vptq/quantize-checkpoint.js";
 import type { IntBits } from "../formats/int-group/types.js";
-import type { Hessian } from "../formats/second-order/hessian.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -37,13 +39,13 @@ const here = fileURLToPath(import.meta.url);
 const model = arg("model", join(here, "..", "..", "..", "..", "shared", "models", "docs-llama-16m"));
 const started = performance.now();
 const checkpoint = await openHfDirectory(model);
-const entries = await embeddingProxyHessians(checkpoint);
-const byName = new Map<string, Hessian>(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
-const hessians = { get: async (name: string) => byName.get(name) };
+const hessianSpec = arg("hessians", "");
+if (hessianSpec === "") throw new Error("--hessians <store written by lmpack calibrate> or --hessians embedding-proxy");
+const hessians = await benchHessians(hessianSpec, checkpoint);
 const layers = checkpoint.tensors.filter((t) => isDecoderLinear(t.name)).map((t) => t.name);
 
 const results: Record<string, unknown>[] = [];
-console.log(`# VPTQ quality: ${JSON.stringify({ model, hessians: "embedding-proxy" })}\n`);
+console.log(`# VPTQ quality: ${JSON.stringify({ model, hessians: hessianSpec })}\n`);
 for (const setting of SETTINGS) {
   const intBits = setting.int.bits + (16 + setting.int.bits) / setting.int.groupSize;
   console.log(`## ${setting.name}: VPTQ ${JSON.stringify(setting.vptq)} vs RTN/GPTQ ${setting.int.bits}-bit g${setting.int.groupSize} (${intBits.toFixed(3)} bits/w)\n`);

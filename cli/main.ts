@@ -5,6 +5,8 @@ import { PRODUCER } from "../converters/producer.js";
 import { convertCommand } from "./commands/convert.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { quantizeCommand } from "./commands/quantize.js";
+import { calibrateCommand } from "./commands/calibrate.js";
+import { evalCommand } from "./commands/eval.js";
 import { UsageError } from "../formats/errors.js";
 import { EXIT, reportError } from "./errors.js";
 
@@ -31,10 +33,12 @@ export async function main(argv: string[]): Promise<number> {
     .command({ ...inspectCommand, handler: wrap(inspectCommand.handler as Handler) })
     .command({ ...convertCommand, handler: wrap(convertCommand.handler as Handler) })
     .command({ ...quantizeCommand, handler: wrap(quantizeCommand.handler as Handler) })
+    .command({ ...calibrateCommand, handler: wrap(calibrateCommand.handler as Handler) })
+    .command({ ...evalCommand, handler: wrap(evalCommand.handler as Handler) })
     .example("$0 inspect ./my-model", "layout, config, tensors, parameter count")
     .example("$0 convert ./my-model --to lmpack --out model.lmpack", "pack into one checksummed container")
     .example("$0 convert owner/name --to safetensors --dtype f32 --max-shard-size 2GB --out ./f32", "download from the Hub, widen, shard")
-    .demandCommand(1, "name a command: inspect, convert or quantize")
+    .demandCommand(1, "name a command: inspect, convert, quantize, calibrate or eval")
     .strict()
     .version(PRODUCER.replace("lmpack ", ""))
     .help()

@@ -1,0 +1,80 @@
+import type { ArgumentsCamelCase, Argv } from "yargs";
+import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { openCheckpoint } from "../../converters/open.js";
+import { calibrateHessians } from "../../converters/hessians/calibrate.js";
+import { HESSIAN_FILE, writeHessianStore } from "../../converters/hessians/store.js";
+import { refuseExisting } from "../../converters/io/atomic.js";
+import { UsageError } from "../../formats/errors.js";
+import { LlamaForward } from "../../model/llama-forward.js";
+import { loadLlamaWeights } from "../../model/llama-weights.js";
+import { EXIT } from "../errors.js";
+import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
+
+export interface CalibrateArgs {
+  src: string;
+  text: string;
+  samples: number;
+  seqLen: number;
+  protocol: Protocol;
+  tokenizer: string | undefined;
+  out: string;
+  force: boolean;
+  json: boolean;
+}
+
+export const calibrateCommand = {
+  command: "calibrate <src>",
+  describe: "Run text through the model and store every linear input's Hessian H = XᵀX (for quantize --hessians)",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
+      .option("text", { type: "string", demandOption: true, describe: "UTF-8 calibration text" })
+      .option("samples", { type: "number", default: 128, describe: "calibration sequences, spread evenly over the text's token stream" })
+      .option("seq-len", { type: "number", default: 2048, describe: "tokens per sequence" })
+      .option("protocol", { choices: PROTOCOLS, default: "docs" as Protocol, describe: "how the text becomes tokens (see lmpack eval)" })
+      .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
+      .option("out", { type: "string", demandOption: true, describe: `Hessian store: a .safetensors file, or a directory that gets ${HESSIAN_FILE}` })
+      .option("force", { type: "boolean", default: false, describe: "replace an existing store (only after the new one is complete)" }),
+  handler: async (args: ArgumentsCamelCase<CalibrateArgs>): Promise<number> => {
+    for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
+    }
+    const file = args.out.endsWith(".safetensors") ? args.out : join(args.out, HESSIAN_FILE);
+    await refuseExisting(file, args.force);
+    const started = performance.now();
+    const checkpoint = await openCheckpoint(args.src);
+    try {
+      const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
+      const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol);
+      const sequences = spread(stream, args.samples, args.seqLen);
+      if (sequences.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: args.text });
+      const maxPositions = checkpoint.config?.maxPositionEmbeddings;
+      if (maxPositions !== undefined && args.seqLen > maxPositions && !args.json) console.error(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
+      if (sequences.length < args.samples && !args.json) console.error(`lmpack: warning: the text holds ${sequences.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
+      const forward = new LlamaForward(await loadLlamaWeights(checkpoint), args.seqLen, checkpoint.location);
+      const entries = calibrateHessians(forward, sequences, (i) => {
+        if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${sequences.length}] sequences`);
+      });
+      if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
+      if (!args.out.endsWith(".safetensors")) await mkdir(args.out, { recursive: true });
+      const tokens = sequences.length * args.seqLen;
+      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 forward, fp64 XᵀX`);
+      const seconds = (performance.now() - started) / 1000;
+      const summary = { ok: true, out: file, inputs: entries.length, sequences: sequences.length, seqLen: args.seqLen, tokens, seconds };
+      if (args.json) console.log(JSON.stringify(summary, null, 2));
+      else console.error(`lmpack: wrote ${file} (${entries.length} layer inputs, ${tokens} tokens, ${seconds.toFixed(1)} s)`);
+      return EXIT.ok;
+    } finally {
+      await checkpoint.close();
+    }
+  },
+};
+
+/** `count` windows of `length` tokens spread evenly over the stream (fewer if it is short; never overlapping). */
+export function spread(stream: Int32Array, count: number, length: number): Int32Array[] {
+  const fit = Math.min(count, Math.floor(stream.length / length));
+  if (fit === 0) return [];
+  const stride = fit === 1 ? 0 : Math.floor((stream.length - length) / (fit - 1));
+  return Array.from({ length: fit }, (_, i) => stream.subarray(i * stride, i * stride + length));
+}

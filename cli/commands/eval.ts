@@ -1,0 +1,57 @@
+import type { ArgumentsCamelCase, Argv } from "yargs";
+import { openCheckpoint } from "../../converters/open.js";
+import { UsageError } from "../../formats/errors.js";
+import { LlamaForward } from "../../model/llama-forward.js";
+import { loadLlamaWeights } from "../../model/llama-weights.js";
+import { perplexity } from "../../model/perplexity.js";
+import { windows } from "../../model/eval-stream.js";
+import { EXIT } from "../errors.js";
+import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
+
+export interface EvalArgs {
+  model: string;
+  text: string;
+  ctx: number | undefined;
+  maxTokens: number | undefined;
+  protocol: Protocol;
+  tokenizer: string | undefined;
+  json: boolean;
+}
+
+export const evalCommand = {
+  command: "eval <model>",
+  describe: "Perplexity of a model (dense, or any packed checkpoint through its reference dequant) on a text, CPU fp32 reference forward",
+  builder: (yargs: Argv) =>
+    yargs
+      .positional("model", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
+      .option("text", { type: "string", demandOption: true, describe: "UTF-8 text file" })
+      .option("protocol", { choices: PROTOCOLS, default: "docs" as Protocol, describe: 'docs: documents split at "\\n\\n\\n", eos after each, windows of 512 (shared/models/README.md); wikitext2: the whole file as one text, windows of 2048' })
+      .option("ctx", { type: "number", describe: "window length in tokens (default 512 for docs, 2048 for wikitext2)" })
+      .option("max-tokens", { type: "number", describe: "use only the first N tokens of the stream" })
+      .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" }),
+  handler: async (args: ArgumentsCamelCase<EvalArgs>): Promise<number> => {
+    const ctx = args.ctx ?? (args.protocol === "wikitext2" ? 2048 : 512);
+    if (!Number.isSafeInteger(ctx) || ctx < 2) throw new UsageError("BAD_ARGUMENT", "--ctx must be an integer ≥ 2", { actual: args.ctx });
+    if (args.maxTokens !== undefined && (!Number.isSafeInteger(args.maxTokens) || args.maxTokens < ctx)) throw new UsageError("BAD_ARGUMENT", "--max-tokens must be an integer ≥ the window length", { actual: args.maxTokens, expected: `≥ ${ctx}` });
+    const started = performance.now();
+    const checkpoint = await openCheckpoint(args.model);
+    try {
+      const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
+      const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol, args.maxTokens);
+      const chunks = windows(stream, ctx);
+      if (chunks.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one full window of ${ctx}`, { file: args.text });
+      const forward = new LlamaForward(await loadLlamaWeights(checkpoint), ctx, checkpoint.location);
+      const result = perplexity(forward, chunks, (i, running) => {
+        if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${chunks.length}] perplexity ${running.toFixed(4)}   `);
+      });
+      if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
+      const seconds = (performance.now() - started) / 1000;
+      const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device: "cpu", precision: "fp32 weights, fp64 arithmetic", tokens: stream.length, ...result, seconds };
+      if (args.json) console.log(JSON.stringify(summary, null, 2));
+      else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, cpu, ${seconds.toFixed(1)} s)`);
+      return EXIT.ok;
+    } finally {
+      await checkpoint.close();
+    }
+  },
+};

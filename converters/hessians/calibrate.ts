@@ -1,0 +1,55 @@
+import { gemmAdd } from "../../formats/second-order/matmul.js";
+import type { LinearInputObserver, LlamaForward } from "../../model/llama-forward.js";
+import type { Linear } from "../../model/llama-weights.js";
+import type { HessianEntry } from "./store.js";
+
+/**
+ * Hessians from real activations: calibration windows run through the decoder forward, and
+ * every distinct linear input X (q/k/v share one, gate/up share one) adds XᵀX to its H, in
+ * float64 with the token count. The entries are what writeHessianStore stores and every
+ * quantizer's `--hessians` reads.
+ *
+ * Every layer sees the full-precision model's activations (the GPTQ paper's and VPTQ's
+ * default); sequential calibration, where later layers see the outputs of already quantized
+ * ones, is not offered yet.
+ */
+
+/** Linears that read the same input as the named one (q_proj: k, v; gate_proj: up). */
+function sharers(name: string): string[] {
+  if (name.endsWith(".self_attn.q_proj")) return ["k_proj", "v_proj"].map((n) => name.replace(/q_proj$/, n));
+  if (name.endsWith(".mlp.gate_proj")) return [name.replace(/gate_proj$/, "up_proj")];
+  return [];
+}
+
+export class HessianAccumulator {
+  private readonly entries = new Map<string, HessianEntry>();
+
+  /** The observer to pass to LlamaForward.layer / run. */
+  readonly observe: LinearInputObserver = (linear: Linear, input: Float64Array, tokens: number) => {
+    const size = linear.inFeatures;
+    let entry = this.entries.get(linear.name);
+    if (entry === undefined) {
+      entry = { name: linear.name, aliases: sharers(linear.name), hessian: { size, data: new Float64Array(size * size), nSamples: 0 } };
+      this.entries.set(linear.name, entry);
+    }
+    // H += XᵀX: A = Xᵀ as a transposed view of X [tokens][size].
+    gemmAdd({ data: entry.hessian.data, offset: 0, rowStride: size }, { data: input, offset: 0, rowStride: size, transposed: true }, { data: input, offset: 0, rowStride: size }, size, tokens, size);
+    entry.hessian.nSamples = (entry.hessian.nSamples ?? 0) + tokens;
+  };
+
+  /** Entries in the order the forward met them (layer by layer: q, o, gate, down). */
+  result(): HessianEntry[] {
+    return [...this.entries.values()];
+  }
+}
+
+/** Runs every window through all decoder layers (the head is skipped: calibration needs no logits). */
+export function calibrateHessians(forward: LlamaForward, windows: readonly Int32Array[], onWindow?: (index: number) => void): HessianEntry[] {
+  const accumulator = new HessianAccumulator();
+  windows.forEach((ids, i) => {
+    const hidden = forward.embed(ids);
+    for (let l = 0; l < forward.weights.layers.length; l++) forward.layer(l, hidden, ids.length, accumulator.observe);
+    onWindow?.(i);
+  });
+  return accumulator.result();
+}
