@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * RTN vs GPTQ vs SignRound on every decoder linear of a real model, per layer and in total:
- * weight MSE and the layer's relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), with H from the
- * embedding proxy (converters/hessians/embedding-proxy.ts) until calibration lands.
+ * weight MSE and the layer's relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), with H from a
+ * store written by `lmpack calibrate` (real activations) or the embedding proxy (the default;
+ * converters/hessians/embedding-proxy.ts).
  *
- *   node dist/bench/int-group-quality.js [--model DIR] [--iters 200] [--workers N] [--json FILE]
+ *   node dist/bench/int-group-quality.js [--hessians <store>|embedding-proxy] [--model DIR] [--iters 200] [--workers N] [--json FILE]
  *
  * Configurations: W4G128 sym and W2G64 asym (the auto-round reference rows). Jobs (layer ×
  * configuration × method) run in `--workers` child processes, largest first; results are
@@ -72,10 +73,14 @@ async function main(): Promise<void> {
   const workers = Number(arg("workers", "2"));
   const started = performance.now();
   const checkpoint = await openHfDirectory(model);
-  const entries = await embeddingProxyHessians(checkpoint);
+  // Workers read one store: a calibrated one as given, or the embedding proxy written to a temp file.
+  const hessianSpec = arg("hessians", "embedding-proxy");
   const work = await mkdtemp(join(tmpdir(), "lmpack-bench-"));
-  const store = join(work, "hessians.safetensors");
-  await writeHessianStore(store, entries, "embedding-proxy");
+  let store = hessianSpec;
+  if (hessianSpec === "embedding-proxy") {
+    store = join(work, "hessians.safetensors");
+    await writeHessianStore(store, await embeddingProxyHessians(checkpoint), "embedding-proxy");
+  }
   const layers = checkpoint.tensors.filter((t) => isDecoderLinear(t.name));
   await checkpoint.close();
   const hessianSeconds = (performance.now() - started) / 1000;
@@ -95,7 +100,7 @@ async function main(): Promise<void> {
     child.send({ model, store, jobs: b, iters });
   })))).flat();
   await rm(work, { recursive: true, force: true });
-  printTables(results, layers.map((t) => t.name), { model, iters, workers, hessianSeconds, totalSeconds: (performance.now() - started) / 1000 });
+  printTables(results, layers.map((t) => t.name), { model, hessians: hessianSpec, iters, workers, hessianSeconds, totalSeconds: (performance.now() - started) / 1000 });
   const json = arg("json", "");
   if (json !== "") await writeFile(json, JSON.stringify(results, null, 1));
 }

@@ -2,11 +2,11 @@
 /**
  * SpQR against RTN and GPTQ at the same 3-bit 16-column groups, on every decoder linear of a
  * real model: the layer's relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) and bits per weight,
- * per layer and in total. H comes from the embedding proxy (converters/hessians/
- * embedding-proxy.ts: each layer's inputs built from the model's own token-embedding rows) until
- * calibration on real text lands.
+ * per layer and in total. H comes from a store written by `lmpack calibrate` (real activations)
+ * or the embedding proxy (the default; converters/hessians/embedding-proxy.ts: each layer's
+ * inputs built from the model's own token-embedding rows).
  *
- *   node dist/bench/spqr-quality.js [--model DIR] [--threshold 0.2] [--json FILE]
+ *   node dist/bench/spqr-quality.js [--hessians <store>|embedding-proxy] [--model DIR] [--threshold 0.2] [--json FILE]
  *
  * Bits per weight, the papers' way: RTN/GPTQ 3-bit g16 asym = 3 + (16 + 3)/16 (fp16 scale and
  * 3-bit zero per group); SpQR = 3 + 6/16 + 64/256 + 32·outlier share (formats/spqr/types.ts).
@@ -16,10 +16,9 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openHfDirectory } from "../converters/hf/import-local.js";
-import { embeddingProxyHessians } from "../converters/hessians/embedding-proxy.js";
+import { benchHessians } from "./hessians.js";
 import { isDecoderLinear, quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../converters/int-group/quantize-checkpoint.js";
 import { quantizeSpqrCheckpoint, type SpqrLayerReport } from "../converters/spqr/quantize-checkpoint.js";
-import type { Hessian } from "../formats/second-order/hessian.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,9 +31,8 @@ const threshold = Number(arg("threshold", "0.2"));
 const INT_BITS_PER_WEIGHT = 3 + (16 + 3) / 16;
 const started = performance.now();
 const checkpoint = await openHfDirectory(model);
-const entries = await embeddingProxyHessians(checkpoint);
-const byName = new Map<string, Hessian>(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
-const hessians = { get: async (name: string) => byName.get(name) };
+const hessianSpec = arg("hessians", "embedding-proxy");
+const hessians = await benchHessians(hessianSpec, checkpoint);
 const layers = checkpoint.tensors.filter((t) => isDecoderLinear(t.name)).map((t) => t.name);
 
 interface Row {
@@ -65,7 +63,7 @@ for (const layer of layers) {
 await checkpoint.close();
 
 const pct = (x: number) => (x * 100).toFixed(4);
-console.log(`# SpQR quality: ${JSON.stringify({ model, threshold, hessians: "embedding-proxy", seconds: Number(((performance.now() - started) / 1000).toFixed(1)) })}\n`);
+console.log(`# SpQR quality: ${JSON.stringify({ model, threshold, hessians: hessianSpec, seconds: Number(((performance.now() - started) / 1000).toFixed(1)) })}\n`);
 console.log("| layer | shape | RTN-3bit-g16 out err % | GPTQ-3bit-g16 out err % | SpQR out err % | SpQR outliers % | SpQR bits/w | GPTQ s | SpQR s |");
 console.log("|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
