@@ -2,10 +2,10 @@
 /**
  * `npm run demo`: the main job on the embedded default model, offline. Inspects
  * test/fixtures/lmpack-fixture-2m, packs it into an .lmpack container, verifies the container's
- * checksums, unpacks it back to a Hugging Face directory and proves the round trip bit-exact.
- * Later issues extend it with packing, export and verification.
+ * checksums, unpacks it back to a Hugging Face directory and proves the round trip bit-exact;
+ * then calibrates, quantizes with GPTQ and measures perplexity before and after.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,8 +17,18 @@ import { LmpackFile } from "../converters/lmpack/reader.js";
 import { formatBytes } from "../converters/io/byte-size.js";
 import { reportError } from "./errors.js";
 import { renderInspect } from "./report.js";
+import { calibrateHessians } from "../converters/hessians/calibrate.js";
+import { quantizeCheckpoint } from "../converters/int-group/quantize-checkpoint.js";
+import { windows } from "../model/eval-stream.js";
+import { LlamaForward } from "../model/llama-forward.js";
+import { loadLlamaWeights } from "../model/llama-weights.js";
+import { perplexity } from "../model/perplexity.js";
+import { loadTokenizer } from "../model/tokenizer.js";
 
-const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures", "lmpack-fixture-2m");
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const FIXTURE = join(ROOT, "test", "fixtures", "lmpack-fixture-2m");
+const README = join(ROOT, "README.md");
+const WINDOW = 256;
 
 async function demo(): Promise<number> {
   const work = await mkdtemp(join(tmpdir(), "lmpack-demo-"));
@@ -50,10 +60,42 @@ async function demo(): Promise<number> {
       console.log(`${same ? "identical" : "DIFFERENT"}  ${name}`);
     }
     console.log(allSame ? "\nround trip through the container is bit-exact" : "\nround trip FAILED");
-    return allSame ? 0 : 3;
+    if (!allSame) return 3;
+    await quantizeAndEvaluate(work);
+    return 0;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Steps 5–6: calibrate on the first half of this repository's README (technical prose, like the
+ * model's training text), quantize with GPTQ 4-bit g128, and compare perplexity before and after
+ * on the README's second half (never the calibration text).
+ */
+async function quantizeAndEvaluate(work: string): Promise<void> {
+  const source = await openCheckpoint(FIXTURE);
+  const tokenizer = await loadTokenizer(FIXTURE);
+  const ids = tokenizer.encode(await readFile(README, "utf8"));
+  const half = Math.floor(ids.length / 2);
+  const calibration = windows(ids.subarray(0, half), WINDOW);
+  const evaluation = windows(ids.subarray(half), WINDOW);
+  step(`5. calibrate on ${calibration.length}×${WINDOW} tokens of README.md, quantize with GPTQ 4-bit g128 into .lmpack`);
+  const weights = await loadLlamaWeights(source);
+  const entries = calibrateHessians(new LlamaForward(weights, WINDOW), calibration);
+  const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
+  const quantizedPath = join(work, "fixture-gptq-w4g128.lmpack");
+  const quantized = quantizeCheckpoint(source, { method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, percDamp: 0.01, hessians: { get: async (name) => byName.get(name) } });
+  await exportLmpack(quantized, quantizedPath);
+  await source.close();
+  const packed = await openCheckpoint(quantizedPath);
+  const packedWeights = await loadLlamaWeights(packed);
+  await packed.close();
+  console.log(`${quantizedPath}: ${formatBytes((await stat(quantizedPath)).size)} (the dense bf16 model: ${formatBytes((await stat(join(FIXTURE, "model.safetensors"))).size)})`);
+  step(`6. perplexity on the other ${evaluation.length}×${WINDOW} tokens of README.md (CPU reference forward)`);
+  const before = perplexity(new LlamaForward(weights, WINDOW), evaluation).perplexity;
+  const after = perplexity(new LlamaForward(packedWeights, WINDOW), evaluation).perplexity;
+  console.log(`perplexity before packing ${before.toFixed(3)}, after GPTQ 4-bit g128 ${after.toFixed(3)} (${(((after - before) / before) * 100).toFixed(2)} %)`);
 }
 
 function step(title: string): void {
