@@ -1,6 +1,7 @@
 import { open, stat } from "node:fs/promises";
 import { FormatError, IoError } from "../formats/errors.js";
 import type { Checkpoint } from "./checkpoint.js";
+import { GGUF_MAGIC } from "./gguf/layout.js";
 import { openHfDirectory } from "./hf/import-local.js";
 import { MAGIC } from "./lmpack/layout.js";
 import { openLmpackCheckpoint } from "./lmpack/import.js";
@@ -15,7 +16,7 @@ export interface OpenOptions {
 export const HUB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$/;
 
 /**
- * Opens any source lmpack reads: an HF directory, a .safetensors or .lmpack file (detected by
+ * Opens any source lmpack reads: an HF directory, a .safetensors, .gguf or .lmpack file (detected by
  * content, not name), or a Hub id that is not an existing path.
  */
 export async function openCheckpoint(source: string, options: OpenOptions = {}): Promise<Checkpoint> {
@@ -30,8 +31,13 @@ export async function openCheckpoint(source: string, options: OpenOptions = {}):
   if (kind === "file") {
     const head = await readHead(source);
     if (MAGIC.every((b, i) => head[i] === b)) return openLmpackCheckpoint(source);
+    if (GGUF_MAGIC.every((b, i) => head[i] === b)) {
+      // Loaded lazily: the GGUF path pulls in every ggml codec and its lookup tables.
+      const { openGgufCheckpoint } = await import("./gguf/import.js");
+      return openGgufCheckpoint(source);
+    }
     if (source.endsWith(".safetensors") || looksLikeSafetensors(head)) return openSafetensorsCheckpoint(source);
-    throw new FormatError("LAYOUT_UNKNOWN", "not a safetensors file, an lmpack container or a model directory", { file: source });
+    throw new FormatError("LAYOUT_UNKNOWN", "not a safetensors file, a GGUF file, an lmpack container or a model directory", { file: source });
   }
   if (HUB_ID.test(source) && !source.startsWith(".")) {
     const { openHubCheckpoint } = await import("./hf/hub.js");
