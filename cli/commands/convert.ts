@@ -12,6 +12,9 @@ import { withVptqSemantics } from "../../converters/vptq/entry.js";
 import { parseByteSize } from "../../converters/io/byte-size.js";
 import type { ChecksumName } from "../../converters/lmpack/checksum.js";
 import { EXIT } from "../errors.js";
+import { exportGguf, type GgufTensorReport } from "../../converters/gguf/export.js";
+import { WRITABLE_TYPES } from "../../converters/gguf/tensor-plan.js";
+import type { Checkpoint } from "../../converters/checkpoint.js";
 import { terminalProgress } from "../progress.js";
 
 interface ConvertArgs {
@@ -27,9 +30,13 @@ interface ConvertArgs {
   progress: boolean;
   json: boolean;
   vptqDequant: "cuda" | "torch";
+  type: string;
+  outputType: string | undefined;
+  embeddingType: string | undefined;
+  ggufName: string | undefined;
 }
 
-const TARGETS = ["safetensors", "lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
+const TARGETS = ["safetensors", "lmpack", "gguf", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
 export const convertCommand = {
   command: "convert <src>",
@@ -38,6 +45,10 @@ export const convertCommand = {
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
       .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, or a packed HF layout (codes moved, not requantized: hf-gptq/hf-autoround/hf-awq for integer layers, hf-fp6 for FP6/FP5, hf-spqr for SpQR, hf-vptq for VPTQ)" })
+      .option("type", { type: "string", default: "F16", describe: `--to gguf: ggml type of the 2-D weights (${WRITABLE_TYPES.join(", ")}); norms stay F32, the output matrix stays at Q6_K below it; rows a type cannot block fall back (reported)` })
+      .option("output-type", { type: "string", describe: "--to gguf: type of the output matrix (lm_head, or the tied embedding)" })
+      .option("embedding-type", { type: "string", describe: "--to gguf: type of token_embd when it is not the output matrix" })
+      .option("gguf-name", { type: "string", describe: "--to gguf: general.name (default: the source folder's name)" })
       .option("vptq-dequant", { choices: ["cuda", "torch"] as const, default: "cuda" as const, describe: "VPTQ layers to dense: the CUDA kernel's single fused rounding (default) or the torch fallback's two roundings" })
       .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })
       .option("allow-requant", { type: "boolean", default: false, describe: "requantize layers the target cannot hold exactly (and report the error) instead of refusing" })
@@ -59,6 +70,7 @@ export const convertCommand = {
     try {
       const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
       let layers: LayerExportReport[] = [];
+      if (args.to === "gguf") return await convertToGguf(checkpoint, args, started);
       if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });
       else if (args.to === "safetensors") await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
       else if (args.to === "hf-fp6") await exportHfFpx(checkpoint, args.out, common);
@@ -78,3 +90,24 @@ export const convertCommand = {
     }
   },
 };
+
+async function convertToGguf(checkpoint: Checkpoint, args: ArgumentsCamelCase<ConvertArgs>, started: number): Promise<number> {
+  if (args.dtype !== undefined) throw new UsageError("BAD_ARGUMENT", "--to gguf takes --type (a ggml type), not --dtype");
+  const result = await exportGguf(checkpoint, args.out, {
+    mainType: args.type,
+    ...(args.outputType === undefined ? {} : { outputType: args.outputType }),
+    ...(args.embeddingType === undefined ? {} : { embeddingType: args.embeddingType }),
+    ...(args.ggufName === undefined ? {} : { naming: { name: args.ggufName } }),
+    overwrite: args.force,
+    onTensor: (r: GgufTensorReport) => {
+      if (args.json) return;
+      const error = r.how === "quantized" ? `, relative error ${r.relativeError!.toExponential(3)}` : "";
+      console.error(`${r.ggufName} ${r.type} ${r.how}${error}${r.note === undefined ? "" : ` (${r.note})`}`);
+    },
+  });
+  for (const w of result.warnings) if (!args.json) console.error(`lmpack: warning: ${w}`);
+  const seconds = (performance.now() - started) / 1000;
+  if (args.json) console.log(JSON.stringify({ ok: true, source: args.src, to: "gguf", out: args.out, bytes: result.bytes, seconds: Number(seconds.toFixed(3)), tensors: result.tensors, warnings: result.warnings }, null, 2));
+  else console.error(`lmpack: wrote ${args.out} (${result.tensors.length} tensors, ${seconds.toFixed(1)} s)`);
+  return EXIT.ok;
+}

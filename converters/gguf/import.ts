@@ -1,11 +1,13 @@
 import type { DType } from "../../formats/dtype.js";
 import { FormatError } from "../../formats/errors.js";
-import type { Checkpoint, TensorEntry } from "../checkpoint.js";
+import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
+import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
+import { ggmlToIntGroup, INT_GROUP_SIZE_KEY } from "./ggml-to-int.js";
 import { normaliseConfig, type ModelConfig } from "../hf/config.js";
 import type { BufferRing } from "../io/buffer-ring.js";
 import { DEFAULT_CHUNK_BYTES } from "../io/read-range.js";
 import { formatFloat32, GgufType, type GgufMetadata } from "./layout.js";
-import { canPermuteQk, ggufToHfName, qkPermutation, unpermuteQk } from "./names.js";
+import { canPermuteQk, ggufToHfName, permutedRow, qkPermutation, unpermuteQk } from "./names.js";
 import { GgufFile, type GgufTensorInfo } from "./reader.js";
 
 /**
@@ -74,9 +76,11 @@ function entry(file: GgufFile, t: GgufTensorInfo, config: ModelConfig | undefine
     const dense = PASS_THROUGH.has(t.type) ? stored : bytesOf(decode(t, stored));
     return which === undefined ? dense : unpermuteQk(dense, rows, nHead);
   };
+  const packed = intGroupView(file, t, hfName, which === undefined ? undefined : { rows, nHead });
   return {
     name: hfName ?? t.name,
-    representation: "dense",
+    representation: packed === undefined ? "dense" : "int-group",
+    ...(packed === undefined ? {} : { packed }),
     dtype,
     shape: t.shape,
     nElements: t.nElements,
@@ -89,6 +93,42 @@ function entry(file: GgufFile, t: GgufTensorInfo, config: ModelConfig | undefine
       if (which !== undefined) return sliced(read, maxChunkBytes, elementBytes);
       if (PASS_THROUGH.has(t.type)) return file.readChunks(t.name, maxChunkBytes, ring);
       return dequantizedChunks(file, t, maxChunkBytes);
+    },
+  };
+}
+
+/**
+ * Decoder linears stored as Q4_0 or Q8_0 are integer codes with a scale per 32 columns: they are
+ * also offered as int-group tensors, so `convert --to hf-gptq` (or any integer layout) moves the
+ * codes instead of requantizing (ggml-to-int.ts). Q4_1 stays dense: whether its mins are integer
+ * zero points is known only from the data.
+ */
+function intGroupView(file: GgufFile, t: GgufTensorInfo, hfName: string | undefined, permuted: { rows: number; nHead: number } | undefined): PackedIntGroup | undefined {
+  const type = t.codec.name;
+  if (hfName === undefined || !isDecoderLinear(hfName) || t.shape.length !== 2 || (type !== "Q4_0" && type !== "Q8_0")) return undefined;
+  const [rows, cols] = t.shape as [number, number];
+  const bits = type === "Q8_0" ? 8 : 4;
+  // Written by lmpack's exporter when the codes came from integer groups; otherwise a block is a group.
+  const recorded = file.metadata.integer(INT_GROUP_SIZE_KEY);
+  const groupSize = recorded !== undefined && recorded % 32 === 0 && cols % recorded === 0 ? recorded : 32;
+  return {
+    representation: "int-group",
+    params: { bits, groupSize, sym: true, scaleDtype: "F16" },
+    outFeatures: rows,
+    inFeatures: cols,
+    actOrder: false,
+    storedBytes: t.byteLength,
+    sourceLayout: "gguf",
+    load: async () => {
+      let rowOrder: ((row: number) => number) | undefined;
+      if (permuted !== undefined) {
+        const hfRowOf = new Int32Array(rows);
+        for (let h = 0; h < rows; h++) hfRowOf[permutedRow(h, rows, permuted.nHead)] = h;
+        rowOrder = (row) => hfRowOf[row]!;
+      }
+      const tensor = ggmlToIntGroup(type, await file.read(t.name), rows, cols, rowOrder, groupSize);
+      if (tensor === undefined) throw new FormatError("PACKED_VALUE_INVALID", `${INT_GROUP_SIZE_KEY} says groups of ${groupSize} columns, but the blocks of a group carry different scales`, { file: file.path, tensor: t.name, byteOffset: t.byteOffset });
+      return tensor;
     },
   };
 }

@@ -13,6 +13,7 @@
 
 import { checkDequantize, readF16 } from "./block-math.js";
 import type { GgmlTypeCodec } from "./types.js";
+import { K_QUANTIZERS } from "./k-quantize.js";
 
 const QK = 256;
 const TYPE_SIZE = QK / 16 + QK / 4 + 2 + 2;
@@ -24,6 +25,8 @@ export const Q2_K: GgmlTypeCodec = {
   name: "Q2_K",
   blockSize: QK,
   typeSize: TYPE_SIZE,
+  // ggml's quantize_row_q2_k_ref (k-quantize.ts), bit for bit.
+  quantize: K_QUANTIZERS.Q2_K,
   dequantize(src, blocks, out) {
     checkDequantize(Q2_K, src, blocks, out);
     for (let b = 0, p = 0, o = 0; b < blocks; b++, p += TYPE_SIZE, o += QK) {

@@ -16,6 +16,7 @@
 
 import { checkDequantize, readF16 } from "./block-math.js";
 import type { GgmlTypeCodec } from "./types.js";
+import { K_QUANTIZERS } from "./k-quantize.js";
 
 const QK = 256;
 const QS = QK / 8;
@@ -28,6 +29,8 @@ export const Q3_K: GgmlTypeCodec = {
   name: "Q3_K",
   blockSize: QK,
   typeSize: TYPE_SIZE,
+  // ggml's quantize_row_q3_k_ref (k-quantize.ts), bit for bit.
+  quantize: K_QUANTIZERS.Q3_K,
   dequantize(src, blocks, out) {
     checkDequantize(Q3_K, src, blocks, out);
     for (let b = 0, p = 0, o = 0; b < blocks; b++, p += TYPE_SIZE, o += QK) {

@@ -15,6 +15,7 @@
 
 import { checkDequantize, readF16 } from "./block-math.js";
 import type { GgmlTypeCodec } from "./types.js";
+import { K_QUANTIZERS } from "./k-quantize.js";
 
 const QK = 256;
 const SCALES = 2 + 2;
@@ -38,6 +39,8 @@ export const Q4_K: GgmlTypeCodec = {
   name: "Q4_K",
   blockSize: QK,
   typeSize: TYPE_SIZE,
+  // ggml's quantize_row_q4_k_ref (k-quantize.ts), bit for bit.
+  quantize: K_QUANTIZERS.Q4_K,
   dequantize(src, blocks, out) {
     checkDequantize(Q4_K, src, blocks, out);
     for (let b = 0, p = 0, o = 0; b < blocks; b++, p += TYPE_SIZE, o += QK) {

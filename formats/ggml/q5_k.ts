@@ -15,6 +15,7 @@
 import { checkDequantize, readF16 } from "./block-math.js";
 import { scaleMinK4 } from "./q4_k.js";
 import type { GgmlTypeCodec } from "./types.js";
+import { K_QUANTIZERS } from "./k-quantize.js";
 
 const QK = 256;
 const SCALES = 2 + 2;
@@ -27,6 +28,8 @@ export const Q5_K: GgmlTypeCodec = {
   name: "Q5_K",
   blockSize: QK,
   typeSize: TYPE_SIZE,
+  // ggml's quantize_row_q5_k_ref (k-quantize.ts), bit for bit.
+  quantize: K_QUANTIZERS.Q5_K,
   dequantize(src, blocks, out) {
     checkDequantize(Q5_K, src, blocks, out);
     for (let b = 0, p = 0, o = 0; b < blocks; b++, p += TYPE_SIZE, o += QK) {

@@ -14,6 +14,7 @@
 
 import { checkDequantize, readF16 } from "./block-math.js";
 import type { GgmlTypeCodec } from "./types.js";
+import { K_QUANTIZERS } from "./k-quantize.js";
 
 const QK = 256;
 const QH = QK / 2;
@@ -26,6 +27,8 @@ export const Q6_K: GgmlTypeCodec = {
   name: "Q6_K",
   blockSize: QK,
   typeSize: TYPE_SIZE,
+  // ggml's quantize_row_q6_k_ref (k-quantize.ts), bit for bit.
+  quantize: K_QUANTIZERS.Q6_K,
   dequantize(src, blocks, out) {
     checkDequantize(Q6_K, src, blocks, out);
     const dl = new Float64Array(16);
