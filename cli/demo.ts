@@ -24,6 +24,8 @@ import { LlamaForward } from "../model/llama-forward.js";
 import { loadLlamaWeights } from "../model/llama-weights.js";
 import { perplexity } from "../model/perplexity.js";
 import { loadTokenizer } from "../model/tokenizer.js";
+import { exportGguf } from "../converters/gguf/export.js";
+import type { IntGroupTensor } from "../formats/int-group/types.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIXTURE = join(ROOT, "test", "fixtures", "lmpack-fixture-2m");
@@ -96,6 +98,21 @@ async function quantizeAndEvaluate(work: string): Promise<void> {
   const before = perplexity(new LlamaForward(weights, WINDOW), evaluation).perplexity;
   const after = perplexity(new LlamaForward(packedWeights, WINDOW), evaluation).perplexity;
   console.log(`perplexity before packing ${before.toFixed(3)}, after GPTQ 4-bit g128 ${after.toFixed(3)} (${(((after - before) / before) * 100).toFixed(2)} %)`);
+
+  step("7. export the quantized model to GGUF Q4_0 for llama.cpp: the 4-bit codes are carried over, not requantized");
+  const ggufPath = join(work, "fixture-q4_0.gguf");
+  const again = await openCheckpoint(quantizedPath);
+  const result = await exportGguf(again, ggufPath, { mainType: "Q4_0" });
+  const exact = result.tensors.filter((t) => t.how === "exact").length;
+  const embedding = result.tensors.find((t) => t.ggufName === "token_embd.weight");
+  console.log(`${ggufPath}: ${formatBytes(result.bytes)}; ${exact} linears carried code for code; norms F32; tied embedding/output ${embedding?.type}${embedding?.note === undefined ? "" : ` (${embedding.note})`}`);
+  const gguf = await openCheckpoint(ggufPath);
+  const name = "model.layers.0.mlp.down_proj.weight";
+  const codes = async (c: typeof gguf) => ((await c.tensors.find((t) => t.name === name)!.packed!.load()) as IntGroupTensor).codes;
+  const same = Buffer.compare(Buffer.from(await codes(again)), Buffer.from(await codes(gguf))) === 0;
+  console.log(`${name}: codes read back from the GGUF ${same ? "equal" : "DIFFER FROM"} the .lmpack codes`);
+  await gguf.close();
+  await again.close();
 }
 
 function step(title: string): void {

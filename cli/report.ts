@@ -34,7 +34,8 @@ export function renderInspect(report: InspectReport): string {
 /** "F16", or for packed tensors e.g. "int4 g32 sym (gptq-v1)", "e3m2 per-row (hf-fp6)". */
 function storage(t: InspectReport["tensors"][number]): string {
   const q = t.quant;
-  if (q === undefined) return t.dtype;
+  const ggml = t.notes?.["ggmlType"];
+  if (q === undefined) return typeof ggml === "string" ? `${ggml} (gguf)` : t.dtype;
   if (q.format !== undefined) return `${q.format} per-row (${q.sourceLayout})`;
   if (q.vectorLen !== undefined) return `vptq v${q.vectorLen} k${q.centroids}${q.resCentroids ? `+${q.resCentroids}` : ""} (${q.sourceLayout})`;
   if (q.outlierShare !== undefined) return `spqr${q.bits} g${q.groupSize} ${(q.outlierShare * 100).toFixed(2)}% outliers (${q.sourceLayout})`;

@@ -76,7 +76,8 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
   const bytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const dtypes: Record<string, number> = {};
   for (const t of tensors) {
-    const kind = t.quant === undefined ? t.dtype : (t.quant.format ?? (t.quant.vectorLen !== undefined ? "vptq" : `${t.quant.outlierShare !== undefined ? "spqr" : "int"}${t.quant.bits}`));
+    const ggml = t.notes?.["ggmlType"];
+    const kind = t.quant === undefined ? (typeof ggml === "string" ? ggml : t.dtype) : (t.quant.format ?? (t.quant.vectorLen !== undefined ? "vptq" : `${t.quant.outlierShare !== undefined ? "spqr" : "int"}${t.quant.bits}`));
     dtypes[kind] = (dtypes[kind] ?? 0) + t.parameters;
   }
   const names = new Set(tensors.map((t) => t.name));
@@ -102,7 +103,9 @@ export function inspectCheckpoint(checkpoint: Checkpoint): InspectReport {
 }
 
 function summariseTensor(t: TensorEntry): TensorSummary {
-  const bytes = t.packed?.storedBytes ?? t.byteLength;
+  // A GGUF tensor read as dense data is stored as ggml blocks (notes from converters/gguf/import.ts).
+  const stored = t.notes?.["storedBytes"];
+  const bytes = t.packed?.storedBytes ?? (typeof stored === "number" ? stored : t.byteLength);
   const summary: TensorSummary = {
     name: t.name,
     representation: t.representation,

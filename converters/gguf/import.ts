@@ -87,7 +87,8 @@ function entry(file: GgufFile, t: GgufTensorInfo, config: ModelConfig | undefine
     byteLength: t.nElements * elementBytes,
     file: file.path,
     byteOffset: t.byteOffset,
-    notes: { ggufName: t.name, ggmlType: t.codec.name },
+    // ggmlType and storedBytes let inspect show what the file holds, not the dequantized view.
+    notes: { ggufName: t.name, ggmlType: t.codec.name, storedBytes: t.byteLength },
     read,
     readChunks: (maxChunkBytes = DEFAULT_CHUNK_BYTES, ring?: BufferRing) => {
       if (which !== undefined) return sliced(read, maxChunkBytes, elementBytes);
