@@ -34,6 +34,7 @@ interface ConvertArgs {
   outputType: string | undefined;
   embeddingType: string | undefined;
   ggufName: string | undefined;
+  keepPacked: boolean;
 }
 
 const TARGETS = ["safetensors", "lmpack", "gguf", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
@@ -48,6 +49,7 @@ export const convertCommand = {
       .option("type", { type: "string", default: "F16", describe: `--to gguf: ggml type of the 2-D weights (${WRITABLE_TYPES.join(", ")}); norms stay F32, the output matrix stays at Q6_K below it; rows a type cannot block fall back (reported)` })
       .option("output-type", { type: "string", describe: "--to gguf: type of the output matrix (lm_head, or the tied embedding)" })
       .option("embedding-type", { type: "string", describe: "--to gguf: type of token_embd when it is not the output matrix" })
+      .option("keep-packed", { type: "boolean", default: false, describe: "--to gguf: store VPTQ/SpQR/FP6 (and integer layers without an exact ggml type) as lmpack's packed arrays with lmpack.* metadata instead of requantizing: readable by any GGUF parser and re-imported by lmpack losslessly, not runnable by llama.cpp" })
       .option("gguf-name", { type: "string", describe: "--to gguf: general.name (default: the source folder's name)" })
       .option("vptq-dequant", { choices: ["cuda", "torch"] as const, default: "cuda" as const, describe: "VPTQ layers to dense: the CUDA kernel's single fused rounding (default) or the torch fallback's two roundings" })
       .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })
@@ -95,6 +97,7 @@ async function convertToGguf(checkpoint: Checkpoint, args: ArgumentsCamelCase<Co
   if (args.dtype !== undefined) throw new UsageError("BAD_ARGUMENT", "--to gguf takes --type (a ggml type), not --dtype");
   const result = await exportGguf(checkpoint, args.out, {
     mainType: args.type,
+    keepPacked: args.keepPacked,
     ...(args.outputType === undefined ? {} : { outputType: args.outputType }),
     ...(args.embeddingType === undefined ? {} : { embeddingType: args.embeddingType }),
     ...(args.ggufName === undefined ? {} : { naming: { name: args.ggufName } }),

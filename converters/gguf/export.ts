@@ -11,6 +11,7 @@ import { llamaMetadata, type GgufNaming } from "./llama-metadata.js";
 import { hfToGgufName, permutedRow, qkPermutation } from "./names.js";
 import { chooseTensorType, writableCodec, type RecipeOptions } from "./tensor-plan.js";
 import { ggufTokenizer } from "./tokenizer-meta.js";
+import { isKeptPart, keepPacked, type KeptTensor } from "./keep-packed.js";
 import { writeGguf, type GgufTensorToWrite } from "./writer.js";
 
 /**
@@ -23,6 +24,8 @@ import { writeGguf, type GgufTensorToWrite } from "./writer.js";
  */
 
 export interface GgufExportOptions extends Partial<RecipeOptions> {
+  /** Store tensors without an exact ggml image in lmpack's own arrays (keep-packed.ts) instead of requantizing them. */
+  keepPacked?: boolean;
   /** general.name etc.; name defaults to the source folder's name. */
   naming?: Partial<GgufNaming>;
   overwrite?: boolean;
@@ -35,8 +38,8 @@ export interface GgufTensorReport {
   ggufName: string;
   type: string;
   shape: number[];
-  /** "copied" (float passthrough), "exact" (integer codes carried over) or "quantized". */
-  how: "copied" | "exact" | "quantized";
+  /** "copied" (float passthrough), "exact" (integer codes carried over), "quantized", or "kept" (lmpack arrays, --keep-packed). */
+  how: "copied" | "exact" | "quantized" | "kept";
   /** ‖dequant(written) − source‖ / ‖source‖ over the tensor, for quantized tensors. */
   relativeError: number | undefined;
   note: string | undefined;
@@ -74,12 +77,35 @@ export async function exportGguf(checkpoint: Checkpoint, path: string, options: 
   const groupSize = carriedGroupSize(entries.map((e) => e.entry), tied, recipe);
   if (groupSize !== undefined) metadata.set(INT_GROUP_SIZE_KEY, { type: GgufType.UINT32, value: groupSize });
   const reports: GgufTensorReport[] = [];
-  const tensors: GgufTensorToWrite[] = entries.map(({ entry, hfName }) => {
+  const kept = new KeptCache();
+  const tensors: GgufTensorToWrite[] = [];
+  for (const { entry, hfName } of entries) {
     const ggufName = hfToGgufName(hfName);
     if (ggufName === undefined) throw new FormatError("TENSOR_INVALID_INFO", "no GGUF name for this tensor in the llama architecture", { file: entry.file, tensor: entry.name });
     const { codec, reason } = chooseTensorType(ggufName, entry.shape, tied, recipe);
+    if (options.keepPacked === true && entry.packed !== undefined && !carriesExactly(entry, codec.name)) {
+      // Described now (the header comes first), encoded again when its arrays are written.
+      const description = await keepPacked(entry, ggufName);
+      metadata.set(description.key, { type: GgufType.STRING, value: description.json });
+      for (const part of description.parts) {
+        tensors.push({
+          name: part.name,
+          type: part.type,
+          shape: part.shape,
+          data: async function* () {
+            yield (await kept.get(entry, ggufName)).parts.find((p) => p.name === part.name)!.bytes;
+            if (part === description.parts[0]) {
+              const report: GgufTensorReport = { name: entry.name, ggufName, type: `lmpack ${entry.packed!.representation}`, shape: [...entry.shape], how: "kept", relativeError: 0, note: "not runnable by llama.cpp" };
+              reports.push(report);
+              options.onTensor?.(report);
+            }
+          },
+        });
+      }
+      continue;
+    }
     const heads = qkPermutation(ggufName) === "q" ? config.numHeads : qkPermutation(ggufName) === "k" ? config.numKvHeads : undefined;
-    return {
+    tensors.push({
       name: ggufName,
       type: codec.id,
       shape: entry.shape,
@@ -89,10 +115,27 @@ export async function exportGguf(checkpoint: Checkpoint, path: string, options: 
         options.onTensor?.(report);
         yield bytes;
       },
-    };
-  });
+    });
+  }
+  if (tensors.some((t) => isKeptPart(t.name))) warnings.push("--keep-packed: tensors in lmpack's packed formats have no llama.cpp kernels, so llama.cpp cannot run this file; lmpack and any GGUF parser read it");
   const bytes = await writeGguf(path, metadata, tensors, { overwrite: options.overwrite ?? false });
   return { bytes, tensors: reports, warnings };
+}
+
+/** Integer groups that the chosen type holds exactly (checked from the parameters: sym zeros are 2^(bits−1)). */
+function carriesExactly(entry: TensorEntry, type: string): boolean {
+  const p = entry.packed;
+  if (p?.representation !== "int-group" || p.actOrder || !p.params.sym || p.params.scaleDtype !== "F16" || p.params.groupSize % 32 !== 0) return false;
+  return (type === "Q4_0" && p.params.bits === 4) || (type === "Q8_0" && p.params.bits === 8);
+}
+
+/** One encoded packed tensor at a time: its arrays are written one after another. */
+class KeptCache {
+  private last: { name: string; kept: KeptTensor } | undefined;
+  async get(entry: TensorEntry, ggufName: string): Promise<KeptTensor> {
+    if (this.last?.name !== entry.name) this.last = { name: entry.name, kept: await keepPacked(entry, ggufName) };
+    return this.last.kept;
+  }
 }
 
 /**
@@ -103,12 +146,9 @@ export async function exportGguf(checkpoint: Checkpoint, path: string, options: 
 function carriedGroupSize(entries: TensorEntry[], tied: boolean, recipe: RecipeOptions): number | undefined {
   const sizes = new Set<number>();
   for (const entry of entries) {
-    const p = entry.packed;
-    if (p?.representation !== "int-group" || p.actOrder || !p.params.sym || p.params.scaleDtype !== "F16" || p.params.groupSize % 32 !== 0) continue;
     const ggufName = hfToGgufName(entry.name);
-    if (ggufName === undefined) continue;
-    const type = chooseTensorType(ggufName, entry.shape, tied, recipe).codec.name;
-    if ((type === "Q4_0" && p.params.bits === 4) || (type === "Q8_0" && p.params.bits === 8)) sizes.add(p.params.groupSize);
+    if (ggufName === undefined || entry.packed?.representation !== "int-group") continue;
+    if (carriesExactly(entry, chooseTensorType(ggufName, entry.shape, tied, recipe).codec.name)) sizes.add(entry.packed.params.groupSize);
   }
   return sizes.size === 1 ? [...sizes][0] : undefined;
 }

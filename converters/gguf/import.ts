@@ -3,6 +3,7 @@ import { FormatError } from "../../formats/errors.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
 import { ggmlToIntGroup, INT_GROUP_SIZE_KEY } from "./ggml-to-int.js";
+import { isKeptPart, keptEntries } from "./keep-packed.js";
 import { normaliseConfig, type ModelConfig } from "../hf/config.js";
 import type { BufferRing } from "../io/buffer-ring.js";
 import { DEFAULT_CHUNK_BYTES } from "../io/read-range.js";
@@ -43,7 +44,8 @@ export async function openGgufCheckpoint(path: string): Promise<GgufCheckpoint> 
       rawConfigText: rawConfig === undefined ? undefined : `${JSON.stringify(rawConfig, null, 2)}\n`,
       sideFiles: new Map(),
       metadata: file.metadata.toStrings(),
-      tensors: file.tensors.map((info) => entry(file, info, config)),
+      // Arrays of --keep-packed tensors are not tensors of the model: they come back as packed entries.
+      tensors: [...file.tensors.filter((info) => !isKeptPart(info.name)).map((info) => entry(file, info, config)), ...keptEntries(file)],
       gguf: file,
       readGgufTensor: async (name) => decode(file.tensor(name), await file.read(name)),
       close: () => file.close(),

@@ -1,5 +1,6 @@
 import { BF16, F16, F32 } from "./float.js";
 import { IQ_TYPES } from "./iq/index.js";
+import { RAW_TYPES } from "./raw-types.js";
 import { IQ4_NL } from "./iq4_nl.js";
 import { IQ4_XS } from "./iq4_xs.js";
 import { Q2_K } from "./q2_k.js";
@@ -39,6 +40,7 @@ const CODECS: readonly GgmlTypeCodec[] = [
   TQ1_0,
   TQ2_0,
   ...IQ_TYPES,
+  ...RAW_TYPES,
 ];
 
 /** Index of `codecs` by `key`; a second codec with the same key is a programming error (gguf-py asserts the same). */

@@ -150,6 +150,12 @@ const GEOMETRY: Record<string, { id: number; blockSize: number; typeSize: number
   BF16: { id: 30, blockSize: 1, typeSize: 2 },
   TQ1_0: { id: 34, blockSize: 256, typeSize: 54 },
   TQ2_0: { id: 35, blockSize: 256, typeSize: 66 },
+  // ggml.h's plain element types (GGML_TYPE_I8 … GGML_TYPE_F64).
+  I8: { id: 24, blockSize: 1, typeSize: 1 },
+  I16: { id: 25, blockSize: 1, typeSize: 2 },
+  I32: { id: 26, blockSize: 1, typeSize: 4 },
+  I64: { id: 27, blockSize: 1, typeSize: 8 },
+  F64: { id: 28, blockSize: 1, typeSize: 8 },
 };
 /** The types of this suite's codecs, which must all be registered. */
 const OWN_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "TQ1_0", "TQ2_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"];

@@ -100,6 +100,33 @@ exporter("GPTQ 4-bit sym → GGUF Q4_0 → GPTQ: the codes travel exactly and mo
   }
 });
 
+exporter("--keep-packed: VPTQ, SpQR and FP6 tensors travel as lmpack arrays; any GGUF parser reads the file, lmpack gets every packed tensor back exactly", async () => {
+  const dir = await tempDir();
+  try {
+    for (const format of ["vptq", "spqr", "fp6"]) {
+      const source = await openCheckpoint(join(SHARED_DIR, "checkpoints", `tinystories-656K-${format}`));
+      const out = join(dir.path, `${format}.gguf`);
+      const result = await exportGguf(source, out, { mainType: "F16", keepPacked: true });
+      assert.is(result.tensors.filter((t) => t.how === "kept").length, 14, format);
+      assert.ok(result.warnings.some((w) => /cannot run this file/.test(w)));
+      const parsed = await gguf(out, { allowLocalFile: true });
+      assert.ok(parsed.tensorInfos.some((t) => t.name.includes(".lmpack.")), `${format}: @huggingface/gguf sees the arrays`);
+      const back = await openGgufCheckpoint(out);
+      for (const entry of source.tensors.filter((t) => t.packed !== undefined)) {
+        const again = back.tensors.find((t) => t.name === entry.name);
+        assert.ok(again?.packed !== undefined, `${format}: ${entry.name} comes back packed`);
+        assert.is(again!.packed!.representation, entry.packed!.representation);
+        assert.equal(await again!.packed!.load(), await entry.packed!.load(), `${format}: ${entry.name}`);
+        assert.ok(Buffer.from(await again!.read()).equals(Buffer.from(await entry.read())), `${format}: ${entry.name} dequantizes the same`);
+      }
+      await back.close();
+      await source.close();
+    }
+  } finally {
+    await dir.cleanup();
+  }
+});
+
 exporter("lmpack convert --to gguf reports fallbacks and refuses unknown types", () => {
   const bad = spawnSync(process.execPath, [CLI, "convert", sharedModel("lmpack-fixture-2m"), "--to", "gguf", "--type", "IQ2_XXS", "--out", "/nonexistent/x.gguf"], { encoding: "utf8" });
   assert.is(bad.status, 1, bad.stderr);
