@@ -69,22 +69,29 @@ try {
     for (const [w, ids] of chunks.entries()) {
       // Every window starts from an empty context, as in the protocol.
       await sequence.clearHistory();
-      const items = Array.from(ids, (id) => [id, { generateNext: { probabilities: true } }] as const);
-      const results = await sequence.controlledEvaluate(items as never);
+      // KL windows need the whole distribution; perplexity needs only the target's logit, the
+      // largest logit (includeTop 1: in 3.22.1 includeMax did not return it) and
+      // Σ exp(logit − max), which is far cheaper than node-llama-cpp's sorted full maps.
+      const full = w < klWindows;
+      const items = Array.from(ids, (id, t) => [id, { generateNext: full ? { probabilities: true } : { logits: { filter: { tokens: [ids[t + 1] ?? id], includeTop: 1 } }, totalLogitWeight: true } }] as const);
+      const results = (await sequence.controlledEvaluate(items as never)) as { next: { probabilities?: Map<number, number>; logits?: Map<number, number>; totalLogitWeight?: number } }[];
       for (let t = 0; t + 1 < ids.length; t++) {
-        const p = (results[t] as { next: { probabilities: Map<number, number> } }).next.probabilities;
-        nll -= Math.log(p.get(ids[t + 1]!) ?? 0);
+        const next = results[t]!.next;
         scored++;
-        if (w < klWindows) {
-          const ref = referenceLogProbs[w]!;
-          let sum = 0;
-          for (let j = 0; j < vocab; j++) {
-            const lp = ref[t * vocab + j]!;
-            sum += Math.exp(lp) * (lp - Math.log(Math.max(p.get(j) ?? 0, 1e-30)));
-          }
-          kl += sum;
-          klCount++;
+        if (!full) {
+          const max = Math.max(...next.logits!.values());
+          nll -= next.logits!.get(ids[t + 1]!)! - max - Math.log(next.totalLogitWeight!);
+          continue;
         }
+        const p = next.probabilities!;
+        nll -= Math.log(p.get(ids[t + 1]!) ?? 0);
+        // KL(lmpack fp32 ‖ llama.cpp) at this position.
+        const ref = referenceLogProbs[w]!;
+        for (let j = 0; j < vocab; j++) {
+          const lp = ref[t * vocab + j]!;
+          kl += Math.exp(lp) * (lp - Math.log(Math.max(p.get(j) ?? 0, 1e-30)));
+        }
+        klCount++;
       }
     }
     sequence.dispose();
@@ -95,7 +102,7 @@ try {
     const bytes = (await stat(path)).size;
     const bpw = (matrixBytes(matrices) * 8) / weights;
     const fallback = matrices.filter((r) => r.note !== undefined && r.note.includes("not whole")).length;
-    console.log(`| ${type} | ${(bytes / 1e6).toFixed(2)} | ${bpw.toFixed(3)} | ${matrices.filter((r) => r.how === "exact").length} / ${matrices.filter((r) => r.how === "quantized").length} / ${fallback} | ${Math.exp(nll / scored).toFixed(4)} | ${(kl / klCount).toFixed(5)} | ${((performance.now() - started) / 1000).toFixed(0)} |`);
+    console.log(`| ${type} | ${(bytes / 1e6).toFixed(2)} | ${bpw.toFixed(3)} | ${matrices.filter((r) => r.how === "exact").length} / ${matrices.filter((r) => r.how === "quantized").length} / ${fallback} | ${Math.exp(nll / scored).toFixed(4)} | ${klCount === 0 ? "–" : (kl / klCount).toFixed(5)} | ${((performance.now() - started) / 1000).toFixed(0)} |`);
     await rm(path, { force: true });
   }
 } finally {
