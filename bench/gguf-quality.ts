@@ -4,12 +4,14 @@
  * type, `lmpack convert <model> --to gguf --type T`, then llama.cpp's next-token probabilities on
  * the docs-valid windows (the perplexity protocol of ../shared/models/README.md) give its
  * perplexity, and on the first windows its mean KL divergence from lmpack's own fp32 forward of
- * the source model (the reference: its logits equal transformers' within 1.3e-5).
+ * the source model (the reference: its logits equal transformers' within 1.3e-5). Every export
+ * is also parsed by @huggingface/gguf, an independent GGUF reader.
  *
  *   npm run runtimes     # once: node-llama-cpp into .runtimes/ (test/runtimes/install.mjs)
  *   node dist/bench/gguf-quality.js [--model DIR] [--types F16,Q8_0,Q4_0,Q4_K,Q6_K,Q2_K] [--max-tokens 32768] [--kl-tokens 4096]
  */
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { gguf } from "@huggingface/gguf";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -59,6 +61,9 @@ try {
     const path = join(work, `${type}.gguf`);
     const reports: GgufTensorReport[] = [];
     await exportGguf(checkpoint, path, { mainType: type, onTensor: (r) => reports.push(r) });
+    // An independent parser must read it too.
+    const parsed = await gguf(path, { allowLocalFile: true });
+    if (parsed.tensorInfos.length !== reports.length || parsed.metadata["general.architecture"] !== "llama") throw new Error(`@huggingface/gguf disagrees about ${path}`);
     const loaded = await llama.loadModel({ modelPath: path });
     const context = await loaded.createContext({ contextSize: WINDOW, batchSize: WINDOW, sequences: 1 });
     let nll = 0;
