@@ -87,14 +87,16 @@ export async function exportGguf(checkpoint: Checkpoint, path: string, options: 
       // Described now (the header comes first), encoded again when its arrays are written.
       const description = await keepPacked(entry, ggufName);
       metadata.set(description.key, { type: GgufType.STRING, value: description.json });
-      for (const part of description.parts) {
+      // Only the layout is kept here: holding every packed array until it is written would hold the model.
+      const first = description.parts[0]?.name;
+      for (const { name, type, shape } of description.parts) {
         tensors.push({
-          name: part.name,
-          type: part.type,
-          shape: part.shape,
+          name,
+          type,
+          shape,
           data: async function* () {
-            yield (await kept.get(entry, ggufName)).parts.find((p) => p.name === part.name)!.bytes;
-            if (part === description.parts[0]) {
+            yield (await kept.get(entry, ggufName)).parts.find((p) => p.name === name)!.bytes;
+            if (name === first) {
               const report: GgufTensorReport = { name: entry.name, ggufName, type: `lmpack ${entry.packed!.representation}`, shape: [...entry.shape], how: "kept", relativeError: 0, note: "not runnable by llama.cpp" };
               reports.push(report);
               options.onTensor?.(report);

@@ -17,10 +17,6 @@ export const INT_GROUP_SIZE_KEY = "lmpack.int_group.group_size";
 
 const TYPE_SIZE: Record<IntGgmlType, number> = { Q4_0: 18, Q8_0: 34, Q4_1: 20 };
 
-export function isIntGgmlType(name: string): name is IntGgmlType {
-  return name === "Q4_0" || name === "Q8_0" || name === "Q4_1";
-}
-
 /**
  * Integer codes of a [rows][cols] tensor stored as `type` blocks (GGUF row r at rowOrder(r) in
  * the result; identity when undefined), or undefined when a Q4_1 block's min is not −zero·scale
