@@ -1,5 +1,6 @@
 import { convertFloatBytes } from "../formats/dense/convert.js";
-import { FormatError } from "../formats/errors.js";
+import { totalmem } from "node:os";
+import { FormatError, UsageError } from "../formats/errors.js";
 import { viewAs } from "../formats/packed-array.js";
 import type { Checkpoint, TensorEntry } from "../converters/checkpoint.js";
 import type { ModelConfig } from "../converters/hf/config.js";
@@ -47,6 +48,12 @@ export async function loadLlamaWeights(checkpoint: Checkpoint): Promise<LlamaWei
   const config = checkpoint.config;
   if (config === undefined) throw new FormatError("CONFIG_INVALID", "a forward pass needs config.json", { file: checkpoint.location });
   const byName = new Map(checkpoint.tensors.map((t) => [t.name, t]));
+  // Refuse before allocating: a 7B model would need 56 GB here and die in the middle.
+  const needed = checkpoint.tensors.reduce((sum, t) => sum + t.nElements, 0) * 8;
+  const budget = 0.6 * totalmem();
+  if (needed > budget) {
+    throw new UsageError("BAD_ARGUMENT", `the CPU reference forward holds every weight as float64: this model needs ${(needed / 2 ** 30).toFixed(1)} GiB, more than 60 % of this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB`, { file: checkpoint.location });
+  }
   const H = config.hiddenSize;
   const read = async (name: string, shape: number[]): Promise<Float64Array> => {
     const entry = byName.get(name);
