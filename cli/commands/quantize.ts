@@ -7,6 +7,7 @@ import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportHfInt, HF_INT_TARGETS } from "../../converters/int-group/export-hf.js";
 import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../../converters/int-group/quantize-checkpoint.js";
 import { openHessianStore } from "../../converters/hessians/store.js";
+import { isQuipHessianSpec, openQuipHessians } from "../../converters/hessians/quip-import.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { EXIT } from "../errors.js";
 import { quantizeFpxToDisk } from "./quantize-fpx.js";
@@ -54,7 +55,7 @@ export const quantizeCommand = {
       .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
-      .option("hessians", { type: "string", describe: `Hessian store (safetensors, see converters/hessians/store.ts), or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
+      .option("hessians", { type: "string", describe: `Hessian store written by lmpack calibrate (safetensors, converters/hessians/store.ts); a QuIP#/VPTQ Hessian set (a directory of <layer>_qkv/_o/_up/_down.pt files, or one .pt; read without executing pickle); or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
@@ -117,7 +118,7 @@ export const quantizeCommand = {
 
 export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
   if (spec === undefined) return undefined;
-  if (spec !== EMBEDDING_PROXY) return openHessianStore(spec);
+  if (spec !== EMBEDDING_PROXY) return (await isQuipHessianSpec(spec)) ? openQuipHessians(spec) : openHessianStore(spec);
   const entries = await embeddingProxyHessians(checkpoint);
   const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
   return { get: async (name: string) => byName.get(name) };
