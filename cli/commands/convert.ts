@@ -16,6 +16,7 @@ import { exportGguf, type GgufTensorReport } from "../../converters/gguf/export.
 import { WRITABLE_TYPES } from "../../converters/gguf/tensor-plan.js";
 import type { Checkpoint } from "../../converters/checkpoint.js";
 import { terminalProgress } from "../progress.js";
+import { convertToOnnx } from "./convert-onnx.js";
 
 interface ConvertArgs {
   src: string;
@@ -35,13 +36,14 @@ interface ConvertArgs {
   embeddingType: string | undefined;
   ggufName: string | undefined;
   keepPacked: boolean;
+  perLayer: boolean;
 }
 
-const TARGETS = ["safetensors", "lmpack", "gguf", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
+const TARGETS = ["safetensors", "lmpack", "gguf", "onnx", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
 export const convertCommand = {
   command: "convert <src>",
-  describe: "Convert a checkpoint to safetensors (HF directory or one file) or an .lmpack container, streaming",
+  describe: "Convert a checkpoint to safetensors (HF directory or one file), an .lmpack container, GGUF, or a packed HF layout, streaming",
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
@@ -50,6 +52,7 @@ export const convertCommand = {
       .option("output-type", { type: "string", describe: "--to gguf: type of the output matrix (lm_head, or the tied embedding)" })
       .option("embedding-type", { type: "string", describe: "--to gguf: type of token_embd when it is not the output matrix" })
       .option("keep-packed", { type: "boolean", default: false, describe: "--to gguf: store VPTQ/SpQR/FP6 (and integer layers without an exact ggml type) as lmpack's packed arrays with lmpack.* metadata instead of requantizing: readable by any GGUF parser and re-imported by lmpack losslessly, not runnable by llama.cpp" })
+      .option("per-layer", { type: "boolean", default: false, describe: "--to onnx: one MatMulNBits model per integer-group linear instead of the whole decoder (model.onnx + genai_config.json)" })
       .option("gguf-name", { type: "string", describe: "--to gguf: general.name (default: the source folder's name)" })
       .option("vptq-dequant", { choices: ["cuda", "torch"] as const, default: "cuda" as const, describe: "VPTQ layers to dense: the CUDA kernel's single fused rounding (default) or the torch fallback's two roundings" })
       .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })
@@ -73,6 +76,7 @@ export const convertCommand = {
       const common = { overwrite: args.force, ...(dtype === undefined ? {} : { dtype }), ...(progress === undefined ? {} : { progress }) };
       let layers: LayerExportReport[] = [];
       if (args.to === "gguf") return await convertToGguf(checkpoint, args, started);
+      if (args.to === "onnx") return await convertToOnnx(checkpoint, args, started);
       if (args.to === "lmpack") await exportLmpack(checkpoint, args.out, { ...common, checksum: args.checksum });
       else if (args.to === "safetensors") await exportSafetensors(checkpoint, args.out, { ...common, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
       else if (args.to === "hf-fp6") await exportHfFpx(checkpoint, args.out, common);

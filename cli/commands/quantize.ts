@@ -47,7 +47,7 @@ export const EMBEDDING_PROXY = "embedding-proxy";
 
 export const quantizeCommand = {
   command: "quantize <src>",
-  describe: "Quantize a dense checkpoint's decoder linears, layer by layer: integer groups (RTN, GPTQ, SignRound) or FP6/FP5 (FP6-LLM tensor-core layout)",
+  describe: "Quantize a dense checkpoint's decoder linears, layer by layer: integer groups (RTN, GPTQ, SignRound), FP6/FP5 (FP6-LLM tensor-core layout), SpQR or VPTQ",
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
