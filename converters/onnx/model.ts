@@ -166,3 +166,89 @@ function inlineBytes(tensor: onnx.TensorProto.$Properties, dtype: DType, where: 
   if (dtype === "I32") return new Uint8Array(Int32Array.from(ints).buffer);
   throw new FormatError("DTYPE_UNSUPPORTED", `initializer of ${dtype} without raw_data is not read`, where);
 }
+
+// ---------------------------------------------------------------- building subgraphs node by node
+
+export function intsAttribute(name: string, values: readonly number[]): AttributeInit {
+  return { name, type: onnx.AttributeProto.AttributeType.INTS, ints: [...values] };
+}
+
+export function stringAttribute(name: string, value: string): AttributeInit {
+  return { name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(value) };
+}
+
+/** Nodes and initialisers of a graph under construction; every name starts with `prefix`. */
+export interface GraphParts {
+  prefix: string;
+  nodes: NodeInit[];
+  initializers: TensorInit[];
+  /** Next number for generated names. */
+  nextId: number;
+}
+
+export function graphParts(prefix: string): GraphParts {
+  return { prefix, nodes: [], initializers: [], nextId: 0 };
+}
+
+/** Appends a one-output node; returns the name of its (fresh) output. */
+export function addNode(g: GraphParts, opType: string, inputs: readonly string[], attribute: AttributeInit[] = []): string {
+  const id = g.nextId++;
+  const output = `${g.prefix}/${opType}_${id}`;
+  g.nodes.push({ name: `${g.prefix}/${opType}_${id}`, opType, input: [...inputs], output: [output], attribute });
+  return output;
+}
+
+/** Adds initialiser `<prefix>.<name>` holding `bytes`; returns its name. */
+export function addInitializer(g: GraphParts, name: string, dtype: DType, dims: readonly number[], bytes: Uint8Array): string {
+  const full = `${g.prefix}.${name}`;
+  g.initializers.push(initializer(full, dtype, dims, bytes));
+  return full;
+}
+
+/** The integer and float element types `addConstant` writes. */
+export type ConstantDType = "F32" | "I64" | "I32" | "U64" | "U32" | "U16" | "U8";
+
+/** A small constant (a shape, a mask, a lookup table) as an initialiser; dims [] is a scalar. */
+export function addConstant(g: GraphParts, dtype: ConstantDType, dims: readonly number[], values: readonly (number | bigint)[]): string {
+  const typed =
+    dtype === "F32" ? Float32Array.from(values, Number)
+    : dtype === "I64" ? BigInt64Array.from(values, (v) => BigInt(v))
+    : dtype === "U64" ? BigUint64Array.from(values, (v) => BigInt(v))
+    : dtype === "I32" ? Int32Array.from(values, Number)
+    : dtype === "U32" ? Uint32Array.from(values, Number)
+    : dtype === "U16" ? Uint16Array.from(values, Number)
+    : Uint8Array.from(values, Number);
+  return addInitializer(g, `const_${g.nextId++}`, dtype, dims, new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+}
+
+/** Cast of `x` to `dtype`. */
+export function addCast(g: GraphParts, x: string, dtype: DType): string {
+  return addNode(g, "Cast", [x], [intAttribute("to", onnxDataType(dtype))]);
+}
+
+/**
+ * float32 `x` rounded once to the 16-bit `dtype` (nearest even, as onnxruntime's Cast does) and
+ * widened back, exactly: h(x) of an fp16 reference that computes in f32.
+ */
+export function addRoundTo16(g: GraphParts, x: string, dtype: "F16" | "BF16"): string {
+  return addCast(g, addCast(g, x, dtype), "F32");
+}
+
+/** Reshape of `x` to fixed dims. */
+export function addReshape(g: GraphParts, x: string, dims: readonly number[]): string {
+  return addNode(g, "Reshape", [x, addConstant(g, "I64", [dims.length], dims)]);
+}
+
+/** `x[start:end]` along `axis`. */
+export function addSlice(g: GraphParts, x: string, axis: number, start: number, end: number): string {
+  return addNode(g, "Slice", [x, addConstant(g, "I64", [1], [start]), addConstant(g, "I64", [1], [end]), addConstant(g, "I64", [1], [axis])]);
+}
+
+/**
+ * The inverse of the permutation `perm` (int64 [n], values 0 … n−1, each once), computed in the
+ * graph: inv[perm[j]] = j, a ScatterElements of 0 … n−1 that overwrites every slot once.
+ */
+export function addInversePermutation(g: GraphParts, perm: string, n: number): string {
+  const iota = addNode(g, "Range", [addConstant(g, "I64", [], [0]), addConstant(g, "I64", [], [n]), addConstant(g, "I64", [], [1])]);
+  return addNode(g, "ScatterElements", [iota, perm, iota], [intAttribute("axis", 0)]);
+}
