@@ -47,7 +47,7 @@ export const convertCommand = {
   builder: (yargs: Argv) =>
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
-      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, or a packed HF layout (codes moved, not requantized: hf-gptq/hf-autoround/hf-awq for integer layers, hf-fp6 for FP6/FP5, hf-spqr for SpQR, hf-vptq for VPTQ)" })
+      .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: dense safetensors, the .lmpack container, gguf (llama.cpp; --type), onnx (a whole-decoder folder for onnxruntime, or --per-layer MatMulNBits models), or a packed HF layout (codes moved, not requantized: hf-gptq/hf-autoround/hf-awq for integer layers, hf-fp6 for FP6/FP5, hf-spqr for SpQR, hf-vptq for VPTQ)" })
       .option("type", { type: "string", default: "F16", describe: `--to gguf: ggml type of the 2-D weights (${WRITABLE_TYPES.join(", ")}); norms stay F32, the output matrix stays at Q6_K below it; rows a type cannot block fall back (reported)` })
       .option("output-type", { type: "string", describe: "--to gguf: type of the output matrix (lm_head, or the tied embedding)" })
       .option("embedding-type", { type: "string", describe: "--to gguf: type of token_embd when it is not the output matrix" })

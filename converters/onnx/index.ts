@@ -1,4 +1,6 @@
-/** ONNX export and import of integer-group linears as com.microsoft.MatMulNBits (issue 8). */
+/** ONNX export: whole Llama decoders, MatMulNBits linears (and their import), dequantization subgraphs (issue 8). */
+export { exportOnnxDecoder } from "./export-decoder.js";
+export { exportOnnxLayers } from "./export-per-layer.js";
 export { BATCH_DIM, LAYER_INPUT, LAYER_OUTPUT, METADATA_SCALE_DTYPE, METADATA_SYM, encodeMatMulNBitsLayer, matMulNBitsLayerModel, matMulNBitsNode, writeMatMulNBitsLayer } from "./export-layer.js";
 export type { LayerExportOptions } from "./export-layer.js";
 export { importMatMulNBits, readMatMulNBitsModel } from "./import.js";
