@@ -21,6 +21,7 @@ import { evalTokenStream, windows } from "../model/eval-stream.js";
 import { LlamaForward } from "../model/llama-forward.js";
 import { loadLlamaWeights } from "../model/llama-weights.js";
 import { loadTokenizer } from "../model/tokenizer.js";
+import { logSumExp } from "../model/perplexity.js";
 import { loadNodeLlamaCpp } from "../test/runtimes/node-llama-cpp.js";
 
 function arg(name: string, fallback: string): string {
@@ -123,11 +124,7 @@ function matrixBytes(reports: GgufTensorReport[]): number {
 function logSoftmaxRows(logits: Float64Array, rows: number, width: number): Float32Array {
   const out = new Float32Array(rows * width);
   for (let r = 0; r < rows; r++) {
-    let max = -Infinity;
-    for (let j = 0; j < width; j++) max = Math.max(max, logits[r * width + j]!);
-    let sum = 0;
-    for (let j = 0; j < width; j++) sum += Math.exp(logits[r * width + j]! - max);
-    const lse = max + Math.log(sum);
+    const lse = logSumExp(logits, r * width, width);
     for (let j = 0; j < width; j++) out[r * width + j] = logits[r * width + j]! - lse;
   }
   return out;

@@ -28,6 +28,7 @@ import { LlamaForward } from "../model/llama-forward.js";
 import { loadLlamaWeights } from "../model/llama-weights.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { loadOnnxRuntime, type OrtSession, type OrtTensor } from "../test/runtimes/onnxruntime.js";
+import { windowNll } from "../model/perplexity.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -70,20 +71,6 @@ async function logitsOf(session: OrtSession, ids: Int32Array): Promise<Float32Ar
   const empty = new Tensor("float32", new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
   for (let i = 0; i < config.numLayers; i++) feeds[`past_key_values.${i}.key`] = feeds[`past_key_values.${i}.value`] = empty;
   return (await session.run(feeds))["logits"]!.data as Float32Array;
-}
-
-/** Σ −log p(ids[t+1] | ids[≤t]) over the window, in float64. */
-function windowNll(logits: ArrayLike<number>, ids: Int32Array, vocab: number): number {
-  let nll = 0;
-  for (let t = 0; t + 1 < ids.length; t++) {
-    const row = t * vocab;
-    let max = -Infinity;
-    for (let j = 0; j < vocab; j++) max = Math.max(max, logits[row + j]!);
-    let sum = 0;
-    for (let j = 0; j < vocab; j++) sum += Math.exp(logits[row + j]! - max);
-    nll += max + Math.log(sum) - logits[row + ids[t + 1]!]!;
-  }
-  return nll;
 }
 
 function variantCheckpoint(variant: string): Checkpoint {

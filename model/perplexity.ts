@@ -21,19 +21,24 @@ export interface PerplexityResult {
   scored: number;
 }
 
+/** log Σ exp(x) over x[offset … offset+width), shifted by the maximum so nothing overflows. */
+export function logSumExp(x: ArrayLike<number>, offset: number, width: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < width; j++) max = Math.max(max, x[offset + j]!);
+  let sum = 0;
+  for (let j = 0; j < width; j++) sum += Math.exp(x[offset + j]! - max);
+  return max + Math.log(sum);
+}
+
+/** Σ −log p(ids[t+1] | ids[≤t]) from logits [ids.length][vocab], in nats. */
+export function windowNll(logits: ArrayLike<number>, ids: Int32Array, vocab: number): number {
+  let nll = 0;
+  for (let t = 0; t + 1 < ids.length; t++) nll += logSumExp(logits, t * vocab, vocab) - logits[t * vocab + ids[t + 1]!]!;
+  return nll;
+}
+
 export function scoreWindow(forward: LlamaForward, ids: Int32Array): WindowScore {
-  const vocab = forward.weights.config.vocabSize;
-  const logits = forward.run(ids);
-  let nllSum = 0;
-  for (let t = 0; t + 1 < ids.length; t++) {
-    const row = t * vocab;
-    let max = -Infinity;
-    for (let j = 0; j < vocab; j++) max = Math.max(max, logits[row + j]!);
-    let sum = 0;
-    for (let j = 0; j < vocab; j++) sum += Math.exp(logits[row + j]! - max);
-    nllSum += max + Math.log(sum) - logits[row + ids[t + 1]!]!;
-  }
-  return { nllSum, scored: Math.max(0, ids.length - 1) };
+  return { nllSum: windowNll(forward.run(ids), ids, forward.weights.config.vocabSize), scored: Math.max(0, ids.length - 1) };
 }
 
 /** Scores every window; `onWindow` reports progress (index, running perplexity). */

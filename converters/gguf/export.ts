@@ -59,8 +59,7 @@ export async function exportGguf(checkpoint: Checkpoint, path: string, options: 
   writableCodec(recipe.mainType);
   const warnings: string[] = [];
   const tokenizerJson = checkpoint.sideFiles.get("tokenizer.json");
-  const decoder = new TextDecoder();
-  const tokenizer = tokenizerJson === undefined ? undefined : ggufTokenizer(decoder.decode(tokenizerJson), decodeOptional(checkpoint.sideFiles.get("tokenizer_config.json")), config.vocabSize, `${file}/tokenizer.json`);
+  const tokenizer = tokenizerJson === undefined ? undefined : ggufTokenizer(new TextDecoder().decode(tokenizerJson), decodeOptional(checkpoint.sideFiles.get("tokenizer_config.json")), config.vocabSize, `${file}/tokenizer.json`);
   if (tokenizer === undefined) warnings.push("no tokenizer.json: the GGUF has no tokenizer keys and llama.cpp will refuse it");
   if (tokenizer?.warning !== undefined) warnings.push(tokenizer.warning);
   const naming: GgufNaming = { name: options.naming?.name ?? basename(file.replace(/\/+$/, "")), ...options.naming };

@@ -13,16 +13,13 @@
  * test/fixtures/ggml-k/README.md for how the golden vectors were made.
  */
 
-import { f32BitsToF16Bit, halfPrecisionValues } from "../dense/float-bits.js";
+import { f32BitsToF16Bit } from "../dense/float-bits.js";
 
 /** Elements per super-block (QK_K). */
 export const QK = 256;
 
 /** ggml's GROUP_MAX_EPS (1e-15f): a group whose largest |x| is below it quantizes to zero. */
 export const GROUP_MAX_EPS = Math.fround(1e-15);
-
-/** Value of every fp16 bit pattern: GGML_FP16_TO_FP32. */
-export const F16_VALUE: Float32Array = halfPrecisionValues("F16");
 
 const scratchF32 = new Float32Array(1);
 const scratchU32 = new Uint32Array(scratchF32.buffer);
@@ -61,10 +58,8 @@ export function writeF16(out: Uint8Array, at: number, value: number): void {
   out[at + 1] = h >>> 8;
 }
 
-/** The fp16 value stored little-endian at src[at] (GGML_FP16_TO_FP32 of a field just written). */
-export function readF16(src: Uint8Array, at: number): number {
-  return F16_VALUE[src[at]! | (src[at + 1]! << 8)]!;
-}
+// GGML_FP16_TO_FP32 of a field just written: the block codecs' reader.
+export { readF16 } from "./block-math.js";
 
 /** Packs 2-bit codes: byte 32c + l of qs holds codes 128c' + l + 32k at bits 2k (Q2_K, Q3_K). */
 export function pack2Bit(L: Uint8Array | Int8Array, out: Uint8Array, at: number): void {

@@ -10,6 +10,7 @@ import { openGgufCheckpoint } from "../../converters/gguf/import.js";
 import { ggmlCodecByName } from "../../formats/ggml/registry.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
+import { logSumExp } from "../../model/perplexity.js";
 import { CLI, SHARED_DIR, sharedModel, tempDir } from "../helpers/paths.js";
 import { loadNodeLlamaCpp } from "../runtimes/node-llama-cpp.js";
 
@@ -158,12 +159,9 @@ exporter("llama.cpp loads F16, Q8_0, Q4_0 and Q4_K exports; its next-token distr
       let kl = 0;
       for (let t = 0; t < ids.length; t++) {
         const p = results[t]!.next!.probabilities!;
-        let max = -Infinity;
-        for (let j = 0; j < vocab; j++) max = Math.max(max, logits[t * vocab + j]!);
-        let sum = 0;
-        for (let j = 0; j < vocab; j++) sum += Math.exp(logits[t * vocab + j]! - max);
+        const lse = logSumExp(logits, t * vocab, vocab);
         for (let j = 0; j < vocab; j++) {
-          const lp = logits[t * vocab + j]! - max - Math.log(sum);
+          const lp = logits[t * vocab + j]! - lse;
           kl += Math.exp(lp) * (lp - Math.log(Math.max(p.get(j) ?? 0, 1e-30)));
         }
       }

@@ -22,6 +22,7 @@ import { SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { loadOnnxRuntime } from "../runtimes/onnxruntime.js";
+import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
 
 /**
  * VPTQ, SpQR and FPx linears as standard-op ONNX models (converters/onnx/dequant-*.ts), run in
@@ -102,43 +103,15 @@ const vptq = suite("onnx: VPTQ dequant subgraph in onnxruntime (CPU)");
 const VPTQ_DIR = join(SHARED_DIR, "vectors", "vptq");
 const vptqFiles = readdirSync(VPTQ_DIR).filter((f) => f.endsWith(".safetensors")).sort();
 
-interface VptqCase {
-  in_features: number;
-  out_features: number;
-  vector_lens: [number, number];
-  num_centroids: [number, number];
-  num_res_centroids: [number, number];
-  group_num: number;
-  group_size: number;
-  outlier_size: number;
-  enable_norm: boolean;
-  enable_perm: boolean;
-}
-
-function vptqParams(c: VptqCase): VptqParams {
-  return {
-    vectorLen: c.vector_lens[1],
-    numCentroids: c.num_centroids[1],
-    numResCentroids: Math.max(0, c.num_res_centroids[1]),
-    groupNum: c.group_num,
-    groupSize: c.group_size,
-    outlierSize: c.outlier_size,
-    outlierVectorLen: c.outlier_size > 0 ? c.vector_lens[0] : 0,
-    outlierNumCentroids: c.outlier_size > 0 ? c.num_centroids[0] : 0,
-    enableNorm: c.enable_norm,
-    enablePerm: c.enable_perm,
-  };
-}
-
 const GOLDEN_OF: Record<VptqSemantics, string> = { cuda: "deq_cuda", torch: "deq_torch" };
 vptqFiles.forEach((file, i) => {
   for (const semantics of ["cuda", "torch"] as const) {
     vptq(`${file} (${semantics}): W is the reference dequant bit for bit; Y = A·Wᵀ`, async () => {
       const { arrays, metadata } = await readAllArrays(join(VPTQ_DIR, file));
-      const c = JSON.parse(metadata["params"]!) as VptqCase;
+      const c = JSON.parse(metadata["params"]!) as VptqCaseParams;
       const stored = new Map<VptqSuffix, PackedArray>();
       for (const suffix of VPTQ_SUFFIXES) if (arrays.has(suffix)) stored.set(suffix, get(arrays, suffix));
-      const t = unpackVptq(stored, vptqParams(c), c.out_features, c.in_features, file);
+      const t = unpackVptq(stored, vptqParamsOf(c), c.out_features, c.in_features, file);
       const { w, built } = await runLayer({ format: "vptq", tensor: t, semantics }, file, 100 + i);
       const reference = widenF16(dequantizeVptq(t, semantics));
       assertSameWeight(w, reference, `${file} vs reference (${semantics})`, c.in_features);

@@ -15,6 +15,7 @@ import { SHARED_DIR, tempDir } from "../helpers/paths.js";
 import { writeHfDir, type ArraySpec } from "../helpers/packed-checkpoint.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
 
 /**
  * Hostile VPTQ layers are refused with a typed error naming the file, the tensor and, where a
@@ -31,8 +32,6 @@ const CASES = { outlier: "v8-k256-16-outlier8-ovl4", padded: "v8-k4096-256", pla
 type Kind = keyof typeof CASES;
 type Layer = Map<VptqSuffix, PackedArray>;
 interface Golden { layer: Layer; params: VptqParams; out: number; in: number }
-/** The golden files' `params` metadata (the original VQuantLinear arguments). */
-interface CaseParams { in_features: number; out_features: number; vector_lens: [number, number]; num_centroids: [number, number]; num_res_centroids: [number, number]; group_num: number; group_size: number; outlier_size: number; enable_norm: boolean; enable_perm: boolean }
 const test = suite("vptq: hostile layers");
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -41,11 +40,8 @@ test.before(async () => {
   work = await tempDir("lmpack-vptq-bad-");
   for (const kind of Object.keys(CASES) as Kind[]) {
     const { arrays, metadata } = await readAllArrays(join(VECTORS, `${CASES[kind]}.safetensors`));
-    const c = JSON.parse(metadata["params"]!) as CaseParams;
-    const params: VptqParams = {
-      vectorLen: c.vector_lens[1], numCentroids: c.num_centroids[1], numResCentroids: Math.max(0, c.num_res_centroids[1]), groupNum: c.group_num, groupSize: c.group_size, outlierSize: c.outlier_size,
-      outlierVectorLen: c.outlier_size > 0 ? c.vector_lens[0] : 0, outlierNumCentroids: c.outlier_size > 0 ? c.num_centroids[0] : 0, enableNorm: c.enable_norm, enablePerm: c.enable_perm,
-    };
+    const c = JSON.parse(metadata["params"]!) as VptqCaseParams;
+    const params = vptqParamsOf(c);
     // Distinctive names, so that "names the tensor" cannot pass by accident.
     const layer: Layer = new Map(VPTQ_SUFFIXES.filter((s) => arrays.has(s)).map((s) => [s, { ...arrays.get(s)!, name: `golden.${kind}.${s}` }]));
     golden[kind] = { layer, params, out: c.out_features, in: c.in_features };

@@ -9,6 +9,7 @@ import type { VptqParams, VptqTensor } from "../../formats/vptq/types.js";
 import { viewAs, type PackedArray } from "../../formats/packed-array.js";
 import { SHARED_DIR } from "../helpers/paths.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
 import { assertBytes, goldenArray as get } from "../helpers/golden.js";
 
 /**
@@ -22,35 +23,7 @@ const VECTORS = join(SHARED_DIR, "vectors", "vptq");
 const files = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
 const golden = suite("vptq: golden vectors");
 
-interface CaseParams {
-  in_features: number;
-  out_features: number;
-  vector_lens: [number, number];
-  num_centroids: [number, number];
-  num_res_centroids: [number, number];
-  group_num: number;
-  group_size: number;
-  outlier_size: number;
-  enable_norm: boolean;
-  enable_perm: boolean;
-}
-
 const u8 = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-function paramsOf(c: CaseParams): VptqParams {
-  return {
-    vectorLen: c.vector_lens[1],
-    numCentroids: c.num_centroids[1],
-    numResCentroids: Math.max(0, c.num_res_centroids[1]),
-    groupNum: c.group_num,
-    groupSize: c.group_size,
-    outlierSize: c.outlier_size,
-    outlierVectorLen: c.outlier_size > 0 ? c.vector_lens[0] : 0,
-    outlierNumCentroids: c.outlier_size > 0 ? c.num_centroids[0] : 0,
-    enableNorm: c.enable_norm,
-    enablePerm: c.enable_perm,
-  };
-}
 
 /** The representation from the `in.*` arrays the quantizer handed to the packer. */
 function fromInputs(arrays: Map<string, PackedArray>, p: VptqParams, out: number, inFeatures: number): VptqTensor {
@@ -88,8 +61,8 @@ const PACKED: Record<VptqSuffix, string> = {
 for (const file of files) {
   golden(file, async () => {
     const { arrays, metadata } = await readAllArrays(join(VECTORS, file));
-    const c = JSON.parse(metadata["params"]!) as CaseParams;
-    const p = paramsOf(c);
+    const c = JSON.parse(metadata["params"]!) as VptqCaseParams;
+    const p = vptqParamsOf(c);
     const [out, inFeatures] = [c.out_features, c.in_features];
     const input = fromInputs(arrays, p, out, inFeatures);
     const packed = packVptq(input);
