@@ -37,6 +37,7 @@ interface ConvertArgs {
   ggufName: string | undefined;
   keepPacked: boolean;
   perLayer: boolean;
+  onnxPacked: "dequant-graph" | "float";
 }
 
 const TARGETS = ["safetensors", "lmpack", "gguf", "onnx", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
@@ -52,7 +53,8 @@ export const convertCommand = {
       .option("output-type", { type: "string", describe: "--to gguf: type of the output matrix (lm_head, or the tied embedding)" })
       .option("embedding-type", { type: "string", describe: "--to gguf: type of token_embd when it is not the output matrix" })
       .option("keep-packed", { type: "boolean", default: false, describe: "--to gguf: store VPTQ/SpQR/FP6 (and integer layers without an exact ggml type) as lmpack's packed arrays with lmpack.* metadata instead of requantizing: readable by any GGUF parser and re-imported by lmpack losslessly, not runnable by llama.cpp" })
-      .option("per-layer", { type: "boolean", default: false, describe: "--to onnx: one MatMulNBits model per integer-group linear instead of the whole decoder (model.onnx + genai_config.json)" })
+      .option("per-layer", { type: "boolean", default: false, describe: "--to onnx: one model per packed linear (MatMulNBits for integer groups, a dequantization subgraph + MatMul for VPTQ/SpQR/FP6) instead of the whole decoder (model.onnx + genai_config.json)" })
+      .option("onnx-packed", { choices: ["dequant-graph", "float"] as const, default: "dequant-graph" as const, describe: "--to onnx: VPTQ/SpQR/FP6 linears as their stored arrays behind an exact dequantization subgraph of standard ops (small file; onnxruntime folds it into float32 weights at load), or as float32 weights" })
       .option("gguf-name", { type: "string", describe: "--to gguf: general.name (default: the source folder's name)" })
       .option("vptq-dequant", { choices: ["cuda", "torch"] as const, default: "cuda" as const, describe: "VPTQ layers to dense: the CUDA kernel's single fused rounding (default) or the torch fallback's two roundings" })
       .option("gptq-format", { choices: ["v1", "v2"] as const, default: "v1" as const, describe: "--to hf-gptq: zero-point convention (v1 = checkpoint_format gptq, stores zero − 1; v2 = gptq_v2)" })

@@ -6,6 +6,10 @@ import type { ModelConfig } from "../hf/config.js";
 import { attentionBlock, attentionContext } from "./decoder-attention.js";
 import type { GraphBuilder } from "./decoder-builder.js";
 import { linear, mlpBlock, rmsNorm, type LinearWeights, type RmsNormWeights } from "./decoder-ops.js";
+import type { PackedLinear } from "./dequant-layer.js";
+import type { VptqSemantics } from "../../formats/vptq/reference.js";
+import { matMulNBitsBitsFor } from "./matmul-nbits.js";
+import { isTrivialGIdx } from "../../formats/int-group/types.js";
 import { intsAttribute, tensorValueInfo, type GraphInit, type ValueInfoInit } from "./model.js";
 
 /**
@@ -24,7 +28,8 @@ import { intsAttribute, tensorValueInfo, type GraphInit, type ValueInfoInit } fr
  * (decoder-ops.ts) → final RMSNorm → head. A tied head multiplies by the embedding initialiser
  * through a Transpose node, so the matrix is stored once. Float weights become float32
  * MatMuls; integer-group linears become com.microsoft.MatMulNBits with their codes carried
- * over (matmul-nbits.ts), never requantized.
+ * over (matmul-nbits.ts), never requantized; VPTQ, SpQR and FPx linears keep their stored
+ * arrays behind an exact dequantization subgraph (PackedLinearExport).
  */
 
 export const INPUT_IDS = "input_ids";
@@ -37,27 +42,49 @@ export const presentValueName = (layer: number): string => `present.${layer}.val
 /** Symbolic dimensions, as onnxruntime-genai's builder spells them. */
 export const DIM = { batch: "batch_size", sequence: "sequence_length", past: "past_sequence_length", total: "total_sequence_length" } as const;
 
+/**
+ * What VPTQ, SpQR and FPx linears become: "dequant-graph" (default) keeps their stored arrays and
+ * dequantizes them in the graph, exactly (dequant-*.ts): the file is as small as the packed
+ * model, and onnxruntime folds the subgraphs into float32 weights when the session is created;
+ * "float" stores lmpack's dequantized weights as float32 (a bigger file, faster to load).
+ */
+export type PackedLinearExport = "dequant-graph" | "float";
+
 export interface DecoderGraphOptions {
   /** Positions the rotary caches cover (export-decoder.ts chooses it: max_position_embeddings by default). */
   contextLength: number;
+  packedLinears?: PackedLinearExport;
+  /** Rounding of VPTQ dequantization subgraphs ("cuda" by default, as the reference). */
+  vptqSemantics?: VptqSemantics;
   /** Called as each linear is added. */
   onLinear?: (report: DecoderLinearReport) => void;
 }
 
 export interface DecoderLinearReport {
   name: string;
-  /** "matmul-nbits": integer codes carried over; "dense": float32 MatMul (dequantized if the source was packed). */
-  how: "matmul-nbits" | "dense";
+  /**
+   * "matmul-nbits": integer codes carried over; "dequant-graph": VPTQ / SpQR / FPx stored arrays
+   * dequantized by standard ops into a float32 MatMul; "dense": float32 MatMul (dequantized by
+   * lmpack if the source was packed and `packed` is "float").
+   */
+  how: "matmul-nbits" | "dequant-graph" | "dense";
   outFeatures: number;
   inFeatures: number;
+  /** Bits of the codes (MatMulNBits: the source's; 3-bit codes travel in 4-bit fields, fieldBits). */
   bits: number | undefined;
+  /** MatMulNBits field width when wider than `bits`. */
+  fieldBits?: number;
   blockSize: number | undefined;
+  /** Act-order layer: its columns reordered into group order, the input gathered to match. */
+  actOrder?: boolean;
+  /** dequant-graph: the representation. */
+  format?: "vptq" | "spqr" | "fpx";
 }
 
 /** Adds the whole decoder to `g` (its store receives the weights, layer by layer); returns the graph. */
 export async function buildDecoderGraph(g: GraphBuilder, checkpoint: Checkpoint, options: DecoderGraphOptions): Promise<GraphInit> {
   const config = requireDecoderConfig(checkpoint);
-  const reader = new WeightReader(checkpoint, options.onLinear);
+  const reader = new WeightReader(checkpoint, options.packedLinears ?? "dequant-graph", options.vptqSemantics ?? "cuda", options.onLinear);
   const { hiddenSize: H, vocabSize: V, numKvHeads, headDim, numLayers } = config;
   const eps = config.rmsNormEps;
   const inputs: ValueInfoInit[] = [tensorValueInfo(INPUT_IDS, "I64", [DIM.batch, DIM.sequence]), tensorValueInfo(ATTENTION_MASK, "I64", [DIM.batch, DIM.total])];
@@ -116,12 +143,15 @@ export function requireDecoderConfig(checkpoint: Checkpoint): ModelConfig & { in
   if (config === undefined) throw new FormatError("CONFIG_INVALID", "an ONNX decoder export needs config.json", { file });
   if (config.intermediateSize === undefined) throw new FormatError("CONFIG_INVALID", "config.json lacks intermediate_size", { file });
   if (config.headDim % 2 !== 0) throw new FormatError("CONFIG_INVALID", "rotary embedding needs an even head dimension", { file, actual: config.headDim });
-  const architecture = config.architecture ?? "";
+  // An empty "architectures" list (some quantizers' configs have one) falls back to model_type, as transformers' Auto classes do.
+  const architecture = config.architecture ?? ARCHITECTURE_OF_MODEL_TYPE[config.modelType ?? ""] ?? "";
   if (!SUPPORTED_ARCHITECTURES.includes(architecture)) {
-    throw new ConversionError("UNSUPPORTED_TARGET", `architecture "${architecture}": the ONNX decoder graph is the Llama family's`, { file, expected: SUPPORTED_ARCHITECTURES.join(" | "), actual: architecture });
+    throw new ConversionError("UNSUPPORTED_TARGET", `architecture "${architecture}" (model_type "${config.modelType ?? ""}"): the ONNX decoder graph is the Llama family's`, { file, expected: SUPPORTED_ARCHITECTURES.join(" | "), actual: architecture });
   }
-  return config as ModelConfig & { intermediateSize: number };
+  return { ...config, architecture } as ModelConfig & { intermediateSize: number };
 }
+
+const ARCHITECTURE_OF_MODEL_TYPE: Readonly<Record<string, string>> = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" };
 
 /** Architectures whose forward is lmpack's LlamaForward (RMSNorm, rotate_half RoPE, GQA, SwiGLU). */
 export const SUPPORTED_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
@@ -130,7 +160,7 @@ export const SUPPORTED_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "
 class WeightReader {
   private readonly byName: Map<string, TensorEntry>;
 
-  constructor(private readonly checkpoint: Checkpoint, private readonly onLinear?: (report: DecoderLinearReport) => void) {
+  constructor(private readonly checkpoint: Checkpoint, private readonly packedLinears: PackedLinearExport, private readonly vptqSemantics: VptqSemantics, private readonly onLinear?: (report: DecoderLinearReport) => void) {
     this.byName = new Map(checkpoint.tensors.map((t) => [t.name, t]));
   }
 
@@ -157,11 +187,23 @@ class WeightReader {
     const biasEntry = this.entry(`${module}.bias`) ?? (bias ? this.require(`${module}.bias`) : undefined);
     const biasValues = biasEntry === undefined ? undefined : viewAs(await this.dense(biasEntry, [outFeatures]), Float32Array);
     const report = { name: module, outFeatures, inFeatures };
-    if (entry.packed?.representation === "int-group") {
+    const packed = entry.packed;
+    if (packed?.representation === "int-group") {
       this.checkShape(entry, [outFeatures, inFeatures]);
-      const tensor = await entry.packed.load();
-      this.onLinear?.({ ...report, how: "matmul-nbits", bits: tensor.params.bits, blockSize: tensor.params.groupSize });
+      const tensor = await packed.load();
+      const { bits, groupSize } = tensor.params;
+      const fieldBits = matMulNBitsBitsFor({ ...tensor, gIdx: undefined }, module);
+      const actOrder = !isTrivialGIdx(tensor.gIdx, groupSize);
+      this.onLinear?.({ ...report, how: "matmul-nbits", bits, blockSize: groupSize, ...(fieldBits === bits ? {} : { fieldBits }), ...(actOrder ? { actOrder } : {}) });
       return { kind: "int-group", name: module, tensor, bias: biasValues };
+    }
+    if (this.packedLinears === "dequant-graph" && (packed?.representation === "vptq" || packed?.representation === "spqr" || packed?.representation === "fpx")) {
+      this.checkShape(entry, [outFeatures, inFeatures]);
+      const layer: PackedLinear = packed.representation === "vptq" ? { format: "vptq", tensor: await packed.load(), semantics: this.vptqSemantics }
+        : packed.representation === "spqr" ? { format: "spqr", tensor: await packed.load() }
+        : { format: "fpx", tensor: await packed.load() };
+      this.onLinear?.({ ...report, how: "dequant-graph", bits: undefined, blockSize: undefined, format: packed.representation });
+      return { kind: "dequant", name: module, layer, bias: biasValues };
     }
     const weight = viewAs(await this.dense(entry, [outFeatures, inFeatures]), Float32Array);
     this.onLinear?.({ ...report, how: "dense", bits: undefined, blockSize: undefined });

@@ -1,13 +1,13 @@
 import { bytesOf } from "../../formats/packed-array.js";
 import type { IntGroupTensor } from "../../formats/int-group/types.js";
-import { onnx } from "../../schemas/gen/onnx.js";
 import { matMulNBitsNode } from "./export-layer.js";
 import type { GraphBuilder } from "./decoder-builder.js";
-import { intAttribute } from "./model.js";
+import { dequantSubgraph, type PackedLinear } from "./dequant-layer.js";
+import { dtypeOfInitializer, graphParts, intAttribute, intsAttribute } from "./model.js";
 
 /**
  * The decoder's building blocks other than attention, in standard ONNX ops where one exists
- * (opset 21 has no RMSNormalization and no SiLU, so both are spelled out as onnxruntime-genai's
+ * (opset 17 has no RMSNormalization and no SiLU, so both are spelled out as onnxruntime-genai's
  * builder and transformers' modules compute them):
  *
  *   RMSNorm(x) = x / √(mean(x²) + ε) · γ      Pow → ReduceMean → Add → Sqrt → Div → Mul, the
@@ -18,8 +18,11 @@ import { intAttribute } from "./model.js";
  *   SwiGLU(x)  = down((g · σ(g)) ⊙ up(x)), g = gate(x)
  */
 
-/** A linear layer as the graph receives it: float weights, or integer groups carried over exactly. */
-export type LinearWeights = DenseLinear | IntGroupLinear;
+/**
+ * A linear layer as the graph receives it: float weights, integer groups carried over exactly,
+ * or a VPTQ / SpQR / FPx layer whose stored arrays the graph dequantizes (dequant-*.ts).
+ */
+export type LinearWeights = DenseLinear | IntGroupLinear | DequantLinear;
 
 export interface DenseLinear {
   kind: "dense";
@@ -39,6 +42,13 @@ export interface IntGroupLinear {
   bias: Float32Array | undefined;
 }
 
+export interface DequantLinear {
+  kind: "dequant";
+  name: string;
+  layer: PackedLinear;
+  bias: Float32Array | undefined;
+}
+
 export interface RmsNormWeights {
   name: string;
   gamma: Float32Array;
@@ -47,7 +57,7 @@ export interface RmsNormWeights {
 
 export async function rmsNorm(g: GraphBuilder, x: string, norm: RmsNormWeights): Promise<string> {
   const squares = g.op1("Pow", [x, g.floats("two", [2], [])]);
-  const mean = g.op1("ReduceMean", [squares, g.int64s("last_axis", [-1])], { attributes: [intAttribute("keepdims", 1)] });
+  const mean = g.op1("ReduceMean", [squares], { attributes: [intsAttribute("axes", [-1]), intAttribute("keepdims", 1)] });
   const rms = g.op1("Sqrt", [g.op1("Add", [mean, g.floats(`eps_${norm.eps}`, [norm.eps], [])])]);
   const normed = g.op1("Div", [x, rms]);
   const gamma = await g.weight(norm.name, "F32", [norm.gamma.length], bytesOf(norm.gamma));
@@ -60,18 +70,33 @@ export async function linear(g: GraphBuilder, x: string, layer: LinearWeights): 
   if (layer.kind === "dense") {
     const weight = await g.weight(`${layer.name}.MatMul.weight`, "F32", [layer.inFeatures, layer.outFeatures], bytesOf(transpose(layer.weight, layer.outFeatures, layer.inFeatures)));
     y = g.op1("MatMul", [x, weight]);
+  } else if (layer.kind === "dequant") {
+    y = g.op1("MatMul", [x, await dequantWeightT(g, layer)]);
   } else {
     y = `${layer.name}/out`;
-    const { node, initializers } = matMulNBitsNode(layer.tensor, layer.name, x, y);
+    const { nodes, initializers } = matMulNBitsNode(layer.tensor, layer.name, x, y);
     for (const t of initializers) {
-      // matMulNBitsNode makes uint8 B / zero_points and float32 scales, inline; route them through the store.
-      const dtype = t.dataType === onnx.TensorProto.DataType.FLOAT ? "F32" : "U8";
-      await g.weight(t.name!, dtype, t.dims as number[], t.rawData!);
+      // matMulNBitsNode makes its initialisers inline; route them through the store.
+      await g.weight(t.name!, dtypeOfInitializer(t), t.dims as number[], t.rawData!);
     }
-    g.node(node);
+    for (const node of nodes) g.node(node);
   }
   if (layer.bias === undefined) return y;
   return g.op1("Add", [y, await g.weight(`${layer.name}.bias`, "F32", [layer.bias.length], bytesOf(layer.bias))]);
+}
+
+/**
+ * Moves a dequantization subgraph into the decoder: its nodes as they are, its initialisers
+ * through the store (so big codes go to external data like any weight); returns Wᵀ [in, out].
+ * Every input of the subgraph is an initialiser, so onnxruntime folds it into the float32
+ * weight when the session is created.
+ */
+async function dequantWeightT(g: GraphBuilder, layer: DequantLinear): Promise<string> {
+  const parts = graphParts(layer.name);
+  const dequant = dequantSubgraph(parts, layer.layer);
+  for (const t of parts.initializers) await g.weight(t.name!, dtypeOfInitializer(t), t.dims as number[], t.rawData!);
+  for (const node of parts.nodes) g.node(node);
+  return dequant.layout === "in-out" ? dequant.weight : g.op1("Transpose", [dequant.weight], { attributes: [intsAttribute("perm", [1, 0])] });
 }
 
 export interface MlpWeights {

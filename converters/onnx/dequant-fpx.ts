@@ -2,11 +2,11 @@ import { FormatError } from "../../formats/errors.js";
 import { fitsTcLayout, regionsOf, regionTableForKernel, tcPackedBytes, TC_COL_MULTIPLE, TC_ROW_MULTIPLE } from "../../formats/fpx/tc-layout.js";
 import type { FpxTensor } from "../../formats/fpx/types.js";
 import type { DequantWeight } from "./dequant-layer.js";
-import { addCast, addConstant, addInitializer, addNode, addReshape, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
+import { addCast, addConstant, addDisjointOr, addInitializer, addLowBits, addNode, addReshape, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
 
 /**
  * An FPx layer's dequantization (FP6-LLM / torchao tensor-core layout, per-row fp16 scales) as
- * standard ONNX ops (opset 21), computing formats/fpx/reference.ts's W = f32(decode(code) ·
+ * standard ONNX ops (opset 17), computing formats/fpx/reference.ts's W = f32(decode(code) ·
  * f32(scale)) bit for bit. The initialisers are the packed layout bytes as stored (one uint32
  * view of the whole buffer) and the fp16 scales, plus two shape-independent layout tables per
  * bit region (1 KiB each, shared by every layer of that width):
@@ -45,10 +45,10 @@ export function fpxDequantSubgraph(g: GraphParts, t: FpxTensor): DequantWeight {
     const { word, shift } = regionTables(y);
     const picked = addNode(g, "Gather", [chunks, addCast(g, addInitializer(g, `tc_word_${y}bit`, "U8", [SLAB_ROWS, TILE_COLS], word), "I64")], [intAttribute("axis", 2)]);
     const shifted = addNode(g, "BitShift", [picked, addCast(g, addInitializer(g, `tc_shift_${y}bit`, "U8", [SLAB_ROWS, TILE_COLS], shift), "U32")], [DIRECTION.right]);
-    let part = addNode(g, "BitwiseAnd", [shifted, addConstant(g, "U32", [], [2 ** y - 1])]);
+    let part = addLowBits(g, shifted, y, "U32");
     const lowBit = nbits - used - y;
     if (lowBit > 0) part = addNode(g, "BitShift", [part, addConstant(g, "U32", [], [lowBit])], [DIRECTION.left]);
-    code = code === undefined ? part : addNode(g, "BitwiseOr", [code, part]);
+    code = code === undefined ? part : addDisjointOr(g, code, part);
     wordAt += regionWords;
     used += y;
   }

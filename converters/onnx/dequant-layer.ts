@@ -7,10 +7,10 @@ import { fpxDequantSubgraph } from "./dequant-fpx.js";
 import { spqrDequantSubgraph } from "./dequant-spqr.js";
 import { vptqDequantSubgraph } from "./dequant-vptq.js";
 import { BATCH_DIM, LAYER_INPUT, LAYER_OUTPUT } from "./export-layer.js";
-import { addNode, encodeModel, graphParts, intsAttribute, modelProto, tensorValueInfo, type ModelInit } from "./model.js";
+import { addNode, encodeModel, graphParts, intsAttribute, modelProto, tensorValueInfo, type GraphParts, type ModelInit } from "./model.js";
 
 /**
- * One VPTQ, SpQR or FPx linear as an ONNX model of standard ops (opset 21, no contrib op):
+ * One VPTQ, SpQR or FPx linear as an ONNX model of standard ops (opset 17, no contrib op):
  *
  *   Y = MatMul(A, Wᵀ),  W = the format's dequantization subgraph (dequant-<format>.ts)
  *
@@ -58,13 +58,17 @@ export interface DequantLayer {
   storedBytes: number;
 }
 
+/** Adds `layer`'s dequantization subgraph to `g`; returns its weight. */
+export function dequantSubgraph(g: GraphParts, layer: PackedLinear): DequantWeight {
+  return layer.format === "vptq" ? vptqDequantSubgraph(g, layer.tensor, { semantics: layer.semantics ?? "cuda" })
+    : layer.format === "spqr" ? spqrDequantSubgraph(g, layer.tensor)
+    : fpxDequantSubgraph(g, layer.tensor);
+}
+
 export function dequantLayer(layer: PackedLinear, options: DequantLayerOptions = {}): DequantLayer {
   const tensorName = options.tensorName ?? "linear";
   const g = graphParts(tensorName);
-  const dequant =
-    layer.format === "vptq" ? vptqDequantSubgraph(g, layer.tensor, { semantics: layer.semantics ?? "cuda" })
-    : layer.format === "spqr" ? spqrDequantSubgraph(g, layer.tensor)
-    : fpxDequantSubgraph(g, layer.tensor);
+  const dequant = dequantSubgraph(g, layer);
   const { outFeatures, inFeatures } = layer.tensor;
   const transpose = (x: string) => addNode(g, "Transpose", [x], [intsAttribute("perm", [1, 0])]);
   const weightT = dequant.layout === "in-out" ? dequant.weight : transpose(dequant.weight);

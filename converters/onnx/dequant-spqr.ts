@@ -1,10 +1,10 @@
 import { checkHfSpqrParams, packHfSpqr } from "../../formats/spqr/hf-layout.js";
 import type { SpqrTensor } from "../../formats/spqr/types.js";
 import type { DequantWeight } from "./dequant-layer.js";
-import { addCast, addConstant, addInitializer, addInversePermutation, addNode, addReshape, addRoundTo16, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
+import { addCast, addConstant, addDisjointOr, addInitializer, addInversePermutation, addLowBits, addNode, addReshape, addRoundTo16, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
 
 /**
- * A SpQR layer's dequantization as standard ONNX ops (opset 21), computing the weight of
+ * A SpQR layer's dequantization as standard ONNX ops (opset 17), computing the weight of
  * formats/spqr/reference.ts (SpQR's host `dequantize_compressed`) bit for bit. The
  * initialisers are the four arrays of the HF layout (hf-layout.ts) as stored, reinterpreted
  * only in element type: dense_weights (uint64), row_offsets (int32), col_vals (uint32),
@@ -13,7 +13,7 @@ import { addCast, addConstant, addInitializer, addInversePermutation, addNode, a
  *   word (tile ti, tj; row k)  → scale code bits 0–2, zero code bits 3–5, weight code l at
  *                                6 + 3l, byte k>>1 of the tile's second-order word at 54–61
  *   second-order stats         the even rows' bytes, paired into fp16 bit patterns and decoded
- *                                arithmetically (no bit-cast op in opset 21: see f16FromBits)
+ *                                arithmetically (no bit-cast op in opset 17: see f16FromBits)
  *   s = h(s_s · h(qs − s_z)),  z = h(z_s · h(qz − z_z)),  Wp = h(s · h(q − z))
  *   outliers                   Wp[r][c] += f32(v), a ScatterElements "add" in float32; each
  *                                entry's row comes from row_offsets by a prefix count
@@ -36,14 +36,14 @@ export function spqrDequantSubgraph(g: GraphParts, t: SpqrTensor): DequantWeight
   const storedBytes = stored.denseWeights.length + stored.rowOffsets.length + stored.colVals.length + stored.inPerm.length;
   const [rowTiles, colTiles] = [m / TILE, n / TILE];
   const u64 = (value: number) => addConstant(g, "U64", [], [value]);
-  const bits = (x: string, shift: number, width: number) => addNode(g, "BitwiseAnd", [shift === 0 ? x : addNode(g, "BitShift", [x, u64(shift)], [DIRECTION.right]), u64(2 ** width - 1)]);
+  const bits = (x: string, shift: number, width: number) => addLowBits(g, shift === 0 ? x : addNode(g, "BitShift", [x, u64(shift)], [DIRECTION.right]), width, "U64");
   const round = (x: string) => addRoundTo16(g, x, "F16");
   const op = (type: string, a: string, b: string) => addNode(g, type, [a, b]);
 
   // [tile row, tile column, row in tile, 1]: one word per row of a 16×16 tile.
   const words = addInitializer(g, "dense_weights", "U64", [rowTiles, colTiles, TILE, 1], stored.denseWeights);
   const codeShifts = addConstant(g, "U64", [TILE], Array.from({ length: TILE }, (_, l) => 6 + 3 * l));
-  const codes = addCast(g, addNode(g, "BitwiseAnd", [addNode(g, "BitShift", [words, codeShifts], [DIRECTION.right]), u64(7)]), "F32");
+  const codes = addCast(g, addLowBits(g, addNode(g, "BitShift", [words, codeShifts], [DIRECTION.right]), 3, "U64"), "F32");
   const [scaleScale, zeroScale, scaleZero, zeroZero] = secondOrderStats(g, words, bits);
   const scale = round(op("Mul", scaleScale, round(op("Sub", addCast(g, bits(words, 0, 3), "F32"), scaleZero))));
   const zero = round(op("Mul", zeroScale, round(op("Sub", addCast(g, bits(words, 3, 3), "F32"), zeroZero))));
@@ -68,7 +68,7 @@ function secondOrderStats(g: GraphParts, words: string, bits: (x: string, shift:
   const pick = (rows: number[]) => addNode(g, "Gather", [bytes, addConstant(g, "I64", [rows.length], rows)], [intAttribute("axis", 2)]);
   const low = pick([0, 4, 8, 12]);
   const high = pick([2, 6, 10, 14]);
-  const pattern = addNode(g, "BitwiseOr", [low, addNode(g, "BitShift", [high, addConstant(g, "U64", [], [8])], [DIRECTION.left])]);
+  const pattern = addDisjointOr(g, low, addNode(g, "BitShift", [high, addConstant(g, "U64", [], [8])], [DIRECTION.left]));
   const values = f16FromBits(g, addCast(g, pattern, "U32")); // [ti, tj, 4, 1]
   const stat = (i: number) => addSlice(g, values, 2, i, i + 1);
   return [stat(0), stat(1), stat(2), stat(3)];
@@ -81,11 +81,11 @@ function secondOrderStats(g: GraphParts, words: string, bits: (x: string, shift:
  */
 function f16FromBits(g: GraphParts, pattern: string): string {
   const u32 = (value: number) => addConstant(g, "U32", [], [value]);
-  const field = (shift: number, width: number) => addNode(g, "BitwiseAnd", [addNode(g, "BitShift", [pattern, u32(shift)], [DIRECTION.right]), u32(2 ** width - 1)]);
+  const field = (shift: number, width: number) => addLowBits(g, addNode(g, "BitShift", [pattern, u32(shift)], [DIRECTION.right]), width, "U32");
   const exponent = addCast(g, field(10, 5), "I64");
   const powers = Array.from({ length: 32 }, (_, e) => (e === 31 ? Infinity : 2 ** (Math.max(e, 1) - 25)));
   const hidden = Array.from({ length: 32 }, (_, e) => (e === 0 ? 0 : 1024));
-  const significand = addCast(g, addNode(g, "BitwiseOr", [field(0, 10), addNode(g, "Gather", [addConstant(g, "U32", [32], hidden), exponent])]), "F32");
+  const significand = addCast(g, addDisjointOr(g, field(0, 10), addNode(g, "Gather", [addConstant(g, "U32", [32], hidden), exponent])), "F32");
   const magnitude = addNode(g, "Mul", [addNode(g, "Gather", [addConstant(g, "F32", [32], powers), exponent]), significand]);
   const nan = addNode(g, "And", [addNode(g, "IsInf", [magnitude]), addNode(g, "Greater", [significand, addConstant(g, "F32", [], [1024])])]);
   const sign = addNode(g, "Gather", [addConstant(g, "F32", [2], [1, -1]), addCast(g, field(15, 1), "I64")]);
@@ -119,7 +119,7 @@ function addOutliers(g: GraphParts, permuted: string, t: SpqrTensor, rowOffsetBy
   }
   const colVals = addInitializer(g, "col_vals", "U32", [entries], colValBytes);
   const u32 = (value: number) => addConstant(g, "U32", [], [value]);
-  const columns = addCast(g, op("BitwiseAnd", colVals, u32(0xffff)), "I64");
+  const columns = addCast(g, addLowBits(g, colVals, 16, "U32"), "I64");
   const values = f16FromBits(g, addNode(g, "BitShift", [colVals, u32(16)], [DIRECTION.right]));
   const positions = op("Add", op("Mul", rows, i64(n)), columns);
   const flat = addNode(g, "ScatterElements", [addReshape(g, permuted, [m * n]), positions, values], [intAttribute("axis", 0), stringAttribute("reduction", "add")]);

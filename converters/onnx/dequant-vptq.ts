@@ -2,17 +2,17 @@ import { packedGroupWords, packVptq } from "../../formats/vptq/hf-layout.js";
 import type { VptqSemantics } from "../../formats/vptq/reference.js";
 import { indexBits, vectorRows, type VptqFloat, type VptqTensor } from "../../formats/vptq/types.js";
 import type { DequantWeight } from "./dequant-layer.js";
-import { addCast, addConstant, addInitializer, addInversePermutation, addNode, addReshape, addRoundTo16, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
+import { addCast, addConstant, addDisjointOr, addInitializer, addInversePermutation, addLowBits, addNode, addReshape, addRoundTo16, addSlice, intAttribute, intsAttribute, stringAttribute, type GraphParts } from "./model.js";
 
 /**
- * A VPTQ layer's dequantization as standard ONNX ops (opset 21), computing the weight of
+ * A VPTQ layer's dequantization as standard ONNX ops (opset 17), computing the weight of
  * formats/vptq/reference.ts bit for bit, in either semantics. The initialisers are the arrays
  * as the VPTQ layout stores them (hf-layout.ts), unchanged: the packed index words (uint32
  * view of the int32 words), the 16-bit codebooks, the uint16 outlier indices and permutation,
  * the 16-bit scale and bias. Everything else is computed in the graph:
  *
  *   indices   field e of row (g, r) sits at stream bit e·tb: Gather the word(s) it touches,
- *             BitShift / BitwiseAnd out the tb bits (a second word when the field straddles),
+ *             BitShift / Mod out the tb bits (a second word when the field straddles),
  *             main = low ib bits, residual = the rb bits above
  *   Qᵀ        Gather the centroid vectors ([G, num_idx, gs, vl]), c = h(main + res), transpose
  *             to [G·gs, num_idx·vl], drop the padding rows; outlier columns in front
@@ -96,7 +96,7 @@ function mainColumns(g: GraphParts, t: VptqTensor, bytesOf: (suffix: "centroids.
     return addCast(g, addNode(g, "Gather", [codebook, index], [intAttribute("axis", 0)]), "F32"); // [G, numIdx, gs, vl]
   };
   // Without a residual the fields are the main indices as they are (already masked to tb = ib bits).
-  const mainIndex = rb === 0 ? merged : addNode(g, "BitwiseAnd", [merged, addConstant(g, "U32", [], [2 ** ib - 1])]);
+  const mainIndex = rb === 0 ? merged : addLowBits(g, merged, ib, "U32");
   let vectors = lookUp(mainIndex, "centroids.weight", p.numCentroids);
   if (rb > 0) {
     const resIndex = addNode(g, "BitShift", [merged, addConstant(g, "U32", [], [ib])], [DIRECTION.right]);
@@ -115,7 +115,7 @@ function dropPadding(g: GraphParts, columns: string, paddedRows: number, out: nu
  * stream, each row starting on a fresh word) as uint32 [..., count]. Field e starts at bit
  * e·tb: word w₀ = ⌊e·tb/32⌋, shift e·tb mod 32; when it straddles into w₀ + 1, that word's low
  * bits go above, shifted left by 32 − shift (1 … 31: never a full-width shift, which BitShift
- * leaves undefined), and a per-field mask zeroes that part for fields that do not straddle.
+ * leaves undefined), times 0 or 1 to drop that part for fields that do not straddle.
  */
 function unpackFields(g: GraphParts, words: string, count: number, tb: number): string {
   const i64 = (value: number) => addConstant(g, "I64", [], [value]);
@@ -129,11 +129,11 @@ function unpackFields(g: GraphParts, words: string, count: number, tb: number): 
     const straddle = addNode(g, "Greater", [addNode(g, "Add", [shift, i64(tb)]), i64(32)]);
     const second = addNode(g, "Add", [first, addCast(g, straddle, "I64")]);
     const up = addCast(g, addNode(g, "Where", [straddle, addNode(g, "Sub", [i64(32), shift]), i64(0)]), "U32");
-    const mask = addCast(g, addNode(g, "Where", [straddle, i64(0xffffffff), i64(0)]), "U32");
-    const high = addNode(g, "BitwiseAnd", [addNode(g, "BitShift", [gather(second), up], [DIRECTION.left]), mask]);
-    fields = addNode(g, "BitwiseOr", [fields, high]);
+    const keep = addCast(g, straddle, "U32");
+    const high = addNode(g, "Mul", [addNode(g, "BitShift", [gather(second), up], [DIRECTION.left]), keep]);
+    fields = addDisjointOr(g, fields, high);
   }
-  return tb === 32 ? fields : addNode(g, "BitwiseAnd", [fields, addConstant(g, "U32", [], [2 ** tb - 1])]);
+  return tb === 32 ? fields : addLowBits(g, fields, tb, "U32");
 }
 
 /** Largest finite value and the overflow midpoint (ties to even go to ∞ from there) of each 16-bit type. */

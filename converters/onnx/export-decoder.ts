@@ -2,14 +2,15 @@ import { ConversionError, UsageError } from "../../formats/errors.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
 import { externalStore, GraphBuilder, inlineStore, type InitializerStore } from "./decoder-builder.js";
-import { buildDecoderGraph, requireDecoderConfig, type DecoderLinearReport } from "./decoder-graph.js";
+import { buildDecoderGraph, requireDecoderConfig, type DecoderLinearReport, type PackedLinearExport } from "./decoder-graph.js";
 import { genaiConfig } from "./genai-config.js";
 import { encodeModel, modelProto } from "./model.js";
+import type { VptqSemantics } from "../../formats/vptq/reference.js";
 
 /**
  * Checkpoint → a folder onnxruntime (and onnxruntime-genai) loads:
  *
- *   model.onnx         the whole decoder (decoder-graph.ts), IR 10, opsets ai.onnx 21 + com.microsoft 1
+ *   model.onnx         the whole decoder (decoder-graph.ts), IR 8, opsets ai.onnx 17 + com.microsoft 1
  *   model.onnx.data    its weights, when stored externally (4096-aligned offsets, decoder-builder.ts)
  *   genai_config.json  onnxruntime-genai's description of the graph (genai-config.ts)
  *   tokenizer.json …   the checkpoint's side files, byte for byte
@@ -36,6 +37,10 @@ export interface OnnxDecoderExportOptions {
   /** Positions the model serves (rotary caches, genai context_length); default max_position_embeddings. */
   contextLength?: number;
   overwrite?: boolean;
+  /** VPTQ / SpQR / FPx linears: exact dequantization subgraphs (default) or float32 weights. */
+  packedLinears?: PackedLinearExport;
+  /** Rounding of VPTQ dequantization subgraphs ("cuda" by default). */
+  vptqSemantics?: VptqSemantics;
   onLinear?: (report: DecoderLinearReport) => void;
 }
 
@@ -57,7 +62,8 @@ export async function exportOnnxDecoder(checkpoint: Checkpoint, outDir: string, 
   const file = checkpoint.location;
   const warnings: string[] = [];
   const contextLength = chooseContextLength(checkpoint, options.contextLength, warnings);
-  const estimate = estimateWeightBytes(checkpoint.tensors);
+  const packedLinears = options.packedLinears ?? "dequant-graph";
+  const estimate = estimateWeightBytes(checkpoint.tensors, packedLinears);
   const mode = options.externalData ?? "auto";
   const external = mode === "always" || (mode === "auto" && estimate > EXTERNAL_DATA_THRESHOLD_BYTES);
   if (!external && estimate > MAX_INLINE_MODEL_BYTES) {
@@ -71,6 +77,8 @@ export async function exportOnnxDecoder(checkpoint: Checkpoint, outDir: string, 
     const g = new GraphBuilder(store);
     const graph = await buildDecoderGraph(g, checkpoint, {
       contextLength,
+      packedLinears,
+      ...(options.vptqSemantics === undefined ? {} : { vptqSemantics: options.vptqSemantics }),
       onLinear: (report) => {
         linears.push(report);
         options.onLinear?.(report);
@@ -79,7 +87,8 @@ export async function exportOnnxDecoder(checkpoint: Checkpoint, outDir: string, 
     await store.close();
     const weightBytes = store.dataBytes;
     store = undefined;
-    const summary = `${config.architecture} decoder, ${config.numLayers} layers, ${linears.filter((l) => l.how === "matmul-nbits").length} MatMulNBits linears, exported by lmpack`;
+    const count = (how: DecoderLinearReport["how"]) => linears.filter((l) => l.how === how).length;
+    const summary = `${config.architecture} decoder, ${config.numLayers} layers, ${count("matmul-nbits")} MatMulNBits linears, ${count("dequant-graph")} dequantized in the graph, exported by lmpack`;
     const bytes = encodeModel(modelProto(graph, summary));
     if (bytes.length > MAX_INLINE_MODEL_BYTES) throw new ConversionError("NOT_REPRESENTABLE", "model.onnx would exceed protobuf's 2 GiB limit; use external data", { file, actual: bytes.length });
     await writeFileAtomic(dir.file(MODEL_FILE), bytes);
@@ -118,13 +127,20 @@ function chooseContextLength(checkpoint: Checkpoint, asked: number | undefined, 
   return length;
 }
 
-/** Weight bytes the export will hold: float32 for dense tensors, packed size for integer groups. */
-function estimateWeightBytes(tensors: readonly TensorEntry[]): number {
+/**
+ * Weight bytes the export will hold: float32 for dense tensors, packed size for integer groups
+ * (3-bit codes in 4-bit fields) and for the arrays of dequantized-in-graph layers.
+ */
+function estimateWeightBytes(tensors: readonly TensorEntry[], packedLinears: PackedLinearExport): number {
   return tensors.reduce((sum, t) => {
     const packed = t.packed;
-    if (packed?.representation !== "int-group") return sum + t.nElements * 4;
-    const groups = Math.ceil(packed.inFeatures / packed.params.groupSize);
-    return sum + (t.nElements * packed.params.bits) / 8 + groups * packed.outFeatures * 5;
+    if (packed?.representation === "int-group") {
+      const groups = Math.ceil(packed.inFeatures / packed.params.groupSize);
+      const fieldBits = packed.params.bits === 3 ? 4 : packed.params.bits;
+      return sum + (t.nElements * fieldBits) / 8 + groups * packed.outFeatures * 5;
+    }
+    if (packed !== undefined && packedLinears === "dequant-graph") return sum + packed.storedBytes;
+    return sum + t.nElements * 4;
   }, 0);
 }
 

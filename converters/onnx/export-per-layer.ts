@@ -1,12 +1,17 @@
 import { UsageError } from "../../formats/errors.js";
-import type { Checkpoint } from "../checkpoint.js";
+import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { AtomicDirectory, writeFileAtomic } from "../io/atomic.js";
+import { encodeDequantLayer, type PackedLinear } from "./dequant-layer.js";
 import { encodeMatMulNBitsLayer } from "./export-layer.js";
+import { matMulNBitsBitsFor } from "./matmul-nbits.js";
+import type { VptqSemantics } from "../../formats/vptq/reference.js";
 
 /**
- * Every integer-group linear of a checkpoint as its own one-node MatMulNBits model
- * (export-layer.ts), `<module>.onnx` in one folder: the unit-level export, for running or
- * inspecting single layers. Float tensors are not written. The folder appears only when complete.
+ * Every packed linear of a checkpoint as its own ONNX model, `<module>.onnx` in one folder: the
+ * unit-level export, for running or inspecting single layers. Integer groups become one-node
+ * MatMulNBits models (export-layer.ts); VPTQ, SpQR and FPx layers their exact dequantization
+ * subgraph feeding a MatMul (dequant-layer.ts). Float tensors are not written. The folder
+ * appears only when complete.
  */
 
 export interface OnnxLayerReport {
@@ -15,28 +20,32 @@ export interface OnnxLayerReport {
   /** File name inside the folder. */
   file: string;
   bytes: number;
-  bits: number;
-  blockSize: number;
+  /** "matmul-nbits" or the representation dequantized in the graph. */
+  how: "matmul-nbits" | "vptq" | "spqr" | "fpx";
+  /** MatMulNBits: the codes' bits, the field width (4 for 3-bit codes) and the block size. */
+  bits?: number;
+  fieldBits?: number;
+  blockSize?: number;
 }
 
-export async function exportOnnxLayers(checkpoint: Checkpoint, outDir: string, options: { overwrite?: boolean; onLayer?: (report: OnnxLayerReport) => void } = {}): Promise<OnnxLayerReport[]> {
-  const layers = checkpoint.tensors.filter((t) => t.packed?.representation === "int-group");
+const PACKED = new Set(["int-group", "vptq", "spqr", "fpx"]);
+
+export async function exportOnnxLayers(checkpoint: Checkpoint, outDir: string, options: { overwrite?: boolean; vptqSemantics?: VptqSemantics; onLayer?: (report: OnnxLayerReport) => void } = {}): Promise<OnnxLayerReport[]> {
+  const layers = checkpoint.tensors.filter((t) => PACKED.has(t.packed?.representation ?? "dense"));
   if (layers.length === 0) {
-    throw new UsageError("BAD_SOURCE", "no integer-group linears to write as per-layer MatMulNBits models (quantize the checkpoint first, or export the whole decoder)", { file: checkpoint.location });
+    throw new UsageError("BAD_SOURCE", "no packed linears (integer groups, VPTQ, SpQR, FPx) to write as per-layer models (quantize the checkpoint first, or export the whole decoder)", { file: checkpoint.location });
   }
   const dir = await AtomicDirectory.create(outDir, { overwrite: options.overwrite ?? false });
   const reports: OnnxLayerReport[] = [];
   try {
     for (const entry of layers) {
-      if (entry.packed?.representation !== "int-group") continue;
-      const tensor = await entry.packed.load();
       const name = entry.name.replace(/\.weight$/, "");
-      const bytes = encodeMatMulNBitsLayer(tensor, { tensorName: name });
+      const { bytes, report } = await layerModel(entry, name, options.vptqSemantics ?? "cuda");
       const file = `${name}.onnx`;
       await writeFileAtomic(dir.file(file), bytes);
-      const report = { name, file, bytes: bytes.length, bits: tensor.params.bits, blockSize: tensor.params.groupSize };
-      reports.push(report);
-      options.onLayer?.(report);
+      const full = { name, file, bytes: bytes.length, ...report };
+      reports.push(full);
+      options.onLayer?.(full);
     }
     await dir.commit();
     return reports;
@@ -44,4 +53,18 @@ export async function exportOnnxLayers(checkpoint: Checkpoint, outDir: string, o
     await dir.abort();
     throw error;
   }
+}
+
+async function layerModel(entry: TensorEntry, name: string, semantics: VptqSemantics): Promise<{ bytes: Uint8Array; report: Omit<OnnxLayerReport, "name" | "file" | "bytes"> }> {
+  const packed = entry.packed!;
+  if (packed.representation === "int-group") {
+    const tensor = await packed.load();
+    const { bits, groupSize } = tensor.params;
+    const fieldBits = matMulNBitsBitsFor({ ...tensor, gIdx: undefined }, name);
+    return { bytes: encodeMatMulNBitsLayer(tensor, { tensorName: name }), report: { how: "matmul-nbits", bits, blockSize: groupSize, ...(fieldBits === bits ? {} : { fieldBits }) } };
+  }
+  const layer: PackedLinear = packed.representation === "vptq" ? { format: "vptq", tensor: await packed.load(), semantics }
+    : packed.representation === "spqr" ? { format: "spqr", tensor: await packed.load() }
+    : { format: "fpx", tensor: await packed.load() };
+  return { bytes: encodeDequantLayer(layer, { tensorName: name }), report: { how: layer.format } };
 }

@@ -4,7 +4,8 @@ import { ConversionError, FormatError, IoError } from "../../formats/errors.js";
 import { encodeScales } from "../../formats/int-group/scales.js";
 import type { IntGroupTensor, ScaleDType } from "../../formats/int-group/types.js";
 import { expectArray, viewAs, type PackedArray } from "../../formats/packed-array.js";
-import { METADATA_SCALE_DTYPE, METADATA_SYM } from "./export-layer.js";
+import { restoreActOrder } from "./act-order.js";
+import { INPUT_ORDER_SUFFIX, METADATA_CODE_BITS, METADATA_SCALE_DTYPE, METADATA_SYM } from "./export-layer.js";
 import { fromMatMulNBits, isPowerOfTwo, matMulNBitsGeometry, MIN_BLOCK_SIZE, type MatMulNBitsBits } from "./matmul-nbits.js";
 import type { onnx } from "../../schemas/gen/onnx.js";
 import { decodeModel, initializerArray, intAttributeOf, metadataOf, MS_DOMAIN, type DecodedModel } from "./model.js";
@@ -15,6 +16,7 @@ import { decodeModel, initializerArray, intAttributeOf, metadataOf, MS_DOMAIN, t
  * scale dtype and sym flag in node metadata; for others the scale dtype is that of the scales
  * initialiser and sym means "no zero_points input".
  *
+ * Act-order layers come back with their g_idx and codes in source column order (act-order.ts).
  * Not read (refused with a typed error rather than guessed): external data, float zero points
  * (fractional in general: no integer image), and the g_idx / bias inputs, which lmpack does not
  * write.
@@ -42,9 +44,40 @@ export async function readMatMulNBitsModel(path: string): Promise<ImportedLinear
 export function importMatMulNBits(bytes: Uint8Array, file?: string): ImportedLinear[] {
   const model = decodeModel(bytes, file);
   const initializers = initializersByName(model, file);
-  const nodes = (model.graph?.node ?? []).filter((n) => n.opType === "MatMulNBits" && n.domain === MS_DOMAIN);
+  const allNodes = model.graph?.node ?? [];
+  const nodes = allNodes.filter((n) => n.opType === "MatMulNBits" && n.domain === MS_DOMAIN);
   if (nodes.length === 0) throw new FormatError("LAYOUT_UNKNOWN", "the model has no com.microsoft MatMulNBits node", { file });
-  return nodes.map((node) => ({ name: node.name ?? "", tensor: importNode(node, initializers, file) }));
+  const producers = new Map<string, NodeProto>();
+  for (const node of allNodes) for (const output of node.output ?? []) producers.set(output, node);
+  return nodes.map((node) => {
+    const name = node.name ?? "";
+    const tensor = importNode(node, initializers, file);
+    const order = groupOrderOf(producers.get(node.input?.[0] ?? ""), initializers, tensor.inFeatures, file);
+    return { name, tensor: order === undefined ? tensor : restoreActOrder(tensor, order, name, file) };
+  });
+}
+
+/**
+ * The column order of an act-order layer (act-order.ts): lmpack writes it as the initialiser
+ * `<layer>.input_order` of a Gather along the last axis that feeds MatMulNBits. Any other
+ * producer of the input is not ours to interpret: the codes are read as they stand.
+ */
+function groupOrderOf(producer: NodeProto | undefined, initializers: Map<string, TensorProto>, K: number, file: string | undefined): Int32Array | undefined {
+  const indicesName = producer?.input?.[1] ?? "";
+  if (producer?.opType !== "Gather" || (producer.domain ?? "") !== "" || !indicesName.endsWith(INPUT_ORDER_SUFFIX)) return undefined;
+  const axis = intAttributeOf(producer, "axis", file) ?? 0;
+  const tensor = initializers.get(indicesName);
+  if (axis !== -1 || tensor === undefined) throw new FormatError("LAYOUT_UNKNOWN", "act-order Gather must take its indices from an initializer along axis −1", { file, tensor: indicesName, actual: axis });
+  const indices = initializerArray(tensor, file);
+  expectArray(indices, ["I64"], [K]);
+  const view = new DataView(indices.bytes.buffer, indices.bytes.byteOffset, indices.bytes.byteLength);
+  const order = new Int32Array(K);
+  for (let j = 0; j < K; j++) {
+    const k = view.getBigInt64(j * 8, true);
+    if (k < 0n || k >= BigInt(K)) throw new FormatError("PACKED_VALUE_INVALID", `column order entry ${j} = ${k} is outside 0 … ${K - 1}`, { file, tensor: indicesName, expected: `0 … ${K - 1}`, actual: String(k) });
+    order[j] = Number(k);
+  }
+  return order;
 }
 
 type NodeProto = onnx.NodeProto.$Properties;
@@ -93,13 +126,16 @@ function importNode(node: NodeProto, initializers: Map<string, TensorProto>, fil
   const symText = metadata.get(METADATA_SYM);
   if (symText !== undefined && symText !== "true" && symText !== "false") throw new FormatError("METADATA_INVALID", `${METADATA_SYM} must be "true" or "false"`, { ...where, actual: symText });
   const sym = symText === undefined ? zeroPoints === undefined : symText === "true";
+  const bitsText = metadata.get(METADATA_CODE_BITS);
+  const codeBits = bitsText === undefined ? bits : Number(bitsText);
+  if (codeBits !== 2 && codeBits !== 3 && codeBits !== 4 && codeBits !== 8) throw new FormatError("METADATA_INVALID", `${METADATA_CODE_BITS} must be 2, 3, 4 or 8`, { ...where, actual: bitsText });
   try {
     encodeScales(scales, scaleDtype, name);
   } catch (cause) {
     if (!(cause instanceof ConversionError)) throw cause;
     throw new FormatError("PACKED_VALUE_INVALID", `scales are recorded as ${scaleDtype} but one is not a ${scaleDtype} value`, { ...where, cause });
   }
-  return fromMatMulNBits({ K, N, bits: bits as MatMulNBitsBits, blockSize, b: b.bytes, scales, zeroPoints }, { sym, scaleDtype }, name, file);
+  return fromMatMulNBits({ K, N, bits: bits as MatMulNBitsBits, blockSize, b: b.bytes, scales, zeroPoints }, { sym, scaleDtype, bits: codeBits }, name, file);
 }
 
 /** Initializers by name; decoded only when a MatMulNBits node asks (others may be of any type). */

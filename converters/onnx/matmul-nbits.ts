@@ -9,6 +9,8 @@ import { groupCount, isTrivialGIdx, maxCode, symmetricZero, type IntGroupParams,
  *   B           uint8 [N, k_blocks, block_size·bits/8]   q[n][k] = field j of B[n][kb], LSB-first
  *   scales      float [N, k_blocks]
  *   zero_points uint8 [N, ⌈k_blocks·bits/8⌉]            field kb of row n, LSB-first; absent ⇒ 2^(bits−1)
+ *
+ * (bits = the field width: the codes' own, or 4 for 3-bit codes, see matMulNBitsBitsFor)
  *   W[n][k] = (q[n][k] − zp[n][kb]) · scales[n][kb]
  *
  * which is the int-group formula with block_size = group size, q = code, zp = effective zero
@@ -58,31 +60,32 @@ export function isPowerOfTwo(n: number): boolean {
 }
 
 /**
- * The MatMulNBits bit width for `t`, or a ConversionError saying why it cannot be written
- * exactly (the caller may requantize into a supported shape instead).
+ * The MatMulNBits field width that holds `t`'s codes exactly: its own for 2, 4 and 8 bits; 4 for
+ * 3-bit codes, which onnxruntime cannot run as such (`Only 2b, 4b and 8b quantization is
+ * supported`). A 3-bit code q and zero z are the same integers in 4-bit fields, and W = (q − z)·s
+ * is unchanged: widening costs one bit per weight and loses nothing, where requantizing to 4 bits
+ * would change every weight. ConversionError when the group layout has no MatMulNBits image.
  */
 export function matMulNBitsBitsFor(t: IntGroupTensor, tensor: string): MatMulNBitsBits {
   const { bits, groupSize } = t.params;
-  if (bits !== 2 && bits !== 4 && bits !== 8) {
-    throw new ConversionError("UNSUPPORTED_TARGET", `${bits}-bit codes: onnxruntime's MatMulNBits rejects bits=${bits} when the session is created (CPU kernel: 2, 4, 8 only); requantize to 2, 4 or 8 bits`, { tensor, expected: "bits 2, 4 or 8", actual: bits });
-  }
   if (!isPowerOfTwo(groupSize) || groupSize < MIN_BLOCK_SIZE) {
     throw new ConversionError("UNSUPPORTED_TARGET", `group size ${groupSize}: MatMulNBits block_size must be a power of two ≥ ${MIN_BLOCK_SIZE}; requantize with such a group size`, { tensor, expected: `power of two ≥ ${MIN_BLOCK_SIZE}`, actual: groupSize });
   }
   if (!isTrivialGIdx(t.gIdx, groupSize)) {
-    throw new ConversionError("UNSUPPORTED_TARGET", "act-order g_idx: MatMulNBits's g_idx input is deprecated and not emitted; act-order layers need their columns reordered into group order (with the inverse permutation on the activations), which is not done yet", { tensor });
+    throw new ConversionError("UNSUPPORTED_TARGET", "act-order g_idx: reorder the columns into group order first (act-order.ts)", { tensor });
   }
-  return bits;
+  return bits === 3 ? 4 : bits;
 }
 
 /** `t` as MatMulNBits initialiser data. Throws ConversionError when it has no exact image. */
 export function toMatMulNBits(t: IntGroupTensor, tensor: string): MatMulNBitsWeights {
   const bits = matMulNBitsBitsFor(t, tensor);
   checkArrays(t, tensor);
+  // Codes and zeros are checked against the source width; the fields may be wider (3 → 4).
+  const top = maxCode(t.params.bits);
   const { outFeatures: N, inFeatures: K } = t;
   const blockSize = t.params.groupSize;
   const { kBlocks, blobBytes, zeroPointBytesPerRow } = matMulNBitsGeometry(K, bits, blockSize);
-  const top = maxCode(bits);
   const b = new Uint8Array(N * kBlocks * blobBytes);
   const scales = new Float32Array(N * kBlocks);
   const defaultZero = symmetricZero(bits);
@@ -93,7 +96,7 @@ export function toMatMulNBits(t: IntGroupTensor, tensor: string): MatMulNBitsWei
       const zero = t.zeros[kb * N + n]!;
       if (zero > top) {
         // Only a GPTQ v1 file whose packer overflowed has one (types.ts); uint8 fields hold 0 … 2^bits − 1.
-        throw new ConversionError("NOT_REPRESENTABLE", `zero point ${zero} of group ${kb}, row ${n} does not fit a ${bits}-bit MatMulNBits zero point (0 … ${top}); requantize the layer`, { tensor, expected: `≤ ${top}`, actual: zero });
+        throw new ConversionError("NOT_REPRESENTABLE", `zero point ${zero} of group ${kb}, row ${n} does not fit a ${t.params.bits}-bit zero point (0 … ${top}); requantize the layer`, { tensor, expected: `≤ ${top}`, actual: zero });
       }
       scales[n * kBlocks + kb] = t.scales[kb * N + n]!;
       if (zeroPoints !== undefined) writeField(zeroPoints, n * zeroPointBytesPerRow, kb, bits, zero);
@@ -101,7 +104,7 @@ export function toMatMulNBits(t: IntGroupTensor, tensor: string): MatMulNBitsWei
       for (let j = 0; j < blockSize; j++) {
         const k = kb * blockSize + j;
         const code = k < K ? t.codes[n * K + k]! : zero;
-        if (code > top) throw new FormatError("PACKED_VALUE_INVALID", `code ${code} at row ${n}, column ${k} exceeds ${bits} bits`, { tensor, expected: `≤ ${top}`, actual: code });
+        if (code > top) throw new FormatError("PACKED_VALUE_INVALID", `code ${code} at row ${n}, column ${k} exceeds ${t.params.bits} bits`, { tensor, expected: `≤ ${top}`, actual: code });
         writeField(b, blob, j, bits, code);
       }
     }
@@ -110,11 +113,17 @@ export function toMatMulNBits(t: IntGroupTensor, tensor: string): MatMulNBitsWei
 }
 
 /**
- * MatMulNBits initialiser data → integer groups, exactly. `sym` and `scaleDtype` are what the
- * exporter recorded (MatMulNBits itself stores float32 scales and no sym flag).
+ * MatMulNBits initialiser data → integer groups, exactly. `sym`, `scaleDtype` and `bits` (the
+ * codes' own width, which may be narrower than the fields: 3 in 4) are what the exporter recorded;
+ * MatMulNBits itself stores float32 scales, no sym flag and only its field width.
  */
-export function fromMatMulNBits(w: MatMulNBitsWeights, recorded: Pick<IntGroupParams, "sym" | "scaleDtype">, tensor: string, file?: string): IntGroupTensor {
+export function fromMatMulNBits(w: MatMulNBitsWeights, recorded: Pick<IntGroupParams, "sym" | "scaleDtype" | "bits">, tensor: string, file?: string): IntGroupTensor {
   const { K, N, bits, blockSize } = w;
+  const codeBits = recorded.bits;
+  if (codeBits > bits || (codeBits !== bits && !(codeBits === 3 && bits === 4))) {
+    throw new FormatError("METADATA_INVALID", `${codeBits}-bit codes recorded in ${bits}-bit MatMulNBits fields`, { file, tensor, expected: `${bits} (or 3 in 4-bit fields)`, actual: codeBits });
+  }
+  const top = maxCode(codeBits);
   const where = { file, tensor };
   const { kBlocks, blobBytes, zeroPointBytesPerRow } = matMulNBitsGeometry(K, bits, blockSize);
   const expectLength = (what: string, actual: number, expected: number): void => {
@@ -126,21 +135,28 @@ export function fromMatMulNBits(w: MatMulNBitsWeights, recorded: Pick<IntGroupPa
   const codes = new Uint8Array(N * K);
   const scales = new Float32Array(kBlocks * N);
   const zeros = new Uint16Array(kBlocks * N);
-  const defaultZero = symmetricZero(bits);
+  // An absent zero_points input means MatMulNBits's default for its field width.
+  const absentZero = symmetricZero(bits);
+  const symZero = symmetricZero(codeBits);
   for (let n = 0; n < N; n++) {
     for (let kb = 0; kb < kBlocks; kb++) {
       scales[kb * N + n] = w.scales[n * kBlocks + kb]!;
-      const zero = w.zeroPoints === undefined ? defaultZero : readField(w.zeroPoints, n * zeroPointBytesPerRow, kb, bits);
-      if (recorded.sym && zero !== defaultZero) {
-        throw new FormatError("PACKED_VALUE_INVALID", `layer recorded as symmetric has zero point ${zero} in group ${kb}, row ${n}`, { ...where, expected: defaultZero, actual: zero });
+      const zero = w.zeroPoints === undefined ? absentZero : readField(w.zeroPoints, n * zeroPointBytesPerRow, kb, bits);
+      if (recorded.sym && zero !== symZero) {
+        throw new FormatError("PACKED_VALUE_INVALID", `layer recorded as symmetric has zero point ${zero} in group ${kb}, row ${n}`, { ...where, expected: symZero, actual: zero });
       }
+      if (zero > top) throw new FormatError("PACKED_VALUE_INVALID", `zero point ${zero} in group ${kb}, row ${n} exceeds the recorded ${codeBits} bits`, { ...where, expected: `≤ ${top}`, actual: zero });
       zeros[kb * N + n] = zero;
       const blob = (n * kBlocks + kb) * blobBytes;
       const width = Math.min(blockSize, K - kb * blockSize);
-      for (let j = 0; j < width; j++) codes[n * K + kb * blockSize + j] = readField(w.b, blob, j, bits);
+      for (let j = 0; j < width; j++) {
+        const code = readField(w.b, blob, j, bits);
+        if (code > top) throw new FormatError("PACKED_VALUE_INVALID", `code ${code} at row ${n}, column ${kb * blockSize + j} exceeds the recorded ${codeBits} bits`, { ...where, expected: `≤ ${top}`, actual: code });
+        codes[n * K + kb * blockSize + j] = code;
+      }
     }
   }
-  const params: IntGroupParams = { bits, groupSize: blockSize, sym: recorded.sym, scaleDtype: recorded.scaleDtype };
+  const params: IntGroupParams = { bits: codeBits, groupSize: blockSize, sym: recorded.sym, scaleDtype: recorded.scaleDtype };
   return { params, outFeatures: N, inFeatures: K, codes, scales, zeros, gIdx: undefined };
 }
 

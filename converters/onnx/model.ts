@@ -18,11 +18,15 @@ export type ValueInfoInit = onnx.ValueInfoProto.$Properties;
 export type AttributeInit = onnx.AttributeProto.$Properties;
 
 /**
- * IR 10 (ONNX 1.16) with opset 21: what onnxruntime-genai's model builder writes and what
- * onnxruntime-node 1.30 was probed with (gguf-onnx.md §3.4, §3.7). Newer IRs add nothing we use.
+ * IR 8 (ONNX 1.12) with opset 17: the newest that Debian's python3-onnx (1.12) checks, so every
+ * exported model passes `onnx.checker` with full check in CI, and old enough that every
+ * onnxruntime with MatMulNBits (1.17 and later) loads it. Newer IRs and opsets add nothing the
+ * graphs need: IR 9/10 bring float8 and int4 element types, opset 18 the bitwise ops, which the
+ * dequantization subgraphs spell with Mod and Add instead (addLowBits, addDisjointOr), and
+ * ReduceMean's axes as an input, which opset 17 takes as an attribute.
  */
-export const IR_VERSION = 10;
-export const OPSET_AI_ONNX = 21;
+export const IR_VERSION = 8;
+export const OPSET_AI_ONNX = 17;
 /** Domain of onnxruntime's contrib ops (MatMulNBits, GroupQueryAttention...); opset 1 is the only one. */
 export const MS_DOMAIN = "com.microsoft";
 export const OPSET_MS = 1;
@@ -46,6 +50,13 @@ const ONNX_DATA_TYPE: Partial<Record<DType, number>> = {
   BF16: DataType.BFLOAT16,
 };
 const DTYPE_OF_ONNX = new Map(Object.entries(ONNX_DATA_TYPE).map(([dtype, code]) => [code, dtype as DType]));
+
+/** The element type of an initialiser lmpack built (so a known one). */
+export function dtypeOfInitializer(tensor: TensorInit): DType {
+  const dtype = DTYPE_OF_ONNX.get(tensor.dataType ?? 0);
+  if (dtype === undefined) throw new RangeError(`initializer ${tensor.name ?? ""} has element type ${tensor.dataType} outside lmpack's table`);
+  return dtype;
+}
 
 export function onnxDataType(dtype: DType): number {
   const code = ONNX_DATA_TYPE[dtype];
@@ -219,6 +230,23 @@ export function addConstant(g: GraphParts, dtype: ConstantDType, dims: readonly 
     : dtype === "U16" ? Uint16Array.from(values, Number)
     : Uint8Array.from(values, Number);
   return addInitializer(g, `const_${g.nextId++}`, dtype, dims, new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+}
+
+/**
+ * The low `width` bits of unsigned `x` (uint32 or uint64), x mod 2^width: BitwiseAnd with a
+ * mask is opset 18, Mod with a power of two is the same and opset 13.
+ */
+export function addLowBits(g: GraphParts, x: string, width: number, dtype: "U32" | "U64"): string {
+  if (!(width >= 1 && width < (dtype === "U32" ? 32 : 64))) throw new RangeError(`addLowBits: width ${width} out of range for ${dtype}`);
+  return addNode(g, "Mod", [x, addConstant(g, dtype, [], [2n ** BigInt(width)])]);
+}
+
+/**
+ * a | b for unsigned a and b with no set bit in common (bit fields placed side by side), which is
+ * a + b: BitwiseOr is opset 18.
+ */
+export function addDisjointOr(g: GraphParts, a: string, b: string): string {
+  return addNode(g, "Add", [a, b]);
 }
 
 /** Cast of `x` to `dtype`. */

@@ -16,7 +16,9 @@ import { isLmpackError } from "../../formats/errors.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { loadTokenizer } from "../../model/tokenizer.js";
-import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
+import { CLI, FIXTURE_MODEL, SHARED_DIR, tempDir } from "../helpers/paths.js";
+import { checkOnnxModels, type ModelToCheck } from "../helpers/onnx-checker.js";
+import { EMBEDDING_PROXY, hessianSource } from "../../cli/commands/quantize.js";
 import { loadOnnxRuntime, type OrtSession, type OrtTensor } from "../runtimes/onnxruntime.js";
 
 /**
@@ -159,12 +161,66 @@ decoder("4-bit RTN sym g32: MatMulNBits carries the quantized codes; logits equa
   assert.ok(worst < TOLERANCE, `max |Δ| ${worst}`);
 });
 
-decoder("model.onnx: IR 10, opsets ai.onnx 21 + com.microsoft 1, typed I/O with symbolic dims, external data aligned and in bounds", async ({ dir, shape }) => {
+decoder("3-bit GPTQ act-order g32 (embedding-proxy Hessians): 4-bit fields and regrouped columns; logits equal lmpack's forward; import gives back codes and g_idx", async ({ dir, ids, shape }) => {
+  const path = join(dir, "gptq3-act-order");
+  const { reference, source } = await withFixture(async (checkpoint) => {
+    const hessians = await hessianSource(EMBEDDING_PROXY, checkpoint);
+    // F32 scales: MatMulNBits computes (q − z)·s in float32, where lmpack's reference for F16 scales rounds W to fp16 as the GPTQ kernels do.
+    const quantized = quantizeCheckpoint(checkpoint, { method: "gptq", bits: 3, groupSize: 32, sym: false, scaleDtype: "F32", actOrder: true, hessians: hessians! });
+    const result = await exportOnnxDecoder(quantized, path);
+    const linears = result.linears.filter((l) => l.how === "matmul-nbits");
+    assert.is(linears.length, 7 * shape.numLayers);
+    assert.ok(linears.every((l) => l.bits === 3 && l.fieldBits === 4 && l.actOrder === true), JSON.stringify(linears[0]));
+    const q = quantized.tensors.find((t) => t.name === "model.layers.1.self_attn.k_proj.weight")!;
+    const tensor = q.packed?.representation === "int-group" ? await q.packed.load() : undefined;
+    return { reference: new LlamaForward(await loadLlamaWeights(quantized), WINDOW).run(ids), source: tensor! };
+  });
+  const back = importMatMulNBits(await readFile(join(path, MODEL_FILE))).find((l) => l.name === "model.layers.1.self_attn.k_proj")!.tensor;
+  assert.equal(back.params, source.params);
+  assert.ok(source.gIdx !== undefined && back.gIdx !== undefined && back.gIdx.every((g, k) => g === source.gIdx![k]), "g_idx differs");
+  assert.ok(back.codes.every((c, i) => c === source.codes[i]), "codes differ");
+  const session = await createSession(join(path, MODEL_FILE));
+  const out = await runDecoder(session, shape, ids);
+  await session.release();
+  const worst = maxAbsDiff(out["logits"]!.data as Float32Array, reference);
+  logged.push(`3-bit act-order ${worst.toExponential(2)}`);
+  assert.ok(worst < TOLERANCE, `max |Δ| ${worst}`);
+});
+
+for (const format of ["vptq", "spqr", "fp6"] as const) {
+  decoder(`${format} checkpoint (../shared/checkpoints/tinystories-656K-${format}): every linear a dequantization subgraph; logits equal lmpack's forward on the same checkpoint`, async ({ dir }) => {
+    const sourceDir = join(SHARED_DIR, "checkpoints", `tinystories-656K-${format}`);
+    const path = join(dir, `packed-${format}`);
+    const checkpoint = await openCheckpoint(sourceDir);
+    let reference: Float64Array;
+    let ids: Int32Array;
+    let packedShape: Shape;
+    try {
+      packedShape = checkpoint.config!;
+      ids = (await loadTokenizer(sourceDir)).encode(TEXT).slice(0, WINDOW);
+      const result = await exportOnnxDecoder(checkpoint, path);
+      const kinds = new Set(result.linears.map((l) => `${l.how}:${l.format ?? ""}`));
+      assert.equal([...kinds], [`dequant-graph:${format === "fp6" ? "fpx" : format}`]);
+      assert.is(result.linears.length, 7 * packedShape.numLayers);
+      reference = new LlamaForward(await loadLlamaWeights(checkpoint), WINDOW).run(ids);
+    } finally {
+      await checkpoint.close();
+    }
+    const session = await createSession(join(path, MODEL_FILE));
+    const out = await runDecoder(session, packedShape, ids);
+    await session.release();
+    const worst = maxAbsDiff(out["logits"]!.data as Float32Array, reference);
+    logged.push(`${format} ${worst.toExponential(2)}`);
+    assert.ok(worst < TOLERANCE, `max |Δ| ${worst}`);
+  });
+}
+
+decoder("model.onnx: IR 8, opsets ai.onnx 17 + com.microsoft 1, typed I/O with symbolic dims, external data aligned and in bounds", async ({ dir, shape }) => {
   const model = decodeModel(await readFile(join(dir, "dense", MODEL_FILE)));
   const graph = model.graph!;
   const [inputs, outputs, initializers] = [graph.input ?? [], graph.output ?? [], graph.initializer ?? []];
-  assert.is(int64(model.irVersion), 10);
-  assert.equal(model.opsetImport.map((o) => [o.domain, int64(o.version)]), [["", 21], [MS_DOMAIN, 1]]);
+  assert.is(int64(model.irVersion), 8);
+  assert.equal(model.opsetImport.map((o) => [o.domain, int64(o.version)]), [["", 17], [MS_DOMAIN, 1]]);
   const io = (list: typeof inputs) => list.map((v) => [v.name, v.type?.tensorType?.elemType, v.type?.tensorType?.shape?.dim?.map((d) => (d.value === "dimParam" ? d.dimParam : int64(d.dimValue)))]);
   const [kvh, hd] = [shape.numKvHeads, shape.headDim];
   assert.equal(io(inputs).slice(0, 4), [
@@ -194,7 +250,6 @@ decoder("model.onnx: IR 10, opsets ai.onnx 21 + com.microsoft 1, typed I/O with 
     assert.is(length, (t.dims ?? []).map(int64).reduce((a, b) => a * b, 1) * 4, t.name ?? "");
     assert.ok(offset + length <= dataBytes, `${t.name ?? ""} ends past ${DATA_FILE}`);
   }
-  // onnx.checker needs Python's onnx package, which this machine does not have; onnxruntime's loader is the check.
 });
 
 decoder("genai_config.json has onnxruntime-genai's fields; tokenizer and side files are copied byte for byte", async ({ dir, shape }) => {
@@ -212,13 +267,13 @@ decoder("genai_config.json has onnxruntime-genai's fields; tokenizer and side fi
   assert.equal((await readdir(out)).sort(), [DATA_FILE, GENAI_CONFIG_FILE, "generation_config.json", MODEL_FILE, "tokenizer.json", "tokenizer_config.json"].sort());
 });
 
-decoder("refusals: 3-bit layers (no MatMulNBits image) and an existing output leave nothing behind", async ({ dir }) => {
+decoder("refusals: groups of 48 columns (no MatMulNBits block size) and an existing output leave nothing behind", async ({ dir }) => {
   await withFixture(async (source) => {
-    const threeBit = quantizeCheckpoint(source, { ...RTN4, bits: 3, select: (name) => name === "model.layers.0.self_attn.q_proj.weight" });
-    const path = join(dir, "three-bit");
-    await exportOnnxDecoder(threeBit, path).then(() => assert.unreachable("3-bit exported"), (error: unknown) => expectCode(error, "ConversionError", "UNSUPPORTED_TARGET"));
+    const odd = quantizeCheckpoint(source, { ...RTN4, groupSize: 48, select: (name) => name === "model.layers.0.self_attn.q_proj.weight" });
+    const path = join(dir, "group-48");
+    await exportOnnxDecoder(odd, path).then(() => assert.unreachable("group 48 exported"), (error: unknown) => expectCode(error, "ConversionError", "UNSUPPORTED_TARGET"));
     assert.not.ok(existsSync(path));
-    assert.equal((await readdir(dir)).filter((name) => name.includes("three-bit")), []);
+    assert.equal((await readdir(dir)).filter((name) => name.includes("group-48")), []);
     await exportOnnxDecoder(source, join(dir, "dense")).then(() => assert.unreachable("overwrote"), (error: unknown) => expectCode(error, "IoError", "OUTPUT_EXISTS"));
   });
 });
@@ -241,6 +296,18 @@ decoder("CLI: convert --to onnx writes the decoder folder; --per-layer one MatMu
   const dense = run(FIXTURE_MODEL, "--to", "onnx", "--per-layer", "--out", join(dir, "cli-none"));
   assert.is(dense.status, 1, "a float checkpoint has no layers for --per-layer");
   assert.is((JSON.parse(dense.stdout) as { error: { code: string } }).error.code, "BAD_SOURCE");
+});
+
+decoder("onnx.checker (full check) accepts every decoder model written above, external data included", async ({ dir }) => {
+  const models: ModelToCheck[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const path = join(dir, name, MODEL_FILE);
+    if (existsSync(path)) models.push({ name, path });
+  }
+  assert.ok(models.length >= 7, models.map((m) => m.name).join(", "));
+  const outcome = await checkOnnxModels(models);
+  if (outcome.skipped !== undefined) console.log(`  note: onnx.checker not run: ${outcome.skipped}`);
+  assert.equal(outcome.failures, [], outcome.failures.join("\n"));
 });
 
 decoder.run();

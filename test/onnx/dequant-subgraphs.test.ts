@@ -23,6 +23,7 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { loadOnnxRuntime } from "../runtimes/onnxruntime.js";
 import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
+import { checkOnnxModels, type ModelToCheck } from "../helpers/onnx-checker.js";
 
 /**
  * VPTQ, SpQR and FPx linears as standard-op ONNX models (converters/onnx/dequant-*.ts), run in
@@ -43,6 +44,8 @@ const u8 = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byte
 const F16_VALUES = halfPrecisionValues("F16");
 const worst = new Map<string, number>();
 const sizes: { format: string; name: string; stored: number; initializers: number }[] = [];
+/** Every model the suites ran, for onnx.checker at the end. */
+const checked: ModelToCheck[] = [];
 
 interface Run {
   w: Float32Array;
@@ -53,8 +56,10 @@ interface Run {
 /** Builds the layer's model, runs it on a seeded random A [3, in]; checks (b) and returns W. */
 async function runLayer(layer: PackedLinear, name: string, seed: number): Promise<Run & { built: DequantLayer }> {
   const built = dequantLayer(layer, { tensorName: "layer", exposeWeight: true });
+  const bytes = encodeModel(built.model);
+  checked.push({ name: `${layer.format} ${name}`, bytes });
   const ort = loadOnnxRuntime();
-  const session = await ort.InferenceSession.create(encodeModel(built.model), { executionProviders: ["cpu"], logSeverityLevel: 3, intraOpNumThreads: 1 });
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ["cpu"], logSeverityLevel: 3, intraOpNumThreads: 1 });
   const [K, N] = [built.inFeatures, built.outFeatures];
   const rng = mulberry32(seed);
   const a = Float32Array.from({ length: BATCH * K }, () => rng() * 2 - 1);
@@ -320,7 +325,17 @@ fpx.after(() => {
   for (const s of sizes) console.log(`    ${s.format.padEnd(5)} ${s.name.padEnd(42)} stored ${String(s.stored).padStart(7)}  initialisers ${String(s.initializers).padStart(7)}  (+${s.initializers - s.stored})`);
 });
 
+// ---------------------------------------------------------------- onnx.checker
+const checker = suite("onnx: dequant subgraph models pass onnx.checker (full check)");
+checker("every model the suites above ran is valid ONNX (IR 8, opset 17)", async () => {
+  assert.ok(checked.length >= 30, `${checked.length} models collected`);
+  const outcome = await checkOnnxModels(checked);
+  if (outcome.skipped !== undefined) console.log(`  note: onnx.checker not run: ${outcome.skipped}`);
+  assert.equal(outcome.failures, [], outcome.failures.join("\n"));
+});
+
 vptq.run();
 spqr.run();
 fpx.run();
 refuse.run();
+checker.run();
