@@ -3,7 +3,8 @@
  * `npm run demo`: the main job on the embedded default model, offline. Inspects
  * test/fixtures/lmpack-fixture-2m, packs it into an .lmpack container, verifies the container's
  * checksums, unpacks it back to a Hugging Face directory and proves the round trip bit-exact;
- * then calibrates, quantizes with GPTQ and measures perplexity before and after.
+ * then calibrates, quantizes with GPTQ and measures perplexity before and after, and exports the
+ * quantized model to GGUF (llama.cpp) and ONNX (onnxruntime) with its codes carried over.
  */
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,6 +27,7 @@ import { perplexity } from "../model/perplexity.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { exportGguf } from "../converters/gguf/export.js";
 import type { IntGroupTensor } from "../formats/int-group/types.js";
+import { onnxStep } from "./demo-onnx.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIXTURE = join(ROOT, "test", "fixtures", "lmpack-fixture-2m");
@@ -113,6 +115,9 @@ async function quantizeAndEvaluate(work: string): Promise<void> {
   console.log(`${name}: codes read back from the GGUF ${same ? "equal" : "DIFFER FROM"} the .lmpack codes`);
   await gguf.close();
   await again.close();
+
+  step("8. export it to ONNX for onnxruntime: MatMulNBits with the same codes, a GroupQueryAttention decoder, genai_config.json");
+  await onnxStep(ROOT, quantizedPath, join(work, "fixture-onnx"), evaluation, after);
 }
 
 function step(title: string): void {
