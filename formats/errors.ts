@@ -172,6 +172,33 @@ export class ConversionError extends LmpackError {
   }
 }
 
+export type KernelErrorCode =
+  // no libcuda.so.1, no device, or the driver refused to start (cuInit)
+  | "NO_DEVICE"
+  // a CUDA driver call failed; the message names the call and CUresult
+  | "DRIVER_ERROR"
+  // the kernel image (fatbin) is missing or has no kernel for this device
+  | "MODULE_MISSING"
+  // device memory exhausted (CUDA_ERROR_OUT_OF_MEMORY)
+  | "OUT_OF_MEMORY"
+  // the kernel's own status word reports invalid data (an index or code out of range)
+  | "KERNEL_STATUS"
+  // the host refused the launch: a shape or index the kernel must never see
+  | "LAUNCH_REFUSED";
+
+/**
+ * The GPU engine failed (kernels/): no device, a driver call, or a kernel's status report. Names
+ * the format, the shape and the CUDA code. Permanent for a given machine and input, except
+ * OUT_OF_MEMORY, which another job's memory use can cause.
+ */
+export class KernelError extends LmpackError {
+  override readonly name = "KernelError";
+  readonly exitCode = 2;
+  constructor(readonly code: KernelErrorCode, detail: string, context: ErrorContext = {}) {
+    super(detail, context);
+  }
+}
+
 /** Cross-copy-safe guard (does not rely on `instanceof`, which fails across package copies). */
 export function isLmpackError(value: unknown): value is LmpackError {
   return value instanceof Error && typeof (value as { code?: unknown }).code === "string" && typeof (value as { exitCode?: unknown }).exitCode === "number" && "detail" in value;

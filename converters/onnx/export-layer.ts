@@ -11,8 +11,8 @@ import { matMulNBitsGeometry, toMatMulNBits } from "./matmul-nbits.js";
  * will repeat per projection, and the smallest thing onnxruntime can run to prove the packing.
  *
  * What MatMulNBits cannot carry (the int-group scale dtype, the sym flag, the width of codes
- * narrower than its fields) is recorded in the
- * node's metadata_props under the keys below, so import.ts gives back the same IntGroupTensor.
+ * narrower than its fields) is recorded in the node's metadata_props under the keys below, so
+ * import.ts gives back the same IntGroupTensor.
  * accuracy_level is left out (0: compute in A's type), so fp32 inputs give fp32-accurate output.
  */
 

@@ -1,0 +1,33 @@
+// Dequant-verify: compares a dequantized weight with the source weight in the same pass and
+// leaves one partial result per thread block, which the host sums in block order (so the totals
+// are the same on every run: no floating-point atomics).
+//
+//   max |w − ref|,  Σ (w − ref)²,  Σ ref²   (float64 accumulation)
+#pragma once
+#include <stdint.h>
+
+struct lq_verify_partial {
+  double max_abs_error;
+  double sum_squared_error;
+  double sum_squared_reference;
+};
+static_assert(sizeof(lq_verify_partial) == 24, "lq_verify_partial must be three float64 (kernels/cuda/verify.ts reads it so)");
+
+// Reduces one thread's values over the block (blockDim.x a power of two ≤ 1024) into
+// partials[blockIdx.x]. `shared` holds 3 · blockDim.x doubles.
+__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials) {
+  const unsigned t = threadIdx.x, n = blockDim.x;
+  shared[t] = max_abs;
+  shared[n + t] = sq_err;
+  shared[2 * n + t] = sq_ref;
+  __syncthreads();
+  for (unsigned stride = n / 2; stride > 0; stride /= 2) {
+    if (t < stride) {
+      shared[t] = fmax(shared[t], shared[t + stride]);
+      shared[n + t] += shared[n + t + stride];
+      shared[2 * n + t] += shared[2 * n + t + stride];
+    }
+    __syncthreads();
+  }
+  if (t == 0) partials[blockIdx.x] = {shared[0], shared[n], shared[2 * n]};
+}

@@ -1,0 +1,57 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { KernelError } from "../formats/errors.js";
+import type { CudaContext, CudaModule } from "./cuda/driver.js";
+
+/**
+ * The GPU engine: one CUDA context and the kernel modules loaded from dist/kernels/<format>.fatbin
+ * (kernels/build.mjs). The driver binding (cuda/driver.ts, koffi) is imported only when a GPU
+ * is asked for, so users without one never load it.
+ */
+
+/** Formats with a kernel folder (kernels/<format>/<format>.cu). */
+export type KernelFormat = "int-group";
+
+const FATBIN_DIR = join(dirname(fileURLToPath(import.meta.url)));
+
+export class GpuEngine {
+  private readonly modules = new Map<KernelFormat, CudaModule>();
+
+  private constructor(readonly context: CudaContext) {}
+
+  /** Opens device `ordinal`; KernelError NO_DEVICE when there is no usable GPU. */
+  static async open(ordinal = 0): Promise<GpuEngine> {
+    const { CudaContext, probeDevice } = await import("./cuda/driver.js");
+    const probe = probeDevice();
+    if (!probe.ok) throw new KernelError("NO_DEVICE", probe.reason);
+    return new GpuEngine(CudaContext.open(ordinal));
+  }
+
+  /** The module of `format`, loaded from its fatbin on first use. */
+  module(format: KernelFormat): CudaModule {
+    let module = this.modules.get(format);
+    if (module === undefined) {
+      const path = join(FATBIN_DIR, `${format}.fatbin`);
+      if (!existsSync(path)) throw new KernelError("MODULE_MISSING", `no kernel image ${path}: build with nvcc present (npm run build)`, { file: path });
+      module = this.context.loadModule(readFileSync(path));
+      this.modules.set(format, module);
+    }
+    return module;
+  }
+
+  /** "NVIDIA H100 80GB HBM3 (sm_90)". */
+  describe(): string {
+    return `${this.context.info.name} (sm_${this.context.info.computeCapability})`;
+  }
+}
+
+/** Whether a GPU engine can be opened here, and why not. */
+export async function gpuAvailable(): Promise<{ ok: true } | { ok: false; reason: string }> {
+  try {
+    const { probeDevice } = await import("./cuda/driver.js");
+    return probeDevice();
+  } catch (error) {
+    return { ok: false, reason: (error as Error).message };
+  }
+}

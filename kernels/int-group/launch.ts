@@ -1,0 +1,100 @@
+import { KernelError } from "../../formats/errors.js";
+import type { DequantPrecision } from "../../formats/int-group/reference.js";
+import { groupCount, maxCode, type IntGroupTensor } from "../../formats/int-group/types.js";
+import { bytesOf } from "../../formats/packed-array.js";
+import { checkStatus } from "../cuda/status.js";
+import type { DevicePointer } from "../cuda/driver.js";
+import type { GpuEngine } from "../engine.js";
+import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
+
+/**
+ * Host side of kernels/int-group/int-group.cu: checks the tensor, uploads its fields, launches
+ * `lq_int_group_dequant_verify`, and returns the weights (float32 [N][K], the same bits as
+ * formats/int-group/reference.ts) and, given the source weights, the verify statistics.
+ *
+ * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256), and
+ * enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop,
+ * capped by the element count: more blocks only add partials to sum.
+ */
+
+const THREADS = 256;
+const BLOCKS_PER_SM = 16;
+const ROUNDING = { F32: 0, F16: 1, BF16: 2 } as const;
+
+export interface IntGroupGpuOptions {
+  /** As formats/int-group/reference.ts (default "scale-dtype"). */
+  precision?: DequantPrecision;
+  negativeZero?: "positive" | "keep";
+  /** Source weights float32 [N][K]: also compute the verify statistics. */
+  reference?: Float32Array;
+  /** Return the weights (default true; false for verify alone, which then writes none). */
+  weights?: boolean;
+  tensorName?: string;
+}
+
+export interface IntGroupGpuResult {
+  weights: Float32Array | undefined;
+  stats: VerifyStats | undefined;
+  /** Kernel time measured with CUDA events. */
+  kernelMilliseconds: number;
+}
+
+export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options: IntGroupGpuOptions = {}): IntGroupGpuResult {
+  const { outFeatures: N, inFeatures: K } = t;
+  const { groupSize, bits, scaleDtype } = t.params;
+  const shape = `${N}×${K} ${bits}-bit g${groupSize}`;
+  const where = { tensor: options.tensorName };
+  const groups = groupCount(K, groupSize);
+  const refuse = (detail: string, expected: unknown, actual: unknown) => new KernelError("LAUNCH_REFUSED", `int-group ${shape}: ${detail}`, { ...where, expected, actual });
+  if (!(N > 0 && K > 0 && groupSize > 0)) throw refuse("empty or impossible shape", "N, K, group size > 0", [N, K, groupSize]);
+  if (t.codes.length !== N * K) throw refuse("codes length", N * K, t.codes.length);
+  if (t.scales.length !== groups * N || t.zeros.length !== groups * N) throw refuse("scales/zeros length", groups * N, [t.scales.length, t.zeros.length]);
+  if (t.gIdx !== undefined) {
+    if (t.gIdx.length !== K) throw refuse("g_idx length", K, t.gIdx.length);
+    const at = t.gIdx.findIndex((g) => !(g >= 0 && g < groups));
+    if (at >= 0) throw refuse(`g_idx[${at}] is not a group`, `0 … ${groups - 1}`, t.gIdx[at]);
+  }
+  if (options.reference !== undefined && options.reference.length !== N * K) throw refuse("reference length", N * K, options.reference.length);
+
+  const context = engine.context;
+  const module = engine.module("int-group");
+  const total = N * K;
+  const blocks = Math.max(1, Math.min(Math.ceil(total / THREADS), context.info.multiprocessors * BLOCKS_PER_SM));
+  const wantWeights = options.weights ?? true;
+  const allocated: DevicePointer[] = [];
+  const upload = (bytes: Uint8Array) => {
+    const pointer = context.upload(bytes);
+    allocated.push(pointer);
+    return pointer;
+  };
+  const alloc = (bytes: number) => {
+    const pointer = context.alloc(bytes);
+    allocated.push(pointer);
+    return pointer;
+  };
+  try {
+    const codes = upload(t.codes);
+    const scales = upload(bytesOf(t.scales));
+    const zeros = upload(bytesOf(t.zeros));
+    const gIdx = t.gIdx === undefined ? 0n : upload(bytesOf(t.gIdx));
+    const out = wantWeights ? alloc(total * 4) : 0n;
+    const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
+    const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
+    const status = alloc(4);
+    context.zero(status, 4);
+    const rounding = (options.precision ?? "scale-dtype") === "f32" ? ROUNDING.F32 : ROUNDING[scaleDtype];
+    const kernelMilliseconds = context.time(() =>
+      module.launch("lq_int_group_dequant_verify", { grid: [blocks], block: [THREADS] }, [
+        { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: gIdx }, { pointer: out }, { pointer: reference }, { pointer: partials },
+        { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { pointer: status },
+      ]),
+    );
+    checkStatus(context, status, { format: "int-group", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
+    const weights = wantWeights ? new Float32Array(total) : undefined;
+    if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
+    const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
+    return { weights, stats, kernelMilliseconds };
+  } finally {
+    for (const pointer of allocated) context.free(pointer);
+  }
+}
