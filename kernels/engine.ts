@@ -11,7 +11,7 @@ import type { CudaContext, CudaModule } from "./cuda/driver.js";
  */
 
 /** Formats with a kernel folder (kernels/<format>/<format>.cu). */
-export type KernelFormat = "int-group";
+export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml";
 
 const FATBIN_DIR = join(dirname(fileURLToPath(import.meta.url)));
 

@@ -5,6 +5,14 @@
 //   max |w − ref|,  Σ (w − ref)²,  Σ ref²   (float64 accumulation)
 #pragma once
 #include <stdint.h>
+#include <cuda_fp16.h>
+
+// Element i of an output array: float32, or fp16 bits (round to nearest even, as
+// formats/dense/float-bits.ts f32BitsToF16Bits) when `f16`.
+__device__ __forceinline__ void lq_store(void* out, int64_t i, float w, bool f16) {
+  if (f16) static_cast<__half*>(out)[i] = __float2half_rn(w);
+  else static_cast<float*>(out)[i] = w;
+}
 
 struct lq_verify_partial {
   double max_abs_error;

@@ -4,16 +4,16 @@
 #include "../common/status.h"
 #include "../common/verify.cuh"
 
-// out (nullable): float32 [N][K] weights. reference (nullable): float32 [N][K] source weights to
+// out (nullable): [N][K] weights, float32, or fp16 bits when out_f16 (RNE from the float32 value). reference (nullable): float32 [N][K] source weights to
 // compare with, the partials (one per block) receiving max |w − ref|, Σ(w − ref)², Σ ref².
 // Threads per block: LQ_VERIFY_THREADS (the shared-memory reduction is sized for it).
 #define LQ_VERIFY_THREADS 256
 
 extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS) lq_int_group_dequant_verify(
     const uint8_t* __restrict__ codes, const float* __restrict__ scales, const uint16_t* __restrict__ zeros,
-    const int32_t* __restrict__ g_idx, float* __restrict__ out, const float* __restrict__ reference,
+    const int32_t* __restrict__ g_idx, void* __restrict__ out, const float* __restrict__ reference,
     lq_verify_partial* __restrict__ partials, int64_t n_rows, int64_t k_cols, int64_t group_size,
-    int64_t n_groups, uint32_t max_code, int32_t rounding, int32_t keep_negative_zero, uint32_t* status) {
+    int64_t n_groups, uint32_t max_code, int32_t rounding, int32_t keep_negative_zero, int32_t out_f16, uint32_t* status) {
   __shared__ double shared[3 * LQ_VERIFY_THREADS];
   if (n_rows <= 0 || k_cols <= 0 || group_size <= 0 || n_groups <= 0) {
     if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
@@ -31,7 +31,7 @@ extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS) lq_int_group_deq
       continue;
     }
     const float w = lq_int_group_weight(codes[i], scales[g * n_rows + n], zeros[g * n_rows + n], max_code, rounding, keep_negative_zero != 0, &bad);
-    if (out != nullptr) out[i] = w;
+    if (out != nullptr) lq_store(out, i, w, out_f16 != 0);
     if (reference != nullptr) {
       const double r = reference[i], e = (double)w - r;
       max_abs = fmax(max_abs, fabs(e));

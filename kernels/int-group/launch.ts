@@ -9,8 +9,9 @@ import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/ver
 
 /**
  * Host side of kernels/int-group/int-group.cu: checks the tensor, uploads its fields, launches
- * `lq_int_group_dequant_verify`, and returns the weights (float32 [N][K], the same bits as
- * formats/int-group/reference.ts) and, given the source weights, the verify statistics.
+ * `lq_int_group_dequant_verify`, and returns the weights ([N][K], float32 with the same bits as
+ * formats/int-group/reference.ts, or those values rounded to fp16) and, given the source
+ * weights, the verify statistics.
  *
  * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256), and
  * enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop,
@@ -29,11 +30,14 @@ export interface IntGroupGpuOptions {
   reference?: Float32Array;
   /** Return the weights (default true; false for verify alone, which then writes none). */
   weights?: boolean;
+  /** Element type of the returned weights: float32 (default), or fp16 bits rounded to nearest even. */
+  output?: "f32" | "f16";
   tensorName?: string;
 }
 
 export interface IntGroupGpuResult {
-  weights: Float32Array | undefined;
+  /** Float32Array for output "f32", Uint16Array of fp16 bits for "f16". */
+  weights: Float32Array | Uint16Array | undefined;
   stats: VerifyStats | undefined;
   /** Kernel time measured with CUDA events. */
   kernelMilliseconds: number;
@@ -77,7 +81,8 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
     const scales = upload(bytesOf(t.scales));
     const zeros = upload(bytesOf(t.zeros));
     const gIdx = t.gIdx === undefined ? 0n : upload(bytesOf(t.gIdx));
-    const out = wantWeights ? alloc(total * 4) : 0n;
+    const f16 = options.output === "f16";
+    const out = wantWeights ? alloc(total * (f16 ? 2 : 4)) : 0n;
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
@@ -86,11 +91,11 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
     const kernelMilliseconds = context.time(() =>
       module.launch("lq_int_group_dequant_verify", { grid: [blocks], block: [THREADS] }, [
         { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: gIdx }, { pointer: out }, { pointer: reference }, { pointer: partials },
-        { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { pointer: status },
+        { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, { pointer: status },
       ]),
     );
     checkStatus(context, status, { format: "int-group", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
-    const weights = wantWeights ? new Float32Array(total) : undefined;
+    const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
     return { weights, stats, kernelMilliseconds };

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
+import { f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
 import { isLmpackError } from "../../formats/errors.js";
 import { decodeScales } from "../../formats/int-group/scales.js";
 import { dequantize } from "../../formats/int-group/reference.js";
@@ -53,8 +54,10 @@ if (!probe.ok) {
       for (const precision of ["scale-dtype", "f32"] as const) {
         const cpu = dequantize(t, { negativeZero, precision });
         const { weights } = dequantIntGroupGpu(engine, t, { negativeZero, precision });
-        assertSameBits(weights!, cpu, `${file} ${precision}`);
-        if (precision === "scale-dtype") assertSameBits(weights!, new Float32Array(get(arrays, "deq").bytes.slice().buffer), `${file} vs deq`);
+        assertSameBits(weights as Float32Array, cpu, `${file} ${precision}`);
+        const half = dequantIntGroupGpu(engine, t, { negativeZero, precision, output: "f16" }).weights as Uint16Array;
+        assertSameHalves(half, toF16(cpu), `${file} ${precision} fp16 output`);
+        if (precision === "scale-dtype") assertSameBits(weights as Float32Array, new Float32Array(get(arrays, "deq").bytes.slice().buffer), `${file} vs deq`);
       }
     });
   }
@@ -70,7 +73,8 @@ if (!probe.ok) {
       const source = Float32Array.from({ length: s.N * s.K }, (_, j) => Math.fround(Math.sin(j) * 0.05));
       const cpu = dequantize(t);
       const { weights, stats } = dequantIntGroupGpu(engine, t, { reference: source });
-      assertSameBits(weights!, cpu, "weights");
+      assertSameBits(weights as Float32Array, cpu, "weights");
+      assertSameHalves(dequantIntGroupGpu(engine, t, { output: "f16" }).weights as Uint16Array, toF16(cpu), "fp16 output");
       let [maxAbs, sqErr, sqRef] = [0, 0, 0];
       for (let j = 0; j < cpu.length; j++) {
         const e = cpu[j]! - source[j]!;
@@ -123,6 +127,18 @@ function assertSameBits(actual: Float32Array, expected: Float32Array, what: stri
   const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
   const at = a.findIndex((v, i) => v !== b[i]);
   assert.ok(at < 0, `${what}: element ${at} differs: GPU ${actual[at]} (0x${a[at]?.toString(16)}), CPU ${expected[at]} (0x${b[at]?.toString(16)})`);
+}
+
+function toF16(values: Float32Array): Uint16Array {
+  const half = new Uint16Array(values.length);
+  f32BitsToF16Bits(new Uint32Array(values.buffer, values.byteOffset, values.length), half);
+  return half;
+}
+
+function assertSameHalves(actual: Uint16Array, expected: Uint16Array, what: string): void {
+  assert.is(actual.length, expected.length, `${what}: length`);
+  const at = actual.findIndex((v, i) => v !== expected[i]);
+  assert.ok(at < 0, `${what}: element ${at} differs: GPU 0x${actual[at]?.toString(16)}, CPU 0x${expected[at]?.toString(16)}`);
 }
 
 function expectCode(run: () => unknown, code: string): void {
