@@ -1,12 +1,17 @@
-import type { PackedTensor } from "../converters/checkpoint.js";
+import type { TensorEntry } from "../converters/checkpoint.js";
+import type { VptqSemantics } from "../formats/vptq/reference.js";
 import type { VerifyStats } from "./cuda/verify.js";
 import type { GpuEngine } from "./engine.js";
+import { dequantFpxGpu } from "./fpx/launch.js";
 import { dequantIntGroupGpu } from "./int-group/launch.js";
+import { dequantSpqrGpu } from "./spqr/launch.js";
+import { dequantVptqGpu } from "./vptq/launch.js";
 
 /**
  * One entry point for the verify command and the engine's users: a packed tensor's float32
- * weights dequantized on the GPU, verified against `reference` in the same pass. `undefined` when
- * its representation has no kernel yet (the caller falls back to the CPU reference).
+ * weights dequantized on the GPU with the same semantics as its entry's CPU dequant
+ * (converters/<format>/entry.ts), verified against `reference` in the same pass. `undefined` for
+ * a dense entry.
  */
 export interface GpuDequantResult {
   weights: Float32Array;
@@ -14,12 +19,19 @@ export interface GpuDequantResult {
   kernelMilliseconds: number;
 }
 
-export async function dequantOnGpu(engine: GpuEngine, packed: PackedTensor, reference: Float32Array | undefined, tensorName: string): Promise<GpuDequantResult | undefined> {
-  const options = { ...(reference === undefined ? {} : { reference }), tensorName };
-  if (packed.representation === "int-group") {
-    // The defaults of the entry's CPU dequant (converters/int-group/entry.ts): scale-dtype rounding, +0.
-    const result = dequantIntGroupGpu(engine, await packed.load(), options);
-    return { weights: result.weights as Float32Array, stats: result.stats, kernelMilliseconds: result.kernelMilliseconds };
-  }
-  return undefined;
+export async function dequantOnGpu(engine: GpuEngine, entry: TensorEntry, reference: Float32Array | undefined): Promise<GpuDequantResult | undefined> {
+  const packed = entry.packed;
+  if (packed === undefined) return undefined;
+  const options = { ...(reference === undefined ? {} : { reference }), tensorName: entry.name };
+  const result =
+    packed.representation === "int-group" ? dequantIntGroupGpu(engine, await packed.load(), options)
+    : packed.representation === "fpx" ? dequantFpxGpu(engine, await packed.load(), options)
+    : packed.representation === "spqr" ? dequantSpqrGpu(engine, await packed.load(), options)
+    : dequantVptqGpu(engine, await packed.load(), { ...options, semantics: vptqSemantics(entry) });
+  return { weights: result.weights as Float32Array, stats: result.stats, kernelMilliseconds: result.kernelMilliseconds };
+}
+
+/** The rounding the entry's CPU dequant uses (converters/vptq/entry.ts records it). */
+function vptqSemantics(entry: TensorEntry): VptqSemantics {
+  return entry.notes?.["dequantSemantics"] === "torch" ? "torch" : "cuda";
 }

@@ -77,7 +77,7 @@ export async function verifyCheckpoint(packed: Checkpoint, source: Checkpoint, o
     }
     const reference = await asFloat32(original);
     const cpu = await asFloat32(entry);
-    const gpu = engine === undefined || entry.packed === undefined ? undefined : await (await import("../../kernels/dequant.js")).dequantOnGpu(engine, entry.packed, reference, entry.name);
+    const gpu = engine === undefined ? undefined : await (await import("../../kernels/dequant.js")).dequantOnGpu(engine, entry, reference);
     const checked = gpu?.weights ?? cpu;
     const stats = errorStats(checked, reference);
     const row: TensorVerifyRow = {

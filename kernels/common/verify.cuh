@@ -21,9 +21,17 @@ struct lq_verify_partial {
 };
 static_assert(sizeof(lq_verify_partial) == 24, "lq_verify_partial must be three float64 (kernels/cuda/verify.ts reads it so)");
 
+// Adds one weight's error to a thread's running statistics (float64).
+__device__ __forceinline__ void lq_verify_accumulate(float w, float r, double& max_abs, double& sq_err, double& sq_ref) {
+  const double e = (double)w - (double)r;
+  max_abs = fmax(max_abs, fabs(e));
+  sq_err += e * e;
+  sq_ref += (double)r * (double)r;
+}
+
 // Reduces one thread's values over the block (blockDim.x a power of two ≤ 1024) into
-// partials[blockIdx.x]. `shared` holds 3 · blockDim.x doubles.
-__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials) {
+// partials[partial_index] (the block's linear index). `shared` holds 3 · blockDim.x doubles.
+__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials, int64_t partial_index) {
   const unsigned t = threadIdx.x, n = blockDim.x;
   shared[t] = max_abs;
   shared[n + t] = sq_err;
@@ -37,5 +45,10 @@ __device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq
     }
     __syncthreads();
   }
-  if (t == 0) partials[blockIdx.x] = {shared[0], shared[n], shared[2 * n]};
+  if (t == 0) partials[partial_index] = {shared[0], shared[n], shared[2 * n]};
+}
+
+// The 1-D grid form: the partial of block blockIdx.x.
+__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials) {
+  lq_verify_block_reduce(max_abs, sq_err, sq_ref, shared, partials, (int64_t)blockIdx.x);
 }

@@ -167,6 +167,17 @@ export function probeDevice(): { ok: true } | { ok: false; reason: string } {
  * thread, so the context stays current for every call below.
  */
 export class CudaContext {
+  /**
+   * Freed buffers kept for reuse, by exact size, up to POOL_LIMIT_BYTES in all: the launches of
+   * one tensor after another allocate the same sizes again. Reuse also spares each call the first
+   * touch of fresh device memory, which the H100 serves at about 15 GB/s, 200 times slower than a
+   * warm buffer (bench/gpu-dequant.ts).
+   */
+  private readonly pool = new Map<number, DevicePointer[]>();
+  private readonly sizes = new Map<DevicePointer, number>();
+  private pooledBytes = 0;
+  static readonly POOL_LIMIT_BYTES = 2 ** 32;
+
   private constructor(readonly info: DeviceInfo, private readonly context: unknown) {}
 
   static open(ordinal = 0): CudaContext {
@@ -199,13 +210,39 @@ export class CudaContext {
   }
 
   alloc(bytes: number): DevicePointer {
+    const size = Math.max(1, bytes);
+    const reused = this.pool.get(size)?.pop();
+    if (reused !== undefined) {
+      this.pooledBytes -= size;
+      this.sizes.set(reused, size);
+      return reused;
+    }
     const pointer = [0n];
-    check(`cuMemAlloc(${bytes} bytes)`, driver().cuMemAlloc_v2(pointer, Math.max(1, bytes)));
-    return BigInt(pointer[0]!);
+    check(`cuMemAlloc(${bytes} bytes)`, driver().cuMemAlloc_v2(pointer, size));
+    const address = BigInt(pointer[0]!);
+    this.sizes.set(address, size);
+    return address;
   }
 
+  /** Returns `pointer` to the reuse pool, or to the driver when the pool is full. */
   free(pointer: DevicePointer): void {
+    const size = this.sizes.get(pointer);
+    this.sizes.delete(pointer);
+    if (size !== undefined && this.pooledBytes + size <= CudaContext.POOL_LIMIT_BYTES) {
+      const list = this.pool.get(size) ?? [];
+      list.push(pointer);
+      this.pool.set(size, list);
+      this.pooledBytes += size;
+      return;
+    }
     check("cuMemFree", driver().cuMemFree_v2(pointer));
+  }
+
+  /** Gives every pooled buffer back to the driver. */
+  releasePool(): void {
+    for (const list of this.pool.values()) for (const pointer of list) check("cuMemFree", driver().cuMemFree_v2(pointer));
+    this.pool.clear();
+    this.pooledBytes = 0;
   }
 
   /** Allocates and fills device memory with `bytes`. */

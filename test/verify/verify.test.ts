@@ -73,7 +73,7 @@ verify("CLI: --json report; a threshold below the real error fails with exit 3 n
 });
 
 const probe = await gpuAvailable();
-verify(`GPU: integer layers dequantized by the kernel equal the CPU reference bit for bit${probe.ok ? "" : " (skipped: no GPU)"}`, async () => {
+verify(`GPU: GPTQ, SpQR, FP6 and VPTQ layers dequantized by the kernels equal the CPU reference bit for bit${probe.ok ? "" : " (skipped: no GPU)"}`, async () => {
   if (!probe.ok) {
     console.log(`  skipped: no GPU (${probe.reason}); --device cuda must refuse`);
     const refused = run(join(CHECKPOINTS, "tinystories-656K-gptq-4bit"), "--against", MODEL, "--device", "cuda", "--json");
@@ -81,18 +81,20 @@ verify(`GPU: integer layers dequantized by the kernel equal the CPU reference bi
     assert.is((JSON.parse(refused.stdout) as { error: { code: string } }).error.code, "NO_DEVICE");
     return;
   }
-  const packed = await openCheckpoint(join(CHECKPOINTS, "tinystories-656K-gptq-4bit"));
-  const source = await openCheckpoint(MODEL);
-  try {
-    const report = await verifyCheckpoint(packed, source, { device: "cuda" });
-    const linears = report.rows.filter((r) => r.representation === "int-group");
-    assert.is(linears.length, 14);
-    for (const r of linears) assert.equal([r.device, r.gpuCpuMismatches], ["cuda", 0], r.name);
-    assert.ok(report.ok, report.failures.join("\n"));
-    console.log(`  device: ${report.device}`);
-  } finally {
-    await packed.close();
-    await source.close();
+  for (const name of ["gptq-4bit", "spqr", "fp6", "vptq"]) {
+    const packed = await openCheckpoint(join(CHECKPOINTS, `tinystories-656K-${name}`));
+    const source = await openCheckpoint(MODEL);
+    try {
+      const report = await verifyCheckpoint(packed, source, { device: "cuda" });
+      const linears = report.rows.filter((r) => r.representation !== "dense");
+      assert.is(linears.length, 14, name);
+      for (const r of linears) assert.equal([r.device, r.gpuCpuMismatches], ["cuda", 0], `${name} ${r.name}`);
+      assert.ok(report.ok, report.failures.join("\n"));
+      console.log(`  ${name}: ${report.device}`);
+    } finally {
+      await packed.close();
+      await source.close();
+    }
   }
 });
 

@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+/**
+ * GPU dequant and dequant-verify throughput per format on 7B-shaped layers, as a percentage of
+ * the device-to-device copy bandwidth measured in the same run (bytes read + written, both
+ * counted for the copy and for the kernels). Kernel time only (CUDA events around the launch);
+ * the uploads of each call are not timed. Also prints the CPU reference's time for the same
+ * layer, for scale.
+ *
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--repeat 20]
+ *
+ * Each mode launches REPEAT + 1 times on the same device buffers and reports the median of all
+ * but the first, which also pays for the first touch of freshly allocated output memory (about
+ * 15 GB/s on the H100: a first-use cost of the allocation, not of the kernel).
+ *
+ * Bytes counted per launch:
+ *   dequant   the arrays the kernel reads (lmpack's in-memory representation: int-group codes are
+ *             one byte each) + the output (2 bytes per weight for fp16, 4 for float32)
+ *   verify    the arrays + the float32 source weights read; no weights written
+ */
+import { dequantize } from "../formats/int-group/reference.js";
+import { groupCount, type IntGroupTensor } from "../formats/int-group/types.js";
+import { fpxFormat } from "../formats/fpx/format.js";
+import { dequantizeFpx } from "../formats/fpx/reference.js";
+import { ggmlCodecByName } from "../formats/ggml/registry.js";
+import { GpuEngine } from "../kernels/engine.js";
+import { dequantFpxGpu } from "../kernels/fpx/launch.js";
+import { dequantGgmlGpu } from "../kernels/ggml/launch.js";
+import { dequantIntGroupGpu } from "../kernels/int-group/launch.js";
+import { dequantSpqrGpu } from "../kernels/spqr/launch.js";
+import { dequantVptqGpu } from "../kernels/vptq/launch.js";
+import { SPQR_DEFAULTS, type SpqrTensor } from "../formats/spqr/types.js";
+import { vectorRows, type VptqTensor } from "../formats/vptq/types.js";
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+const N = arg("rows", 11008);
+const K = arg("cols", 4096);
+const REPEAT = arg("repeat", 20);
+const engine = await GpuEngine.open();
+const context = engine.context;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+/** Device-to-device copy bandwidth, GB/s (read + write), on a 1 GiB buffer. */
+function copyBandwidth(): number {
+  const bytes = 2 ** 30;
+  const [a, b] = [context.alloc(bytes), context.alloc(bytes)];
+  try {
+    context.zero(a, bytes);
+    const times = Array.from({ length: REPEAT }, () => context.time(() => context.copy(b, a, bytes)));
+    return (2 * bytes) / (median(times) / 1000) / 1e9;
+  } finally {
+    context.free(a);
+    context.free(b);
+  }
+}
+
+interface Row { format: string; mode: string; bytes: number; milliseconds: number }
+const rows: Row[] = [];
+
+/** Median of the warm launches (the first also pays for touching fresh output memory). */
+function timeIt(format: string, mode: string, bytes: number, launch: (launches: number) => number[]): void {
+  const times = launch(REPEAT + 1).slice(1);
+  rows.push({ format, mode, bytes, milliseconds: median(times) });
+}
+
+function intGroup(bits: 2 | 3 | 4 | 8, groupSize: number): void {
+  let seed = 1;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const groups = groupCount(K, groupSize);
+  const t: IntGroupTensor = {
+    params: { bits, groupSize, sym: false, scaleDtype: "F16" },
+    outFeatures: N,
+    inFeatures: K,
+    codes: Uint8Array.from({ length: N * K }, () => Math.floor(rand() * (1 << bits))),
+    scales: Float32Array.from({ length: groups * N }, () => 2 ** -8 * (1 + Math.floor(rand() * 1024) / 1024)),
+    zeros: Uint16Array.from({ length: groups * N }, () => Math.floor(rand() * (1 << bits))),
+    gIdx: undefined,
+  };
+  const reference = Float32Array.from({ length: N * K }, () => rand() - 0.5);
+  const arrays = N * K + groups * N * (4 + 2);
+  const name = `int-group ${bits}-bit g${groupSize}`;
+  timeIt(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantIntGroupGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
+  timeIt(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantIntGroupGpu(engine, t, { launches }).launchMilliseconds!);
+  timeIt(name, "verify", arrays + 4 * N * K, (launches) => dequantIntGroupGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  const started = performance.now();
+  dequantize(t);
+  rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
+}
+
+/** Median of the warm launches of one call with REPEAT + 1 launches on the same buffers. */
+function timeCalls(format: string, mode: string, bytes: number, call: (launches: number) => number[]): void {
+  rows.push({ format, mode, bytes, milliseconds: median(call(REPEAT + 1).slice(1)) });
+}
+
+let state = 7;
+const random = () => ((state = (state * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(random() * 256));
+const reference = Float32Array.from({ length: N * K }, () => random() - 0.5);
+
+function fpx(): void {
+  const format = fpxFormat(3, 2);
+  const packedBytes = (N * K * format.nbits) / 8;
+  // Scales 2^-6 … 2^-4 as fp16 bits: finite, so every output is a number.
+  const t = { format, outFeatures: N, inFeatures: K, packed: randomBytes(packedBytes), scales: Uint16Array.from({ length: N }, () => 0x2400 + Math.floor(random() * 0x0800)) };
+  const arrays = packedBytes + 2 * N;
+  const name = "FP6 e3m2 (tc layout)";
+  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantFpxGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantFpxGpu(engine, t, { launches }).launchMilliseconds!);
+  timeCalls(name, "verify", arrays + 4 * N * K, (launches) => dequantFpxGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  const started = performance.now();
+  dequantizeFpx(t);
+  rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
+}
+
+function ggml(type: string): void {
+  const codec = ggmlCodecByName(type)!;
+  const bytes = randomBytes((N * K / codec.blockSize) * codec.typeSize);
+  const name = `ggml ${type}`;
+  timeCalls(name, "dequant → fp16", bytes.length + 2 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { output: "f16", launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → f32", bytes.length + 4 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { launches }).launchMilliseconds!);
+  timeCalls(name, "verify", bytes.length + 4 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, weights: false, launches }).launchMilliseconds!);
+}
+
+/** A random SpQR 3-bit 16×16 layer with 1 % outliers (values only need to be finite fp16). */
+function spqr(): void {
+  const params = SPQR_DEFAULTS;
+  const [m, n] = [N, K];
+  const groups = n / params.beta2;
+  const tiles = groups * (m / params.beta1);
+  const int = (k: number) => Math.floor(random() * k);
+  const half = (n: number, base: number, span: number) => Uint16Array.from({ length: n }, () => base + int(span));
+  const rowOffsets = new Int32Array(m + 1);
+  const cols: number[] = [];
+  for (let r = 0; r < m; r++) {
+    for (let c = 0; c < n; c++) if (random() < 0.01) cols.push(c);
+    rowOffsets[r + 1] = cols.length;
+  }
+  const t: SpqrTensor = {
+    params, outFeatures: m, inFeatures: n, perm: Uint16Array.from({ length: n }, (_, k) => (k * 7919) % n),
+    codes: Uint8Array.from({ length: m * n }, () => int(8)), scaleCodes: Uint8Array.from({ length: groups * m }, () => int(8)), zeroCodes: Uint8Array.from({ length: groups * m }, () => int(8)),
+    scaleScale: half(tiles, 0x1c00, 0x1800), scaleZero: half(tiles, 0x3c00, 0x0800), zeroScale: half(tiles, 0x3400, 0x0c00), zeroZero: half(tiles, 0x3c00, 0x0800),
+    outliers: { rowOffsets, cols: Uint16Array.from(cols), values: half(cols.length, 0x3c00, 0x0c00) },
+    outlierStorage: "csr",
+  };
+  const arrays = m * n + 2 * groups * m + 8 * tiles + 4 * (m + 1) + 4 * cols.length + 2 * n;
+  const name = "SpQR 3-bit 16×16, 1 % outliers";
+  timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (launches) => dequantSpqrGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → f32", arrays + 4 * m * n, (launches) => dequantSpqrGpu(engine, t, { launches }).launchMilliseconds!);
+  timeCalls(name, "verify", arrays + 4 * m * n, (launches) => dequantSpqrGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+}
+
+/** A random VPTQ layer at the paper's 7B setting: v8, 65,536 centroids, residual 256, norm, perm. */
+function vptq(): void {
+  const [vl, k, kRes] = [8, 65536, 256];
+  const indexCount = vectorRows(N, vl) * K;
+  const halves = (count: number, base: number, span: number) => Uint16Array.from({ length: count }, () => base + Math.floor(random() * span));
+  const t: VptqTensor = {
+    params: { vectorLen: vl, numCentroids: k, numResCentroids: kRes, groupNum: 1, groupSize: K, outlierSize: 0, outlierVectorLen: 0, outlierNumCentroids: 0, enableNorm: true, enablePerm: true },
+    outFeatures: N, inFeatures: K, dtype: "F16",
+    centroids: halves(k * vl, 0x3000, 0x0c00), resCentroids: halves(kRes * vl, 0x2000, 0x0800),
+    mainIndices: Uint32Array.from({ length: indexCount }, () => Math.floor(random() * k)), resIndices: Uint32Array.from({ length: indexCount }, () => Math.floor(random() * kRes)),
+    outlierCentroids: undefined, outlierIndices: undefined,
+    perm: Uint16Array.from({ length: K }, (_, c) => (c * 7919) % K),
+    weightScale: halves(K, 0x2000, 0x0800), weightBias: halves(K, 0xa000, 0x0800),
+  };
+  // Stored: 16-bit main and 8-bit residual indices per vector (lmpack's in-memory widths on the device), codebooks, perm, norm.
+  const arrays = indexCount * (2 + 2) + 2 * vl * (k + kRes) + 2 * K * 3;
+  const name = "VPTQ v8 k65536 + res 256";
+  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantVptqGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantVptqGpu(engine, t, { launches }).launchMilliseconds!);
+  timeCalls(name, "verify", arrays + 4 * N * K, (launches) => dequantVptqGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+}
+
+const copy = copyBandwidth();
+intGroup(4, 128);
+intGroup(2, 64);
+intGroup(8, 128);
+fpx();
+spqr();
+vptq();
+for (const type of ["Q8_0", "Q4_0", "Q4_K", "Q6_K"]) ggml(type);
+
+console.log(`# GPU dequant on ${engine.describe()}: ${N}×${K} layers, median of ${REPEAT}; device-to-device copy ${copy.toFixed(0)} GB/s (read + write)\n`);
+console.log("| format | mode | MB moved | ms | GB/s | % of copy |");
+console.log("|---|---|---|---|---|---|");
+for (const r of rows) {
+  const rate = r.bytes / (r.milliseconds / 1000) / 1e9;
+  console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${r.mode.startsWith("CPU") ? "" : `${((100 * rate) / copy).toFixed(1)} %`} |`);
+}

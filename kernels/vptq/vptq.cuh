@@ -1,0 +1,67 @@
+// VPTQ (Liu et al. 2024, arXiv:2409.17066; microsoft/VPTQ @ 950716d7 csrc/kernels/dequant.cuh),
+// the representation of formats/vptq/types.ts as the kernels receive it (unpacked, one array per
+// field; launch.ts narrows the indices to uint16 and inverts the permutation on the host):
+//
+//   centroids          T      [G][k][vl]         main codebooks (T = __half or __nv_bfloat16 bits)
+//   res_centroids      T      [G][k_res][vl]     residual codebooks, or null (no residual)
+//   main_indices       uint16 [G][num_idx][gs]   index of vector (g, r, e) in codebook g
+//   res_indices        uint16 [G][num_idx][gs]   its residual index, or null
+//   outlier_centroids  T      [k_o][ovl]         outlier codebook, or null (outlier_size = 0)
+//   outlier_indices    uint16 [num_oidx][os]
+//   inv_perm           uint16 [in]               Q column of original column j (perm[inv_perm[j]] = j),
+//                                                or null: k = j
+//   weight_scale/bias  T      [in]               by ORIGINAL column j, or null (no norm)
+//
+//   num_idx = ceil(out / vl), num_oidx = ceil(out / ovl), in = os + G·gs
+//
+//   Q[i][k], row i, Q column k (the first os columns are the outliers):
+//     k < os:  c = outlier_centroids[outlier_indices[i / ovl][k]][i % ovl]
+//     else:    g = (k − os) / gs, e = (k − os) % gs, r = i / vl, t = i % vl
+//              c = centroids[g][main[g][r][e]][t], then with a residual
+//              c = h(c + res_centroids[g][res[g][r][e]][t])                 (__hadd2)
+//   W[i][j] = Q[i][inv_perm[j]], then with norm, s = weight_scale[j], b = weight_bias[j]:
+//     "cuda":   W = h(c·s + b)       ONE rounding (the VPTQ kernel's __hfma2; __hfma on outliers)
+//     "torch":  W = h(h(c·s) + b)    two roundings (ops.dequant, vLLM's generic path)
+//   h = round to T (fp16 or bf16), nearest even. Rows i ≥ out (padding) are never written.
+//   Bit for bit reference.ts wherever the intermediates are finite. Where one is −∞ (main + res
+//   or torch's h(c·s) overflowing, which no real layer does) the device gives IEEE's −∞ and
+//   reference.ts's roundSum NaN (its TwoSum error is NaN); any NaN is the device's canonical one.
+//
+// (formats/vptq/reference.ts, ../shared/ref/vptq-spqr.md 1.6.) Bits per weight: (log2 k + log2
+// k_res) / vl of index, e.g. 3 for v8-k65536-256, plus the codebooks (16·vl·(k + k_res)·G bits,
+// 0.5 bit on a 4096×4096 layer) and the norm (32 bits per column); here the arrays are unpacked.
+#pragma once
+#include <stdint.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+// bf16 arithmetic below sm_80 is emulated in float32 by cuda_bf16.hpp (__hfma becomes
+// __float2bfloat16(fmaf(...)): a double rounding); every image we build is sm_80 or newer, where
+// fma.rn.bf16 rounds once. Refuse to compile anything else rather than round differently.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "kernels/vptq needs sm_80 or newer: bf16 FMA must round once"
+#endif
+
+// Rounding of the norm step, formats/vptq/reference.ts VptqSemantics.
+#define LQ_VPTQ_CUDA 0
+#define LQ_VPTQ_TORCH 1
+
+__device__ __forceinline__ float lq_vptq_widen(__half x) { return __half2float(x); }
+__device__ __forceinline__ float lq_vptq_widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// The centroid value of Q[i][k] before the norm (T = __half or __nv_bfloat16). __hadd_rn, not
+// __hadd: an add.rn is never contracted with anything (the plain add.f16 may be fused).
+template <typename T>
+__device__ __forceinline__ T lq_vptq_centroid(const T* __restrict__ main_vector, const T* __restrict__ res_vector, int64_t t) {
+  return res_vector != nullptr ? __hadd_rn(main_vector[t], res_vector[t]) : main_vector[t];
+}
+
+// One weight from its centroid value c; `norm` false: W = c, unrounded (reference.ts writes the
+// column as is). fma.rn.{f16,bf16} computes c·s + b exactly and rounds once, subnormals
+// included, as reference.ts's roundSum; the torch pair uses the _rn forms so that the compiler
+// cannot fuse the multiply and the add into that same FMA.
+template <typename T>
+__device__ __forceinline__ float lq_vptq_weight(T c, bool norm, T s, T b, int semantics) {
+  if (!norm) return lq_vptq_widen(c);
+  return lq_vptq_widen(semantics == LQ_VPTQ_TORCH ? __hadd_rn(__hmul_rn(c, s), b) : __hfma(c, s, b));
+}
