@@ -194,3 +194,4 @@ for (const r of rows) {
   const rate = r.bytes / (r.milliseconds / 1000) / 1e9;
   console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${r.mode.startsWith("CPU") ? "" : `${((100 * rate) / copy).toFixed(1)} %`} |`);
 }
+engine.close();

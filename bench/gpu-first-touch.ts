@@ -21,3 +21,4 @@ line("int-group separate calls, f16 out", Array.from({ length: 5 }, () => dequan
 line("int-group one call, 5 launches", dequantIntGroupGpu(engine, t, { output: "f16", launches: 5 }).launchMilliseconds!);
 line("ggml Q8_0 separate calls, f16 out", Array.from({ length: 5 }, () => dequantGgmlGpu(engine, "Q8_0", q8, N * K, { output: "f16" }).kernelMilliseconds));
 line("ggml Q8_0 separate calls, no weights", Array.from({ length: 5 }, () => dequantGgmlGpu(engine, "Q8_0", q8, N * K, { weights: false }).kernelMilliseconds));
+engine.close();

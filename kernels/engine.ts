@@ -40,6 +40,13 @@ export class GpuEngine {
     return module;
   }
 
+  /** Unloads the modules, frees pooled device memory and releases the context. */
+  close(): void {
+    for (const module of this.modules.values()) module.unload();
+    this.modules.clear();
+    this.context.close();
+  }
+
   /** "NVIDIA H100 80GB HBM3 (sm_90)". */
   describe(): string {
     return `${this.context.info.name} (sm_${this.context.info.computeCapability})`;

@@ -62,45 +62,49 @@ export async function verifyCheckpoint(packed: Checkpoint, source: Checkpoint, o
   const rows: TensorVerifyRow[] = [];
   const failures: string[] = [];
   const skipped: string[] = [];
-  for (const entry of packed.tensors) {
-    const original = sources.get(entry.name);
-    if (original === undefined) {
-      // A dense tensor the source lacks (a reference file of the linears alone) has nothing to be checked against.
-      if (entry.packed === undefined) {
-        skipped.push(entry.name);
-        continue;
+  try {
+    for (const entry of packed.tensors) {
+      const original = sources.get(entry.name);
+      if (original === undefined) {
+        // A dense tensor the source lacks (a reference file of the linears alone) has nothing to be checked against.
+        if (entry.packed === undefined) {
+          skipped.push(entry.name);
+          continue;
+        }
+        throw new FormatError("TENSOR_MISSING", "the source checkpoint has no tensor of this name", { file: source.location, tensor: entry.name });
       }
-      throw new FormatError("TENSOR_MISSING", "the source checkpoint has no tensor of this name", { file: source.location, tensor: entry.name });
+      if (original.nElements !== entry.nElements || original.shape.join() !== entry.shape.join()) {
+        throw new FormatError("SHAPE_SIZE_MISMATCH", "packed and source shapes differ", { file: packed.location, tensor: entry.name, expected: original.shape, actual: entry.shape });
+      }
+      const reference = await asFloat32(original);
+      const cpu = await asFloat32(entry);
+      const gpu = engine === undefined ? undefined : await (await import("../../kernels/dequant.js")).dequantOnGpu(engine, entry, reference);
+      const checked = gpu?.weights ?? cpu;
+      const stats = errorStats(checked, reference);
+      const row: TensorVerifyRow = {
+        name: entry.name,
+        representation: entry.representation,
+        bitsPerWeight: bits.get(entry.name) ?? Number.NaN,
+        maxAbsError: stats.maxAbsError,
+        relativeRmsError: stats.relativeRmsError,
+        snrDb: stats.snrDb,
+        device: gpu === undefined ? "cpu" : "cuda",
+        gpuCpuMismatches: gpu === undefined ? undefined : countMismatches(gpu.weights, cpu),
+        nonFinite: stats.nonFinite,
+        ok: true,
+      };
+      const reasons = [
+        row.gpuCpuMismatches !== undefined && row.gpuCpuMismatches > 0 ? `${row.gpuCpuMismatches} elements differ between GPU and CPU` : "",
+        row.nonFinite > 0 ? `${row.nonFinite} non-finite weights` : "",
+        !(row.relativeRmsError <= maxRelativeRms) ? `relative RMS error ${row.relativeRmsError.toFixed(4)} > ${maxRelativeRms}` : "",
+      ].filter((r) => r !== "");
+      row.ok = reasons.length === 0;
+      if (!row.ok) failures.push(`${entry.name}: ${reasons.join("; ")}`);
+      rows.push(row);
+      options.onTensor?.(row);
     }
-    if (original.nElements !== entry.nElements || original.shape.join() !== entry.shape.join()) {
-      throw new FormatError("SHAPE_SIZE_MISMATCH", "packed and source shapes differ", { file: packed.location, tensor: entry.name, expected: original.shape, actual: entry.shape });
-    }
-    const reference = await asFloat32(original);
-    const cpu = await asFloat32(entry);
-    const gpu = engine === undefined ? undefined : await (await import("../../kernels/dequant.js")).dequantOnGpu(engine, entry, reference);
-    const checked = gpu?.weights ?? cpu;
-    const stats = errorStats(checked, reference);
-    const row: TensorVerifyRow = {
-      name: entry.name,
-      representation: entry.representation,
-      bitsPerWeight: bits.get(entry.name) ?? Number.NaN,
-      maxAbsError: stats.maxAbsError,
-      relativeRmsError: stats.relativeRmsError,
-      snrDb: stats.snrDb,
-      device: gpu === undefined ? "cpu" : "cuda",
-      gpuCpuMismatches: gpu === undefined ? undefined : countMismatches(gpu.weights, cpu),
-      nonFinite: stats.nonFinite,
-      ok: true,
-    };
-    const reasons = [
-      row.gpuCpuMismatches !== undefined && row.gpuCpuMismatches > 0 ? `${row.gpuCpuMismatches} elements differ between GPU and CPU` : "",
-      row.nonFinite > 0 ? `${row.nonFinite} non-finite weights` : "",
-      !(row.relativeRmsError <= maxRelativeRms) ? `relative RMS error ${row.relativeRmsError.toFixed(4)} > ${maxRelativeRms}` : "",
-    ].filter((r) => r !== "");
-    row.ok = reasons.length === 0;
-    if (!row.ok) failures.push(`${entry.name}: ${reasons.join("; ")}`);
-    rows.push(row);
-    options.onTensor?.(row);
+  } finally {
+    engine?.close();
   }
   if (rows.length === 0) throw new FormatError("TENSOR_MISSING", "no tensor of the packed checkpoint is in the source", { file: source.location });
   return { device: engine?.describe() ?? "cpu (CPU reference)", maxRelativeRms, rows, skipped, ok: failures.length === 0, failures };

@@ -238,6 +238,12 @@ export class CudaContext {
     check("cuMemFree", driver().cuMemFree_v2(pointer));
   }
 
+  /** Frees the pool and releases the device's primary context; the context is unusable afterwards. */
+  close(): void {
+    this.releasePool();
+    check("cuDevicePrimaryCtxRelease", driver().cuDevicePrimaryCtxRelease_v2(this.info.ordinal));
+  }
+
   /** Gives every pooled buffer back to the driver. */
   releasePool(): void {
     for (const list of this.pool.values()) for (const pointer of list) check("cuMemFree", driver().cuMemFree_v2(pointer));

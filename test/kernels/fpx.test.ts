@@ -157,6 +157,8 @@ if (!probe.ok) {
     }
   });
 }
+// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
+gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /** Random layout bytes (every code occurs at these sizes) and random finite fp16 scales of both signs, with ±0, the smallest subnormal and the largest finite among them. */

@@ -116,6 +116,8 @@ if (!probe.ok) {
     });
   }
 }
+// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
+gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /**

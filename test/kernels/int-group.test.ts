@@ -94,6 +94,8 @@ if (!probe.ok) {
     expectCode(() => dequantIntGroupGpu(engine, { ...t, codes: t.codes.map((c, j) => (j === 99 ? 16 : c)) }), "KERNEL_STATUS");
   });
 }
+// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
+gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 function randomTensor(rng: () => number, s: { N: number; K: number; bits: number; groupSize: number; actOrder: boolean }): IntGroupTensor {

@@ -121,6 +121,8 @@ if (!probe.ok) {
     expectCode(() => dequantSpqrGpu(engine, { ...t, codes: t.codes.map((c, j) => (j === 99 ? 8 : c)) }), "KERNEL_STATUS");
   });
 }
+// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
+gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 interface RandomShape {

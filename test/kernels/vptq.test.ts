@@ -148,6 +148,8 @@ if (!probe.ok) {
     expectCode(() => launchVptqKernel(engine, { ...fields, tensor: { ...t, outlierIndices: t.outlierIndices!.map((q, i) => (i === 2 ? p.outlierNumCentroids : q)) } }), "KERNEL_STATUS", "outlier index");
   });
 }
+// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
+gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /** GPU = reference in float32 and in fp16 output; returns the GPU's fp16 bits. */
