@@ -10,8 +10,8 @@ import type { CudaContext, CudaModule } from "./cuda/driver.js";
  * is asked for, so users without one never load it.
  */
 
-/** Formats with a kernel folder (kernels/<format>/<format>.cu). */
-export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml";
+/** Kernel folders (kernels/<name>/<name>.cu): the formats, and linalg for the quantizers' products. */
+export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml" | "linalg";
 
 const FATBIN_DIR = join(dirname(fileURLToPath(import.meta.url)));
 

@@ -38,7 +38,26 @@ export interface ColumnQuantizer {
   quantizeColumn(column: number, current: Float64Array, quantized: Float64Array, view: LoopView): void;
 }
 
+/**
+ * Where the deferred updates (nearly all the flops) run. The default keeps everything in host
+ * memory; kernels/linalg/gptq-deferred.ts holds the weight on the GPU and runs them there. The
+ * loop calls `fetch` before it reads columns that deferred updates may have changed, so the
+ * host copy of those columns is current whenever the quantizer sees it.
+ */
+export interface DeferredUpdates {
+  /** Before the loop: the weight ([size][rows]) and the factor U as the loop starts. */
+  begin(weightT: Float64Array, u: Float64Array, rows: number, size: number): void;
+  /** Makes columns from … to−1 of `weightT` current on the host. */
+  fetch(weightT: Float64Array, from: number, to: number): void;
+  /** Columns target … size−1 −= U[from:to, target:]ᵀ · errors (errors: (to − from) × rows). */
+  apply(errors: Float64Array, from: number, to: number, target: number): void;
+  /** After the loop: makes columns from … size−1 of `weightT` current on the host. */
+  end(weightT: Float64Array, from: number): void;
+}
+
 export interface LoopOptions {
+  /** Deferred updates on the GPU (kernels/linalg/gptq-deferred.ts); host memory when absent. */
+  deferred?: DeferredUpdates;
   /** Columns per deferred update. Default 128 (GPTQ's blocksize). */
   blockSize?: number;
   /** Quantize only columns 0 … columnCount−1; later ones end error-updated but unquantized (SpQR's keep_last_columns). Default K. */
@@ -70,6 +89,8 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
   const columnCount = options.columnCount ?? size;
   checkArguments(weightT, u, rows, size, blockSize, columnCount);
   const view: LoopView = { weightT, u, rows, size };
+  const deferred = options.deferred ?? hostDeferred(weightT, u, rows, size);
+  deferred.begin(weightT, u, rows, size);
   const blockErrors = new Float64Array(Math.min(blockSize, columnCount) * rows);
   const scaledErrorsT = options.keepScaledErrors === true ? new Float64Array(size * rows) : undefined;
   const columnLoss = new Float64Array(size);
@@ -80,9 +101,10 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
     const span = quantizer.columnsRead?.(c) ?? 1;
     // End the block early when the quantizer looks past it, so what it reads is up to date.
     if (c === blockEnd || (c > blockStart && c + span > blockEnd)) {
-      applyDeferred(weightT, u, rows, size, blockErrors, blockStart, c, blockEnd);
+      deferred.apply(blockErrors, blockStart, c, blockEnd);
       blockStart = c;
       blockEnd = Math.min(c + blockSize, columnCount);
+      deferred.fetch(weightT, blockStart, blockEnd);
     }
     const current = weightT.subarray(c * rows, (c + 1) * rows);
     quantizer.quantizeColumn(c, current, quantized, view);
@@ -91,7 +113,8 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
     scaledErrorsT?.set(errors, c * rows);
     propagateInBlock(weightT, u, rows, size, errors, c, blockEnd);
   }
-  applyDeferred(weightT, u, rows, size, blockErrors, blockStart, columnCount, columnCount);
+  deferred.apply(blockErrors, blockStart, columnCount, columnCount);
+  deferred.end(weightT, columnCount);
   let hessianLoss = 0;
   for (let c = 0; c < columnCount; c++) hessianLoss += columnLoss[c]!;
   return { hessianLoss, columnLoss, scaledErrorsT };
@@ -141,6 +164,16 @@ function propagateInBlock(weightT: Float64Array, u: Float64Array, rows: number, 
     const o0 = j * rows;
     for (let n = 0; n < rows; n++) weightT[o0 + n]! -= u0 * errors[n]!;
   }
+}
+
+/** The default: deferred updates on the host weight itself (nothing to fetch). */
+function hostDeferred(weightT: Float64Array, u: Float64Array, rows: number, size: number): DeferredUpdates {
+  return {
+    begin: () => undefined,
+    fetch: () => undefined,
+    apply: (errors, from, to, target) => applyDeferred(weightT, u, rows, size, errors, from, to, target),
+    end: () => undefined,
+  };
 }
 
 /** Columns target … K−1 −= U[from:to, target:]ᵀ · errors of columns from … to−1 (one product). */

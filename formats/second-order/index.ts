@@ -5,7 +5,7 @@
 export { choleskyLower, invertLowerTriangular, invertSpd, upperCholeskyOfInverse } from "./cholesky.js";
 export type { CholeskyOptions } from "./cholesky.js";
 export { runGptqLoop } from "./gptq-loop.js";
-export type { ColumnQuantizer, LoopOptions, LoopResult, LoopView } from "./gptq-loop.js";
+export type { ColumnQuantizer, DeferredUpdates, LoopOptions, LoopResult, LoopView } from "./gptq-loop.js";
 export type { Hessian, HessianSource } from "./hessian.js";
 export { gemmAdd, matmulAdd } from "./matmul.js";
 export type { MatrixView } from "./matmul.js";

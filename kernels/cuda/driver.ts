@@ -258,6 +258,11 @@ export class CudaContext {
     return pointer;
   }
 
+  /** Copies `bytes` into existing device memory at `pointer`. */
+  uploadInto(pointer: DevicePointer, bytes: Uint8Array): void {
+    if (bytes.byteLength > 0) check("cuMemcpyHtoD", driver().cuMemcpyHtoD_v2(pointer, bytes, bytes.byteLength));
+  }
+
   download(pointer: DevicePointer, into: Uint8Array): Uint8Array {
     if (into.byteLength > 0) check("cuMemcpyDtoH", driver().cuMemcpyDtoH_v2(into, pointer, into.byteLength));
     return into;

@@ -1,5 +1,5 @@
 import { FormatError, UsageError } from "../../errors.js";
-import { runGptqLoop, type ColumnQuantizer, type LoopView } from "../../second-order/gptq-loop.js";
+import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates, type LoopView } from "../../second-order/gptq-loop.js";
 import type { Hessian } from "../../second-order/hessian.js";
 import { invertPermutation, prepareSecondOrder, scatterFromColumnMajor } from "../../second-order/prepare.js";
 import { dequantizeCode, fitGrid, quantizeCode, type Grid } from "../grid.js";
@@ -32,6 +32,8 @@ export interface GptqOptions {
   staticGroups?: boolean;
   /** Named in errors. */
   layerName?: string;
+  /** Where the loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
+  deferred?: DeferredUpdates;
 }
 
 export interface GptqResult {
@@ -63,7 +65,10 @@ export function quantizeGptq(weight: Float32Array, outFeatures: number, inFeatur
     options.staticGroups === true
       ? staticGroupQuantizer(prepared.weightT, prepared.perm, tensor, codesT)
       : currentGroupQuantizer(tensor, codesT);
-  const loop = runGptqLoop(prepared.weightT, prepared.u, outFeatures, inFeatures, quantizer, options.blockSize === undefined ? {} : { blockSize: options.blockSize });
+  const loop = runGptqLoop(prepared.weightT, prepared.u, outFeatures, inFeatures, quantizer, {
+    ...(options.blockSize === undefined ? {} : { blockSize: options.blockSize }),
+    ...(options.deferred === undefined ? {} : { deferred: options.deferred }),
+  });
   scatterFromColumnMajor(codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
   if (prepared.perm !== undefined && options.staticGroups !== true) tensor.gIdx = permutedGroupIndex(prepared.perm, params.groupSize);
   return { tensor, hessianLoss: loop.hessianLoss, perm: prepared.perm, deadColumns: prepared.deadColumns, damp: prepared.damp };
