@@ -28,6 +28,8 @@ import { loadTokenizer } from "../model/tokenizer.js";
 import { exportGguf } from "../converters/gguf/export.js";
 import type { IntGroupTensor } from "../formats/int-group/types.js";
 import { onnxStep } from "./demo-onnx.js";
+import { openQuantizerDevice } from "./commands/device.js";
+import { verifyCheckpoint } from "../converters/verify/verify-checkpoint.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIXTURE = join(ROOT, "test", "fixtures", "lmpack-fixture-2m");
@@ -84,18 +86,32 @@ async function quantizeAndEvaluate(work: string): Promise<void> {
   const half = Math.floor(ids.length / 2);
   const calibration = windows(ids.subarray(0, half), WINDOW);
   const evaluation = windows(ids.subarray(half), WINDOW);
-  step(`5. calibrate on ${calibration.length}×${WINDOW} tokens of README.md, quantize with GPTQ 4-bit g128 into .lmpack`);
+  step(`5. calibrate on ${calibration.length}×${WINDOW} tokens of README.md, quantize with GPTQ 4-bit g128 into .lmpack, verify against the source (on the GPU when one is present)`);
   const weights = await loadLlamaWeights(source);
   const entries = calibrateHessians(new LlamaForward(weights, WINDOW), calibration);
   const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
   const quantizedPath = join(work, "fixture-gptq-w4g128.lmpack");
-  const quantized = quantizeCheckpoint(source, { method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, percDamp: 0.01, hessians: { get: async (name) => byName.get(name) } });
-  await exportLmpack(quantized, quantizedPath);
-  await source.close();
+  const device = await openQuantizerDevice("auto");
+  try {
+    const quantized = quantizeCheckpoint(source, { method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, percDamp: 0.01, hessians: { get: async (name) => byName.get(name) }, ...(device.deferred === undefined ? {} : { deferred: device.deferred }) });
+    await exportLmpack(quantized, quantizedPath);
+  } finally {
+    device.close();
+  }
+  console.log(`GPTQ loop on ${device.description}`);
   const packed = await openCheckpoint(quantizedPath);
   const packedWeights = await loadLlamaWeights(packed);
   await packed.close();
   console.log(`${quantizedPath}: ${formatBytes((await stat(quantizedPath)).size)} (the dense bf16 model: ${formatBytes((await stat(join(FIXTURE, "model.safetensors"))).size)})`);
+  const check = await openCheckpoint(quantizedPath);
+  const report = await verifyCheckpoint(check, source, { device: "auto" });
+  await check.close();
+  await source.close();
+  const packedRows = report.rows.filter((r) => r.representation !== "dense");
+  const worst = Math.max(...packedRows.map((r) => r.relativeRmsError));
+  const gpuChecked = packedRows.filter((r) => r.gpuCpuMismatches !== undefined);
+  const agreement = gpuChecked.length === 0 ? "" : `; GPU = CPU bit for bit in ${gpuChecked.filter((r) => r.gpuCpuMismatches === 0).length} of ${gpuChecked.length}`;
+  console.log(`verified on ${report.device}: ${packedRows.length} packed layers, worst relative RMS error ${worst.toFixed(4)}${agreement}: ${report.ok ? "PASS" : "FAIL"}`);
   step(`6. perplexity on the other ${evaluation.length}×${WINDOW} tokens of README.md (CPU reference forward)`);
   const before = perplexity(new LlamaForward(weights, WINDOW), evaluation).perplexity;
   const after = perplexity(new LlamaForward(packedWeights, WINDOW), evaluation).perplexity;

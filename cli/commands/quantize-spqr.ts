@@ -1,4 +1,5 @@
 import type { ArgumentsCamelCase } from "yargs";
+import { openQuantizerDevice } from "./device.js";
 import { UsageError } from "../../formats/errors.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
@@ -15,13 +16,16 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method spqr needs --hessians (a store, or ${EMBEDDING_PROXY})`);
   if (args.bits !== undefined && args.bits !== 3) throw new UsageError("BAD_ARGUMENT", "--method spqr writes 3-bit codes (the SpQR layout's only width)", { actual: args.bits });
   if (!(args.outlierThreshold > 0)) throw new UsageError("BAD_ARGUMENT", "--outlier-threshold must be positive (Infinity: no outliers)", { actual: args.outlierThreshold });
+  // The device first: --device cuda without a GPU fails before anything is opened.
+  const device = await openQuantizerDevice(args.device);
+  if (!args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
   const store = await hessianSource(args.hessians, checkpoint);
   try {
     const layers: SpqrLayerReport[] = [];
     const quantized = quantizeSpqrCheckpoint(checkpoint, {
       hessians: store!,
-      quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }) },
+      quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }) },
       onLayer: (r) => {
         layers.push(r);
         if (!args.json) console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} spqr: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${(r.outlierShare * 100).toFixed(2)}% outliers, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(2)} s)`);
@@ -34,6 +38,7 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
+    device.close();
     await store?.close?.();
     await checkpoint.close();
   }

@@ -1,4 +1,5 @@
 import type { ArgumentsCamelCase } from "yargs";
+import { openQuantizerDevice } from "./device.js";
 import { UsageError } from "../../formats/errors.js";
 import { indexBits } from "../../formats/vptq/types.js";
 import { openCheckpoint } from "../../converters/open.js";
@@ -25,13 +26,16 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (!VPTQ_TARGETS.includes(args.to)) throw new UsageError("BAD_ARGUMENT", `--method vptq writes ${VPTQ_TARGETS.join(" or ")}`, { actual: args.to });
   if (args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method vptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
   if (args.to === "hf-vptq") checkCudaSupport(args.vectorLen, args.centroids, args.resCentroids);
+  // The device first: --device cuda without a GPU fails before anything is opened.
+  const device = await openQuantizerDevice(args.device);
+  if (!args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
   const store = await hessianSource(args.hessians, checkpoint);
   try {
     const layers: VptqLayerReport[] = [];
     const quantized = quantizeVptqCheckpoint(checkpoint, {
       hessians: store!,
-      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, ...(args.damp === undefined ? {} : { percDamp: args.damp }) },
+      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }) },
       onLayer: (r) => {
         layers.push(r);
         if (args.json) return;
@@ -46,6 +50,7 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
+    device.close();
     await store?.close?.();
     await checkpoint.close();
   }

@@ -9,6 +9,7 @@ import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../..
 import { openHessianStore } from "../../converters/hessians/store.js";
 import { isQuipHessianSpec, openQuipHessians } from "../../converters/hessians/quip-import.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
+import { DEVICE_CHOICES, openQuantizerDevice, type DeviceChoice } from "./device.js";
 import { EXIT } from "../errors.js";
 import { quantizeFpxToDisk } from "./quantize-fpx.js";
 import { quantizeSpqrToDisk } from "./quantize-spqr.js";
@@ -26,6 +27,7 @@ export interface QuantizeArgs {
   hessians: string | undefined;
   actOrder: boolean;
   damp: number | undefined;
+  device: DeviceChoice;
   iters: number;
   format: string;
   codesFrom: CodesFrom;
@@ -58,6 +60,7 @@ export const quantizeCommand = {
       .option("hessians", { type: "string", describe: `Hessian store written by lmpack calibrate (safetensors, converters/hessians/store.ts); a QuIP#/VPTQ Hessian set (a directory of <layer>_qkv/_o/_up/_down.pt files, or one .pt; read without executing pickle); or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
+      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr / vptq: run the GPTQ loop's deferred updates on the GPU (auto: when one is usable; cuda: fail without one)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
@@ -82,9 +85,12 @@ export const quantizeCommand = {
     if (!INT_BITS.includes(bits as IntBits)) throw new UsageError("BAD_ARGUMENT", `--bits must be one of ${INT_BITS.join(", ")}`, { actual: bits });
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
+    // The device first: --device cuda without a GPU fails before anything is opened.
+    const device = args.method === "gptq" ? await openQuantizerDevice(args.device) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     try {
+      if (device !== undefined && !args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
       store = await hessianSource(args.hessians, checkpoint);
       const reports: LayerQuantReport[] = [];
       let index = 0;
@@ -97,6 +103,7 @@ export const quantizeCommand = {
         actOrder: args.actOrder,
         percDamp: args.damp ?? 0.01,
         iters: args.iters,
+        ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
         onLayer: (r) => {
           reports.push(r);
           if (!args.json) console.error(progressLine(++index, total, r));
@@ -110,6 +117,7 @@ export const quantizeCommand = {
       else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
       return EXIT.ok;
     } finally {
+      device?.close();
       await store?.close?.();
       await checkpoint.close();
     }

@@ -6,6 +6,7 @@ import { quantizeSignRound } from "../../formats/int-group/quantizers/signround.
 import { dequantize } from "../../formats/int-group/reference.js";
 import type { IntBits, IntGroupTensor, ScaleDType } from "../../formats/int-group/types.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
+import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { intGroupEntry } from "./entry.js";
 import { layerErrors, type LayerErrors } from "./layer-errors.js";
@@ -23,6 +24,8 @@ export interface QuantizeCheckpointOptions {
   /** GPTQ */
   actOrder?: boolean;
   percDamp?: number;
+  /** GPTQ: where the loop's deferred updates run (the GPU); host memory by default. */
+  deferred?: DeferredUpdates;
   /** SignRound */
   iters?: number;
   /** Which linears to quantize (default: every 2-D `*_proj.weight` of the decoder layers). */
@@ -87,7 +90,7 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
     tensor = quantizeRtn(weight, N, K, params);
   } else if (options.method === "gptq") {
     if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "GPTQ needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
-    tensor = quantizeGptq(weight, N, K, hessian, { params, actOrder: options.actOrder ?? false, percDamp: options.percDamp ?? 0.01, layerName: module }).tensor;
+    tensor = quantizeGptq(weight, N, K, hessian, { params, actOrder: options.actOrder ?? false, percDamp: options.percDamp ?? 0.01, layerName: module, ...(options.deferred === undefined ? {} : { deferred: options.deferred }) }).tensor;
   } else {
     tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }) }).tensor;
   }

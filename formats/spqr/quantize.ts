@@ -1,5 +1,5 @@
 import { FormatError, UsageError } from "../errors.js";
-import { runGptqLoop, type ColumnQuantizer } from "../second-order/gptq-loop.js";
+import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates } from "../second-order/gptq-loop.js";
 import type { Hessian } from "../second-order/hessian.js";
 import { actOrderPermutation, dampHessian, permuteHessian, scatterFromColumnMajor, toColumnMajor } from "../second-order/prepare.js";
 import { upperCholeskyOfInverse } from "../second-order/cholesky.js";
@@ -48,6 +48,8 @@ export interface SpqrQuantizeOptions {
   percDamp?: number;
   /** Columns per deferred GPTQ update; changes rounding only. Default 128. */
   blockSize?: number;
+  /** Where the GPTQ loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
+  deferred?: DeferredUpdates;
   /** Column order: by decreasing diag H (stable on ties), or as given. Default "act_order". */
   permutationOrder?: SpqrPermutationOrder;
   /** τ relative to mean_c(var(W[:,c]) / U[c,c]²); Infinity disables outliers. Default 0.2. */
@@ -67,7 +69,7 @@ export interface SpqrQuantizeOptions {
   layerName?: string;
 }
 
-export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions, "layerName">>> = Object.freeze({
+export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred">>> = Object.freeze({
   bits: 3,
   beta1: 16,
   beta2: 16,
@@ -83,7 +85,7 @@ export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions,
   outlierValues: "compensated",
 });
 
-type Resolved = Required<Omit<SpqrQuantizeOptions, "layerName">> & { layerName: string | undefined };
+type Resolved = Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred">> & { layerName: string | undefined };
 
 export interface SpqrQuantizeResult {
   tensor: SpqrTensor;
@@ -110,7 +112,7 @@ export function quantizeSpqr(weight: Float32Array, m: number, n: number, hessian
   const codesT = new Uint8Array(n * m);
   const outliers = { rows: [] as number[], cols: [] as number[], values: [] as number[] };
   const quantizer = spqrColumns(tensor, codesT, uDiag, threshold, outliers, o);
-  const loop = runGptqLoop(weightT, u, m, n, quantizer, { blockSize: o.blockSize });
+  const loop = runGptqLoop(weightT, u, m, n, quantizer, { blockSize: o.blockSize, ...(options.deferred === undefined ? {} : { deferred: options.deferred }) });
   scatterFromColumnMajor(codesT, tensor.codes, m, n);
   tensor.outliers = toCsr(outliers, m);
   return { tensor, hessianLoss: loop.hessianLoss, outlierCount: outliers.rows.length, threshold, deadColumns, damp };

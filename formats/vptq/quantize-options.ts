@@ -1,3 +1,4 @@
+import type { DeferredUpdates } from "../second-order/gptq-loop.js";
 import { FormatError, UsageError } from "../errors.js";
 import type { Hessian } from "../second-order/hessian.js";
 import type { KMeansInit } from "./kmeans.js";
@@ -32,6 +33,8 @@ export interface VptqQuantizeOptions {
   percDamp?: number;
   /** Columns per deferred error update; changes rounding only. Default 128. */
   blockSize?: number;
+  /** Where the GPTQ loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
+  deferred?: DeferredUpdates;
   kmeansInit?: KMeansInit;
   /** Lloyd assignment steps at most (the reference's kiter). Default 100. */
   kmeansIterations?: number;
@@ -49,7 +52,7 @@ export interface VptqQuantizeOptions {
   layerName?: string;
 }
 
-export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions, "layerName">>> = Object.freeze({
+export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions, "layerName" | "deferred">>> = Object.freeze({
   vectorLen: 8,
   numCentroids: 256,
   numResCentroids: 0,
@@ -70,11 +73,11 @@ export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions,
   dtype: "F16",
 });
 
-export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, "layerName">> & { layerName: string | undefined };
+export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, "layerName" | "deferred">> & { layerName: string | undefined; deferred: DeferredUpdates | undefined };
 
 /** Options with their defaults filled in. */
 export function resolveVptqOptions(options: VptqQuantizeOptions): ResolvedVptqOptions {
-  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName };
+  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, deferred: options.deferred };
 }
 
 function definedOnly(options: VptqQuantizeOptions): Partial<VptqQuantizeOptions> {

@@ -168,7 +168,7 @@ interface PassResult {
  */
 function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: number, quantizer: ColumnQuantizer, o: ResolvedVptqOptions, keepErrors: boolean): PassResult {
   if (o.refine) {
-    const loop = runGptqLoop(weightT, u, rows, size, quantizer, { blockSize: o.blockSize, keepScaledErrors: keepErrors });
+    const loop = runGptqLoop(weightT, u, rows, size, quantizer, { blockSize: o.blockSize, keepScaledErrors: keepErrors, ...(o.deferred === undefined ? {} : { deferred: o.deferred }) });
     const errorsT = loop.scaledErrorsT;
     if (errorsT !== undefined) for (let c = 0; c < size; c++) for (let r = 0, d = u[c * size + c]!; r < rows; r++) errorsT[c * rows + r]! *= d;
     return { hessianLoss: loop.hessianLoss, errorsT };

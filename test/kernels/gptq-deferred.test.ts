@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { quantizeGptq } from "../../formats/int-group/quantizers/gptq.js";
@@ -5,6 +7,7 @@ import { gemmAdd, type DeferredUpdates } from "../../formats/second-order/index.
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
+import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 
 /**
  * GPTQ's deferred updates away from the host weight (formats/second-order/gptq-loop.ts,
@@ -90,4 +93,25 @@ if (!probe.ok) {
   });
   gpu.after(({ engine }) => engine.close());
 }
+const cli = suite("quantize --device");
+cli(`--device cuda: ${probe.ok ? "the GPTQ loop runs on the GPU and the result verifies" : "refused with NO_DEVICE when no GPU is usable"}`, async () => {
+  const dir = await tempDir("lmpack-device-");
+  try {
+    const out = join(dir.path, "gptq.lmpack");
+    const run = spawnSync(process.execPath, [CLI, "quantize", FIXTURE_MODEL, "--method", "gptq", "--hessians", "embedding-proxy", "--device", "cuda", "--to", "lmpack", "--out", out], { encoding: "utf8" });
+    if (!probe.ok) {
+      assert.is(run.status, 2, run.stderr);
+      assert.match(run.stderr, /NO_DEVICE/);
+      return;
+    }
+    assert.is(run.status, 0, run.stderr);
+    assert.match(run.stderr, /GPTQ loop on NVIDIA/);
+    const verify = spawnSync(process.execPath, [CLI, "verify", out, "--against", FIXTURE_MODEL, "--device", "cuda"], { encoding: "utf8" });
+    assert.is(verify.status, 0, verify.stdout + verify.stderr);
+  } finally {
+    await dir.cleanup();
+  }
+});
+
 gpu.run();
+cli.run();
