@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KernelError } from "../formats/errors.js";
-import type { CudaContext, CudaModule } from "./cuda/driver.js";
+import type { CudaContext } from "./cuda/driver.js";
+import { CudaModule } from "./cuda/module.js";
 
 /**
  * The GPU engine: one CUDA context and the kernel modules loaded from dist/kernels/<format>.fatbin
@@ -34,7 +35,7 @@ export class GpuEngine {
     if (module === undefined) {
       const path = join(FATBIN_DIR, `${format}.fatbin`);
       if (!existsSync(path)) throw new KernelError("MODULE_MISSING", `no kernel image ${path}: build with nvcc present (npm run build)`, { file: path });
-      module = this.context.loadModule(readFileSync(path));
+      module = CudaModule.load(this.context, readFileSync(path));
       this.modules.set(format, module);
     }
     return module;

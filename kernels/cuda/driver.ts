@@ -26,16 +26,16 @@ interface KoffiLib {
   func(prototype: string): (...args: unknown[]) => unknown;
 }
 
-const CUDA_SUCCESS = 0;
+export const CUDA_SUCCESS = 0;
 const CUDA_ERROR_OUT_OF_MEMORY = 2;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 
-type Fn = (...args: unknown[]) => number;
+export type Fn = (...args: unknown[]) => number;
 
 /** The bound driver functions, by name. */
-interface Driver {
+export interface Driver {
   cuInit: Fn;
   cuDeviceGetCount: Fn;
   cuDeviceGet: Fn;
@@ -97,7 +97,7 @@ const PROTOTYPES: Record<keyof Driver, string> = {
 /** Why the driver could not be opened, or the bound functions. Loaded once per process. */
 let loaded: Driver | KernelError | undefined;
 
-function driver(): Driver {
+export function driver(): Driver {
   if (loaded === undefined) loaded = loadDriver();
   if (loaded instanceof KernelError) throw loaded;
   return loaded;
@@ -129,7 +129,7 @@ function loadDriver(): Driver | KernelError {
   return d;
 }
 
-function errorName(d: Driver, result: number): string {
+export function errorName(d: Driver, result: number): string {
   const name: (string | null)[] = [null];
   return d.cuGetErrorName(result, name) === CUDA_SUCCESS && name[0] !== null ? `${name[0]} (${result})` : `CUresult ${result}`;
 }
@@ -199,14 +199,6 @@ export class CudaContext {
     const name = new TextDecoder().decode(nameBytes.subarray(0, Math.max(0, nameBytes.indexOf(0))));
     const info = { ordinal, name, computeCapability: attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) * 10 + attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR), multiprocessors: attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT), totalBytes: Number(total[0]) };
     return new CudaContext(info, context[0]);
-  }
-
-  /** Loads a fatbin/cubin/PTX image; returns a function lookup. */
-  loadModule(image: Uint8Array): CudaModule {
-    const module: unknown[] = [null];
-    const result = driver().cuModuleLoadData(module, image);
-    if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `cuModuleLoadData failed with ${errorName(driver(), result)}: the kernel image has no code for ${this.info.name} (sm_${this.info.computeCapability})`, { actual: result });
-    return new CudaModule(module[0]);
   }
 
   alloc(bytes: number): DevicePointer {
@@ -299,48 +291,5 @@ export class CudaContext {
       d.cuEventDestroy_v2(start[0]);
       d.cuEventDestroy_v2(end[0]);
     }
-  }
-}
-
-/** A kernel argument: a device pointer, or a scalar of the kernel's C type. */
-export type KernelArgument = { pointer: DevicePointer } | { i64: number | bigint } | { i32: number } | { u32: number } | { f32: number };
-
-export interface LaunchShape {
-  grid: readonly [number, number?, number?];
-  block: readonly [number, number?, number?];
-  sharedBytes?: number;
-}
-
-export class CudaModule {
-  private readonly functions = new Map<string, unknown>();
-
-  constructor(private readonly module: unknown) {}
-
-  /** Launches `name` on the default stream (asynchronous: synchronize or download to wait). */
-  launch(name: string, shape: LaunchShape, args: readonly KernelArgument[]): void {
-    const d = driver();
-    let fn = this.functions.get(name);
-    if (fn === undefined) {
-      const out: unknown[] = [null];
-      const result = d.cuModuleGetFunction(out, this.module, name);
-      if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `kernel ${name} is not in the loaded image (${errorName(d, result)})`, { actual: result });
-      fn = out[0];
-      this.functions.set(name, fn);
-    }
-    // cuLaunchKernel takes an array of pointers, one to each argument's value.
-    const values = args.map((a) =>
-      "pointer" in a ? new BigUint64Array([a.pointer])
-      : "i64" in a ? new BigInt64Array([BigInt(a.i64)])
-      : "i32" in a ? new Int32Array([a.i32])
-      : "u32" in a ? new Uint32Array([a.u32])
-      : new Float32Array([a.f32]),
-    );
-    const [gx, gy = 1, gz = 1] = shape.grid;
-    const [bx, by = 1, bz = 1] = shape.block;
-    check(`cuLaunchKernel(${name}, grid ${gx}×${gy}×${gz}, block ${bx}×${by}×${bz})`, d.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, shape.sharedBytes ?? 0, null, values, null));
-  }
-
-  unload(): void {
-    driver().cuModuleUnload(this.module);
   }
 }

@@ -3,7 +3,8 @@ import { bytesOf } from "../../formats/packed-array.js";
 import type { VptqSemantics } from "../../formats/vptq/reference.js";
 import { vectorRows, type VptqTensor } from "../../formats/vptq/types.js";
 import { checkStatus } from "../cuda/status.js";
-import type { DevicePointer, KernelArgument } from "../cuda/driver.js";
+import type { DevicePointer } from "../cuda/driver.js";
+import type { KernelArgument } from "../cuda/module.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 

@@ -1,0 +1,59 @@
+import { KernelError } from "../../formats/errors.js";
+import { check, CUDA_SUCCESS, driver, errorName, type CudaContext, type DevicePointer } from "./driver.js";
+
+/**
+ * A loaded kernel image (a fatbin from kernels/build.mjs) and its launches: functions looked up
+ * by name once, arguments marshalled as cuLaunchKernel wants them (an array of pointers, one to
+ * each argument's value; koffi turns a JS array of typed arrays into exactly that).
+ */
+
+/** A kernel argument: a device pointer, or a scalar of the kernel's C type. */
+export type KernelArgument = { pointer: DevicePointer } | { i64: number | bigint } | { i32: number } | { u32: number } | { f32: number };
+
+export interface LaunchShape {
+  grid: readonly [number, number?, number?];
+  block: readonly [number, number?, number?];
+  sharedBytes?: number;
+}
+
+export class CudaModule {
+  private readonly functions = new Map<string, unknown>();
+
+  private constructor(private readonly module: unknown) {}
+
+  /** Loads a fatbin/cubin/PTX image into `context` (current on this thread). */
+  static load(context: CudaContext, image: Uint8Array): CudaModule {
+    const out: unknown[] = [null];
+    const result = driver().cuModuleLoadData(out, image);
+    if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `cuModuleLoadData failed with ${errorName(driver(), result)}: the kernel image has no code for ${context.info.name} (sm_${context.info.computeCapability})`, { actual: result });
+    return new CudaModule(out[0]);
+  }
+
+  /** Launches `name` on the default stream (asynchronous: synchronize or download to wait). */
+  launch(name: string, shape: LaunchShape, args: readonly KernelArgument[]): void {
+    const d = driver();
+    let fn = this.functions.get(name);
+    if (fn === undefined) {
+      const out: unknown[] = [null];
+      const result = d.cuModuleGetFunction(out, this.module, name);
+      if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `kernel ${name} is not in the loaded image (${errorName(d, result)})`, { actual: result });
+      fn = out[0];
+      this.functions.set(name, fn);
+    }
+    // cuLaunchKernel takes an array of pointers, one to each argument's value.
+    const values = args.map((a) =>
+      "pointer" in a ? new BigUint64Array([a.pointer])
+      : "i64" in a ? new BigInt64Array([BigInt(a.i64)])
+      : "i32" in a ? new Int32Array([a.i32])
+      : "u32" in a ? new Uint32Array([a.u32])
+      : new Float32Array([a.f32]),
+    );
+    const [gx, gy = 1, gz = 1] = shape.grid;
+    const [bx, by = 1, bz = 1] = shape.block;
+    check(`cuLaunchKernel(${name}, grid ${gx}×${gy}×${gz}, block ${bx}×${by}×${bz})`, d.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, shape.sharedBytes ?? 0, null, values, null));
+  }
+
+  unload(): void {
+    driver().cuModuleUnload(this.module);
+  }
+}
