@@ -93,12 +93,12 @@ async function quantizeAndEvaluate(work: string): Promise<void> {
   const quantizedPath = join(work, "fixture-gptq-w4g128.lmpack");
   const device = await openQuantizerDevice("auto");
   try {
-    const quantized = quantizeCheckpoint(source, { method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, percDamp: 0.01, hessians: { get: async (name) => byName.get(name) }, ...(device.deferred === undefined ? {} : { deferred: device.deferred }) });
+    const quantized = quantizeCheckpoint(source, { method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, percDamp: 0.01, hessians: { get: async (name) => byName.get(name) }, ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) });
     await exportLmpack(quantized, quantizedPath);
   } finally {
     device.close();
   }
-  console.log(`GPTQ loop on ${device.description}`);
+  console.log(`GPTQ factorization and loop on ${device.description}`);
   const packed = await openCheckpoint(quantizedPath);
   const packedWeights = await loadLlamaWeights(packed);
   await packed.close();

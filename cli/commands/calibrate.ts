@@ -9,6 +9,7 @@ import { UsageError } from "../../formats/errors.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { EXIT } from "../errors.js";
+import { DEVICE_CHOICES, openCalibrationDevice, type DeviceChoice } from "./device.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
 
 export interface CalibrateArgs {
@@ -20,6 +21,7 @@ export interface CalibrateArgs {
   tokenizer: string | undefined;
   out: string;
   force: boolean;
+  device: DeviceChoice;
   json: boolean;
 }
 
@@ -35,7 +37,9 @@ export const calibrateCommand = {
       .option("protocol", { choices: PROTOCOLS, default: "docs" as Protocol, describe: "how the text becomes tokens (see lmpack eval)" })
       .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
       .option("out", { type: "string", demandOption: true, describe: `Hessian store: a .safetensors file, or a directory that gets ${HESSIAN_FILE}` })
-      .option("force", { type: "boolean", default: false, describe: "replace an existing store (only after the new one is complete)" }),
+      .option("force", { type: "boolean", default: false, describe: "replace an existing store (only after the new one is complete)" })
+      // cpu by default: the GPU rounds each input to float32, so its H differs from the float64 one by up to ~1e-7 of Σ|x_i·x_j|.
+      .option("device", { choices: DEVICE_CHOICES, default: "cpu" as const, describe: "where H += XᵀX runs: cuda keeps every H on the GPU (inputs rounded to float32); auto: a GPU when one is usable" }),
   handler: async (args: ArgumentsCamelCase<CalibrateArgs>): Promise<number> => {
     for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
       if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
@@ -43,6 +47,8 @@ export const calibrateCommand = {
     const file = args.out.endsWith(".safetensors") ? args.out : join(args.out, HESSIAN_FILE);
     await refuseExisting(file, args.force);
     const started = performance.now();
+    // The device first: --device cuda without a GPU fails before anything is opened.
+    const device = await openCalibrationDevice(args.device);
     const checkpoint = await openCheckpoint(args.src);
     try {
       const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
@@ -53,19 +59,21 @@ export const calibrateCommand = {
       if (maxPositions !== undefined && args.seqLen > maxPositions && !args.json) console.error(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
       if (sequences.length < args.samples && !args.json) console.error(`lmpack: warning: the text holds ${sequences.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
       const forward = new LlamaForward(await loadLlamaWeights(checkpoint), args.seqLen, checkpoint.location);
+      if (!args.json) console.error(`lmpack: H += XᵀX on ${device.description}`);
       const entries = calibrateHessians(forward, sequences, (i) => {
         if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${sequences.length}] sequences`);
-      });
+      }, device.products);
       if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
       if (!args.out.endsWith(".safetensors")) await mkdir(args.out, { recursive: true });
       const tokens = sequences.length * args.seqLen;
-      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 forward, fp64 XᵀX`);
+      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 forward, ${device.products === undefined ? "fp64 XᵀX" : `fp64 XᵀX of fp32-rounded inputs on ${device.description}`}`);
       const seconds = (performance.now() - started) / 1000;
-      const summary = { ok: true, out: file, inputs: entries.length, sequences: sequences.length, seqLen: args.seqLen, tokens, seconds };
+      const summary = { ok: true, out: file, inputs: entries.length, sequences: sequences.length, seqLen: args.seqLen, tokens, device: device.description, seconds };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
-      else console.error(`lmpack: wrote ${file} (${entries.length} layer inputs, ${tokens} tokens, ${seconds.toFixed(1)} s)`);
+      else console.error(`lmpack: wrote ${file} (${entries.length} layer inputs, ${tokens} tokens, accumulated on ${device.description}, ${seconds.toFixed(1)} s)`);
       return EXIT.ok;
     } finally {
+      device.close();
       await checkpoint.close();
     }
   },

@@ -1,5 +1,7 @@
 import { KernelError } from "../../formats/errors.js";
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
+import type { PrepareOptions } from "../../formats/second-order/prepare.js";
+import type { HessianProducts } from "../../converters/hessians/calibrate.js";
 
 /**
  * `--device auto|cuda|cpu` for the second-order quantizers (GPTQ, SpQR, VPTQ): with a GPU, the
@@ -14,11 +16,13 @@ export interface QuantizerDevice {
   /** "cpu", or the GPU's name. */
   description: string;
   deferred: DeferredUpdates | undefined;
+  /** GPTQ's U = chol(H⁻¹)ᵀ on the GPU (kernels/linalg/cholesky-gpu.ts); the CPU's when undefined. */
+  factorize: PrepareOptions["factorize"];
   close(): void;
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -28,12 +32,48 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
   }
   const engine = await GpuEngine.open();
   const { gpuDeferredUpdates } = await import("../../kernels/linalg/gptq-deferred.js");
+  const { gpuFactorize } = await import("../../kernels/linalg/cholesky-gpu.js");
   const deferred = gpuDeferredUpdates(engine);
   return {
     description: engine.describe(),
     deferred,
+    factorize: gpuFactorize(engine),
     close: () => {
       deferred.release();
+      engine.close();
+    },
+  };
+}
+
+/**
+ * `--device` for `lmpack calibrate`: with a GPU, H += XᵀX runs there, one H per layer input on
+ * the device (kernels/linalg/hessian-accumulate.ts, X rounded to float32); otherwise in host
+ * memory, float64 throughout.
+ */
+export interface CalibrationDevice {
+  /** "cpu", or the GPU's name. */
+  description: string;
+  products: HessianProducts | undefined;
+  close(): void;
+}
+
+export async function openCalibrationDevice(choice: DeviceChoice): Promise<CalibrationDevice> {
+  const cpu: CalibrationDevice = { description: "cpu", products: undefined, close: () => undefined };
+  if (choice === "cpu") return cpu;
+  const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
+  const probe = await gpuAvailable();
+  if (!probe.ok) {
+    if (choice === "cuda") throw new KernelError("NO_DEVICE", `--device cuda: ${probe.reason}`);
+    return cpu;
+  }
+  const engine = await GpuEngine.open();
+  const { GpuHessians } = await import("../../kernels/linalg/hessian-accumulate.js");
+  const products = new GpuHessians(engine);
+  return {
+    description: engine.describe(),
+    products,
+    close: () => {
+      products.release();
       engine.close();
     },
   };

@@ -90,7 +90,7 @@ export const quantizeCommand = {
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     try {
-      if (device !== undefined && !args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
+      if (device !== undefined && !args.json) console.error(`lmpack: GPTQ factorization and loop on ${device.description}`);
       store = await hessianSource(args.hessians, checkpoint);
       const reports: LayerQuantReport[] = [];
       let index = 0;
@@ -104,6 +104,7 @@ export const quantizeCommand = {
         percDamp: args.damp ?? 0.01,
         iters: args.iters,
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
+        ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
         onLayer: (r) => {
           reports.push(r);
           if (!args.json) console.error(progressLine(++index, total, r));

@@ -21,8 +21,24 @@ function sharers(name: string): string[] {
   return [];
 }
 
+/**
+ * Where the products H += XᵀX run. The default keeps every H in host memory and adds with
+ * gemmAdd in float64; kernels/linalg/hessian-accumulate.ts keeps one H per layer input on the GPU
+ * (X rounded to float32, sums in float64) and downloads it once, when result() asks. `key` is the
+ * layer input's stored name, `input` X [tokens][size].
+ */
+export interface HessianProducts {
+  /** H of `key` (size × size, zero before the first call) += XᵀX. */
+  add(key: string, input: Float64Array, tokens: number, size: number): void;
+  /** Writes H of `key` as accumulated so far into `into` (size × size). */
+  result(key: string, into: Float64Array): void;
+}
+
 export class HessianAccumulator {
   private readonly entries = new Map<string, HessianEntry>();
+
+  /** `products`: where H += XᵀX runs (host memory when absent). */
+  constructor(private readonly products?: HessianProducts) {}
 
   /** The observer to pass to LlamaForward.layer / run. */
   readonly observe: LinearInputObserver = (linear: Linear, input: Float64Array, tokens: number) => {
@@ -33,19 +49,21 @@ export class HessianAccumulator {
       this.entries.set(linear.name, entry);
     }
     // H += XᵀX: A = Xᵀ as a transposed view of X [tokens][size].
-    gemmAdd({ data: entry.hessian.data, offset: 0, rowStride: size }, { data: input, offset: 0, rowStride: size, transposed: true }, { data: input, offset: 0, rowStride: size }, size, tokens, size);
+    if (this.products !== undefined) this.products.add(linear.name, input, tokens, size);
+    else gemmAdd({ data: entry.hessian.data, offset: 0, rowStride: size }, { data: input, offset: 0, rowStride: size, transposed: true }, { data: input, offset: 0, rowStride: size }, size, tokens, size);
     entry.hessian.nSamples = (entry.hessian.nSamples ?? 0) + tokens;
   };
 
   /** Entries in the order the forward met them (layer by layer: q, o, gate, down). */
   result(): HessianEntry[] {
+    if (this.products !== undefined) for (const e of this.entries.values()) this.products.result(e.name, e.hessian.data);
     return [...this.entries.values()];
   }
 }
 
 /** Runs every window through all decoder layers (the head is skipped: calibration needs no logits). */
-export function calibrateHessians(forward: LlamaForward, windows: readonly Int32Array[], onWindow?: (index: number) => void): HessianEntry[] {
-  const accumulator = new HessianAccumulator();
+export function calibrateHessians(forward: LlamaForward, windows: readonly Int32Array[], onWindow?: (index: number) => void, products?: HessianProducts): HessianEntry[] {
+  const accumulator = new HessianAccumulator(products);
   windows.forEach((ids, i) => {
     const hidden = forward.embed(ids);
     for (let l = 0; l < forward.weights.layers.length; l++) forward.layer(l, hidden, ids.length, accumulator.observe);

@@ -59,7 +59,8 @@ export function upperCholeskyOfInverse(h: Float64Array, size: number, options: C
   return work.reverse();
 }
 
-function notPositiveDefinite(position: number, pivot: number, options: CholeskyOptions): FormatError {
+/** HESSIAN_NOT_PD at `position` (a position of the matrix as given). Shared with the GPU path, kernels/linalg/cholesky-gpu.ts. */
+export function notPositiveDefinite(position: number, pivot: number, options: CholeskyOptions): FormatError {
   const column = options.columnLabels?.[position] ?? position;
   return new FormatError("HESSIAN_NOT_PD", `Hessian is not positive definite at column ${column} (raise the damping or add calibration samples)`, {
     ...(options.layerName === undefined ? {} : { tensor: options.layerName }),

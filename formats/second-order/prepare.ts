@@ -1,5 +1,5 @@
 import { FormatError, UsageError } from "../errors.js";
-import { upperCholeskyOfInverse } from "./cholesky.js";
+import { upperCholeskyOfInverse, type CholeskyOptions } from "./cholesky.js";
 import type { Hessian } from "./hessian.js";
 
 /**
@@ -115,6 +115,8 @@ export interface PrepareOptions {
   perm?: Int32Array;
   /** Named in HESSIAN_NOT_PD errors. */
   layerName?: string;
+  /** Computes U from the damped H in quantization order, as `upperCholeskyOfInverse` (the default) does; the GPU's is kernels/linalg/cholesky-gpu.ts. */
+  factorize?: (h: Float64Array, size: number, options: CholeskyOptions) => Float64Array;
 }
 
 export interface PreparedLayer {
@@ -149,7 +151,7 @@ export function prepareSecondOrder(weight: Float32Array | Float64Array, rows: nu
     weightT.fill(0, i * rows, (i + 1) * rows);
   }
   const damp = dampHessian(h, size, options.percDamp ?? 0.01);
-  const u = upperCholeskyOfInverse(h, size, { ...(options.layerName === undefined ? {} : { layerName: options.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
+  const u = (options.factorize ?? upperCholeskyOfInverse)(h, size, { ...(options.layerName === undefined ? {} : { layerName: options.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
   return { weightT, u, perm, deadColumns, damp };
 }
 

@@ -105,7 +105,7 @@ cli(`--device cuda: ${probe.ok ? "the GPTQ loop runs on the GPU and the result v
       return;
     }
     assert.is(run.status, 0, run.stderr);
-    assert.match(run.stderr, /GPTQ loop on NVIDIA/);
+    assert.match(run.stderr, /GPTQ factorization and loop on NVIDIA/);
     const verify = spawnSync(process.execPath, [CLI, "verify", out, "--against", FIXTURE_MODEL, "--device", "cuda"], { encoding: "utf8" });
     assert.is(verify.status, 0, verify.stdout + verify.stderr);
   } finally {

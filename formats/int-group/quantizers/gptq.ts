@@ -1,7 +1,7 @@
 import { FormatError, UsageError } from "../../errors.js";
 import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates, type LoopView } from "../../second-order/gptq-loop.js";
 import type { Hessian } from "../../second-order/hessian.js";
-import { invertPermutation, prepareSecondOrder, scatterFromColumnMajor } from "../../second-order/prepare.js";
+import { invertPermutation, prepareSecondOrder, scatterFromColumnMajor, type PrepareOptions } from "../../second-order/prepare.js";
 import { dequantizeCode, fitGrid, quantizeCode, type Grid } from "../grid.js";
 import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
 import { checkQuantizerArgs, emptyIntGroupTensor } from "./rtn.js";
@@ -34,6 +34,8 @@ export interface GptqOptions {
   layerName?: string;
   /** Where the loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
   deferred?: DeferredUpdates;
+  /** Computes U = chol_upper(H⁻¹) (the GPU: kernels/linalg/cholesky-gpu.ts); formats/second-order's CPU function by default. */
+  factorize?: PrepareOptions["factorize"];
 }
 
 export interface GptqResult {
@@ -58,6 +60,7 @@ export function quantizeGptq(weight: Float32Array, outFeatures: number, inFeatur
     percDamp: options.percDamp ?? 0.01,
     actOrder: options.actOrder === true,
     ...(options.layerName === undefined ? {} : { layerName: options.layerName }),
+    ...(options.factorize === undefined ? {} : { factorize: options.factorize }),
   });
   const tensor = emptyIntGroupTensor(outFeatures, inFeatures, params);
   const codesT = new Uint8Array(inFeatures * outFeatures);
