@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
-import { isLmpackError } from "../../formats/errors.js";
 import { ggmlCodecByName } from "../../formats/ggml/registry.js";
 import type { GgmlTypeCodec } from "../../formats/ggml/types.js";
 import type { VerifyStats } from "../../kernels/cuda/verify.js";
@@ -13,6 +12,7 @@ import { goldenArray } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 
 /**
  * The ggml CUDA kernels (kernels/ggml) against the codecs of formats/ggml: the GPU weights must be
@@ -194,33 +194,3 @@ function assertStats(stats: VerifyStats, cpu: Float32Array, source: Float32Array
   assert.ok(Math.abs(stats.sumSquaredError - sqErr) <= bound * sqErr && Math.abs(stats.sumSquaredReference - sqRef) <= bound * sqRef, JSON.stringify({ stats, sqErr, sqRef }));
 }
 
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  const at = a.findIndex((v, i) => v !== b[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU ${actual[at]} (0x${a[at]?.toString(16)}), CPU ${expected[at]} (0x${b[at]?.toString(16)})`);
-}
-
-function toF16(values: Float32Array): Uint16Array {
-  const half = new Uint16Array(values.length);
-  f32BitsToF16Bits(new Uint32Array(values.buffer, values.byteOffset, values.length), half);
-  return half;
-}
-
-function assertSameHalves(actual: Uint16Array, expected: Uint16Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const at = actual.findIndex((v, i) => v !== expected[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU 0x${actual[at]?.toString(16)}, CPU 0x${expected[at]?.toString(16)}`);
-}
-
-function expectCode(run: () => unknown, code: string): void {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isLmpackError(error), String(error));
-    assert.is(error.code, code, error.message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}

@@ -5,7 +5,6 @@ import * as assert from "uvu/assert";
 import { calibrateHessians, type HessianProducts } from "../../converters/hessians/calibrate.js";
 import { openHessianStore, type HessianEntry } from "../../converters/hessians/store.js";
 import { openCheckpoint } from "../../converters/open.js";
-import { isLmpackError } from "../../formats/errors.js";
 import { gemmAdd } from "../../formats/second-order/index.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuHessians, syrkLaunch } from "../../kernels/linalg/hessian-accumulate.js";
@@ -13,6 +12,7 @@ import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { CLI, FIXTURE_MODEL, SHARED_DIR, tempDir } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
+import { expectCode } from "../helpers/gpu-assert.js";
 
 /**
  * Calibration's H += XᵀX away from the host H (converters/hessians/calibrate.ts,
@@ -226,13 +226,3 @@ cli(`--device cpu names the CPU; --device cuda ${probe.ok ? "accumulates on the 
 gpu.run();
 cli.run();
 
-function expectCode(run: () => unknown, code: string): void {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isLmpackError(error), String(error));
-    assert.is(error.code, code, error.message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}

@@ -2,8 +2,6 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
-import { isLmpackError } from "../../formats/errors.js";
 import { decodeScales } from "../../formats/int-group/scales.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import { unpackAwq } from "../../formats/int-group/awq-layout.js";
@@ -17,6 +15,7 @@ import { goldenArray as get } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 
 /**
  * The int-group CUDA kernel (kernels/int-group) against formats/int-group/reference.ts: the GPU
@@ -123,33 +122,3 @@ function randomTensor(rng: () => number, s: { N: number; K: number; bits: number
   };
 }
 
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  const at = a.findIndex((v, i) => v !== b[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU ${actual[at]} (0x${a[at]?.toString(16)}), CPU ${expected[at]} (0x${b[at]?.toString(16)})`);
-}
-
-function toF16(values: Float32Array): Uint16Array {
-  const half = new Uint16Array(values.length);
-  f32BitsToF16Bits(new Uint32Array(values.buffer, values.byteOffset, values.length), half);
-  return half;
-}
-
-function assertSameHalves(actual: Uint16Array, expected: Uint16Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const at = actual.findIndex((v, i) => v !== expected[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU 0x${actual[at]?.toString(16)}, CPU 0x${expected[at]?.toString(16)}`);
-}
-
-function expectCode(run: () => unknown, code: string): void {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isLmpackError(error), String(error));
-    assert.is(error.code, code, error.message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}

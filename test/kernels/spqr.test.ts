@@ -2,8 +2,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { f16BitsToF32Bits, f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
-import { isLmpackError } from "../../formats/errors.js";
+import { f16BitsToF32Bits } from "../../formats/dense/float-bits.js";
 import { viewAs } from "../../formats/packed-array.js";
 import { unpackHfSpqr } from "../../formats/spqr/hf-layout.js";
 import { toHalfBits } from "../../formats/spqr/half.js";
@@ -16,6 +15,7 @@ import { goldenArray as get } from "../helpers/golden.js";
 import { SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
+import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 
 /**
  * The SpQR CUDA kernel (kernels/spqr) against formats/spqr/reference.ts: the GPU weights must be
@@ -193,12 +193,6 @@ function widen(halves: Uint16Array): Float32Array {
   return values;
 }
 
-function toF16(values: Float32Array): Uint16Array {
-  const half = new Uint16Array(values.length);
-  f32BitsToF16Bits(new Uint32Array(values.buffer, values.byteOffset, values.length), half);
-  return half;
-}
-
 /** GPU statistics against the CPU's sums over the same weights. */
 function assertStats(stats: VerifyStats, weights: Float32Array, source: Float32Array): void {
   let [maxAbs, sqErr, sqRef] = [0, 0, 0];
@@ -214,27 +208,3 @@ function assertStats(stats: VerifyStats, weights: Float32Array, source: Float32A
   assert.ok(Math.abs(stats.sumSquaredError - sqErr) <= bound * sqErr && Math.abs(stats.sumSquaredReference - sqRef) <= bound * sqRef, JSON.stringify({ stats, sqErr, sqRef }));
 }
 
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  const at = a.findIndex((v, i) => v !== b[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU ${actual[at]} (0x${a[at]?.toString(16)}), CPU ${expected[at]} (0x${b[at]?.toString(16)})`);
-}
-
-function assertSameHalves(actual: Uint16Array, expected: Uint16Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const at = actual.findIndex((v, i) => v !== expected[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU 0x${actual[at]?.toString(16)}, CPU 0x${expected[at]?.toString(16)}`);
-}
-
-function expectCode(run: () => unknown, code: string): void {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isLmpackError(error), String(error));
-    assert.is(error.code, code, error.message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}

@@ -3,8 +3,7 @@ import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { convertFloatBytes } from "../../formats/dense/convert.js";
-import { f32BitsToF16Bits, f64ToBf16Bit, f64ToF16Bit } from "../../formats/dense/float-bits.js";
-import { isLmpackError } from "../../formats/errors.js";
+import { f64ToBf16Bit, f64ToF16Bit } from "../../formats/dense/float-bits.js";
 import type { PackedArray } from "../../formats/packed-array.js";
 import { unpackVptq, VPTQ_SUFFIXES, type VptqSuffix } from "../../formats/vptq/hf-layout.js";
 import { dequantizeVptq, type VptqSemantics } from "../../formats/vptq/reference.js";
@@ -16,6 +15,7 @@ import { SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
+import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 
 /**
  * The VPTQ CUDA kernel (kernels/vptq) against formats/vptq/reference.ts, in both semantics
@@ -223,33 +223,3 @@ function widen(bits: Uint16Array, dtype: VptqFloat): Float32Array {
   return new Float32Array(bytes.buffer, bytes.byteOffset, bits.length);
 }
 
-function toF16(values: Float32Array): Uint16Array {
-  const half = new Uint16Array(values.length);
-  f32BitsToF16Bits(new Uint32Array(values.buffer, values.byteOffset, values.length), half);
-  return half;
-}
-
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  const at = a.findIndex((v, i) => v !== b[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU ${actual[at]} (0x${a[at]?.toString(16)}), CPU ${expected[at]} (0x${b[at]?.toString(16)})`);
-}
-
-function assertSameHalves(actual: Uint16Array, expected: Uint16Array, what: string): void {
-  assert.is(actual.length, expected.length, `${what}: length`);
-  const at = actual.findIndex((v, i) => v !== expected[i]);
-  assert.ok(at < 0, `${what}: element ${at} differs: GPU 0x${actual[at]?.toString(16)}, CPU 0x${expected[at]?.toString(16)}`);
-}
-
-function expectCode(run: () => unknown, code: string, what: string): void {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(isLmpackError(error), `${what}: ${String(error)}`);
-    assert.is(error.code, code, `${what}: ${error.message}`);
-    return;
-  }
-  assert.unreachable(`${what}: expected ${code}`);
-}
