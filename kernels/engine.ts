@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KernelError } from "../formats/errors.js";
+import { openCublas, type CublasAvailability } from "./cuda/cublas.js";
 import type { CudaContext } from "./cuda/driver.js";
 import { CudaModule } from "./cuda/module.js";
 
@@ -12,12 +13,14 @@ import { CudaModule } from "./cuda/module.js";
  */
 
 /** Kernel folders (kernels/<name>/<name>.cu): the formats, and linalg for the quantizers' products. */
-export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml" | "linalg";
+export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml" | "linalg" | "kmeans" | "signround";
 
 const FATBIN_DIR = join(dirname(fileURLToPath(import.meta.url)));
 
 export class GpuEngine {
   private readonly modules = new Map<KernelFormat, CudaModule>();
+  /** cuBLAS for this engine's context, or why there is none; looked for on the first large product. */
+  private blas: CublasAvailability | undefined;
 
   private constructor(readonly context: CudaContext) {}
 
@@ -41,11 +44,28 @@ export class GpuEngine {
     return module;
   }
 
-  /** Unloads the modules, frees pooled device memory and releases the context. */
+  /**
+   * The engine's cuBLAS handle, created on first use in this engine's context (cuda/cublas.ts:
+   * where the library is searched for, and LMPACK_CUBLAS), or why there is none. Decided once
+   * per engine.
+   */
+  cublas(): CublasAvailability {
+    if (this.blas === undefined) this.blas = openCublas(this.context);
+    return this.blas;
+  }
+
+  /** Destroys the cuBLAS handle, unloads the modules, frees pooled device memory and releases the context. */
   close(): void {
-    for (const module of this.modules.values()) module.unload();
-    this.modules.clear();
-    this.context.close();
+    // The handle's workspace lives in the context: free it while the context is still current.
+    const blas = this.blas;
+    this.blas = undefined;
+    try {
+      if (blas?.ok === true) blas.handle.destroy();
+    } finally {
+      for (const module of this.modules.values()) module.unload();
+      this.modules.clear();
+      this.context.close();
+    }
   }
 
   /** "NVIDIA H100 80GB HBM3 (sm_90)". */

@@ -2,11 +2,15 @@ import { KernelError } from "../../formats/errors.js";
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
 import type { PrepareOptions } from "../../formats/second-order/prepare.js";
 import type { HessianProducts } from "../../converters/hessians/calibrate.js";
+import type { SignRoundBackendFactory } from "../../formats/int-group/quantizers/signround-grad.js";
+import type { CodebookSearch } from "../../formats/vptq/codebook.js";
+import type { KMeansBackend } from "../../formats/vptq/kmeans.js";
 
 /**
- * `--device auto|cuda|cpu` for the second-order quantizers (GPTQ, SpQR, VPTQ): with a GPU, the
- * GPTQ loop's deferred updates run there (kernels/linalg/gptq-deferred.ts). The GPU engine is
- * imported only when a GPU is asked for or found.
+ * `--device auto|cuda|cpu` for the second-order quantizers (GPTQ, SpQR, VPTQ) and SignRound: with
+ * a GPU, the GPTQ loop's deferred updates (kernels/linalg/gptq-deferred.ts) and SignRound's tuning
+ * steps (kernels/signround/signround-gpu.ts) run there. The GPU engine is imported only when a
+ * GPU is asked for or found.
  */
 export type DeviceChoice = "auto" | "cuda" | "cpu";
 
@@ -18,11 +22,16 @@ export interface QuantizerDevice {
   deferred: DeferredUpdates | undefined;
   /** GPTQ's U = chol(H⁻¹)ᵀ on the GPU (kernels/linalg/cholesky-gpu.ts); the CPU's when undefined. */
   factorize: PrepareOptions["factorize"];
+  /** SignRound's iterations on the GPU; the CPU's SignRoundLayer when undefined. */
+  signround: SignRoundBackendFactory | undefined;
+  /** VPTQ's k-means (Lloyd) and codebook searches on the GPU (kernels/kmeans); the CPU's when undefined. */
+  kmeans: KMeansBackend | undefined;
+  codebookSearch: CodebookSearch | undefined;
   close(): void;
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -33,13 +42,21 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
   const engine = await GpuEngine.open();
   const { gpuDeferredUpdates } = await import("../../kernels/linalg/gptq-deferred.js");
   const { gpuFactorize } = await import("../../kernels/linalg/cholesky-gpu.js");
+  const { gpuSignRound } = await import("../../kernels/signround/signround-gpu.js");
+  const { gpuLloyd } = await import("../../kernels/kmeans/lloyd-gpu.js");
+  const { gpuCodebookSearch } = await import("../../kernels/kmeans/search-gpu.js");
   const deferred = gpuDeferredUpdates(engine);
+  const codebookSearch = gpuCodebookSearch(engine);
   return {
     description: engine.describe(),
     deferred,
     factorize: gpuFactorize(engine),
+    signround: gpuSignRound(engine),
+    kmeans: gpuLloyd(engine),
+    codebookSearch,
     close: () => {
       deferred.release();
+      codebookSearch.release();
       engine.close();
     },
   };

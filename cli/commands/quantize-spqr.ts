@@ -18,14 +18,14 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (!(args.outlierThreshold > 0)) throw new UsageError("BAD_ARGUMENT", "--outlier-threshold must be positive (Infinity: no outliers)", { actual: args.outlierThreshold });
   // The device first: --device cuda without a GPU fails before anything is opened.
   const device = await openQuantizerDevice(args.device);
-  if (!args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
+  if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
   const store = await hessianSource(args.hessians, checkpoint);
   try {
     const layers: SpqrLayerReport[] = [];
     const quantized = quantizeSpqrCheckpoint(checkpoint, {
       hessians: store!,
-      quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }) },
+      quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
       onLayer: (r) => {
         layers.push(r);
         if (!args.json) console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} spqr: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${(r.outlierShare * 100).toFixed(2)}% outliers, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(2)} s)`);

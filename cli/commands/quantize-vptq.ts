@@ -1,5 +1,6 @@
 import type { ArgumentsCamelCase } from "yargs";
-import { openQuantizerDevice } from "./device.js";
+import { openQuantizerDevice, type QuantizerDevice } from "./device.js";
+import type { VptqQuantizeOptions } from "../../formats/vptq/quantize.js";
 import { UsageError } from "../../formats/errors.js";
 import { indexBits } from "../../formats/vptq/types.js";
 import { openCheckpoint } from "../../converters/open.js";
@@ -28,14 +29,14 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (args.to === "hf-vptq") checkCudaSupport(args.vectorLen, args.centroids, args.resCentroids);
   // The device first: --device cuda without a GPU fails before anything is opened.
   const device = await openQuantizerDevice(args.device);
-  if (!args.json) console.error(`lmpack: GPTQ loop on ${device.description}`);
+  if (!args.json) console.error(`lmpack: ${device.kmeans === undefined ? "" : "k-means, codebook searches, "}H's factorization and the GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
   const store = await hessianSource(args.hessians, checkpoint);
   try {
     const layers: VptqLayerReport[] = [];
     const quantized = quantizeVptqCheckpoint(checkpoint, {
       hessians: store!,
-      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }) },
+      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
       onLayer: (r) => {
         layers.push(r);
         if (args.json) return;
@@ -54,6 +55,16 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     await store?.close?.();
     await checkpoint.close();
   }
+}
+
+/** The device's parts of the VPTQ options (none on the CPU). */
+function deviceOptions(device: QuantizerDevice): Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch"> {
+  return {
+    ...(device.deferred === undefined ? {} : { deferred: device.deferred }),
+    ...(device.factorize === undefined ? {} : { factorize: device.factorize }),
+    ...(device.kmeans === undefined ? {} : { kmeansBackend: device.kmeans }),
+    ...(device.codebookSearch === undefined ? {} : { codebookSearch: device.codebookSearch }),
+  };
 }
 
 function checkCudaSupport(vectorLen: number, centroids: number, resCentroids: number): void {

@@ -39,6 +39,7 @@ export interface QuantizeArgs {
   outlierPct: number;
   seed: number;
   kmeansIters: number;
+  kmeansInit: "kmeans++" | "random";
   to: (typeof TARGETS)[number];
   out: string;
   force: boolean;
@@ -60,7 +61,7 @@ export const quantizeCommand = {
       .option("hessians", { type: "string", describe: `Hessian store written by lmpack calibrate (safetensors, converters/hessians/store.ts); a QuIP#/VPTQ Hessian set (a directory of <layer>_qkv/_o/_up/_down.pt files, or one .pt; read without executing pickle); or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
-      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr / vptq: run the GPTQ loop's deferred updates on the GPU (auto: when one is usable; cuda: fail without one)" })
+      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr: run H's factorization and the GPTQ loop's deferred updates on the GPU; vptq: also k-means and the codebook searches; signround: the tuning steps, with --device cuda only for now (auto: when one is usable; cuda: fail without one)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
@@ -72,6 +73,7 @@ export const quantizeCommand = {
       .option("outlier-pct", { type: "number", default: 0, describe: "vptq: percent of columns (highest diag H) with their own codebook" })
       .option("seed", { type: "number", default: 0, describe: "vptq: k-means seed (same seed, same bytes)" })
       .option("kmeans-iters", { type: "number", default: 100, describe: "vptq: k-means iteration cap" })
+      .option("kmeans-init", { choices: ["kmeans++", "random"] as const, default: "kmeans++" as const, describe: "vptq: k-means seeding: kmeans++ (runs on the CPU; minutes at 65,536 centroids), or random, the reference's (cuML init='random')" })
       .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr, hf-vptq for --method vptq" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
@@ -86,11 +88,14 @@ export const quantizeCommand = {
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
     // The device first: --device cuda without a GPU fails before anything is opened.
-    const device = args.method === "gptq" ? await openQuantizerDevice(args.device) : undefined;
+    // SignRound's GPU path (kernels/signround) has not yet run on a GPU: `auto` keeps it on the CPU
+    // until the GPU suites have passed on one; `--device cuda` asks for it explicitly.
+    const choice = args.method === "signround" && args.device === "auto" ? "cpu" : args.device;
+    const device = args.method === "gptq" || args.method === "signround" ? await openQuantizerDevice(choice) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     try {
-      if (device !== undefined && !args.json) console.error(`lmpack: GPTQ factorization and loop on ${device.description}`);
+      if (device !== undefined && !args.json) console.error(`lmpack: ${args.method === "gptq" ? "GPTQ factorization and loop" : "SignRound tuning"} on ${device.description}`);
       store = await hessianSource(args.hessians, checkpoint);
       const reports: LayerQuantReport[] = [];
       let index = 0;
@@ -105,6 +110,7 @@ export const quantizeCommand = {
         iters: args.iters,
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
         ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
+        ...(device?.signround === undefined ? {} : { signroundBackend: device.signround }),
         onLayer: (r) => {
           reports.push(r);
           if (!args.json) console.error(progressLine(++index, total, r));

@@ -2,7 +2,7 @@ import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { UsageError } from "../../formats/errors.js";
 import { quantizeGptq } from "../../formats/int-group/quantizers/gptq.js";
 import { quantizeRtn } from "../../formats/int-group/quantizers/rtn.js";
-import { quantizeSignRound } from "../../formats/int-group/quantizers/signround.js";
+import { quantizeSignRound, type SignRoundOptions } from "../../formats/int-group/quantizers/signround.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import type { IntBits, IntGroupTensor, ScaleDType } from "../../formats/int-group/types.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
@@ -31,6 +31,8 @@ export interface QuantizeCheckpointOptions {
   factorize?: PrepareOptions["factorize"];
   /** SignRound */
   iters?: number;
+  /** SignRound: where the tuning iterations run (kernels/signround on the GPU); the CPU by default. */
+  signroundBackend?: SignRoundOptions["backend"];
   /** Which linears to quantize (default: every 2-D `*_proj.weight` of the decoder layers). */
   select?: (name: string) => boolean;
   /** Called as each layer finishes (quantization happens as exporters pull layers, one at a time). */
@@ -95,7 +97,7 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
     if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "GPTQ needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
     tensor = quantizeGptq(weight, N, K, hessian, { params, actOrder: options.actOrder ?? false, percDamp: options.percDamp ?? 0.01, layerName: module, ...(options.deferred === undefined ? {} : { deferred: options.deferred }), ...(options.factorize === undefined ? {} : { factorize: options.factorize }) }).tensor;
   } else {
-    tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }) }).tensor;
+    tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }), ...(options.signroundBackend === undefined ? {} : { backend: options.signroundBackend }) }).tensor;
   }
   const errors = layerErrors(weight, dequantize(tensor, { precision: "f32" }), N, K, hessian);
   options.onLayer?.({ name: entry.name, method: options.method, outFeatures: N, inFeatures: K, seconds: (performance.now() - started) / 1000, hessian: hessian !== undefined, ...errors });

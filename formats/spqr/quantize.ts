@@ -1,7 +1,7 @@
 import { FormatError, UsageError } from "../errors.js";
 import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates } from "../second-order/gptq-loop.js";
 import type { Hessian } from "../second-order/hessian.js";
-import { actOrderPermutation, dampHessian, permuteHessian, scatterFromColumnMajor, toColumnMajor } from "../second-order/prepare.js";
+import { actOrderPermutation, dampHessian, permuteHessian, scatterFromColumnMajor, toColumnMajor, type PrepareOptions } from "../second-order/prepare.js";
 import { upperCholeskyOfInverse } from "../second-order/cholesky.js";
 import { halfValues, roundHalf } from "./half.js";
 import { codeOf, f64ToF16Bits, fitFirstOrder, groupScratch, quantizeStatistic, storeIntegerZeros, type FirstOrderFit } from "./stats.js";
@@ -50,6 +50,8 @@ export interface SpqrQuantizeOptions {
   blockSize?: number;
   /** Where the GPTQ loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
   deferred?: DeferredUpdates;
+  /** H's Cholesky / inverse factor (the GPU: kernels/linalg/cholesky-gpu.ts); the CPU's by default. */
+  factorize?: PrepareOptions["factorize"];
   /** Column order: by decreasing diag H (stable on ties), or as given. Default "act_order". */
   permutationOrder?: SpqrPermutationOrder;
   /** τ relative to mean_c(var(W[:,c]) / U[c,c]²); Infinity disables outliers. Default 0.2. */
@@ -69,7 +71,7 @@ export interface SpqrQuantizeOptions {
   layerName?: string;
 }
 
-export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred">>> = Object.freeze({
+export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred" | "factorize">>> = Object.freeze({
   bits: 3,
   beta1: 16,
   beta2: 16,
@@ -85,7 +87,7 @@ export const SPQR_QUANTIZE_DEFAULTS: Readonly<Required<Omit<SpqrQuantizeOptions,
   outlierValues: "compensated",
 });
 
-type Resolved = Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred">> & { layerName: string | undefined };
+type Resolved = Required<Omit<SpqrQuantizeOptions, "layerName" | "deferred" | "factorize">> & { layerName: string | undefined; factorize: PrepareOptions["factorize"] };
 
 export interface SpqrQuantizeResult {
   tensor: SpqrTensor;
@@ -102,7 +104,7 @@ export interface SpqrQuantizeResult {
 
 /** Quantizes a row-major [m][n] weight with SpQR against the input Hessian H (n×n). */
 export function quantizeSpqr(weight: Float32Array, m: number, n: number, hessian: Hessian, options: SpqrQuantizeOptions = {}): SpqrQuantizeResult {
-  const o: Resolved = { ...SPQR_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName };
+  const o: Resolved = { ...SPQR_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, factorize: options.factorize };
   checkArguments(weight, m, n, hessian, o);
   const { weightT, u, perm, deadColumns, damp } = prepareSpqr(weight, m, n, hessian, o);
   const uDiag = new Float64Array(n);
@@ -170,7 +172,7 @@ function prepareSpqr(weight: Float32Array, m: number, n: number, hessian: Hessia
     h[c * n + c] = 1;
     weightT.fill(0, c * m, (c + 1) * m);
   }
-  const u = upperCholeskyOfInverse(h, n, { ...(o.layerName === undefined ? {} : { layerName: o.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
+  const u = (o.factorize ?? upperCholeskyOfInverse)(h, n, { ...(o.layerName === undefined ? {} : { layerName: o.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
   const deadColumns = deadPositions.map((c) => (perm === undefined ? c : perm[c]!)).sort((a, b) => a - b);
   return { weightT, u, perm, deadColumns, damp };
 }

@@ -66,9 +66,11 @@ export interface VectorSet {
 
 /**
  * Gives every vector its nearest centroid (labels and squared distances out). `moves`: how the
- * centroids moved since the previous call with this `state`.
+ * centroids moved since the previous call with this `state`. Returns how many vectors needed a
+ * tree search.
  */
-export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdTree, state: TrackedNearest, moves: CentroidMoves, labels: Int32Array, distancesSquared: Float64Array): void {
+export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdTree, state: TrackedNearest, moves: CentroidMoves, labels: Int32Array, distancesSquared: Float64Array): number {
+  let searched = 0;
   const { vectors, dim } = set;
   const { movers } = moves;
   const ids = new Int32Array(TRACKED + 1);
@@ -85,7 +87,7 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
       if (isTracked(state.ids, i, c)) continue;
       let squared = 0;
       for (let d = 0; d < active; d++) squared += (vectors[at + d]! - centroids[c * dim + d]!) ** 2;
-      if (squared < moverSquared) {
+      if (squared < moverSquared || (squared === moverSquared && c < nearestMover)) {
         moverSquared = squared;
         nearestMover = c;
       }
@@ -104,13 +106,14 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
       }
       ids[known] = c;
       squares[known++] = squared;
-      if (squared < best) {
+      if (squared < best || (squared === best && c < bestLabel)) {
         best = squared;
         bestLabel = c;
       }
     }
     // Every untracked centroid is at least `bound` away: the best tracked one is the nearest.
-    if (bestLabel >= 0 && bound >= 0 && best <= bound * bound && best <= moverSquared) {
+    // Strictly nearer, since an equal one with a lower index would win the tie (kd-tree.ts).
+    if (bestLabel >= 0 && bound >= 0 && best < bound * bound && (best < moverSquared || (best === moverSquared && bestLabel < nearestMover))) {
       labels[i] = bestLabel;
       distancesSquared[i] = best;
       continue;
@@ -120,6 +123,7 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
       ids[known] = nearestMover;
       squares[known++] = moverSquared;
     }
+    searched++;
     const found = nearestPoints(tree, vectors, at, active, TRACKED + 1, ids, squares, known);
     const kept = Math.min(found, TRACKED);
     state.ids.set(ids.subarray(0, kept), i * TRACKED);
@@ -128,6 +132,7 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
     labels[i] = ids[0]!;
     distancesSquared[i] = squares[0]!;
   }
+  return searched;
 }
 
 function isTracked(ids: Int32Array, i: number, c: number): boolean {

@@ -1,7 +1,7 @@
 import { FormatError } from "../errors.js";
 import type { ColumnQuantizer } from "../second-order/gptq-loop.js";
 import { buildKdTree, nearestPoint, type KdTree, type Nearest } from "./kd-tree.js";
-import { weightedKMeans, type KMeansData, type KMeansInit, type KMeansResult } from "./kmeans.js";
+import { weightedKMeans, type KMeansBackend, type KMeansData, type KMeansInit, type KMeansResult } from "./kmeans.js";
 import { floatCodec, vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
 
 /**
@@ -40,6 +40,8 @@ export interface FitOptions {
   dtype: VptqFloat;
   /** Named in errors. */
   layerName: string | undefined;
+  /** Where Lloyd's iterations run; the CPU's by default. */
+  backend?: KMeansBackend;
 }
 
 export function fitCodebook(range: ColumnRange, options: FitOptions): { codebook: Codebook; kmeans: KMeansResult; vectors: number } {
@@ -106,25 +108,56 @@ export interface ColumnBooks {
 }
 
 /**
+ * Nearest-centroid searches for a whole column at once: the column's vectors are contiguous in
+ * `queries` ([count][vectorLen], the last one with `lastActive` real coordinates). Every backend
+ * gives the exact arg-min of the sequential squared distance, ties to the lower index
+ * (kd-tree.ts), so all give the same indices.
+ */
+export interface CodebookSearch {
+  readonly description: string;
+  /** mainOut[v]: nearest centroid of `main`; with `residual`, resOut[v]: nearest of `residual` to (v − main centroid). */
+  nearest(main: Codebook, residual: Codebook | undefined, queries: Float64Array, count: number, lastActive: number, mainOut: Int32Array, resOut: Int32Array | undefined): void;
+}
+
+/** The k-d tree searches, one vector at a time. */
+export const cpuCodebookSearch: CodebookSearch = {
+  description: "cpu",
+  nearest(main, residual, queries, count, lastActive, mainOut, resOut) {
+    const vl = main.vectorLen;
+    const found: Nearest = { index: -1, distanceSquared: Infinity };
+    const difference = new Float64Array(vl);
+    const find = (book: Codebook, source: Float64Array, offset: number, active: number): number => {
+      found.index = -1;
+      found.distanceSquared = Infinity;
+      nearestPoint(book.tree, source, offset, active, found);
+      return found.index;
+    };
+    for (let v = 0; v < count; v++) {
+      const active = v === count - 1 ? lastActive : vl;
+      const m = find(main, queries, v * vl, active);
+      mainOut[v] = m;
+      if (residual === undefined || resOut === undefined) continue;
+      for (let t = 0; t < active; t++) difference[t] = queries[v * vl + t]! - main.values[m * vl + t]!;
+      resOut[v] = find(residual, difference, 0, active);
+    }
+  },
+};
+
+/**
  * Per column (channel-independent, tech report §3.1: H⁻¹ is constant within a column, so plain
  * Euclidean distance is right): each vector takes its nearest centroid, then, with a residual
  * codebook, the residual centroid nearest to (v − main). Writes the indices into `tensor` and,
  * as the loop's quantized value, what the decoder makes of them. The last vector of a column
  * is compared over its real rows only.
  */
-export function vectorColumns(tensor: VptqTensor, books: ColumnBooks): ColumnQuantizer {
+export function vectorColumns(tensor: VptqTensor, books: ColumnBooks, search: CodebookSearch = cpuCodebookSearch): ColumnQuantizer {
   const p: VptqParams = tensor.params;
   const rows = tensor.outFeatures;
   const { round, value } = floatCodec(tensor.dtype);
-  const nearest: Nearest = { index: -1, distanceSquared: Infinity };
-  const residual = new Float64Array(p.vectorLen);
-  const find = (book: Codebook, source: Float64Array, offset: number, active: number): number => {
-    nearest.index = -1;
-    nearest.distanceSquared = Infinity;
-    nearestPoint(book.tree, source, offset, active, nearest);
-    return nearest.index;
-  };
   const numIdx = vectorRows(rows, p.vectorLen);
+  // A column has at most `rows` vectors, whichever codebook (and vector length) it uses.
+  const mainFound = new Int32Array(rows);
+  const resFound = new Int32Array(mainFound.length);
   return {
     quantizeColumn(column, current, quantized): void {
       const outlier = column < p.outlierSize;
@@ -134,9 +167,11 @@ export function vectorColumns(tensor: VptqTensor, books: ColumnBooks): ColumnQua
       // Position e of row r of group g's [numIdx][groupSize] index block.
       const e = column - p.outlierSize - g * p.groupSize;
       const vl = book.vectorLen;
+      const count = vectorRows(rows, vl);
+      search.nearest(book, resBook, current, count, rows - (count - 1) * vl, mainFound, resBook === undefined ? undefined : resFound);
       for (let r = 0, start = 0; start < rows; r++, start += vl) {
         const active = Math.min(vl, rows - start);
-        const main = find(book, current, start, active);
+        const main = mainFound[r]!;
         const base = main * vl;
         if (outlier) tensor.outlierIndices![r * p.outlierSize + column] = main;
         else tensor.mainIndices[(g * numIdx + r) * p.groupSize + e] = main;
@@ -144,8 +179,7 @@ export function vectorColumns(tensor: VptqTensor, books: ColumnBooks): ColumnQua
           for (let t = 0; t < active; t++) quantized[start + t] = book.values[base + t]!;
           continue;
         }
-        for (let t = 0; t < active; t++) residual[t] = current[start + t]! - book.values[base + t]!;
-        const res = find(resBook, residual, 0, active);
+        const res = resFound[r]!;
         tensor.resIndices![(g * numIdx + r) * p.groupSize + e] = res;
         // The decoder's 16-bit add (__hadd2), rounded once: the f64 sum of two fp16 values is exact.
         for (let t = 0; t < active; t++) quantized[start + t] = value(round(book.values[base + t]! + resBook.values[res * vl + t]!));

@@ -1,8 +1,10 @@
 /**
  * A k-d tree over points (codebook centroids, or k-means++'s data), with exact searches:
  * nearest (warm-startable), and the m nearest. Cells are pruned by the incremental distance to
- * the cell (Arya & Mount 1993). Answers are the exact arg-min of the squared Euclidean distance
- * (ties: whichever the search meets first, deterministic for a given tree), never approximate.
+ * the cell (Arya & Mount 1993). Answers are the exact arg-min of the squared Euclidean distance,
+ * never approximate. Ties go to the lower point index, and a distance is always the sequential
+ * float64 sum Σ_d (q_d − p_d)² in coordinate order: a brute-force scan (the GPU's,
+ * kernels/kmeans) computes the same values and so picks the same points.
  *
  * A query may be partial: only its first `activeDims` coordinates are compared (the last
  * vector of a column whose output rows do not fill it: the padding rows do not exist in the
@@ -192,14 +194,15 @@ function searchNode(node: number, lo: number, hi: number, boxDistance: number): 
   const farDistance = boxDistance - old * old + diff * diff;
   if (diff < 0) {
     searchNode(2 * node + 1, lo, mid, boxDistance);
-    if (farDistance < pruneDistance) {
+    // ≤: a cell exactly at the bound can still hold a tie with a lower index.
+    if (farDistance <= pruneDistance) {
       cellOffset[d] = diff;
       searchNode(2 * node + 2, mid, hi, farDistance);
       cellOffset[d] = old;
     }
   } else {
     searchNode(2 * node + 2, mid, hi, boxDistance);
-    if (farDistance < pruneDistance) {
+    if (farDistance <= pruneDistance) {
       cellOffset[d] = diff;
       searchNode(2 * node + 1, lo, mid, farDistance);
       cellOffset[d] = old;
@@ -207,9 +210,15 @@ function searchNode(node: number, lo: number, hi: number, boxDistance: number): 
   }
 }
 
-/** A point nearer than pruneDistance was met. */
+/** (distance, index) order: the nearer point, or the lower index at equal distance. */
+function before(distanceA: number, idA: number, distanceB: number, idB: number): boolean {
+  return distanceA < distanceB || (distanceA === distanceB && idA < idB);
+}
+
+/** A point at most pruneDistance away was met: kept if it beats the current answer in (distance, index) order. */
 function accept(sum: number, id: number): void {
   if (heapCapacity === 0) {
+    if (!before(sum, id, bestDistance, bestIndex < 0 ? 0x7fffffff : bestIndex)) return;
     bestDistance = sum;
     bestIndex = id;
     pruneDistance = sum;
@@ -222,7 +231,7 @@ function accept(sum: number, id: number): void {
     let at = heapSize++;
     while (at > 0) {
       const parent = (at - 1) >> 1;
-      if (heapDistances[parent]! >= sum) break;
+      if (before(sum, id, heapDistances[parent]!, heapIds[parent]!)) break;
       heapIds[at] = heapIds[parent]!;
       heapDistances[at] = heapDistances[parent]!;
       at = parent;
@@ -230,6 +239,7 @@ function accept(sum: number, id: number): void {
     heapIds[at] = id;
     heapDistances[at] = sum;
   } else {
+    if (!before(sum, id, heapDistances[0]!, heapIds[0]!)) return;
     heapIds[0] = id;
     heapDistances[0] = sum;
     siftDown();
@@ -249,8 +259,8 @@ function siftDown(): void {
   for (;;) {
     let child = 2 * at + 1;
     if (child >= heapSize) break;
-    if (child + 1 < heapSize && heapDistances[child + 1]! > heapDistances[child]!) child++;
-    if (heapDistances[child]! <= distance) break;
+    if (child + 1 < heapSize && before(heapDistances[child]!, heapIds[child]!, heapDistances[child + 1]!, heapIds[child + 1]!)) child++;
+    if (before(heapDistances[child]!, heapIds[child]!, distance, id)) break;
     heapIds[at] = heapIds[child]!;
     heapDistances[at] = heapDistances[child]!;
     at = child;
@@ -269,11 +279,15 @@ function scanLeaf8(lo: number, hi: number): void {
     const d0 = x0 - p[b]!, d1 = x1 - p[b + 1]!, d2 = x2 - p[b + 2]!, d3 = x3 - p[b + 3]!;
     const d4 = x4 - p[b + 4]!, d5 = x5 - p[b + 5]!, d6 = x6 - p[b + 6]!, d7 = x7 - p[b + 7]!;
     const sum = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3 + d4 * d4 + d5 * d5 + d6 * d6 + d7 * d7;
-    if (sum < pruneDistance) accept(sum, tree.ids[i]!);
+    if (sum <= pruneDistance) accept(sum, tree.ids[i]!);
   }
 }
 
-/** Any length, four coordinates at a time, abandoning a candidate once it cannot win. */
+/**
+ * Any length, in coordinate order four at a time, abandoning a candidate once it cannot win: the
+ * partial sums only grow, so an abandoned one would have lost, and a finished one is the
+ * sequential sum every other path computes.
+ */
 function scanLeaf(lo: number, hi: number): void {
   const q = query;
   const o = queryOffset;
@@ -283,15 +297,17 @@ function scanLeaf(lo: number, hi: number): void {
   const quads = dims & ~3;
   for (let i = lo, b = lo * stride; i < hi; i++, b += stride) {
     let sum = 0;
-    for (let d = quads; d < dims; d++) {
+    let d = 0;
+    for (; d < quads && sum <= pruneDistance; d += 4) {
+      const d0 = q[o + d]! - p[b + d]!, d1 = q[o + d + 1]! - p[b + d + 1]!;
+      const d2 = q[o + d + 2]! - p[b + d + 2]!, d3 = q[o + d + 3]! - p[b + d + 3]!;
+      sum = sum + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    }
+    if (d < quads) continue;
+    for (; d < dims; d++) {
       const diff = q[o + d]! - p[b + d]!;
       sum += diff * diff;
     }
-    for (let d = 0; d < quads && sum < pruneDistance; d += 4) {
-      const d0 = q[o + d]! - p[b + d]!, d1 = q[o + d + 1]! - p[b + d + 1]!;
-      const d2 = q[o + d + 2]! - p[b + d + 2]!, d3 = q[o + d + 3]! - p[b + d + 3]!;
-      sum += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
-    }
-    if (sum < pruneDistance) accept(sum, tree.ids[i]!);
+    if (sum <= pruneDistance) accept(sum, tree.ids[i]!);
   }
 }

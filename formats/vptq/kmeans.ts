@@ -3,6 +3,8 @@ import { assignNearest, centroidMoves, trackNothing, type CentroidMoves } from "
 import { buildKdTree } from "./kd-tree.js";
 import { kMeansPlusPlus, mulberry32, randomInit, seedCentroid, type InitData } from "./kmeans-init.js";
 
+export type { InitData } from "./kmeans-init.js";
+
 /**
  * Weighted k-means (Lloyd) for VPTQ codebooks: minimises Σ w_i·|x_i − c(i)|², the diagonal
  * term of the Hessian-weighted error tr(ΔW·H·ΔWᵀ) when w_i = H[c,c] of the vector's column
@@ -40,8 +42,24 @@ export interface KMeansOptions {
   maxIterations: number;
   /** Stop when the objective falls by less than this fraction of itself. */
   tolerance: number;
-  /** Called with the objective after every assignment step (the values `objectives` holds). */
-  onIteration?: (iteration: number, objective: number) => void;
+  /**
+   * Called with the objective after every assignment step (the values `objectives` holds), and
+   * how many vectors that step had to search (the others were proven to keep their centroid).
+   */
+  onIteration?: (iteration: number, objective: number, searched: number) => void;
+  /** Where Lloyd's iterations run (the GPU: kernels/kmeans/lloyd-gpu.ts); here by default. */
+  backend?: KMeansBackend;
+}
+
+/**
+ * Lloyd's iterations from given initial centroids (updated in place), with exactly this file's
+ * semantics: exact nearest centroid (ties to the lower index, distances summed in coordinate
+ * order), means summed in vector order, objective by `objectiveSum`, empty clusters re-seeded
+ * by `reseedEmpty`, the same stopping rule. A backend that keeps them gives the same bits.
+ */
+export interface KMeansBackend {
+  readonly description: string;
+  lloyd(data: InitData, centroids: Float64Array, options: KMeansOptions): Omit<KMeansResult, "centroids">;
 }
 
 export interface KMeansResult {
@@ -66,32 +84,66 @@ export function weightedKMeans(data: KMeansData, options: KMeansOptions): KMeans
   const set: InitData = { vectors, count, dim, weights, partialFrom, partialDims };
   const random = mulberry32(options.seed);
   const centroids = options.init === "kmeans++" ? kMeansPlusPlus(set, k, random) : randomInit(set, k, random);
-  const labels = new Int32Array(count);
-  const tracked = trackNothing(count);
-  let moves: CentroidMoves = { largestOther: 0, movers: new Int32Array(0) };
-  const objectives: number[] = [];
-  const distances = new Float64Array(count);
-  let converged = false;
-  let reseeded = 0;
-  for (let iteration = 0; iteration < options.maxIterations; iteration++) {
-    const tree = buildKdTree(centroids, k, dim);
-    assignNearest(set, centroids, tree, tracked, moves, labels, distances);
-    let objective = 0;
-    for (let i = 0; i < count; i++) objective += weights[i]! * distances[i]!;
-    objectives.push(objective);
-    options.onIteration?.(iteration, objective);
-    const previousObjective = objectives[iteration - 1];
-    if (objective === 0 || (previousObjective !== undefined && previousObjective - objective <= options.tolerance * previousObjective)) {
-      converged = true;
-      break;
+  return { centroids, ...(options.backend ?? cpuLloyd).lloyd(set, centroids, options) };
+}
+
+/** Lloyd's iterations in host memory, with k-d tree searches and distance bounds (assign.ts). */
+export const cpuLloyd: KMeansBackend = {
+  description: "cpu",
+  lloyd(set, centroids, options) {
+    const { count, dim, weights } = set;
+    const { k } = options;
+    const labels = new Int32Array(count);
+    const tracked = trackNothing(count);
+    let moves: CentroidMoves = { largestOther: 0, movers: new Int32Array(0) };
+    const objectives: number[] = [];
+    const distances = new Float64Array(count);
+    let converged = false;
+    let reseeded = 0;
+    for (let iteration = 0; iteration < options.maxIterations; iteration++) {
+      const tree = buildKdTree(centroids, k, dim);
+      const searched = assignNearest(set, centroids, tree, tracked, moves, labels, distances);
+      const objective = objectiveSum(weights, distances);
+      objectives.push(objective);
+      options.onIteration?.(iteration, objective, searched);
+      if (lloydConverged(objectives, options.tolerance)) {
+        converged = true;
+        break;
+      }
+      if (iteration === options.maxIterations - 1) break;
+      const before = centroids.slice();
+      const counts = updateMeans(set, k, labels, centroids);
+      reseeded += reseedEmpty(set, k, labels, distances, counts, centroids);
+      moves = centroidMoves(before, centroids, dim);
     }
-    if (iteration === options.maxIterations - 1) break;
-    const before = centroids.slice();
-    const counts = updateMeans(set, k, labels, centroids);
-    reseeded += reseedEmpty(set, k, labels, distances, counts, centroids);
-    moves = centroidMoves(before, centroids, dim);
+    return { labels, objectives, converged, reseeded };
+  },
+};
+
+/** The stopping rule: a zero objective, or a fall of at most `tolerance` of the previous one. */
+export function lloydConverged(objectives: readonly number[], tolerance: number): boolean {
+  const objective = objectives[objectives.length - 1]!;
+  const previous = objectives[objectives.length - 2];
+  return objective === 0 || (previous !== undefined && previous - objective <= tolerance * previous);
+}
+
+/** Vectors per partial sum of the objective. */
+export const OBJECTIVE_CHUNK = 4096;
+
+/**
+ * Σ w_i·d_i as a fixed tree: a sequential sum (products rounded, then added) within each chunk of
+ * OBJECTIVE_CHUNK vectors, then the chunk sums in order. A parallel device sums each chunk in one
+ * thread and gives the same bits.
+ */
+export function objectiveSum(weights: Float64Array, distancesSquared: Float64Array): number {
+  let total = 0;
+  for (let from = 0; from < weights.length; from += OBJECTIVE_CHUNK) {
+    let chunk = 0;
+    const to = Math.min(from + OBJECTIVE_CHUNK, weights.length);
+    for (let i = from; i < to; i++) chunk += weights[i]! * distancesSquared[i]!;
+    total += chunk;
   }
-  return { centroids, labels, objectives, converged, reseeded };
+  return total;
 }
 
 /** Moves every centroid coordinate to the weighted mean of the real coordinates assigned to it. Returns the vectors per cluster. */
@@ -120,7 +172,7 @@ function updateMeans(data: InitData, k: number, labels: Int32Array, centroids: F
  * lower index), taken only from clusters that keep another member, so no cluster empties in
  * turn. Deterministic, and the objective can only fall. Returns how many were re-seeded.
  */
-function reseedEmpty(data: InitData, k: number, labels: Int32Array, distances: Float64Array, counts: Int32Array, centroids: Float64Array): number {
+export function reseedEmpty(data: InitData, k: number, labels: Int32Array, distances: Float64Array, counts: Int32Array, centroids: Float64Array): number {
   const empty: number[] = [];
   for (let j = 0; j < k; j++) if (counts[j] === 0) empty.push(j);
   if (empty.length === 0) return 0;

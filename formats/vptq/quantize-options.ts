@@ -1,7 +1,9 @@
 import type { DeferredUpdates } from "../second-order/gptq-loop.js";
 import { FormatError, UsageError } from "../errors.js";
 import type { Hessian } from "../second-order/hessian.js";
-import type { KMeansInit } from "./kmeans.js";
+import type { PrepareOptions } from "../second-order/prepare.js";
+import type { CodebookSearch } from "./codebook.js";
+import type { KMeansBackend, KMeansInit } from "./kmeans.js";
 import { vectorRows, type VptqFloat, type VptqParams } from "./types.js";
 
 /**
@@ -35,6 +37,12 @@ export interface VptqQuantizeOptions {
   blockSize?: number;
   /** Where the GPTQ loop's deferred updates run (the GPU: kernels/linalg/gptq-deferred.ts); host memory by default. */
   deferred?: DeferredUpdates;
+  /** H's Cholesky / inverse factor (the GPU: kernels/linalg/cholesky-gpu.ts); the CPU's by default. */
+  factorize?: PrepareOptions["factorize"];
+  /** Where k-means's Lloyd iterations run (the GPU: kernels/kmeans/lloyd-gpu.ts); the CPU's by default. Same results either way. */
+  kmeansBackend?: KMeansBackend;
+  /** Where each column's nearest-centroid searches run (the GPU: kernels/kmeans/search-gpu.ts); the k-d tree by default. Same indices either way. */
+  codebookSearch?: CodebookSearch;
   kmeansInit?: KMeansInit;
   /** Lloyd assignment steps at most (the reference's kiter). Default 100. */
   kmeansIterations?: number;
@@ -52,7 +60,10 @@ export interface VptqQuantizeOptions {
   layerName?: string;
 }
 
-export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions, "layerName" | "deferred">>> = Object.freeze({
+/** Options that choose where work runs, not what it computes: no defaults. */
+type DeviceOptionKey = "layerName" | "deferred" | "factorize" | "kmeansBackend" | "codebookSearch";
+
+export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions, DeviceOptionKey>>> = Object.freeze({
   vectorLen: 8,
   numCentroids: 256,
   numResCentroids: 0,
@@ -73,11 +84,11 @@ export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions,
   dtype: "F16",
 });
 
-export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, "layerName" | "deferred">> & { layerName: string | undefined; deferred: DeferredUpdates | undefined };
+export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, DeviceOptionKey>> & Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch"> & { layerName: string | undefined };
 
 /** Options with their defaults filled in. */
 export function resolveVptqOptions(options: VptqQuantizeOptions): ResolvedVptqOptions {
-  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, deferred: options.deferred };
+  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, deferred: options.deferred, factorize: options.factorize, kmeansBackend: options.kmeansBackend, codebookSearch: options.codebookSearch };
 }
 
 function definedOnly(options: VptqQuantizeOptions): Partial<VptqQuantizeOptions> {

@@ -55,7 +55,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
   const params = planLayout(outFeatures, inFeatures, o);
   checkArguments(weight, rows, inFeatures, hessian, o);
   const norm = o.enableNorm ? columnNorm(weight, rows, inFeatures, o) : undefined;
-  const prepared = prepareSecondOrder(weight, rows, hessian, { percDamp: o.percDamp, actOrder: o.enablePerm, ...(o.layerName === undefined ? {} : { layerName: o.layerName }) });
+  const prepared = prepareSecondOrder(weight, rows, hessian, { percDamp: o.percDamp, actOrder: o.enablePerm, ...(o.layerName === undefined ? {} : { layerName: o.layerName }), ...(o.factorize === undefined ? {} : { factorize: o.factorize }) });
   const { weightT, u, perm } = prepared;
   const position = perm === undefined ? undefined : invertPermutation(perm);
   const dead = new Uint8Array(inFeatures);
@@ -74,7 +74,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
     // One stream per codebook, so that adding a group or a residual leaves the others as they were.
     const streamId = role === "outlier" ? 0 : role === "main" ? 1 + group : 1 + params.groupNum + group;
     const seed = (o.seed + Math.imul(0x9e3779b9, streamId)) >>> 0;
-    const fitted = fitCodebook({ sourceT, rows, from, to, vectorLen, columnWeights: sampleWeights }, { k, init: o.kmeansInit, seed, maxIterations: o.kmeansIterations, tolerance: o.kmeansTolerance, dtype: o.dtype, layerName: o.layerName });
+    const fitted = fitCodebook({ sourceT, rows, from, to, vectorLen, columnWeights: sampleWeights }, { k, init: o.kmeansInit, seed, maxIterations: o.kmeansIterations, tolerance: o.kmeansTolerance, dtype: o.dtype, layerName: o.layerName, ...(o.kmeansBackend === undefined ? {} : { backend: o.kmeansBackend }) });
     codebooks.push({ role, group, vectors: fitted.vectors, objectives: fitted.kmeans.objectives, converged: fitted.kmeans.converged, reseeded: fitted.kmeans.reseeded });
     return fitted.codebook;
   };
@@ -87,7 +87,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
   };
   const tensor = emptyTensor(params, rows, inFeatures, o.dtype, perm, norm, books);
   const pristine = params.numResCentroids > 0 ? weightT.slice() : undefined;
-  let pass = runPass(weightT, u, rows, inFeatures, vectorColumns(tensor, books), o, pristine !== undefined);
+  let pass = runPass(weightT, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, pristine !== undefined);
   if (pristine !== undefined) {
     // The reference clusters qerror = w − q: each column's error as it was quantized, before
     // the 1/U[c,c] scaling that drives propagation. Then everything is redone from the start.
@@ -95,7 +95,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
     books.residual = Array.from({ length: groupNum }, (_, g) => fit(errorsT, "residual", g, ...groupColumns(g), params.numResCentroids));
     tensor.resCentroids = concatBits(books.residual);
     tensor.resIndices = new Uint32Array(tensor.mainIndices.length);
-    pass = runPass(pristine, u, rows, inFeatures, vectorColumns(tensor, books), o, false);
+    pass = runPass(pristine, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, false);
   }
   return { tensor, hessianLoss: pass.hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks };
 }

@@ -165,6 +165,11 @@ export function probeDevice(): { ok: true } | { ok: false; reason: string } {
 /**
  * One device's primary context, made current on this thread. Node runs JavaScript on one
  * thread, so the context stays current for every call below.
+ *
+ * The primary context, not one of cuCtxCreate's, because cuBLAS (cuda/cublas.ts) runs on the
+ * CUDA runtime, which works in the device's primary context: with this one current, the runtime,
+ * the kernels and the buffers allocated here all share one context, and device pointers pass
+ * between them as they are.
  */
 export class CudaContext {
   /**

@@ -8,7 +8,7 @@ import { check, CUDA_SUCCESS, driver, errorName, type CudaContext, type DevicePo
  */
 
 /** A kernel argument: a device pointer, or a scalar of the kernel's C type. */
-export type KernelArgument = { pointer: DevicePointer } | { i64: number | bigint } | { i32: number } | { u32: number } | { f32: number };
+export type KernelArgument = { pointer: DevicePointer } | { i64: number | bigint } | { i32: number } | { u32: number } | { f32: number } | { f64: number };
 
 export interface LaunchShape {
   grid: readonly [number, number?, number?];
@@ -46,6 +46,7 @@ export class CudaModule {
       : "i64" in a ? new BigInt64Array([BigInt(a.i64)])
       : "i32" in a ? new Int32Array([a.i32])
       : "u32" in a ? new Uint32Array([a.u32])
+      : "f64" in a ? new Float64Array([a.f64])
       : new Float32Array([a.f32]),
     );
     const [gx, gy = 1, gz = 1] = shape.grid;

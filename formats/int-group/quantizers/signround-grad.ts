@@ -34,6 +34,40 @@ export interface SignRoundParams {
   maxScale: Float32Array;
 }
 
+/**
+ * Where SignRound's tuning loop runs (signround.ts drives it): SignRoundLayer below on the CPU,
+ * the reference; kernels/signround on a GPU. Each iteration is evaluate(), then keepBest() when
+ * the loss is the lowest so far, then step().
+ */
+export interface SignRoundBackend {
+  /** Clamps α and β to [0, 1] in place, fake-quantizes with the current parameters and returns the normalised loss. */
+  evaluate(): number;
+  /** One SignSGD step of V (and of α, β when `tuneMinmax`) from the last evaluate(). */
+  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void;
+  /** Copies the current parameters to the best ones. */
+  keepBest(): void;
+  /** The best parameters, as new host arrays. */
+  best(): SignRoundParams;
+  /** Frees what the backend holds (device memory); the backend is unusable afterwards. */
+  release(): void;
+}
+
+/** What a backend tunes: the layer, and what the CPU layer derives from it, computed once by the caller. */
+export interface SignRoundProblem {
+  weight: Float32Array;
+  outFeatures: number;
+  inFeatures: number;
+  quant: IntGroupParams;
+  hessian: Hessian | undefined;
+  /** auto-round's weight_min / weight_max per group (min(0, ·) and max(0, ·) of its weights), index n·G + g. */
+  groupMin: Float32Array;
+  groupMax: Float32Array;
+  /** lossNormaliser(outFeatures, inFeatures, hessian). */
+  lossNorm: number;
+}
+
+export type SignRoundBackendFactory = (problem: SignRoundProblem) => SignRoundBackend;
+
 /** Gradients of the (normalised) loss, for tests: same layouts as SignRoundParams. */
 export interface SignRoundGradients {
   value: Float64Array;
@@ -41,13 +75,16 @@ export interface SignRoundGradients {
   maxScale: Float64Array;
 }
 
-export class SignRoundLayer {
+/** The CPU backend, and the reference the GPU's is tested against. */
+export class SignRoundLayer implements SignRoundBackend {
   readonly nGroups: number;
   readonly tuned: SignRoundParams;
+  /** The parameters keepBest() last copied; the initial ones until then. */
+  private readonly bestTuned: SignRoundParams;
   /** Ŵ − W of the last evaluate() (both float32 values; the difference is exact in double). */
   readonly delta: Float64Array;
-  private readonly wminTmp: Float64Array;
-  private readonly wmaxTmp: Float64Array;
+  private readonly wminTmp: Float32Array;
+  private readonly wmaxTmp: Float32Array;
   private readonly scale: Float64Array;
   private readonly zero: Float64Array;
   private readonly floored: Uint8Array;
@@ -65,9 +102,9 @@ export class SignRoundLayer {
     const nWeights = outFeatures * inFeatures;
     this.nGroups = nGroups;
     this.tuned = { value: new Float32Array(nWeights), minScale: new Float32Array(outFeatures * nGroups).fill(1), maxScale: new Float32Array(outFeatures * nGroups).fill(1) };
+    this.bestTuned = copyParams(this.tuned);
     this.delta = new Float64Array(nWeights);
-    this.wminTmp = new Float64Array(outFeatures * nGroups);
-    this.wmaxTmp = new Float64Array(outFeatures * nGroups);
+    ({ groupMin: this.wminTmp, groupMax: this.wmaxTmp } = groupExtremes(weight, outFeatures, inFeatures, quant.groupSize));
     this.scale = new Float64Array(outFeatures * nGroups);
     this.zero = new Float64Array(outFeatures * nGroups);
     this.floored = new Uint8Array(outFeatures * nGroups);
@@ -75,10 +112,6 @@ export class SignRoundLayer {
     this.inRange = new Uint8Array(nWeights);
     this.lossGrad = hessian === undefined ? this.delta : new Float64Array(nWeights);
     this.lossNorm = lossNormaliser(outFeatures, inFeatures, hessian);
-    this.forEachGroup((gi, begin, end) => {
-      this.wminTmp[gi] = Math.min(sliceMin(weight, begin, end), 0);
-      this.wmaxTmp[gi] = Math.max(sliceMax(weight, begin, end), 0);
-    });
   }
 
   /** Group extremes as auto-round's `weight_min` / `weight_max` (min(0, ·), max(0, ·)), index n·G + g. */
@@ -109,6 +142,16 @@ export class SignRoundLayer {
       if (tuneMinmax || gradients !== undefined) this.stepMinmax(gi, tuneMinmax ? lrMinmax : 0, gradients);
     });
   }
+
+  keepBest(): void {
+    copyParams(this.tuned, this.bestTuned);
+  }
+
+  best(): SignRoundParams {
+    return copyParams(this.bestTuned);
+  }
+
+  release(): void {}
 
   private forEachGroup(body: (gi: number, begin: number, end: number) => void): void {
     const { inFeatures, nGroups } = this;
@@ -200,6 +243,30 @@ export class SignRoundLayer {
   }
 }
 
+/** auto-round's weight_min / weight_max of every group (index n·G + g): float32 values, min(0, ·) and max(0, ·). */
+export function groupExtremes(weight: Float32Array, outFeatures: number, inFeatures: number, groupSize: number): { groupMin: Float32Array; groupMax: Float32Array } {
+  const nGroups = groupCount(inFeatures, groupSize);
+  const groupMin = new Float32Array(outFeatures * nGroups);
+  const groupMax = new Float32Array(outFeatures * nGroups);
+  for (let n = 0; n < outFeatures; n++) {
+    for (let g = 0; g < nGroups; g++) {
+      const begin = n * inFeatures + g * groupSize;
+      const end = n * inFeatures + Math.min((g + 1) * groupSize, inFeatures);
+      groupMin[n * nGroups + g] = Math.min(sliceMin(weight, begin, end), 0);
+      groupMax[n * nGroups + g] = Math.max(sliceMax(weight, begin, end), 0);
+    }
+  }
+  return { groupMin, groupMax };
+}
+
+function copyParams(from: SignRoundParams, to?: SignRoundParams): SignRoundParams {
+  if (to === undefined) return { value: from.value.slice(), minScale: from.minScale.slice(), maxScale: from.maxScale.slice() };
+  to.value.set(from.value);
+  to.minScale.set(from.minScale);
+  to.maxScale.set(from.maxScale);
+  return to;
+}
+
 function clampUnit(values: Float32Array): void {
   for (let i = 0; i < values.length; i++) {
     const x = values[i]!;
@@ -223,6 +290,8 @@ export function lossNormaliser(outFeatures: number, inFeatures: number, hessian:
 /**
  * tr(ΔW H ΔWᵀ) / norm (= ‖X ΔWᵀ‖² / norm for H = XᵀX), or Σ ΔW² / norm without H.
  * `grad` receives ΔW·H (pass `delta` itself when there is no H); `norm` defaults to lossNormaliser.
+ * Summed per row (columns in order), then the row sums in row order: the order the GPU's
+ * per-row partials (kernels/signround) are summed in, so that both give the same bits.
  */
 export function layerLoss(delta: Float64Array, outFeatures: number, inFeatures: number, hessian: Hessian | undefined, grad?: Float64Array, norm?: number): number {
   const scale = norm ?? lossNormaliser(outFeatures, inFeatures, hessian);
@@ -232,6 +301,11 @@ export function layerLoss(delta: Float64Array, outFeatures: number, inFeatures: 
     matmulAdd(product, delta, hessian.data, outFeatures, inFeatures, inFeatures);
   }
   let sum = 0;
-  for (let i = 0; i < delta.length; i++) sum += delta[i]! * product[i]!;
+  for (let row = 0; row < outFeatures; row++) {
+    let rowSum = 0;
+    const end = (row + 1) * inFeatures;
+    for (let i = row * inFeatures; i < end; i++) rowSum += delta[i]! * product[i]!;
+    sum += rowSum;
+  }
   return sum / scale;
 }

@@ -1,9 +1,9 @@
 import { UsageError } from "../../errors.js";
 import type { Hessian } from "../../second-order/hessian.js";
 import { fitGrid, quantizeCode } from "../grid.js";
-import type { IntGroupParams, IntGroupTensor } from "../types.js";
+import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
 import { checkQuantizerArgs, emptyIntGroupTensor } from "./rtn.js";
-import { SignRoundLayer, type SignRoundParams } from "./signround-grad.js";
+import { groupExtremes, lossNormaliser, SignRoundLayer, type SignRoundBackend, type SignRoundBackendFactory, type SignRoundParams } from "./signround-grad.js";
 
 /**
  * SignRound (Cheng et al., "Optimize Weight Rounding via Signed Gradient Descent for the
@@ -29,6 +29,9 @@ import { SignRoundLayer, type SignRoundParams } from "./signround-grad.js";
  *   to RTN in this loss).
  * V is bounded only by the schedule: |V| ≤ Σ_{t < iters−1} lr_t ≈ lr·(iters+1)/2 − lr/iters,
  * 0.502475 for the default 200 iterations (the paper's "[−0.5, 0.5]" is this, rounded).
+ *
+ * The loop runs on a SignRoundBackend: SignRoundLayer (CPU) by default, or `options.backend`
+ * (kernels/signround on a GPU); the grid fit of the result is always the CPU's.
  */
 
 export interface SignRoundOptions {
@@ -44,6 +47,8 @@ export interface SignRoundOptions {
   enableMinmaxTuning?: boolean;
   /** Called once per iteration with the loss of the parameters that iteration started from. */
   onStep?: (iter: number, loss: number) => void;
+  /** Where the iterations run (kernels/signround/signround-gpu.ts); the CPU's SignRoundLayer by default and for an empty layer. */
+  backend?: SignRoundBackendFactory;
 }
 
 export interface SignRoundResult {
@@ -71,22 +76,32 @@ export function quantizeSignRound(weight: Float32Array, outFeatures: number, inF
   const lrValue = linearDecayLr(lr, iters);
   const lrMinmax = linearDecayLr(minmaxLr, iters);
 
-  const layer = new SignRoundLayer(weight, outFeatures, inFeatures, params, options.hessian);
-  const best = copyParams(layer.tuned);
-  const initialLoss = layer.evaluate();
-  let bestLoss = initialLoss;
-  let bestIter = 0;
-  for (let t = 0; t < iters; t++) {
-    const loss = t === 0 ? initialLoss : layer.evaluate();
-    options.onStep?.(t, loss);
-    if (loss < bestLoss) {
-      bestLoss = loss;
-      bestIter = t;
-      copyParams(layer.tuned, best);
+  const extremes = groupExtremes(weight, outFeatures, inFeatures, params.groupSize);
+  const backend: SignRoundBackend =
+    options.backend !== undefined && weight.length > 0
+      ? options.backend({ weight, outFeatures, inFeatures, quant: params, hessian: options.hessian, ...extremes, lossNorm: lossNormaliser(outFeatures, inFeatures, options.hessian) })
+      : new SignRoundLayer(weight, outFeatures, inFeatures, params, options.hessian);
+  try {
+    const initialLoss = backend.evaluate();
+    // Iteration 0's parameters (RTN's; evaluate's clamp leaves the initial α = β = 1 as they are).
+    backend.keepBest();
+    let bestLoss = initialLoss;
+    let bestIter = 0;
+    for (let t = 0; t < iters; t++) {
+      const loss = t === 0 ? initialLoss : backend.evaluate();
+      options.onStep?.(t, loss);
+      if (loss < bestLoss) {
+        bestLoss = loss;
+        bestIter = t;
+        backend.keepBest();
+      }
+      backend.step(lrValue[t]!, lrMinmax[t]!, tuneMinmax);
     }
-    layer.step(lrValue[t]!, lrMinmax[t]!, tuneMinmax);
+    const best = backend.best();
+    return { tensor: tensorFromParams(weight, outFeatures, inFeatures, params, extremes, best), bestLoss, bestIter, initialLoss, tuned: best };
+  } finally {
+    backend.release();
   }
-  return { tensor: tensorFromParams(layer, best), bestLoss, bestIter, initialLoss, tuned: best };
 }
 
 /** auto-round's default rounding lr (`SignRoundConfig._lr_for_bits`). */
@@ -111,13 +126,13 @@ export function linearDecayLr(lr: number, iters: number): Float64Array {
 }
 
 /** The tensor of `tuned`, through the same fitGrid / quantizeCode as RTN. */
-function tensorFromParams(layer: SignRoundLayer, tuned: SignRoundParams): IntGroupTensor {
-  const { outFeatures: n, inFeatures: k, quant, nGroups, weight } = layer;
+function tensorFromParams(weight: Float32Array, n: number, k: number, quant: IntGroupParams, extremes: { groupMin: Float32Array; groupMax: Float32Array }, tuned: SignRoundParams): IntGroupTensor {
+  const nGroups = groupCount(k, quant.groupSize);
   const tensor = emptyIntGroupTensor(n, k, quant);
   for (let row = 0; row < n; row++) {
     for (let g = 0; g < nGroups; g++) {
       const gi = row * nGroups + g;
-      const grid = fitGrid(layer.groupMin(gi), layer.groupMax(gi), quant, tuned.minScale[gi]!, tuned.maxScale[gi]!);
+      const grid = fitGrid(extremes.groupMin[gi]!, extremes.groupMax[gi]!, quant, tuned.minScale[gi]!, tuned.maxScale[gi]!);
       tensor.scales[g * n + row] = grid.scale;
       tensor.zeros[g * n + row] = grid.zero;
       const end = row * k + Math.min((g + 1) * quant.groupSize, k);
@@ -125,14 +140,6 @@ function tensorFromParams(layer: SignRoundLayer, tuned: SignRoundParams): IntGro
     }
   }
   return tensor;
-}
-
-function copyParams(from: SignRoundParams, to?: SignRoundParams): SignRoundParams {
-  if (to === undefined) return { value: from.value.slice(), minScale: from.minScale.slice(), maxScale: from.maxScale.slice() };
-  to.value.set(from.value);
-  to.minScale.set(from.minScale);
-  to.maxScale.set(from.maxScale);
-  return to;
 }
 
 function checkHessian(hessian: Hessian | undefined, inFeatures: number): void {
