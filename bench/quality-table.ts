@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+/**
+ * The model-level quality table (issue 10): every method at the reference rows' settings on one
+ * model, with real calibration Hessians, scored by perplexity on held-out text, next to the
+ * original implementations' results (../shared/ref/reference-quality.md). One command:
+ *
+ *   node dist/bench/quality-table.js [--model ../shared/models/docs-llama-16m]
+ *       [--calibration ../shared/text/wikitext2-test.raw] [--eval ../shared/text/docs-valid.txt]
+ *       [--hessians <store>] [--rows gptq-w4g128,vptq-v4k256,...] [--workers 2] [--device auto]
+ *       [--max-tokens N] [--keep DIR]
+ *
+ * It drives lmpack's own CLI, so each row is exactly what a user would run, and prints the
+ * commands: `calibrate` once (WikiText-2 test text, 128 windows of 512 tokens, as the reference
+ * runs), then per row `quantize … --to lmpack`, `inspect --json` (true bits per weight: codes,
+ * scales, zeros, codebooks, outliers, everything stored for the packed linears) and `eval --json`
+ * (the protocol of ../shared/models/README.md). Calibration text and evaluation text are never
+ * the same. Rows run in `--workers` child processes; the table is deterministic.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { QUALITY_ROWS, type QualityRow } from "./quality-rows.js";
+
+function arg(name: string, fallback: string): string;
+function arg(name: string): string | undefined;
+function arg(name: string, fallback?: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CLI = join(here, "..", "cli", "main.js");
+const shared = process.env["LMPACK_SHARED"] ?? join(here, "..", "..", "..", "shared");
+const model = arg("model", join(shared, "models", "docs-llama-16m"));
+const calibration = arg("calibration", join(shared, "text", "wikitext2-test.raw"));
+const evalText = arg("eval", join(shared, "text", "docs-valid.txt"));
+const workers = Math.max(1, Number(arg("workers", "2")));
+const device = arg("device", "auto");
+const maxTokens = arg("max-tokens");
+const wanted = arg("rows")?.split(",");
+const rows = wanted === undefined ? QUALITY_ROWS : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
+if (rows.length === 0) throw new Error(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
+
+interface Outcome {
+  row: QualityRow;
+  bitsPerWeight: number;
+  perplexity: number;
+  quantizeSeconds: number;
+  evalSeconds: number;
+}
+
+/** Runs the CLI; resolves with stdout, rejects with stderr on a non-zero exit. */
+function lmpack(args: string[]): Promise<string> {
+  console.error(`$ lmpack ${args.join(" ")}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`lmpack ${args.join(" ")} exited ${code}:\n${err}${out}`))));
+  });
+}
+
+async function evaluate(path: string): Promise<{ perplexity: number; seconds: number }> {
+  const started = performance.now();
+  const out = JSON.parse(await lmpack(["eval", path, "--text", evalText, "--tokenizer", model, "--json", ...(maxTokens === undefined ? [] : ["--max-tokens", maxTokens])])) as { perplexity: number };
+  return { perplexity: out.perplexity, seconds: (performance.now() - started) / 1000 };
+}
+
+async function runRow(row: QualityRow, hessians: string, dir: string): Promise<Outcome> {
+  const out = join(dir, `${row.id}.lmpack`);
+  let started = performance.now();
+  const needsHessians = row.args.includes("gptq") || row.args.includes("spqr") || row.args.includes("vptq") || row.args.includes("signround");
+  await lmpack(["quantize", model, ...row.args, ...(needsHessians ? ["--hessians", hessians] : []), "--device", device, "--to", "lmpack", "--out", out]);
+  const quantizeSeconds = (performance.now() - started) / 1000;
+  const inspected = JSON.parse(await lmpack(["inspect", out, "--json"])) as { quantization?: { effectiveBitsPerWeight?: number } };
+  started = performance.now();
+  const scored = await evaluate(out);
+  return { row, bitsPerWeight: inspected.quantization?.effectiveBitsPerWeight ?? NaN, perplexity: scored.perplexity, quantizeSeconds, evalSeconds: scored.seconds };
+}
+
+const keep = arg("keep");
+const dir = keep ?? (await mkdtemp(join(tmpdir(), "lmpack-quality-")));
+try {
+  let hessians = arg("hessians");
+  if (hessians === undefined) {
+    hessians = join(dir, "hessians.safetensors");
+    await lmpack(["calibrate", model, "--text", calibration, "--protocol", "wikitext2", "--samples", "128", "--seq-len", "512", "--device", device, "--out", hessians]);
+  }
+  const dense = await evaluate(model);
+  const outcomes: Outcome[] = [];
+  const queue = [...rows];
+  await Promise.all(Array.from({ length: Math.min(workers, queue.length) }, async () => {
+    for (let row = queue.shift(); row !== undefined; row = queue.shift()) outcomes.push(await runRow(row, hessians!, dir));
+  }));
+  outcomes.sort((a, b) => rows.indexOf(a.row) - rows.indexOf(b.row));
+  console.log(`\n# Quality of ${model.split("/").pop()} (${new Date().toISOString().slice(0, 10)}): calibration ${calibration.split("/").pop()}, evaluation ${evalText.split("/").pop()}${maxTokens === undefined ? "" : ` (first ${maxTokens} tokens)`}\n`);
+  console.log(`fp32 (unquantized): perplexity ${dense.perplexity.toFixed(4)} (${dense.seconds.toFixed(0)} s)\n`);
+  console.log("| method | settings | lmpack bits/weight | perplexity | Δ vs fp32 | reference (bpw, perplexity) | quantize s | eval s |");
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const o of outcomes) {
+    const reference = o.row.reference === undefined ? "—" : `${o.row.reference.bitsPerWeight}, ${o.row.reference.perplexity.toFixed(4)}`;
+    console.log(`| ${o.row.method} | ${o.row.settings} | ${o.bitsPerWeight.toFixed(4)} | ${o.perplexity.toFixed(4)} | ${(o.perplexity - dense.perplexity >= 0 ? "+" : "")}${(o.perplexity - dense.perplexity).toFixed(2)} | ${reference} | ${o.quantizeSeconds.toFixed(1)} | ${o.evalSeconds.toFixed(0)} |`);
+  }
+} finally {
+  if (keep === undefined) await rm(dir, { recursive: true, force: true });
+}
