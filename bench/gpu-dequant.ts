@@ -2,15 +2,18 @@
 /**
  * GPU dequant and dequant-verify throughput per format on 7B-shaped layers, as a percentage of
  * the device-to-device copy bandwidth measured in the same run (bytes read + written, both
- * counted for the copy and for the kernels). Kernel time only (CUDA events around the launch);
- * the uploads of each call are not timed. Also prints the CPU reference's time for the same
- * layer, for scale.
+ * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
+ * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--repeat 20]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20]
  *
- * Each mode launches REPEAT + 1 times on the same device buffers and reports the median of all
- * but the first, which also pays for the first touch of freshly allocated output memory (about
- * 15 GB/s on the H100: a first-use cost of the allocation, not of the kernel).
+ * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
+ * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
+ * median of BATCHES such batches. An event pair around each single launch would count the host's
+ * launch latency through koffi (tens of µs) in kernels of about 0.1 ms. Each kernel call first
+ * launches once on its buffers, untimed here: that launch pays for the first touch of freshly
+ * allocated output memory (about 15 GB/s on the H100: a cost of the allocation, not the kernel).
+ * A row marked "host-bound" enqueued more slowly than the GPU ran, so it measured the host.
  *
  * Bytes counted per launch:
  *   dequant   the arrays the kernel reads (lmpack's in-memory representation: int-group codes are
@@ -22,6 +25,7 @@ import { groupCount, type IntGroupTensor } from "../formats/int-group/types.js";
 import { fpxFormat } from "../formats/fpx/format.js";
 import { dequantizeFpx } from "../formats/fpx/reference.js";
 import { ggmlCodecByName } from "../formats/ggml/registry.js";
+import { median, timeBatches, type BatchTimes, type BatchTiming, type LaunchTimingOptions } from "../kernels/cuda/timing.js";
 import { GpuEngine } from "../kernels/engine.js";
 import { dequantFpxGpu } from "../kernels/fpx/launch.js";
 import { dequantGgmlGpu } from "../kernels/ggml/launch.js";
@@ -38,14 +42,12 @@ function arg(name: string, fallback: number): number {
 
 const N = arg("rows", 11008);
 const K = arg("cols", 4096);
-const REPEAT = arg("repeat", 20);
+const BATCHES = arg("batches", 5);
+const PER_BATCH = arg("per-batch", 20);
+const TIMING: BatchTiming = { batches: BATCHES, launchesPerBatch: PER_BATCH };
 const engine = await GpuEngine.open();
 const context = engine.context;
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 /** Device-to-device copy bandwidth, GB/s (read + write), on a 1 GiB buffer. */
 function copyBandwidth(): number {
@@ -53,21 +55,27 @@ function copyBandwidth(): number {
   const [a, b] = [context.alloc(bytes), context.alloc(bytes)];
   try {
     context.zero(a, bytes);
-    const times = Array.from({ length: REPEAT }, () => context.time(() => context.copy(b, a, bytes)));
-    return (2 * bytes) / (median(times) / 1000) / 1e9;
+    context.copy(b, a, bytes);
+    const times = timeBatches(() => context.copy(b, a, bytes), TIMING);
+    return (2 * bytes) / (median(times.milliseconds) / 1000) / 1e9;
   } finally {
     context.free(a);
     context.free(b);
   }
 }
 
-interface Row { format: string; mode: string; bytes: number; milliseconds: number }
+interface Row { format: string; mode: string; bytes: number; milliseconds: number; hostBound?: boolean }
 const rows: Row[] = [];
 
-/** Median of the warm launches (the first also pays for touching fresh output memory). */
-function timeIt(format: string, mode: string, bytes: number, launch: (launches: number) => number[]): void {
-  const times = launch(REPEAT + 1).slice(1);
-  rows.push({ format, mode, bytes, milliseconds: median(times) });
+/**
+ * One call of a format's launch with batchTiming: its first launch warms the buffers, then the
+ * median per-launch time of the batches. Host-bound when the host's enqueue time per launch
+ * reached the GPU's time per launch (the queue ran dry, so the GPU time is the host's pace).
+ */
+function timeCalls(format: string, mode: string, bytes: number, call: (timing: LaunchTimingOptions) => { batchTimes?: BatchTimes }): void {
+  const times = call({ launches: 1, batchTiming: TIMING }).batchTimes!;
+  const milliseconds = median(times.milliseconds);
+  rows.push({ format, mode, bytes, milliseconds, hostBound: median(times.hostMilliseconds) >= milliseconds });
 }
 
 function intGroup(bits: 2 | 3 | 4 | 8, groupSize: number): void {
@@ -86,17 +94,12 @@ function intGroup(bits: 2 | 3 | 4 | 8, groupSize: number): void {
   const reference = Float32Array.from({ length: N * K }, () => rand() - 0.5);
   const arrays = N * K + groups * N * (4 + 2);
   const name = `int-group ${bits}-bit g${groupSize}`;
-  timeIt(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantIntGroupGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
-  timeIt(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantIntGroupGpu(engine, t, { launches }).launchMilliseconds!);
-  timeIt(name, "verify", arrays + 4 * N * K, (launches) => dequantIntGroupGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantIntGroupGpu(engine, t, { output: "f16", ...timing }));
+  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantIntGroupGpu(engine, t, { ...timing }));
+  timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantIntGroupGpu(engine, t, { reference, weights: false, ...timing }));
   const started = performance.now();
   dequantize(t);
   rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
-}
-
-/** Median of the warm launches of one call with REPEAT + 1 launches on the same buffers. */
-function timeCalls(format: string, mode: string, bytes: number, call: (launches: number) => number[]): void {
-  rows.push({ format, mode, bytes, milliseconds: median(call(REPEAT + 1).slice(1)) });
 }
 
 let state = 7;
@@ -111,9 +114,9 @@ function fpx(): void {
   const t = { format, outFeatures: N, inFeatures: K, packed: randomBytes(packedBytes), scales: Uint16Array.from({ length: N }, () => 0x2400 + Math.floor(random() * 0x0800)) };
   const arrays = packedBytes + 2 * N;
   const name = "FP6 e3m2 (tc layout)";
-  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantFpxGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
-  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantFpxGpu(engine, t, { launches }).launchMilliseconds!);
-  timeCalls(name, "verify", arrays + 4 * N * K, (launches) => dequantFpxGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantFpxGpu(engine, t, { output: "f16", ...timing }));
+  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantFpxGpu(engine, t, { ...timing }));
+  timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantFpxGpu(engine, t, { reference, weights: false, ...timing }));
   const started = performance.now();
   dequantizeFpx(t);
   rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
@@ -123,9 +126,9 @@ function ggml(type: string): void {
   const codec = ggmlCodecByName(type)!;
   const bytes = randomBytes((N * K / codec.blockSize) * codec.typeSize);
   const name = `ggml ${type}`;
-  timeCalls(name, "dequant → fp16", bytes.length + 2 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { output: "f16", launches }).launchMilliseconds!);
-  timeCalls(name, "dequant → f32", bytes.length + 4 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { launches }).launchMilliseconds!);
-  timeCalls(name, "verify", bytes.length + 4 * N * K, (launches) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, weights: false, launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → fp16", bytes.length + 2 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { output: "f16", ...timing }));
+  timeCalls(name, "dequant → f32", bytes.length + 4 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { ...timing }));
+  timeCalls(name, "verify", bytes.length + 4 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, weights: false, ...timing }));
 }
 
 /** A random SpQR 3-bit 16×16 layer with 1 % outliers (values only need to be finite fp16). */
@@ -151,9 +154,9 @@ function spqr(): void {
   };
   const arrays = m * n + 2 * groups * m + 8 * tiles + 4 * (m + 1) + 4 * cols.length + 2 * n;
   const name = "SpQR 3-bit 16×16, 1 % outliers";
-  timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (launches) => dequantSpqrGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
-  timeCalls(name, "dequant → f32", arrays + 4 * m * n, (launches) => dequantSpqrGpu(engine, t, { launches }).launchMilliseconds!);
-  timeCalls(name, "verify", arrays + 4 * m * n, (launches) => dequantSpqrGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", ...timing }));
+  timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { ...timing }));
+  timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, ...timing }));
 }
 
 /** A random VPTQ layer at the paper's 7B setting: v8, 65,536 centroids, residual 256, norm, perm. */
@@ -173,9 +176,9 @@ function vptq(): void {
   // Stored: 16-bit main and 8-bit residual indices per vector (lmpack's in-memory widths on the device), codebooks, perm, norm.
   const arrays = indexCount * (2 + 2) + 2 * vl * (k + kRes) + 2 * K * 3;
   const name = "VPTQ v8 k65536 + res 256";
-  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (launches) => dequantVptqGpu(engine, t, { output: "f16", launches }).launchMilliseconds!);
-  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (launches) => dequantVptqGpu(engine, t, { launches }).launchMilliseconds!);
-  timeCalls(name, "verify", arrays + 4 * N * K, (launches) => dequantVptqGpu(engine, t, { reference, weights: false, launches }).launchMilliseconds!);
+  timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantVptqGpu(engine, t, { output: "f16", ...timing }));
+  timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantVptqGpu(engine, t, { ...timing }));
+  timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantVptqGpu(engine, t, { reference, weights: false, ...timing }));
 }
 
 const copy = copyBandwidth();
@@ -187,11 +190,11 @@ spqr();
 vptq();
 for (const type of ["Q8_0", "Q4_0", "Q4_K", "Q6_K"]) ggml(type);
 
-console.log(`# GPU dequant on ${engine.describe()}: ${N}×${K} layers, median of ${REPEAT}; device-to-device copy ${copy.toFixed(0)} GB/s (read + write)\n`);
+console.log(`# GPU dequant on ${engine.describe()}: ${N}×${K} layers, median of ${BATCHES} batches of ${PER_BATCH} back-to-back launches; device-to-device copy ${copy.toFixed(0)} GB/s (read + write)\n`);
 console.log("| format | mode | MB moved | ms | GB/s | % of copy |");
 console.log("|---|---|---|---|---|---|");
 for (const r of rows) {
   const rate = r.bytes / (r.milliseconds / 1000) / 1e9;
-  console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${r.mode.startsWith("CPU") ? "" : `${((100 * rate) / copy).toFixed(1)} %`} |`);
+  console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${r.mode.startsWith("CPU") ? "" : `${((100 * rate) / copy).toFixed(1)} %${r.hostBound ? " (host-bound)" : ""}`} |`);
 }
 engine.close();

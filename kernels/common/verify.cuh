@@ -14,6 +14,26 @@ __device__ __forceinline__ void lq_store(void* out, int64_t i, float w, bool f16
   else static_cast<float*>(out)[i] = w;
 }
 
+// P consecutive outputs from element i (P a multiple of 4; i a multiple of P, so the stores are
+// 16-byte aligned, 8-byte for four fp16): 16-byte stores, the same roundings as lq_store.
+template <int P>
+__device__ __forceinline__ void lq_store_vector(void* out, int64_t i, const float* w, bool f16) {
+  static_assert(P % 4 == 0, "pieces of whole float4 / 4 × fp16");
+  if (f16) {
+    uint32_t h[P / 2];
+#pragma unroll
+    for (int j = 0; j < P / 2; j++) h[j] = (uint32_t)__half_as_ushort(__float2half_rn(w[2 * j])) | ((uint32_t)__half_as_ushort(__float2half_rn(w[2 * j + 1])) << 16);
+    __half* to = static_cast<__half*>(out) + i;
+#pragma unroll
+    for (int j = 0; j + 4 <= P / 2; j += 4) *reinterpret_cast<uint4*>(to + 2 * j) = make_uint4(h[j], h[j + 1], h[j + 2], h[j + 3]);
+    if constexpr (P % 8 != 0) *reinterpret_cast<uint2*>(to + P - 4) = make_uint2(h[P / 2 - 2], h[P / 2 - 1]);
+  } else {
+    float* to = static_cast<float*>(out) + i;
+#pragma unroll
+    for (int j = 0; j < P; j += 4) *reinterpret_cast<float4*>(to + j) = make_float4(w[j], w[j + 1], w[j + 2], w[j + 3]);
+  }
+}
+
 struct lq_verify_partial {
   double max_abs_error;
   double sum_squared_error;
@@ -29,23 +49,35 @@ __device__ __forceinline__ void lq_verify_accumulate(float w, float r, double& m
   sq_ref += (double)r * (double)r;
 }
 
-// Reduces one thread's values over the block (blockDim.x a power of two ≤ 1024) into
-// partials[partial_index] (the block's linear index). `shared` holds 3 · blockDim.x doubles.
-__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials, int64_t partial_index) {
-  const unsigned t = threadIdx.x, n = blockDim.x;
-  shared[t] = max_abs;
-  shared[n + t] = sq_err;
-  shared[2 * n + t] = sq_ref;
-  __syncthreads();
-  for (unsigned stride = n / 2; stride > 0; stride /= 2) {
-    if (t < stride) {
-      shared[t] = fmax(shared[t], shared[t + stride]);
-      shared[n + t] += shared[n + t + stride];
-      shared[2 * n + t] += shared[2 * n + t + stride];
-    }
-    __syncthreads();
+// Reduces one thread's values over the block (blockDim.x a multiple of 32, ≤ 1024) into
+// partials[partial_index] (the block's linear index): within each warp by shuffles, then the
+// warps' results by warp 0, always in the same order (deterministic), with two block barriers
+// fewer than log2(blockDim.x). `shared` holds at least 96 doubles (3 · 32; the kernels pass
+// 3 · blockDim.x); the caller must not be reading it any more.
+__device__ __forceinline__ void lq_verify_warp_reduce(double& max_abs, double& sq_err, double& sq_ref) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    max_abs = fmax(max_abs, __shfl_down_sync(0xFFFFFFFFu, max_abs, offset));
+    sq_err += __shfl_down_sync(0xFFFFFFFFu, sq_err, offset);
+    sq_ref += __shfl_down_sync(0xFFFFFFFFu, sq_ref, offset);
   }
-  if (t == 0) partials[partial_index] = {shared[0], shared[n], shared[2 * n]};
+}
+
+__device__ __forceinline__ void lq_verify_block_reduce(double max_abs, double sq_err, double sq_ref, double* shared, lq_verify_partial* partials, int64_t partial_index) {
+  const unsigned t = threadIdx.x, warp = t / 32, lane = t % 32, warps = blockDim.x / 32;
+  lq_verify_warp_reduce(max_abs, sq_err, sq_ref);
+  if (lane == 0) {
+    shared[warp] = max_abs;
+    shared[32 + warp] = sq_err;
+    shared[64 + warp] = sq_ref;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  max_abs = lane < warps ? shared[lane] : 0.0;
+  sq_err = lane < warps ? shared[32 + lane] : 0.0;
+  sq_ref = lane < warps ? shared[64 + lane] : 0.0;
+  lq_verify_warp_reduce(max_abs, sq_err, sq_ref);
+  if (t == 0) partials[partial_index] = {max_abs, sq_err, sq_ref};
 }
 
 // The 1-D grid form: the partial of block blockIdx.x.

@@ -7,6 +7,7 @@ import { checkStatus } from "../cuda/status.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
+import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 
 /**
  * Host side of kernels/fpx/fpx.cu: checks the tensor, uploads its fields as stored (the
@@ -14,8 +15,9 @@ import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/ver
  * returns the weights ([M][N], float32 with the same bits as formats/fpx/reference.ts, or those
  * values rounded to fp16) and, given the source weights, the verify statistics.
  *
- * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256, and a
- * warp is then one chunk's 32 lanes), one thread per lane of a 64×16 chunk (32 weights each), and
+ * Launch: THREADS threads per block (two half-blocks that each stage four chunks, a 64×64 tile, in
+ * shared memory before writing it row by row; a warp is one chunk's 32 lanes), one thread per lane
+ * of a 64×16 chunk (32 weights each), and
  * enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop,
  * capped by the lane count: more blocks only add partials to sum.
  */
@@ -25,7 +27,7 @@ const BLOCKS_PER_SM = 16;
 /** Weights each kernel thread decodes per chunk lane (fpx.cuh LQ_FPX_LANE_CODES). */
 const LANE_CODES = 32;
 
-export interface FpxGpuOptions {
+export interface FpxGpuOptions extends LaunchTimingOptions {
   /** Source weights float32 [M][N]: also compute the verify statistics. */
   reference?: Float32Array;
   /** Return the weights (default true; false for verify alone, which then writes none). */
@@ -33,8 +35,6 @@ export interface FpxGpuOptions {
   /** Element type of the returned weights: float32 (default), or fp16 bits rounded to nearest even. */
   output?: "f32" | "f16";
   tensorName?: string;
-  /** Launches on the same buffers (benchmarks); default 1. Results are those of the last launch. */
-  launches?: number;
 }
 
 export interface FpxGpuResult {
@@ -45,6 +45,8 @@ export interface FpxGpuResult {
   kernelMilliseconds: number;
   /** Kernel time of every launch. */
   launchMilliseconds?: number[];
+  /** With `batchTiming`: mean kernel time per launch of each batch of back-to-back launches. */
+  batchTimes?: BatchTimes;
 }
 
 export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOptions = {}): FpxGpuResult {
@@ -89,23 +91,17 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
-    // `launches` > 1 relaunches on the same buffers (benchmarks: warm memory, kernel time alone).
-    const launchMilliseconds: number[] = [];
-    for (let launch = 0; launch < Math.max(1, options.launches ?? 1); launch++) {
-      context.zero(status, 4);
-      launchMilliseconds.push(context.time(() =>
-      module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, [
-        { pointer: packed }, { pointer: scales }, { pointer: out }, { pointer: reference }, { pointer: partials },
-        { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { i32: f16 ? 1 : 0 }, { pointer: status },
-      ]),
-      ));
-    }
+    const args = [
+      { pointer: packed }, { pointer: scales }, { pointer: out }, { pointer: reference }, { pointer: partials },
+      { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { i32: f16 ? 1 : 0 }, { pointer: status },
+    ];
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "fpx", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
-    return { weights, stats, kernelMilliseconds, launchMilliseconds };
+    return { weights, stats, kernelMilliseconds, launchMilliseconds, ...(batchTimes === undefined ? {} : { batchTimes }) };
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }

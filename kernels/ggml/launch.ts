@@ -6,6 +6,7 @@ import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import type { IntGroupGpuOptions, IntGroupGpuResult } from "../int-group/launch.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES } from "../cuda/verify.js";
+import { runLaunches } from "../cuda/timing.js";
 
 /**
  * Host side of kernels/ggml/ggml.cu: checks a ggml tensor's bytes against its type and element
@@ -17,20 +18,23 @@ import { sumPartials, VERIFY_PARTIAL_BYTES } from "../cuda/verify.js";
  * test/kernels/ggml.test.ts checks that the kernels' structs have the same sizes.
  *
  * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256), one
- * weight per thread, and enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over
- * a grid-stride loop, capped by the element count: more blocks only add partials to sum.
+ * piece of 4 or 8 consecutive weights per thread and loop step, and enough blocks to fill the
+ * device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop, capped by the piece count
+ * (MIN_PIECE weights each): more blocks only add partials to sum.
  */
 
 /** LQ_GGML_THREADS in ggml.cu. */
 const THREADS = 256;
 const BLOCKS_PER_SM = 16;
+/** Weights per thread and loop step in ggml.cu's lq_ggml_pieces: 8 for fp16 output, 4 otherwise. */
+const MIN_PIECE = 4;
 
 /** The types with a kernel in ggml.cu, by codec name: the types lmpack writes to GGUF, plus F16 and BF16. */
 export const GGML_KERNEL_TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0"] as const;
 export type GgmlKernelType = (typeof GGML_KERNEL_TYPES)[number];
 
 /** The options of dequantIntGroupGpu that apply to ggml types (their rounding is fixed by the type). */
-export type GgmlGpuOptions = Pick<IntGroupGpuOptions, "reference" | "weights" | "output" | "tensorName" | "launches">;
+export type GgmlGpuOptions = Pick<IntGroupGpuOptions, "reference" | "weights" | "output" | "tensorName" | "launches" | "batchTiming">;
 /** The same result as dequantIntGroupGpu's: weights as float32 or fp16 bits, verify statistics, kernel time. */
 export type GgmlGpuResult = IntGroupGpuResult;
 
@@ -63,7 +67,7 @@ export function dequantGgmlGpu(engine: GpuEngine, typeName: string, bytes: Uint8
 
   const context = engine.context;
   const module = engine.module("ggml");
-  const blocks = Math.max(1, Math.min(Math.ceil(nElements / THREADS), context.info.multiprocessors * BLOCKS_PER_SM));
+  const blocks = Math.max(1, Math.min(Math.ceil(nElements / (THREADS * MIN_PIECE)), context.info.multiprocessors * BLOCKS_PER_SM));
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (data: Uint8Array) => {
@@ -83,22 +87,14 @@ export function dequantGgmlGpu(engine: GpuEngine, typeName: string, bytes: Uint8
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
-    // `launches` > 1 relaunches on the same buffers (benchmarks: warm memory, kernel time alone).
-    const launchMilliseconds: number[] = [];
-    for (let launch = 0; launch < Math.max(1, options.launches ?? 1); launch++) {
-      context.zero(status, 4);
-      launchMilliseconds.push(context.time(() =>
-      module.launch(kernel, { grid: [blocks], block: [THREADS] }, [
-        { pointer: source }, { pointer: out }, { pointer: reference }, { pointer: partials }, { i64: nBlocks }, { i32: f16 ? 1 : 0 }, { pointer: status },
-      ]),
-      ));
-    }
+    const args = [{ pointer: source }, { pointer: out }, { pointer: reference }, { pointer: partials }, { i64: nBlocks }, { i32: f16 ? 1 : 0 }, { pointer: status }];
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS] }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "ggml", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(nElements) : new Float32Array(nElements);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
-    return { weights, stats, kernelMilliseconds, launchMilliseconds };
+    return { weights, stats, kernelMilliseconds, launchMilliseconds, ...(batchTimes === undefined ? {} : { batchTimes }) };
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }

@@ -6,6 +6,7 @@ import { checkStatus } from "../cuda/status.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
+import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 
 /**
  * Host side of kernels/int-group/int-group.cu: checks the tensor, uploads its fields, launches
@@ -13,20 +14,21 @@ import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/ver
  * formats/int-group/reference.ts, or those values rounded to fp16) and, given the source
  * weights, the verify statistics.
  *
- * Launch (the grid the kernel's comment describes): THREADS threads per block, each on
- * PER_THREAD consecutive weights of a row; grid x = the column chunks of one row, grid y = the
- * rows, capped at MAX_GRID_Y (the kernel walks further rows with a grid-stride loop). One verify
- * partial per block.
+ * Launch (the grid the kernel's comment describes): THREADS threads per block, on chunks of
+ * CHUNK columns of a row (16 weights per thread, in pieces of 8 or 4); grid x = the column chunks
+ * of one row, grid y = the rows, capped at MAX_GRID_Y (the kernel walks further rows with a
+ * grid-stride loop): 11,008 blocks on an 11008×4096 layer, ~10 waves, so no wave is left half
+ * empty for long. One verify partial per block.
  */
 
-/** LQ_INT_GROUP_THREADS and LQ_INT_GROUP_PER_THREAD in int-group.cu. */
+/** LQ_INT_GROUP_THREADS and LQ_INT_GROUP_CHUNK in int-group.cu. */
 const THREADS = 256;
-const PER_THREAD = 16;
+const CHUNK = 16 * THREADS;
 /** CUDA's limit on gridDim.y. */
 const MAX_GRID_Y = 65535;
 const ROUNDING = { F32: 0, F16: 1, BF16: 2 } as const;
 
-export interface IntGroupGpuOptions {
+export interface IntGroupGpuOptions extends LaunchTimingOptions {
   /** As formats/int-group/reference.ts (default "scale-dtype"). */
   precision?: DequantPrecision;
   negativeZero?: "positive" | "keep";
@@ -37,11 +39,6 @@ export interface IntGroupGpuOptions {
   /** Element type of the returned weights: float32 (default), or fp16 bits rounded to nearest even. */
   output?: "f32" | "f16";
   tensorName?: string;
-  /**
-   * Launches on the same buffers (benchmarks: the first launch also pays for the first touch of
-   * freshly allocated output memory); default 1. Results are those of the last launch.
-   */
-  launches?: number;
 }
 
 export interface IntGroupGpuResult {
@@ -52,6 +49,8 @@ export interface IntGroupGpuResult {
   kernelMilliseconds: number;
   /** Kernel time of every launch (with `launches`). */
   launchMilliseconds?: number[];
+  /** With `batchTiming`: mean kernel time per launch of each batch of back-to-back launches. */
+  batchTimes?: BatchTimes;
 }
 
 export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options: IntGroupGpuOptions = {}): IntGroupGpuResult {
@@ -74,7 +73,7 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
   const context = engine.context;
   const module = engine.module("int-group");
   const total = N * K;
-  const gridX = Math.ceil(K / (THREADS * PER_THREAD));
+  const gridX = Math.ceil(K / CHUNK);
   const gridY = Math.min(N, MAX_GRID_Y);
   const blocks = gridX * gridY;
   const wantWeights = options.weights ?? true;
@@ -100,21 +99,16 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
     const rounding = (options.precision ?? "scale-dtype") === "f32" ? ROUNDING.F32 : ROUNDING[scaleDtype];
-    const launchMilliseconds: number[] = [];
-    for (let launch = 0; launch < Math.max(1, options.launches ?? 1); launch++) {
-      context.zero(status, 4);
-      launchMilliseconds.push(context.time(() =>
-      module.launch("lq_int_group_dequant_verify", { grid: [gridX, gridY], block: [THREADS] }, [
-        { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: gIdx }, { pointer: out }, { pointer: reference }, { pointer: partials },
-        { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, { pointer: status },
-      ]),
-      ));
-    }
+    const args = [
+      { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: gIdx }, { pointer: out }, { pointer: reference }, { pointer: partials },
+      { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, { pointer: status },
+    ];
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch("lq_int_group_dequant_verify", { grid: [gridX, gridY], block: [THREADS] }, args), options);
     checkStatus(context, status, { format: "int-group", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
-    return { weights, stats, kernelMilliseconds: launchMilliseconds[0]!, launchMilliseconds };
+    return { weights, stats, kernelMilliseconds: launchMilliseconds[0]!, launchMilliseconds, ...(batchTimes === undefined ? {} : { batchTimes }) };
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }

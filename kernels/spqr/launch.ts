@@ -5,6 +5,7 @@ import { checkStatus } from "../cuda/status.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
+import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 
 /**
  * Host side of kernels/spqr/spqr.cu: checks the tensor, uploads its fields, launches
@@ -22,22 +23,34 @@ import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/ver
  * rows whose outlier columns are not sorted (never so in files SpQR writes), a stable sort by
  * column, which keeps the order in which equal columns add up.
  *
- * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256), and
- * enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop,
- * capped by the element count: more blocks only add partials to sum. One thread per weight: the
- * per-weight work (three fp16 grids, a binary search in the row's outliers) is a few dozen
- * instructions, and what it gathers (a group's statistics, the row's codes and outliers) is
- * shared by the other weights of the same row, which neighbouring threads are working on.
+ * Launch (rowLaunch): THREADS threads per block (the kernels' shared-memory reduction is sized
+ * for 256).
+ * - `lq_spqr_rows_dequant_verify` whenever a row fits in shared memory (2 bytes per column plus
+ *   the span's statistics, ≤ SHARED_LIMIT_BYTES: n ≤ ~20,000 at 16-column groups): one block per
+ *   span of SPAN_ROWS rows. Spans of 4 rows make the [G][m] scale and zero codes of a group 4
+ *   adjacent bytes per load, and still give ~2,750 blocks on an 11008-row layer: ~2.6 waves of 8
+ *   resident blocks per multiprocessor, so the last wave's idle share stays small.
+ * - otherwise `lq_spqr_dequant_verify`: one thread per weight over a grid-stride loop (enough
+ *   blocks to fill the device, BLOCKS_PER_SM per multiprocessor), each finding its row's outliers
+ *   by binary search.
  */
 
 const THREADS = 256;
 const BLOCKS_PER_SM = 16;
+/** Rows per span of the row kernel, the largest first that fits in shared memory. */
+const SPAN_ROWS = [4, 2, 1] as const;
+/** Dynamic shared memory a launch may ask for without cuFuncSetAttribute (which the driver binding lacks). */
+const SHARED_LIMIT_BYTES = 48 * 1024;
+/** The verify reduction's 3 · THREADS doubles, which the row kernel places in the same shared memory. */
+const REDUCTION_BYTES = 3 * THREADS * 8;
+/** CUDA's limit on gridDim.x; the kernels walk further spans or elements with a block-stride loop. */
+const MAX_GRID_X = 2 ** 31 - 1;
 /** The permutation (SpQR's in_perm halves) and the outlier columns are uint16. */
 const MAX_COLUMNS = 65536;
 /** Rows per PTCSR block (spqr_cuda.cpp init_ptcsr; LQ_SPQR_PTCSR_ROWS in spqr.cuh). */
 const PTCSR_ROWS = 16;
 
-export interface SpqrGpuOptions {
+export interface SpqrGpuOptions extends LaunchTimingOptions {
   /** Source weights float32 [m][n], in the output's column order: also compute the verify statistics. */
   reference?: Float32Array;
   /** Return the weights (default true; false for verify alone, which then writes none). */
@@ -49,8 +62,6 @@ export interface SpqrGpuOptions {
   /** As formats/spqr/reference.ts: leave the outliers out. */
   denseOnly?: boolean;
   tensorName?: string;
-  /** Launches on the same buffers (benchmarks); default 1. Results are those of the last launch. */
-  launches?: number;
 }
 
 export interface SpqrGpuResult {
@@ -61,6 +72,8 @@ export interface SpqrGpuResult {
   kernelMilliseconds: number;
   /** Kernel time of every launch. */
   launchMilliseconds?: number[];
+  /** With `batchTiming`: mean kernel time per launch of each batch of back-to-back launches. */
+  batchTimes?: BatchTimes;
 }
 
 type Refuse = (detail: string, expected: unknown, actual: unknown) => KernelError;
@@ -82,7 +95,7 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   const context = engine.context;
   const module = engine.module("spqr");
   const total = m * n;
-  const blocks = Math.max(1, Math.min(Math.ceil(total / THREADS), context.info.multiprocessors * BLOCKS_PER_SM));
+  const { kernel, blocks, sharedBytes, spanRows } = rowLaunch(m, n, n / beta2, context.info.multiprocessors);
   const wantWeights = options.weights ?? true;
   const withOutliers = !(options.denseOnly ?? false);
   const allocated: DevicePointer[] = [];
@@ -110,29 +123,38 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
-    // `launches` > 1 relaunches on the same buffers (benchmarks: warm memory, kernel time alone).
-    const launchMilliseconds: number[] = [];
-    for (let launch = 0; launch < Math.max(1, options.launches ?? 1); launch++) {
-      context.zero(status, 4);
-      launchMilliseconds.push(context.time(() =>
-      module.launch("lq_spqr_dequant_verify", { grid: [blocks], block: [THREADS] }, [
-        { pointer: codes }, { pointer: scaleCodes }, { pointer: zeroCodes }, { pointer: secondOrder },
-        { pointer: rowOffsets }, { pointer: cols }, { pointer: values }, { pointer: inversePerm },
-        { pointer: out }, { pointer: reference }, { pointer: partials },
-        { i64: m }, { i64: n }, { i64: beta1 }, { i64: beta2 }, { i64: outliers.cols.length }, { u32: 2 ** bits - 1 },
-        { i32: withOutliers && storage === "ptcsr" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, { pointer: status },
-      ]),
-      ));
-    }
+    const args = [
+      { pointer: codes }, { pointer: scaleCodes }, { pointer: zeroCodes }, { pointer: secondOrder },
+      { pointer: rowOffsets }, { pointer: cols }, { pointer: values }, { pointer: inversePerm },
+      { pointer: out }, { pointer: reference }, { pointer: partials },
+      { i64: m }, { i64: n }, { i64: beta1 }, { i64: beta2 }, { i64: outliers.cols.length }, { u32: 2 ** bits - 1 },
+      { i32: withOutliers && storage === "ptcsr" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, ...(spanRows === undefined ? [] : [{ i32: spanRows }]), { pointer: status },
+    ];
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "spqr", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
-    return { weights, stats, kernelMilliseconds, launchMilliseconds };
+    return { weights, stats, kernelMilliseconds, launchMilliseconds, ...(batchTimes === undefined ? {} : { batchTimes }) };
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }
+}
+
+/**
+ * The kernel, its grid and its dynamic shared memory (the comment at the top says why). The row
+ * kernel's shared memory: the fp16 row (2n bytes, rounded up to 16) and (s, z) as two fp16 per
+ * (row of the span, group).
+ */
+function rowLaunch(m: number, n: number, groups: number, multiprocessors: number): { kernel: string; blocks: number; sharedBytes: number; spanRows?: number } {
+  const rowBytes = Math.ceil((2 * n) / 16) * 16;
+  for (const spanRows of SPAN_ROWS) {
+    const sharedBytes = Math.max(REDUCTION_BYTES, rowBytes + 4 * spanRows * groups);
+    if (sharedBytes > SHARED_LIMIT_BYTES) continue;
+    return { kernel: "lq_spqr_rows_dequant_verify", blocks: Math.min(Math.ceil(m / spanRows), MAX_GRID_X), sharedBytes, spanRows };
+  }
+  return { kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), multiprocessors * BLOCKS_PER_SM)), sharedBytes: 0 };
 }
 
 /** Every shape, length and index the kernel relies on, cheapest first. */

@@ -47,6 +47,11 @@ __device__ __forceinline__ float lq_spqr_grid(uint32_t code, float scale, float 
   return lq_spqr_h(__fmul_rn(scale, lq_spqr_h(__fsub_rn((float)code, zero))));
 }
 
+// The same as fp16 bits (the value is an fp16 already: the conversion is exact).
+__device__ __forceinline__ uint16_t lq_spqr_grid_bits(uint32_t code, float scale, float zero) {
+  return __half_as_ushort(__float2half_rn(__fmul_rn(scale, lq_spqr_h(__fsub_rn((float)code, zero)))));
+}
+
 // The dense value of one weight; `*bad` gets bit 1 for a code wider than the format's bits (the
 // reference has no level for it). so = (s_s, z_s, s_z, z_z) of the weight's tile.
 __device__ __forceinline__ float lq_spqr_dense(uint8_t code, uint8_t scale_code, uint8_t zero_code, ushort4 so, uint32_t max_code, uint32_t* bad) {

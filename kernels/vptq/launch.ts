@@ -7,14 +7,16 @@ import type { DevicePointer } from "../cuda/driver.js";
 import type { KernelArgument } from "../cuda/module.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
+import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 
 /**
  * Host side of kernels/vptq/vptq.cu: checks the tensor (every length, every index below its
  * codebook, the permutation a permutation, the outlier and group columns adding up to
  * in_features), narrows the indices to uint16 and inverts the permutation, uploads the fields,
- * launches `lq_vptq_dequant_verify_{f16,bf16}`, and returns the weights ([out][in]: float32
- * with the value of formats/vptq/reference.ts's 16-bit result, or fp16 bits) and, given the
- * source weights, the verify statistics. No file can make the kernel read out of bounds: every
+ * launches `lq_vptq_columns_v{4,8}_{f16,bf16}` (vl 4 or 8, in a multiple of 8; the indices laid
+ * out by original column, columnOrderIndices) or else `lq_vptq_dequant_verify_{f16,bf16}`, and
+ * returns the weights ([out][in]: float32 with the value of formats/vptq/reference.ts's 16-bit
+ * result, or fp16 bits) and, given the source weights, the verify statistics. No file can make the kernel read out of bounds: every
  * length is checked here before each launch, and every index value both here (LAUNCH_REFUSED)
  * and in the kernel itself (status word, KERNEL_STATUS), the second line.
  */
@@ -30,8 +32,18 @@ const SEMANTICS = { cuda: 0, torch: 1 } as const;
 const MAX_CENTROIDS = 65536;
 /** VPTQ stores perm as uint16, and the kernel gets its inverse as uint16. */
 const MAX_IN_FEATURES = 65536;
+/** Vector lengths the columns kernel (lq_vptq_columns_v{4,8}_*) is instantiated for: one 8- or 16-byte codebook load each. */
+const COLUMNS_VECTOR_LENGTHS = [4, 8];
+/**
+ * The residual codebooks the columns kernel stages in shared memory, at most: VPTQ's 256 × 8
+ * fp16 (4 KiB) per group, with room for two groups. Every block copies them in, so a larger
+ * one would cost more L2 reads than its gathers from L1 do.
+ */
+const RES_STAGED_LIMIT_BYTES = 8 * 1024;
+/** The columns kernel's 8- and 16-byte loads and stores need 16-byte aligned arrays (cuMemAlloc gives 256). */
+const VECTOR_ALIGNMENT_BYTES = 16n;
 
-export interface VptqGpuOptions {
+export interface VptqGpuOptions extends LaunchTimingOptions {
   /** As formats/vptq/reference.ts (default "cuda": one rounding of c·s + b). */
   semantics?: VptqSemantics;
   /** Source weights float32 [out][in]: also compute the verify statistics. */
@@ -41,11 +53,6 @@ export interface VptqGpuOptions {
   /** Element type of the returned weights: float32 (default), or fp16 bits rounded to nearest even. */
   output?: "f32" | "f16";
   tensorName?: string;
-  /**
-   * Launches on the same buffers (benchmarks: the first launch also pays for the first touch of
-   * freshly allocated output memory); default 1. Results are those of the last launch.
-   */
-  launches?: number;
 }
 
 export interface VptqGpuResult {
@@ -56,6 +63,10 @@ export interface VptqGpuResult {
   kernelMilliseconds: number;
   /** Kernel time of every launch (with `launches`). */
   launchMilliseconds?: number[];
+  /** With `batchTiming`: mean kernel time per launch of each batch of back-to-back launches. */
+  batchTimes?: BatchTimes;
+  /** The kernel that ran: "columns" (vl 4 or 8, in a multiple of 8) or "generic". */
+  kernel: "columns" | "generic";
 }
 
 /** What the kernel receives (vptq.cuh): the tensor's arrays, its indices narrowed to uint16, the inverse permutation. */
@@ -171,16 +182,61 @@ function invertPermutation(perm: Uint16Array, refuse: Refuse): Uint16Array {
 }
 
 /**
- * Launch configuration (the grid the kernel's comment describes): THREADS threads per block (the
- * kernel's shared-memory reduction of the verify partials is sized for 256), one block per tile
- * of (vector row, TILE_COLUMNS columns), each thread on one column at a time and the vl weights
- * of its vector: 3072 blocks for 4096×11008 v8, 1376 for 11008×4096. ptxas gives the kernel 60
- * registers on sm_90, so 4 blocks (1024 threads) are resident per multiprocessor: 528 on an
- * H100, and the rest queue. One verify partial per block.
+ * Launch configuration (the grid vptq.cu's comment describes): THREADS threads per block (the
+ * generic kernel's shared-memory reduction of the verify partials is sized for 256), one block
+ * per tile of (vector row, TILE_COLUMNS columns): 3072 blocks for out 4096 × in 11008 at v8,
+ * 2752 for 11008 × 4096. Generic kernel: each thread on one column at a time and the vl weights
+ * of its vector; 60 registers on sm_90, 4 blocks resident per multiprocessor. Columns kernel:
+ * each thread on 8 consecutive columns (TILE_COLUMNS = 8 · THREADS: one pass), ~110 registers,
+ * 2 blocks resident, each thread with its 8 codebook gathers in flight. The rest queue; one
+ * verify partial per block.
  */
 function launchBlocks(t: VptqTensor): number {
   const tiles = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / TILE_COLUMNS);
   return Math.min(tiles, MAX_GRID_X);
+}
+
+/** Whether the columns kernel takes this shape: vl 4 or 8 (one vector load per centroid), whole 8-column pieces per row. */
+function columnsKernelFits(t: VptqTensor): boolean {
+  return COLUMNS_VECTOR_LENGTHS.includes(t.params.vectorLen) && t.inFeatures % 8 === 0;
+}
+
+/**
+ * The columns kernel's indices: uint32 [num_idx][in], entry [r][j] = main | res << 16 of vector
+ * row r of Q column k = invPerm[j] (k = j without a permutation), 0 for outlier columns, and
+ * for a k ≥ in (a corrupt inverse permutation, which the kernel reports). In original column
+ * order, a thread's 8 columns are one coalesced 32-byte load instead of 16 gathers of 2 bytes;
+ * the same 4 bytes per vector as the two uint16 arrays.
+ */
+export function columnOrderIndices(fields: VptqKernelFields): Uint32Array {
+  const t = fields.tensor;
+  const p = t.params;
+  const numIdx = vectorRows(t.outFeatures, p.vectorLen);
+  const inFeatures = t.inFeatures;
+  // Offset of vector row 0 of column j in the [G][num_idx][gs] arrays, or −1 for no vector.
+  const columnBase = new Float64Array(inFeatures);
+  for (let j = 0; j < inFeatures; j++) {
+    const k = fields.invPerm === undefined ? j : fields.invPerm[j]!;
+    if (k < p.outlierSize || k >= inFeatures) columnBase[j] = -1;
+    else {
+      const g = Math.floor((k - p.outlierSize) / p.groupSize);
+      columnBase[j] = g * numIdx * p.groupSize + (k - p.outlierSize - g * p.groupSize);
+    }
+  }
+  const indices = new Uint32Array(numIdx * inFeatures);
+  const main = fields.mainIndices;
+  const res = fields.resIndices;
+  for (let r = 0; r < numIdx; r++) {
+    const row = r * inFeatures;
+    const step = r * p.groupSize;
+    for (let j = 0; j < inFeatures; j++) {
+      const base = columnBase[j]!;
+      if (base < 0) continue;
+      const at = base + step;
+      indices[row + j] = (main[at]! | (res === undefined ? 0 : res[at]! << 16)) >>> 0;
+    }
+  }
+  return indices;
 }
 
 /**
@@ -207,7 +263,7 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
   const blocks = launchBlocks(t);
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
-  const upload = (array: Uint16Array | Float32Array | undefined) => {
+  const upload = (array: Uint16Array | Uint32Array | Float32Array | undefined) => {
     if (array === undefined) return 0n;
     const pointer = context.upload(bytesOf(array));
     allocated.push(pointer);
@@ -220,27 +276,51 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
   };
   try {
     const f16 = options.output === "f16";
-    const arrays = [t.centroids, t.resCentroids, fields.mainIndices, fields.resIndices, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
     const out = wantWeights ? alloc(total * (f16 ? 2 : 4)) : 0n;
     const reference = upload(options.reference);
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
-    const name = t.dtype === "BF16" ? "lq_vptq_dequant_verify_bf16" : "lq_vptq_dequant_verify_f16";
-    const args: KernelArgument[] = [
-      ...arrays.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
-      { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.vectorLen }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
-      { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, { i32: SEMANTICS[options.semantics ?? "cuda"] }, { i32: f16 ? 1 : 0 }, { pointer: status },
-    ];
-    const launchMilliseconds: number[] = [];
-    for (let launch = 0; launch < Math.max(1, options.launches ?? 1); launch++) {
-      context.zero(status, 4);
-      launchMilliseconds.push(context.time(() => module.launch(name, { grid: [blocks], block: [THREADS] }, args)));
+    const verifyArgs: KernelArgument[] = [{ pointer: out }, { pointer: reference }, { pointer: partials }];
+    const tail: KernelArgument[] = [{ i32: SEMANTICS[options.semantics ?? "cuda"] }, { i32: f16 ? 1 : 0 }, { pointer: status }];
+    const suffix = t.dtype === "BF16" ? "bf16" : "f16";
+    let launch: { name: string; sharedBytes: number; args: KernelArgument[] } | undefined;
+    if (columnsKernelFits(t)) {
+      const pointers = [t.centroids, t.resCentroids, columnOrderIndices(fields), t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
+      const resBytes = t.resCentroids === undefined ? 0 : t.resCentroids.byteLength;
+      const resStaged = resBytes > 0 && resBytes <= RES_STAGED_LIMIT_BYTES;
+      // Only the arrays read with vector loads; the outlier ones are read element by element.
+      const vectorRead = [pointers[0]!, pointers[1]!, pointers[2]!, pointers[5]!, pointers[6]!, pointers[7]!, out, reference];
+      if (vectorRead.every((pointer) => pointer % VECTOR_ALIGNMENT_BYTES === 0n)) {
+        launch = {
+          name: `lq_vptq_columns_v${p.vectorLen}_${suffix}`,
+          sharedBytes: resStaged ? resBytes : 0,
+          args: [
+            ...pointers.map((pointer) => ({ pointer })), ...verifyArgs,
+            { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
+            { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, { i32: resStaged ? 1 : 0 }, ...tail,
+          ],
+        };
+      }
     }
+    // Every other shape, and the scalar fallback should an allocation ever come back unaligned.
+    launch ??= {
+      name: `lq_vptq_dequant_verify_${suffix}`,
+      sharedBytes: 0,
+      args: [
+        ...[t.centroids, t.resCentroids, fields.mainIndices, fields.resIndices, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map((array) => ({ pointer: upload(array) })),
+        ...verifyArgs,
+        { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.vectorLen }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
+        { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, ...tail,
+      ],
+    };
+    const { name, sharedBytes, args } = launch;
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(name, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     checkStatus(context, status, { format: "vptq", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape: describe(t) });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));
     const stats = options.reference === undefined ? undefined : sumPartials(context, partials, blocks);
-    return { weights, stats, kernelMilliseconds: launchMilliseconds[0]!, launchMilliseconds };
+    const kernel = name.startsWith("lq_vptq_columns") ? "columns" : "generic";
+    return { weights, stats, kernelMilliseconds: launchMilliseconds[0]!, launchMilliseconds, ...(batchTimes === undefined ? {} : { batchTimes }), kernel };
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }

@@ -1,6 +1,7 @@
 // VPTQ (Liu et al. 2024, arXiv:2409.17066; microsoft/VPTQ @ 950716d7 csrc/kernels/dequant.cuh),
-// the representation of formats/vptq/types.ts as the kernels receive it (unpacked, one array per
-// field; launch.ts narrows the indices to uint16 and inverts the permutation on the host):
+// the representation of formats/vptq/types.ts as the generic kernel receives it (unpacked, one
+// array per field; launch.ts narrows the indices to uint16 and inverts the permutation on the
+// host; the columns kernel gets the indices re-laid by original column instead, vptq.cu):
 //
 //   centroids          T      [G][k][vl]         main codebooks (T = __half or __nv_bfloat16 bits)
 //   res_centroids      T      [G][k_res][vl]     residual codebooks, or null (no residual)
@@ -65,3 +66,37 @@ __device__ __forceinline__ float lq_vptq_weight(T c, bool norm, T s, T b, int se
   if (!norm) return lq_vptq_widen(c);
   return lq_vptq_widen(semantics == LQ_VPTQ_TORCH ? __hadd_rn(__hmul_rn(c, s), b) : __hfma(c, s, b));
 }
+
+// The 16-bit pair type of T, for the fast path's two-at-a-time arithmetic: __hadd2_rn,
+// __hmul2_rn and __hfma2 round each half exactly as the scalar __hadd_rn, __hmul_rn and __hfma
+// above (elementwise add.rn / mul.rn / fma.rn), so pairing changes no bit.
+template <typename T> struct lq_vptq_pair_of;
+template <> struct lq_vptq_pair_of<__half> { using type = __half2; };
+template <> struct lq_vptq_pair_of<__nv_bfloat16> { using type = __nv_bfloat162; };
+
+// VL consecutive 16-bit values from p (VL = 8: one 16-byte load; VL = 4: one 8-byte load; p
+// aligned to that, which launch.ts checks) as VL / 2 pairs, element 2m in the low half of v[m].
+template <typename T, int VL>
+__device__ __forceinline__ void lq_vptq_load_pairs(const T* p, typename lq_vptq_pair_of<T>::type (&v)[VL / 2]) {
+  static_assert(VL == 4 || VL == 8, "fast path vector lengths");
+  uint32_t words[VL / 2];
+  if constexpr (VL == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    words[0] = u.x, words[1] = u.y, words[2] = u.z, words[3] = u.w;
+  } else {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    words[0] = u.x, words[1] = u.y;
+  }
+#pragma unroll
+  for (int m = 0; m < VL / 2; m++) memcpy(&v[m], &words[m], 4);
+}
+
+// The norm step on a pair of centroid values, as lq_vptq_weight's (s and b one column's, both halves).
+template <typename T2>
+__device__ __forceinline__ T2 lq_vptq_norm_pair(T2 c, T2 s, T2 b, int semantics) {
+  return semantics == LQ_VPTQ_TORCH ? __hadd2_rn(__hmul2_rn(c, s), b) : __hfma2(c, s, b);
+}
+
+// The pair (lo, hi) of two 16-bit values.
+__device__ __forceinline__ __half2 lq_vptq_make_pair(__half lo, __half hi) { return __halves2half2(lo, hi); }
+__device__ __forceinline__ __nv_bfloat162 lq_vptq_make_pair(__nv_bfloat16 lo, __nv_bfloat16 hi) { return __halves2bfloat162(lo, hi); }
