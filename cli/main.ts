@@ -8,6 +8,7 @@ import { quantizeCommand } from "./commands/quantize.js";
 import { calibrateCommand } from "./commands/calibrate.js";
 import { evalCommand } from "./commands/eval.js";
 import { verifyCommand } from "./commands/verify.js";
+import { publishCommand } from "./commands/publish.js";
 import { UsageError } from "../formats/errors.js";
 import { EXIT, reportError } from "./errors.js";
 
@@ -37,10 +38,11 @@ export async function main(argv: string[]): Promise<number> {
     .command({ ...calibrateCommand, handler: wrap(calibrateCommand.handler as Handler) })
     .command({ ...evalCommand, handler: wrap(evalCommand.handler as Handler) })
     .command({ ...verifyCommand, handler: wrap(verifyCommand.handler as Handler) })
+    .command({ ...publishCommand, handler: wrap(publishCommand.handler as Handler) })
     .example("$0 inspect ./my-model", "layout, config, tensors, parameter count")
     .example("$0 convert ./my-model --to lmpack --out model.lmpack", "pack into one checksummed container")
     .example("$0 convert owner/name --to safetensors --dtype f32 --max-shard-size 2GB --out ./f32", "download from the Hub, widen, shard")
-    .demandCommand(1, "name a command: inspect, convert, quantize, calibrate, eval or verify")
+    .demandCommand(1, "name a command: inspect, convert, quantize, calibrate, eval, verify or publish")
     .strict()
     .version(PRODUCER.replace("lmpack ", ""))
     .help()

@@ -6,7 +6,9 @@ import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportHfSpqr } from "../../converters/spqr/export-hf.js";
 import { quantizeSpqrCheckpoint, type SpqrLayerReport } from "../../converters/spqr/quantize-checkpoint.js";
 import { EXIT } from "../errors.js";
-import { EMBEDDING_PROXY, hessianSource, type QuantizeArgs } from "./quantize.js";
+import { EMBEDDING_PROXY, hessianSource, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
+import { followQuantized } from "./sequential-hessians.js";
+import type { LayerJournal } from "../../converters/io/journal.js";
 
 const SPQR_TARGETS = ["lmpack", "hf-spqr"];
 
@@ -20,24 +22,30 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   const device = await openQuantizerDevice(args.device);
   if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
-  const store = await hessianSource(args.hessians, checkpoint);
+  const store = await hessianSource(args.hessians, checkpoint, args);
+  let journal: LayerJournal | undefined;
   try {
+    journal = await openQuantizeJournal(args, checkpoint, device.description);
     const layers: SpqrLayerReport[] = [];
-    const quantized = quantizeSpqrCheckpoint(checkpoint, {
+    const quantized = followQuantized(store, quantizeSpqrCheckpoint(checkpoint, {
       hessians: store!,
+      journal,
       quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
       onLayer: (r) => {
         layers.push(r);
-        if (!args.json) console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} spqr: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${(r.outlierShare * 100).toFixed(2)}% outliers, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(2)} s)`);
+        const from = r.resumed === true ? ", from the journal" : "";
+        if (!args.json) console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} spqr: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${(r.outlierShare * 100).toFixed(2)}% outliers, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(2)} s${from})`);
       },
-    });
+    }));
     const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
     if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
     else await exportHfSpqr(quantized, args.out, { overwrite: args.force });
-    if (args.json) console.log(JSON.stringify({ ok: true, out: args.out, method: "spqr", outlierThreshold: args.outlierThreshold, layers }, null, 2));
+    await journal.finish();
+    if (args.json) console.log(JSON.stringify({ ok: true, out: args.out, method: "spqr", resumedLayers: journal.resumedLayers, outlierThreshold: args.outlierThreshold, layers }, null, 2));
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
+    await journal?.close();
     device.close();
     await store?.close?.();
     await checkpoint.close();

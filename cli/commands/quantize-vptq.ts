@@ -8,7 +8,9 @@ import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportHfVptq } from "../../converters/vptq/export-hf.js";
 import { quantizeVptqCheckpoint, type VptqLayerReport } from "../../converters/vptq/quantize-checkpoint.js";
 import { EXIT } from "../errors.js";
-import { EMBEDDING_PROXY, hessianSource, type QuantizeArgs } from "./quantize.js";
+import { EMBEDDING_PROXY, hessianSource, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
+import { followQuantized } from "./sequential-hessians.js";
+import type { LayerJournal } from "../../converters/io/journal.js";
 
 const VPTQ_TARGETS = ["lmpack", "hf-vptq"];
 
@@ -31,26 +33,32 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   const device = await openQuantizerDevice(args.device);
   if (!args.json) console.error(`lmpack: ${device.kmeans === undefined ? "" : "k-means, codebook searches, "}H's factorization and the GPTQ loop on ${device.description}`);
   const checkpoint = await openCheckpoint(args.src);
-  const store = await hessianSource(args.hessians, checkpoint);
+  const store = await hessianSource(args.hessians, checkpoint, args);
+  let journal: LayerJournal | undefined;
   try {
+    journal = await openQuantizeJournal(args, checkpoint, device.description);
     const layers: VptqLayerReport[] = [];
-    const quantized = quantizeVptqCheckpoint(checkpoint, {
+    const quantized = followQuantized(store, quantizeVptqCheckpoint(checkpoint, {
       hessians: store!,
+      journal,
       quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
       onLayer: (r) => {
         layers.push(r);
+        const from = r.resumed === true ? ", from the journal" : "";
         if (args.json) return;
-        console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} vptq: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(1)} s)`);
+        console.error(`[${layers.length}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} vptq: output error ${((r.relativeOutputError ?? 0) * 100).toFixed(3)}%, ${r.bitsPerWeight.toFixed(3)} bits/w (${r.seconds.toFixed(1)} s${from})`);
         if (r.codebookBitsPerWeight > CODEBOOK_WARNING_BITS) console.error(`lmpack: warning: ${r.name}: codebooks and norm cost ${r.codebookBitsPerWeight.toFixed(3)} bits/weight (index bits ${r.indexBitsPerWeight.toFixed(3)}): a smaller codebook may serve this layer better`);
       },
-    });
+    }));
     const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
     if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
     else await exportHfVptq(quantized, args.out, { overwrite: args.force });
-    if (args.json) console.log(JSON.stringify({ ok: true, out: args.out, method: "vptq", layers }, null, 2));
+    await journal.finish();
+    if (args.json) console.log(JSON.stringify({ ok: true, out: args.out, method: "vptq", resumedLayers: journal.resumedLayers, layers }, null, 2));
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
+    await journal?.close();
     device.close();
     await store?.close?.();
     await checkpoint.close();

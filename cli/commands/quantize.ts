@@ -10,15 +10,19 @@ import { openHessianStore } from "../../converters/hessians/store.js";
 import { isQuipHessianSpec, openQuipHessians } from "../../converters/hessians/quip-import.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { DEVICE_CHOICES, openQuantizerDevice, type DeviceChoice } from "./device.js";
+import { createHash } from "node:crypto";
+import { refuseExisting } from "../../converters/io/atomic.js";
+import { LayerJournal } from "../../converters/io/journal.js";
 import { EXIT } from "../errors.js";
 import { quantizeFpxToDisk } from "./quantize-fpx.js";
 import { quantizeSpqrToDisk } from "./quantize-spqr.js";
 import { quantizeVptqToDisk } from "./quantize-vptq.js";
+import { checkSequentialArgs, followQuantized, openSequentialHessians, SEQUENTIAL, SEQUENTIAL_OPTIONS, sequentialJournalIdentity, type SequentialCalibrationArgs } from "./sequential-hessians.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
 
 const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
-export interface QuantizeArgs {
+export interface QuantizeArgs extends SequentialCalibrationArgs {
   src: string;
   method: IntMethod | "fp6" | "spqr" | "vptq";
   bits: number | undefined;
@@ -43,6 +47,7 @@ export interface QuantizeArgs {
   to: (typeof TARGETS)[number];
   out: string;
   force: boolean;
+  resume: boolean;
   json: boolean;
 }
 
@@ -58,7 +63,8 @@ export const quantizeCommand = {
       .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
-      .option("hessians", { type: "string", describe: `Hessian store written by lmpack calibrate (safetensors, converters/hessians/store.ts); a QuIP#/VPTQ Hessian set (a directory of <layer>_qkv/_o/_up/_down.pt files, or one .pt; read without executing pickle); or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows` })
+      .option("hessians", { type: "string", describe: `Hessian store written by lmpack calibrate (safetensors, converters/hessians/store.ts); a QuIP#/VPTQ Hessian set (a directory of <layer>_qkv/_o/_up/_down.pt files, or one .pt; read without executing pickle); or "${EMBEDDING_PROXY}" for per-layer inputs computed from the model's own embedding rows; or "${SEQUENTIAL}" to compute them while quantizing, each layer's from the outputs of the already quantized layers before it (needs --calibration-text)` })
+      .options(SEQUENTIAL_OPTIONS)
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
       .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr: run H's factorization and the GPTQ loop's deferred updates on the GPU; vptq: also k-means and the codebook searches; signround: the tuning steps, with --device cuda only for now (auto: when one is usable; cuda: fail without one)" })
@@ -76,8 +82,10 @@ export const quantizeCommand = {
       .option("kmeans-init", { choices: ["kmeans++", "random"] as const, default: "kmeans++" as const, describe: "vptq: k-means seeding: kmeans++ (runs on the CPU; minutes at 65,536 centroids), or random, the reference's (cuML init='random')" })
       .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr, hf-vptq for --method vptq" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
-      .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" }),
+      .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" })
+      .option("resume", { type: "boolean", default: true, describe: "rtn, gptq, signround, spqr, vptq: continue from the journal (.<out>.lmpack-journal) that a killed or failed run left beside --out, when it was made with the same options and sources; --no-resume starts over (fp6 runs at disk speed and keeps none)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
+    checkSequentialArgs(args);
     if (args.method === "fp6") return quantizeFpxToDisk(args);
     if (args.method === "spqr") return quantizeSpqrToDisk(args);
     if (args.method === "vptq") return quantizeVptqToDisk(args);
@@ -94,12 +102,14 @@ export const quantizeCommand = {
     const device = args.method === "gptq" || args.method === "signround" ? await openQuantizerDevice(choice) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
+    let journal: LayerJournal | undefined;
     try {
       if (device !== undefined && !args.json) console.error(`lmpack: ${args.method === "gptq" ? "GPTQ factorization and loop" : "SignRound tuning"} on ${device.description}`);
-      store = await hessianSource(args.hessians, checkpoint);
+      store = await hessianSource(args.hessians, checkpoint, args);
+      journal = await openQuantizeJournal(args, checkpoint, device?.description);
       const reports: LayerQuantReport[] = [];
       let index = 0;
-      const quantized = quantizeCheckpoint(checkpoint, {
+      const quantized = followQuantized(store, quantizeCheckpoint(checkpoint, {
         method: args.method as IntMethod,
         bits: bits as IntBits,
         groupSize: args.groupSize,
@@ -111,19 +121,22 @@ export const quantizeCommand = {
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
         ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
         ...(device?.signround === undefined ? {} : { signroundBackend: device.signround }),
+        journal,
         onLayer: (r) => {
           reports.push(r);
           if (!args.json) console.error(progressLine(++index, total, r));
         },
-      });
+      }));
       const total = quantized.tensors.filter((t) => t.packed !== undefined).length;
       if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
       else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to as keyof typeof HF_INT_TARGETS], overwrite: args.force });
-      const summary = { ok: true, out: args.out, method: args.method, bits, groupSize: args.groupSize, sym: args.sym, layers: reports };
+      await journal.finish();
+      const summary = { ok: true, out: args.out, method: args.method, bits, groupSize: args.groupSize, sym: args.sym, resumedLayers: journal.resumedLayers, layers: reports };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
       else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
       return EXIT.ok;
     } finally {
+      await journal?.close();
       device?.close();
       await store?.close?.();
       await checkpoint.close();
@@ -131,15 +144,43 @@ export const quantizeCommand = {
   },
 };
 
-export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
+export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, calibration?: SequentialCalibrationArgs & { json: boolean }): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
   if (spec === undefined) return undefined;
+  if (spec === SEQUENTIAL && calibration !== undefined) return openSequentialHessians(checkpoint, calibration, calibration.json ? undefined : (line) => console.error(line));
   if (spec !== EMBEDDING_PROXY) return (await isQuipHessianSpec(spec)) ? openQuipHessians(spec) : openHessianStore(spec);
   const entries = await embeddingProxyHessians(checkpoint);
   const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));
   return { get: async (name: string) => byName.get(name) };
 }
 
+/** Options that can change a quantized layer's values: a journal made under other values is discarded. */
+const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrder", "damp", "iters", "format", "codesFrom", "outlierThreshold", "permutation", "vectorLen", "centroids", "resCentroids", "outlierPct", "seed", "kmeansIters", "kmeansInit"] as const;
+
+/**
+ * The resume journal beside --out (converters/io/journal.ts), keyed to the layer options, the
+ * device that computes (GPU and CPU results may differ in the last bit), config.json, the weight
+ * files and a Hessian store: layers an interrupted run finished under the same key are reused.
+ */
+export async function openQuantizeJournal(args: ArgumentsCamelCase<QuantizeArgs>, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, deviceDescription: string | undefined): Promise<LayerJournal> {
+  // Checked here too, before the journal is made: the exporters refuse only once they start.
+  await refuseExisting(args.out, args.force);
+  const options: Record<string, unknown> = Object.fromEntries(LAYER_OPTIONS.map((key) => [key, args[key] ?? null]));
+  // A store is identified by its contents (in `sources`), not by how its path was spelled.
+  if (args.hessians !== undefined && args.hessians !== EMBEDDING_PROXY) options["hessians"] = "store";
+  options["device"] = deviceDescription ?? "cpu";
+  options["config"] = createHash("sha256").update(checkpoint.rawConfigText ?? "").digest("hex");
+  const sequential = sequentialJournalIdentity(args);
+  Object.assign(options, sequential.options);
+  const sources = [...checkpoint.files, ...(args.hessians === undefined || args.hessians === EMBEDDING_PROXY || args.hessians === SEQUENTIAL ? [] : [args.hessians]), ...sequential.sources];
+  const say = (line: string): void => {
+    if (!args.json) console.error(line);
+  };
+  const journal = await LayerJournal.open(args.out, { command: "quantize", options, sources }, { resume: args.resume, log: say });
+  if (journal.resumedLayers > 0) say(`lmpack: resuming ${journal.resumedLayers} ${journal.resumedLayers === 1 ? "layer" : "layers"} from ${journal.directory}`);
+  return journal;
+}
+
 function progressLine(index: number, total: number, r: LayerQuantReport): string {
   const output = r.relativeOutputError === undefined ? "" : `, output error ${(r.relativeOutputError * 100).toFixed(3)}%`;
-  return `[${index}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} ${r.method}: weight MSE ${r.weightMse.toExponential(3)}${output} (${r.seconds.toFixed(2)} s)`;
+  return `[${index}/${total}] ${r.name} ${r.outFeatures}x${r.inFeatures} ${r.method}: weight MSE ${r.weightMse.toExponential(3)}${output} (${r.seconds.toFixed(2)} s${r.resumed === true ? ", from the journal" : ""})`;
 }

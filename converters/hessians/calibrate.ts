@@ -9,9 +9,8 @@ import type { HessianEntry } from "./store.js";
  * float64 with the token count. The entries are what writeHessianStore stores and every
  * quantizer's `--hessians` reads.
  *
- * Every layer sees the full-precision model's activations (the GPTQ paper's and VPTQ's
- * default); sequential calibration, where later layers see the outputs of already quantized
- * ones, is not offered yet.
+ * Every layer sees the full-precision model's activations; sequential calibration, where later
+ * layers see the outputs of already quantized ones, is sequential.ts (quantize --hessians sequential).
  */
 
 /** Linears that read the same input as the named one (q_proj: k, v; gate_proj: up). */

@@ -9,6 +9,7 @@ import type { Hessian, HessianSource } from "../../formats/second-order/hessian.
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
 import type { PrepareOptions } from "../../formats/second-order/prepare.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
+import { journaled, type LayerJournal } from "../io/journal.js";
 import { intGroupEntry } from "./entry.js";
 import { layerErrors, type LayerErrors } from "./layer-errors.js";
 
@@ -37,6 +38,8 @@ export interface QuantizeCheckpointOptions {
   select?: (name: string) => boolean;
   /** Called as each layer finishes (quantization happens as exporters pull layers, one at a time). */
   onLayer?: (report: LayerQuantReport) => void;
+  /** Finished layers of an interrupted run are loaded from here, and new ones recorded (converters/io/journal.ts). */
+  journal?: LayerJournal;
 }
 
 export interface LayerQuantReport extends LayerErrors {
@@ -46,6 +49,8 @@ export interface LayerQuantReport extends LayerErrors {
   inFeatures: number;
   seconds: number;
   hessian: boolean;
+  /** Loaded from the journal of an interrupted run (the figures are that run's). */
+  resumed?: boolean;
 }
 
 /** Linears lmpack quantizes by default: the decoder layers' projections (not embeddings, norms or lm_head). */
@@ -78,13 +83,19 @@ function quantizedEntry(entry: TensorEntry, options: QuantizeCheckpointOptions):
     actOrder: options.method === "gptq" && (options.actOrder ?? false),
     storedBytes: 0,
     sourceLayout: options.method,
-    load: () => (result ??= quantizeLayer(entry, N, K, params, options)),
+    load: () => (result ??= loadLayer(entry, N, K, params, options)),
   };
   const withoutSuffix = entry.name.replace(/\.weight$/, "");
   return intGroupEntry(entry.name, entry.file, packed, { quantizer: options.method, layer: withoutSuffix });
 }
 
-async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: IntGroupTensor["params"], options: QuantizeCheckpointOptions): Promise<IntGroupTensor> {
+async function loadLayer(entry: TensorEntry, N: number, K: number, params: IntGroupTensor["params"], options: QuantizeCheckpointOptions): Promise<IntGroupTensor> {
+  const { value, resumed } = await journaled(options.journal, entry.name, () => quantizeLayer(entry, N, K, params, options));
+  options.onLayer?.(resumed ? { ...value.report, resumed } : value.report);
+  return value.tensor;
+}
+
+async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: IntGroupTensor["params"], options: QuantizeCheckpointOptions): Promise<{ tensor: IntGroupTensor; report: LayerQuantReport }> {
   const started = performance.now();
   const bytes = convertFloatBytes(await entry.read(), entry.dtype as "F32" | "F16" | "BF16" | "F64", "F32");
   const weight = new Float32Array(bytes.buffer, bytes.byteOffset, N * K);
@@ -100,6 +111,5 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
     tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }), ...(options.signroundBackend === undefined ? {} : { backend: options.signroundBackend }) }).tensor;
   }
   const errors = layerErrors(weight, dequantize(tensor, { precision: "f32" }), N, K, hessian);
-  options.onLayer?.({ name: entry.name, method: options.method, outFeatures: N, inFeatures: K, seconds: (performance.now() - started) / 1000, hessian: hessian !== undefined, ...errors });
-  return tensor;
+  return { tensor, report: { name: entry.name, method: options.method, outFeatures: N, inFeatures: K, seconds: (performance.now() - started) / 1000, hessian: hessian !== undefined, ...errors } };
 }

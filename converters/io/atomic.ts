@@ -1,16 +1,50 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { IoError } from "../../formats/errors.js";
 
 /**
  * Atomic outputs: everything is written under a temporary name in the destination's own
  * directory (same file system, so rename is atomic), flushed, then renamed into place.
- * A crash or an error leaves the destination as it was and removes the temporary.
+ * An error leaves the destination as it was and removes the temporary; a process killed
+ * outright (SIGKILL, power loss) leaves its temporary behind, never a partial destination, and
+ * the next write of the same destination removes such leftovers (see removeStaleTemps).
  */
 
+const TEMP_MARK = ".lmpack-tmp-";
+
 function tempSibling(path: string): string {
-  return join(dirname(path), `.${basename(path)}.lmpack-tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  return join(dirname(path), `.${basename(path)}${TEMP_MARK}${process.pid}-${randomBytes(4).toString("hex")}`);
+}
+
+/**
+ * Removes temporaries that an earlier, killed writer of `path` left beside it: those whose pid is
+ * no longer alive. A live pid (another lmpack writing the same destination right now, or an
+ * unrelated process that reused the number) keeps its file: deleting too little is harmless.
+ */
+export async function removeStaleTemps(path: string): Promise<void> {
+  const prefix = `.${basename(path)}${TEMP_MARK}`;
+  let names: string[];
+  try {
+    names = await readdir(dirname(path));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split("-")[0]);
+    if (Number.isSafeInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dirname(path), name), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** A file being written atomically: write with `handle`, then `commit()` or `abort()`. */
@@ -19,6 +53,7 @@ export class AtomicFile {
 
   static async create(path: string): Promise<AtomicFile> {
     await mkdir(dirname(path), { recursive: true });
+    await removeStaleTemps(path);
     const tempPath = tempSibling(path);
     try {
       return new AtomicFile(path, tempPath, await open(tempPath, "wx"));
@@ -75,6 +110,7 @@ export class AtomicDirectory {
 
   static async create(path: string, options: { overwrite?: boolean } = {}): Promise<AtomicDirectory> {
     await refuseExisting(path, options.overwrite ?? false);
+    await removeStaleTemps(path);
     const tempPath = tempSibling(path);
     await mkdir(tempPath, { recursive: true });
     return new AtomicDirectory(path, tempPath, options.overwrite ?? false);
@@ -88,7 +124,9 @@ export class AtomicDirectory {
   async commit(): Promise<void> {
     let old: string | undefined;
     if (this.overwrite && (await exists(this.path))) {
-      old = tempSibling(this.path);
+      // Not a TEMP_MARK name: if a kill lands between the two renames, this copy is the user's
+      // only one, and removeStaleTemps must not take it.
+      old = join(dirname(this.path), `.${basename(this.path)}.lmpack-old-${process.pid}-${randomBytes(4).toString("hex")}`);
       await rename(this.path, old);
     }
     try {

@@ -5,6 +5,7 @@ import { quantizeSpqr, type SpqrQuantizeOptions } from "../../formats/spqr/quant
 import { dequantizeSpqr } from "../../formats/spqr/reference.js";
 import { paperBitsPerWeight, SPQR_DEFAULTS, type SpqrTensor } from "../../formats/spqr/types.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
+import { journaled, type LayerJournal } from "../io/journal.js";
 import type { Checkpoint, PackedSpqr, TensorEntry } from "../checkpoint.js";
 import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
 import { layerErrors, type LayerErrors } from "../int-group/layer-errors.js";
@@ -17,6 +18,8 @@ export interface SpqrQuantizeCheckpointOptions {
   quantizer?: Omit<SpqrQuantizeOptions, "bits" | "beta1" | "beta2" | "layerName">;
   select?: (name: string) => boolean;
   onLayer?: (report: SpqrLayerReport) => void;
+  /** Finished layers of an interrupted run are loaded from here, and new ones recorded (converters/io/journal.ts). */
+  journal?: LayerJournal;
 }
 
 export interface SpqrLayerReport extends LayerErrors {
@@ -28,6 +31,8 @@ export interface SpqrLayerReport extends LayerErrors {
   /** The paper's bits per weight (statistics and 32 bits per outlier included). */
   bitsPerWeight: number;
   seconds: number;
+  /** Loaded from the journal of an interrupted run (the figures are that run's). */
+  resumed?: boolean;
 }
 
 /**
@@ -52,12 +57,19 @@ function quantizedEntry(entry: TensorEntry, options: SpqrQuantizeCheckpointOptio
     outlierCount: 0,
     storedBytes: 0,
     sourceLayout: "quantized",
-    load: () => quantizeLayer(entry, m, n, options),
+    load: () => loadLayer(entry, m, n, options),
   };
   return spqrEntry(entry.name, entry.file, packed, { quantizer: "spqr" });
 }
 
-async function quantizeLayer(entry: TensorEntry, m: number, n: number, options: SpqrQuantizeCheckpointOptions): Promise<SpqrTensor> {
+async function loadLayer(entry: TensorEntry, m: number, n: number, options: SpqrQuantizeCheckpointOptions): Promise<SpqrTensor> {
+  const { value, resumed } = await journaled(options.journal, entry.name, () => quantizeLayer(entry, m, n, options));
+  if (value.report !== undefined) options.onLayer?.(resumed ? { ...value.report, resumed } : value.report);
+  return value.tensor;
+}
+
+/** The layer, and its report when someone listens (the report costs a dequantization). */
+async function quantizeLayer(entry: TensorEntry, m: number, n: number, options: SpqrQuantizeCheckpointOptions): Promise<{ tensor: SpqrTensor; report: SpqrLayerReport | undefined }> {
   const started = performance.now();
   const bytes = convertFloatBytes(await entry.read(), entry.dtype as FloatDType, "F32");
   const weight = bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, m * n) : new Float32Array(bytes.slice().buffer);
@@ -65,12 +77,11 @@ async function quantizeLayer(entry: TensorEntry, m: number, n: number, options: 
   const hessian = await options.hessians.get(module, n);
   if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "SpQR needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
   const result = quantizeSpqr(weight, m, n, hessian, { ...options.quantizer, layerName: module });
-  if (options.onLayer !== undefined) {
-    const halves = dequantizeSpqr(result.tensor);
-    const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), "F16", "F32").buffer);
-    const errors = layerErrors(weight, deq, m, n, hessian);
-    const outlierShare = result.outlierCount / (m * n);
-    options.onLayer({ name: entry.name, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount, outlierShare, bitsPerWeight: paperBitsPerWeight({ params: result.tensor.params, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount }), seconds: (performance.now() - started) / 1000, ...errors });
-  }
-  return result.tensor;
+  if (options.onLayer === undefined) return { tensor: result.tensor, report: undefined };
+  const halves = dequantizeSpqr(result.tensor);
+  const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), "F16", "F32").buffer);
+  const errors = layerErrors(weight, deq, m, n, hessian);
+  const outlierShare = result.outlierCount / (m * n);
+  const bitsPerWeight = paperBitsPerWeight({ params: result.tensor.params, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount });
+  return { tensor: result.tensor, report: { name: entry.name, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount, outlierShare, bitsPerWeight, seconds: (performance.now() - started) / 1000, ...errors } };
 }

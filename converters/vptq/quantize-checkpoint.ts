@@ -5,6 +5,7 @@ import { quantizeVptq, type VptqQuantizeOptions } from "../../formats/vptq/quant
 import { dequantizeVptq } from "../../formats/vptq/reference.js";
 import { vptqBitsPerWeight, type VptqTensor } from "../../formats/vptq/types.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
+import { journaled, type LayerJournal } from "../io/journal.js";
 import type { Checkpoint, PackedVptq, TensorEntry } from "../checkpoint.js";
 import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
 import { layerErrors, type LayerErrors } from "../int-group/layer-errors.js";
@@ -16,6 +17,8 @@ export interface VptqQuantizeCheckpointOptions {
   quantizer: Omit<VptqQuantizeOptions, "layerName">;
   select?: (name: string) => boolean;
   onLayer?: (report: VptqLayerReport) => void;
+  /** Finished layers of an interrupted run are loaded from here, and new ones recorded (converters/io/journal.ts). */
+  journal?: LayerJournal;
 }
 
 export interface VptqLayerReport extends LayerErrors {
@@ -26,6 +29,8 @@ export interface VptqLayerReport extends LayerErrors {
   codebookBitsPerWeight: number;
   bitsPerWeight: number;
   seconds: number;
+  /** Loaded from the journal of an interrupted run (the figures are that run's). */
+  resumed?: boolean;
 }
 
 /**
@@ -67,12 +72,19 @@ function quantizedEntry(entry: TensorEntry, options: VptqQuantizeCheckpointOptio
     dtype: q.dtype ?? "F16",
     storedBytes: 0,
     sourceLayout: "quantized",
-    load: () => quantizeLayer(entry, out, inFeatures, options),
+    load: () => loadLayer(entry, out, inFeatures, options),
   };
   return vptqEntry(entry.name, entry.file, packed, { quantizer: "vptq" });
 }
 
-async function quantizeLayer(entry: TensorEntry, out: number, inFeatures: number, options: VptqQuantizeCheckpointOptions): Promise<VptqTensor> {
+async function loadLayer(entry: TensorEntry, out: number, inFeatures: number, options: VptqQuantizeCheckpointOptions): Promise<VptqTensor> {
+  const { value, resumed } = await journaled(options.journal, entry.name, () => quantizeLayer(entry, out, inFeatures, options));
+  if (value.report !== undefined) options.onLayer?.(resumed ? { ...value.report, resumed } : value.report);
+  return value.tensor;
+}
+
+/** The layer, and its report when someone listens (the report costs a dequantization). */
+async function quantizeLayer(entry: TensorEntry, out: number, inFeatures: number, options: VptqQuantizeCheckpointOptions): Promise<{ tensor: VptqTensor; report: VptqLayerReport | undefined }> {
   const started = performance.now();
   const bytes = convertFloatBytes(await entry.read(), entry.dtype as FloatDType, "F32");
   const weight = bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, out * inFeatures) : new Float32Array(bytes.slice().buffer);
@@ -80,11 +92,9 @@ async function quantizeLayer(entry: TensorEntry, out: number, inFeatures: number
   const hessian = await options.hessians.get(module, inFeatures);
   if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "VPTQ needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
   const { tensor } = quantizeVptq(weight, out, inFeatures, hessian, { ...options.quantizer, layerName: module });
-  if (options.onLayer !== undefined) {
-    const halves = dequantizeVptq(tensor);
-    const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), tensor.dtype, "F32").buffer);
-    const bits = vptqBitsPerWeight(tensor.params, out, inFeatures);
-    options.onLayer({ name: entry.name, outFeatures: out, inFeatures, indexBitsPerWeight: bits.indexBits, codebookBitsPerWeight: bits.codebookBits, bitsPerWeight: bits.total, seconds: (performance.now() - started) / 1000, ...layerErrors(weight, deq, out, inFeatures, hessian) });
-  }
-  return tensor;
+  if (options.onLayer === undefined) return { tensor, report: undefined };
+  const halves = dequantizeVptq(tensor);
+  const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), tensor.dtype, "F32").buffer);
+  const bits = vptqBitsPerWeight(tensor.params, out, inFeatures);
+  return { tensor, report: { name: entry.name, outFeatures: out, inFeatures, indexBitsPerWeight: bits.indexBits, codebookBitsPerWeight: bits.codebookBits, bitsPerWeight: bits.total, seconds: (performance.now() - started) / 1000, ...layerErrors(weight, deq, out, inFeatures, hessian) } };
 }

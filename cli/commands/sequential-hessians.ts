@@ -1,0 +1,79 @@
+import type { Checkpoint } from "../../converters/checkpoint.js";
+import { SequentialHessians } from "../../converters/hessians/sequential.js";
+import { UsageError } from "../../formats/errors.js";
+import type { HessianSource } from "../../formats/second-order/hessian.js";
+import { loadLlamaWeights } from "../../model/llama-weights.js";
+import { spread } from "./calibrate.js";
+import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
+
+/**
+ * `lmpack quantize … --hessians sequential --calibration-text <file>`: Hessians computed while
+ * quantizing, layer l's from the model whose layers before it are already quantized
+ * (converters/hessians/sequential.ts). The windows are made as `lmpack calibrate` makes them.
+ */
+export const SEQUENTIAL = "sequential";
+
+export interface SequentialCalibrationArgs {
+  calibrationText: string | undefined;
+  samples: number;
+  seqLen: number;
+  protocol: Protocol;
+  tokenizer: string | undefined;
+  trueSequential: boolean;
+}
+
+/** The quantize options that only `--hessians sequential` reads (yargs `.options`). */
+export const SEQUENTIAL_OPTIONS = {
+  "calibration-text": { type: "string", describe: `--hessians ${SEQUENTIAL}: UTF-8 calibration text` },
+  samples: { type: "number", default: 128, describe: `--hessians ${SEQUENTIAL}: calibration sequences, spread evenly over the text's token stream` },
+  "seq-len": { type: "number", default: 2048, describe: `--hessians ${SEQUENTIAL}: tokens per sequence` },
+  protocol: { choices: PROTOCOLS, default: "docs" as Protocol, describe: `--hessians ${SEQUENTIAL}: how the text becomes tokens (see lmpack eval)` },
+  tokenizer: { type: "string", describe: `--hessians ${SEQUENTIAL}: folder with tokenizer.json (default: the model's own folder)` },
+  "true-sequential": { type: "boolean", default: true, describe: `--hessians ${SEQUENTIAL}: within a layer, [q,k,v] → [o] → [gate,up] → [down], each group's H taken after the groups before it are quantized (GPTQ's --true-sequential); --no-true-sequential: all of a layer's H from its full-precision weights` },
+} as const;
+
+/** Methods whose rounding reads H (rtn only reports with it; fp6 never reads it). */
+const SEQUENTIAL_METHODS = ["gptq", "signround", "spqr", "vptq"];
+
+/** Refuses combinations that would silently ignore the calibration options. */
+export function checkSequentialArgs(args: SequentialCalibrationArgs & { method: string; hessians: string | undefined }): void {
+  const sequential = args.hessians === SEQUENTIAL;
+  if (!sequential && args.calibrationText !== undefined) throw new UsageError("BAD_ARGUMENT", `--calibration-text is read only with --hessians ${SEQUENTIAL} (a stored H comes from lmpack calibrate)`);
+  if (!sequential) return;
+  if (!SEQUENTIAL_METHODS.includes(args.method)) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} feeds quantizers that read H (${SEQUENTIAL_METHODS.join(", ")}); --method ${args.method} does not`, { actual: args.method });
+  if (args.calibrationText === undefined) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} needs --calibration-text <file>`);
+  for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
+  }
+}
+
+/** The sequential source over `checkpoint`'s own forward; `log` gets warnings and progress lines. */
+export async function openSequentialHessians(checkpoint: Checkpoint, args: SequentialCalibrationArgs, log?: (line: string) => void): Promise<SequentialHessians> {
+  const text = args.calibrationText;
+  if (text === undefined) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} needs --calibration-text <file>`);
+  const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
+  const stream = await textTokens(text, tokenizer, checkpoint, args.protocol);
+  const windows = spread(stream, args.samples, args.seqLen);
+  if (windows.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: text });
+  const maxPositions = checkpoint.config?.maxPositionEmbeddings;
+  if (maxPositions !== undefined && args.seqLen > maxPositions) log?.(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
+  if (windows.length < args.samples) log?.(`lmpack: warning: the text holds ${windows.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
+  log?.(`lmpack: sequential calibration on ${windows.length} x ${args.seqLen} tokens (${args.trueSequential ? "true-sequential" : "layer by layer"}, CPU forward)`);
+  return new SequentialHessians(await loadLlamaWeights(checkpoint), windows, {
+    trueSequential: args.trueSequential,
+    file: checkpoint.location,
+    onLayerDone: (layer, seconds) => log?.(`lmpack: sequential calibration: layer ${layer} advanced with its quantized weights (${seconds.toFixed(1)} s)`),
+  });
+}
+
+/** The view to export: with a sequential source, the one it follows (each layer quantized once). */
+export function followQuantized(store: HessianSource | undefined, quantized: Checkpoint): Checkpoint {
+  return store instanceof SequentialHessians ? store.follow(quantized) : quantized;
+}
+
+/** What a resume journal must key on besides the common options: a journal made from other calibration is discarded. */
+export function sequentialJournalIdentity(args: SequentialCalibrationArgs & { hessians: string | undefined }): { options: Record<string, unknown>; sources: string[] } {
+  if (args.hessians !== SEQUENTIAL || args.calibrationText === undefined) return { options: {}, sources: [] };
+  const options = { samples: args.samples, seqLen: args.seqLen, protocol: args.protocol, trueSequential: args.trueSequential };
+  return { options, sources: [args.calibrationText, ...(args.tokenizer === undefined ? [] : [args.tokenizer])] };
+}
