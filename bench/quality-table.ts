@@ -6,7 +6,7 @@
  *
  *   node dist/bench/quality-table.js [--model ../shared/models/docs-llama-16m]
  *       [--calibration ../shared/text/wikitext2-test.raw] [--eval ../shared/text/docs-valid.txt]
- *       [--hessians <store>] [--rows gptq-w4g128,vptq-v4k256,...] [--workers 2] [--device auto]
+ *       [--hessians <store>|sequential] [--rows gptq-w4g128,vptq-v4k256,...] [--workers 2] [--device auto]
  *       [--max-tokens N] [--keep DIR]
  *
  * It drives lmpack's own CLI, so each row is exactly what a user would run, and prints the
@@ -14,7 +14,8 @@
  * runs), then per row `quantize … --to lmpack`, `inspect --json` (true bits per weight: codes,
  * scales, zeros, codebooks, outliers, everything stored for the packed linears) and `eval --json`
  * (the protocol of ../shared/models/README.md). Calibration text and evaluation text are never
- * the same. Rows run in `--workers` child processes; the table is deterministic.
+ * the same. `--hessians sequential` calibrates each layer through the already quantized ones
+ * (as the reference GPTQ and SpQR rows do) instead of storing the unquantized model's Hessians. Rows run in `--workers` child processes; the table is deterministic.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -40,6 +41,8 @@ const workers = Math.max(1, Number(arg("workers", "2")));
 const device = arg("device", "auto");
 const maxTokens = arg("max-tokens");
 const wanted = arg("rows")?.split(",");
+/** The reference's calibration: 128 windows of 512 tokens of WikiText-2 test text. */
+const WINDOWS = ["--protocol", "wikitext2", "--samples", "128", "--seq-len", "512"];
 const rows = wanted === undefined ? QUALITY_ROWS : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
 if (rows.length === 0) throw new Error(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
 
@@ -74,7 +77,8 @@ async function runRow(row: QualityRow, hessians: string, dir: string): Promise<O
   const out = join(dir, `${row.id}.lmpack`);
   let started = performance.now();
   const needsHessians = row.args.includes("gptq") || row.args.includes("spqr") || row.args.includes("vptq") || row.args.includes("signround");
-  await lmpack(["quantize", model, ...row.args, ...(needsHessians ? ["--hessians", hessians] : []), "--device", device, "--to", "lmpack", "--out", out]);
+  const hessianArgs = hessians === "sequential" ? ["--hessians", "sequential", "--calibration-text", calibration, ...WINDOWS] : ["--hessians", hessians];
+  await lmpack(["quantize", model, ...row.args, ...(needsHessians ? hessianArgs : []), "--device", device, "--to", "lmpack", "--out", out]);
   const quantizeSeconds = (performance.now() - started) / 1000;
   const inspected = JSON.parse(await lmpack(["inspect", out, "--json"])) as { quantization?: { effectiveBitsPerWeight?: number } };
   started = performance.now();
@@ -88,7 +92,7 @@ try {
   let hessians = arg("hessians");
   if (hessians === undefined) {
     hessians = join(dir, "hessians.safetensors");
-    await lmpack(["calibrate", model, "--text", calibration, "--protocol", "wikitext2", "--samples", "128", "--seq-len", "512", "--device", device, "--out", hessians]);
+    await lmpack(["calibrate", model, "--text", calibration, ...WINDOWS, "--device", device, "--out", hessians]);
   }
   const dense = await evaluate(model);
   const outcomes: Outcome[] = [];
