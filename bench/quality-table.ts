@@ -19,7 +19,7 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { QUALITY_ROWS, type QualityRow } from "./quality-rows.js";
@@ -38,6 +38,8 @@ const model = arg("model", join(shared, "models", "docs-llama-16m"));
 const calibration = arg("calibration", join(shared, "text", "wikitext2-test.raw"));
 const evalText = arg("eval", join(shared, "text", "docs-valid.txt"));
 const workers = Math.max(1, Number(arg("workers", "2")));
+/** Each row's evaluation gets its share of the cores (eval --threads; the result is the same at any count). */
+const evalThreads = Math.max(1, Math.floor(availableParallelism() / workers));
 const device = arg("device", "auto");
 const maxTokens = arg("max-tokens");
 const wanted = arg("rows")?.split(",");
@@ -69,7 +71,7 @@ function lmpack(args: string[]): Promise<string> {
 
 async function evaluate(path: string): Promise<{ perplexity: number; seconds: number }> {
   const started = performance.now();
-  const out = JSON.parse(await lmpack(["eval", path, "--text", evalText, "--tokenizer", model, "--json", ...(maxTokens === undefined ? [] : ["--max-tokens", maxTokens])])) as { perplexity: number };
+  const out = JSON.parse(await lmpack(["eval", path, "--text", evalText, "--tokenizer", model, "--threads", String(evalThreads), "--json", ...(maxTokens === undefined ? [] : ["--max-tokens", maxTokens])])) as { perplexity: number };
   return { perplexity: out.perplexity, seconds: (performance.now() - started) / 1000 };
 }
 

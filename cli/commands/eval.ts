@@ -4,6 +4,7 @@ import { UsageError } from "../../formats/errors.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { perplexity } from "../../model/perplexity.js";
+import { evalThreads, perplexityParallel } from "../../model/perplexity-parallel.js";
 import { windows } from "../../model/eval-stream.js";
 import { EXIT } from "../errors.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
@@ -15,6 +16,7 @@ export interface EvalArgs {
   maxTokens: number | undefined;
   protocol: Protocol;
   tokenizer: string | undefined;
+  threads: number | undefined;
   json: boolean;
 }
 
@@ -28,7 +30,8 @@ export const evalCommand = {
       .option("protocol", { choices: PROTOCOLS, default: "docs" as Protocol, describe: 'docs: documents split at "\\n\\n\\n", eos after each, windows of 512 (shared/models/README.md); wikitext2: the whole file as one text, windows of 2048' })
       .option("ctx", { type: "number", describe: "window length in tokens (default 512 for docs, 2048 for wikitext2)" })
       .option("max-tokens", { type: "number", describe: "use only the first N tokens of the stream" })
-      .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" }),
+      .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
+      .option("threads", { type: "number", describe: "worker threads scoring windows in parallel (default: the cores available, within free memory); the result is the same bit for bit" }),
   handler: async (args: ArgumentsCamelCase<EvalArgs>): Promise<number> => {
     const ctx = args.ctx ?? (args.protocol === "wikitext2" ? 2048 : 512);
     if (!Number.isSafeInteger(ctx) || ctx < 2) throw new UsageError("BAD_ARGUMENT", "--ctx must be an integer ≥ 2", { actual: args.ctx });
@@ -40,15 +43,20 @@ export const evalCommand = {
       const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol, args.maxTokens);
       const chunks = windows(stream, ctx);
       if (chunks.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one full window of ${ctx}`, { file: args.text });
-      const forward = new LlamaForward(await loadLlamaWeights(checkpoint), ctx, checkpoint.location);
-      const result = perplexity(forward, chunks, (i, running) => {
+      if (args.threads !== undefined && (!Number.isSafeInteger(args.threads) || args.threads < 1)) throw new UsageError("BAD_ARGUMENT", "--threads must be a positive integer", { actual: args.threads });
+      const weights = await loadLlamaWeights(checkpoint);
+      const threads = evalThreads(weights, ctx, chunks.length, args.threads);
+      const progress = (i: number, running: number): void => {
         if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${chunks.length}] perplexity ${running.toFixed(4)}   `);
-      });
+      };
+      const result = threads === 1
+        ? perplexity(new LlamaForward(weights, ctx, checkpoint.location), chunks, progress)
+        : await perplexityParallel(weights, ctx, chunks, { threads, file: checkpoint.location, onWindow: progress });
       if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
       const seconds = (performance.now() - started) / 1000;
-      const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device: "cpu", precision: "fp32 weights, fp64 arithmetic", tokens: stream.length, ...result, seconds };
+      const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device: "cpu", threads, precision: "fp32 weights, fp64 arithmetic", tokens: stream.length, ...result, seconds };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
-      else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, cpu, ${seconds.toFixed(1)} s)`);
+      else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, cpu, ${threads} thread${threads === 1 ? "" : "s"}, ${seconds.toFixed(1)} s)`);
       return EXIT.ok;
     } finally {
       await checkpoint.close();
