@@ -9,6 +9,7 @@ import { calibrateCommand } from "./commands/calibrate.js";
 import { evalCommand } from "./commands/eval.js";
 import { verifyCommand } from "./commands/verify.js";
 import { publishCommand } from "./commands/publish.js";
+import { validateCommand } from "./commands/validate.js";
 import { UsageError } from "../formats/errors.js";
 import { EXIT, reportError } from "./errors.js";
 
@@ -39,10 +40,11 @@ export async function main(argv: string[]): Promise<number> {
     .command({ ...evalCommand, handler: wrap(evalCommand.handler as Handler) })
     .command({ ...verifyCommand, handler: wrap(verifyCommand.handler as Handler) })
     .command({ ...publishCommand, handler: wrap(publishCommand.handler as Handler) })
+    .command({ ...validateCommand, handler: wrap(validateCommand.handler as Handler) })
     .example("$0 inspect ./my-model", "layout, config, tensors, parameter count")
     .example("$0 convert ./my-model --to lmpack --out model.lmpack", "pack into one checksummed container")
     .example("$0 convert owner/name --to safetensors --dtype f32 --max-shard-size 2GB --out ./f32", "download from the Hub, widen, shard")
-    .demandCommand(1, "name a command: inspect, convert, quantize, calibrate, eval, verify or publish")
+    .demandCommand(1, "name a command: inspect, convert, quantize, calibrate, eval, verify, publish or validate")
     .strict()
     .version(PRODUCER.replace("lmpack ", ""))
     .help()

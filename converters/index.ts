@@ -25,3 +25,5 @@ export type { LmpackExportOptions } from "./lmpack/export.js";
 export { BufferSource, FileSource } from "./io/random-access.js";
 export type { RandomAccessSource } from "./io/random-access.js";
 export type { ProgressSink } from "./tensor-stream.js";
+export { validatePath } from "./validate/index.js";
+export type { ValidateOptions, ValidateReport, Finding, FindingCode, Severity, ValidateOnlyCode } from "./validate/index.js";

@@ -57,6 +57,7 @@ export function parseTokenizer(text: string, file: string): TextTokenizer {
   if (typeof type !== "string" || !SUPPORTED_MODELS.includes(type)) {
     throw new FormatError("CONFIG_INVALID", "tokenizer.json model type is not supported", { file, expected: SUPPORTED_MODELS.join(" | "), actual: type });
   }
+  checkTokenIds(json as { model: { vocab: unknown }; added_tokens?: unknown }, type, file);
   let tokenizer: Tokenizer;
   try {
     // Older files omit the optional sections; the library insists that each key exists.
@@ -70,7 +71,14 @@ export function parseTokenizer(text: string, file: string): TextTokenizer {
     file,
     vocabSize,
     encode(text: string): Int32Array {
-      const ids = tokenizer.encode(text, { add_special_tokens: false }).ids;
+      let ids: readonly unknown[];
+      try {
+        ids = tokenizer.encode(text, { add_special_tokens: false }).ids;
+      } catch (cause) {
+        // The library builds its pipeline lazily: a malformed section (a TemplateProcessing without
+        // "single", say) surfaces only here, as a TypeError from inside the library.
+        throw new FormatError("CONFIG_INVALID", `tokenizer.json cannot encode text: ${cause instanceof Error ? cause.message : String(cause)}`, { file, cause });
+      }
       const out = new Int32Array(ids.length);
       for (let i = 0; i < ids.length; i++) {
         const id = ids[i];
@@ -84,6 +92,36 @@ export function parseTokenizer(text: string, file: string): TextTokenizer {
       return tokenizer.token_to_id(token);
     },
   };
+}
+
+/**
+ * Largest token id accepted: 16× the largest real vocabulary (Gemma's 262,144). The library keeps
+ * tokens in an array indexed by id and walks every id below the largest (`get_vocab`), so one
+ * hostile id of 2^31 in a tiny file would cost minutes; ids are checked before it sees them.
+ */
+export const MAX_TOKEN_ID = 1 << 22;
+
+/**
+ * The vocabulary has its model's shape (Unigram: a [token, score] list, ids are positions; BPE and
+ * WordPiece: an object token → id, as Python `tokenizers` requires) and every id, added tokens'
+ * included, is an integer in 0 … MAX_TOKEN_ID. A BPE vocabulary given as a list would reach the
+ * library as index → id pairs, ids unchecked.
+ */
+function checkTokenIds(json: { model: { vocab: unknown }; added_tokens?: unknown }, type: string, file: string): void {
+  const ids: [string, unknown][] = [];
+  const vocab = json.model.vocab;
+  if (vocab === null || Array.isArray(vocab) !== (type === "Unigram")) {
+    throw new FormatError("CONFIG_INVALID", `a ${type} model's vocab must be ${type === "Unigram" ? "a list of [token, score]" : "an object of token → id"}`, { file, actual: vocab === null ? "null" : Array.isArray(vocab) ? "list" : "object" });
+  }
+  if (!Array.isArray(vocab)) for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) ids.push([token, id]);
+  if (Array.isArray(json.added_tokens)) {
+    for (const added of json.added_tokens) ids.push([String((added as { content?: unknown } | null)?.content), (added as { id?: unknown } | null)?.id]);
+  }
+  for (const [token, id] of ids) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+      throw new FormatError("CONFIG_INVALID", `token "${token.slice(0, 64)}" has an id that is not an integer in 0 … ${MAX_TOKEN_ID}`, { file, expected: `0 … ${MAX_TOKEN_ID}`, actual: id });
+    }
+  }
 }
 
 function maxId(tokenizer: Tokenizer): number {

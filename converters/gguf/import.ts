@@ -30,7 +30,12 @@ export interface GgufCheckpoint extends Checkpoint {
 const PASS_THROUGH: ReadonlyMap<number, DType> = new Map([[0, "F32"], [1, "F16"], [30, "BF16"]]);
 
 export async function openGgufCheckpoint(path: string): Promise<GgufCheckpoint> {
-  const file = await GgufFile.open(path);
+  return ggufCheckpoint(await GgufFile.open(path));
+}
+
+/** An open GGUF file (from a path or, in tests and fuzz targets, a buffer) as a checkpoint; closes it on failure. */
+export async function ggufCheckpoint(file: GgufFile): Promise<GgufCheckpoint> {
+  const path = file.path;
   try {
     const llama = file.metadata.string("general.architecture") === "llama";
     const rawConfig = llama ? llamaConfig(file) : undefined;

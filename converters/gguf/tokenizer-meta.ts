@@ -51,7 +51,7 @@ export function ggufTokenizer(tokenizerJsonText: string, tokenizerConfigText: st
   const vocab = new Map<number, string>();
   for (const [token, id] of Object.entries(model["vocab"] as Record<string, unknown>)) if (typeof id === "number") vocab.set(id, token);
   const added = new Map<number, { content: string; special: boolean }>();
-  for (const a of (json["added_tokens"] as Json[] | undefined) ?? []) {
+  for (const a of objectList(json["added_tokens"], "added_tokens", file)) {
     if (typeof a["id"] === "number" && typeof a["content"] === "string") {
       added.set(a["id"], { content: a["content"], special: a["special"] === true });
       vocab.set(a["id"], a["content"]);
@@ -110,20 +110,31 @@ function parseObject(text: string, file: string): Json {
   return value as Json;
 }
 
+function isObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A list of objects (`added_tokens`): absent is empty; any other shape is refused, naming the key. */
+function objectList(value: unknown, key: string, file: string): Json[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value) || !value.every(isObject)) throw new FormatError("CONFIG_INVALID", `${key} must be a list of objects`, { file, actual: JSON.stringify(value).slice(0, 64) });
+  return value;
+}
+
 /** GPT-2-style byte-level BPE: a ByteLevel pre-tokenizer (alone or inside a Sequence). */
 function isByteLevel(json: Json): boolean {
-  const pre = json["pre_tokenizer"] as Json | null | undefined;
-  if (pre === null || pre === undefined) return false;
+  const pre = json["pre_tokenizer"];
+  if (!isObject(pre)) return false;
   if (pre["type"] === "ByteLevel") return true;
-  return pre["type"] === "Sequence" && ((pre["pretokenizers"] as Json[] | undefined) ?? []).some((p) => p["type"] === "ByteLevel");
+  return pre["type"] === "Sequence" && Array.isArray(pre["pretokenizers"]) && pre["pretokenizers"].some((p) => isObject(p) && p["type"] === "ByteLevel");
 }
 
 /** llama.cpp's name for the split the pre-tokenizer performs; "default" (with a warning) when unknown. */
 function preTokenizerName(json: Json): { name: string; warning: string | undefined } {
   const pre = json["pre_tokenizer"] as Json;
   if (pre["type"] === "ByteLevel" && pre["use_regex"] !== false) return { name: "gpt-2", warning: undefined };
-  const parts = pre["type"] === "Sequence" ? ((pre["pretokenizers"] as Json[] | undefined) ?? []) : [pre];
-  const split = parts.find((p) => p["type"] === "Split");
+  const parts: unknown[] = pre["type"] === "Sequence" && Array.isArray(pre["pretokenizers"]) ? pre["pretokenizers"] : [pre];
+  const split = parts.find((p): p is Json => isObject(p) && p["type"] === "Split");
   const regex = ((split?.["pattern"] as Json | undefined)?.["Regex"] as string | undefined) ?? "";
   const known = KNOWN_SPLITS.find(([pattern]) => pattern === regex);
   if (known !== undefined) return { name: known[1], warning: undefined };
@@ -132,7 +143,8 @@ function preTokenizerName(json: Json): { name: string; warning: string | undefin
 
 /** tokenizer.json merges as "left right" strings (older files store strings, newer ones pairs). */
 function merges(model: Json, file: string): string[] {
-  const raw = (model["merges"] as unknown[] | undefined) ?? [];
+  const raw = model["merges"] ?? [];
+  if (!Array.isArray(raw)) throw new FormatError("CONFIG_INVALID", "model.merges must be a list", { file, actual: typeof raw });
   return raw.map((m, i) => {
     if (typeof m === "string") return m;
     if (Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string") return `${m[0]} ${m[1]}`;

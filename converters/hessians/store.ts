@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { FormatError } from "../../formats/errors.js";
 import { viewAs } from "../../formats/packed-array.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
+import { ioErrorFor } from "../io/random-access.js";
 import { SafetensorsFile } from "../safetensors/reader.js";
 import { SafetensorsWriter } from "../safetensors/writer.js";
 
@@ -46,8 +47,28 @@ export async function writeHessianStore(path: string, entries: HessianEntry[], s
 
 /** Opens a store; `get` reads one Hessian at a time (each is K² · 8 bytes). */
 export async function openHessianStore(path: string): Promise<HessianSource & { close(): Promise<void> }> {
-  const file = (await stat(path)).isDirectory() ? join(path, HESSIAN_FILE) : path;
-  const store = await SafetensorsFile.open(file);
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await stat(path)).isDirectory();
+  } catch (cause) {
+    throw ioErrorFor(cause, path, "Hessian store");
+  }
+  const file = isDirectory ? join(path, HESSIAN_FILE) : path;
+  return hessianStore(await SafetensorsFile.open(file));
+}
+
+/** A store over an open safetensors file (from a path or, in fuzz targets, a buffer); closes it on failure. */
+export async function hessianStore(store: SafetensorsFile): Promise<HessianSource & { close(): Promise<void> }> {
+  try {
+    return storeOver(store);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+}
+
+function storeOver(store: SafetensorsFile): HessianSource & { close(): Promise<void> } {
+  const file = store.path;
   const metadata = store.metadata ?? {};
   const parse = (key: string): Record<string, unknown> => {
     try {

@@ -4,7 +4,7 @@ import { IoError, UsageError } from "../../formats/errors.js";
 import { hubSettings, parseHubId, DEFAULT_REVISION } from "../hf/hub.js";
 import { assertRevision, isCommitSha } from "../hf/hub-cache.js";
 import { gitBlobSha1Of, listLocalFiles, sha256Of, type LocalFile } from "./local-files.js";
-import { hubStatusOf, publishError } from "./redact.js";
+import { hubStatusOf, publishError, redactUrls } from "./redact.js";
 import { DEFAULT_RETRY_POLICY, retryingFetch, type RetryPolicy } from "./retry-fetch.js";
 
 /**
@@ -48,6 +48,7 @@ export type PublishEvent =
   | { kind: "plan"; toCommit: number; unchanged: number; bytesToCommit: number }
   | { kind: "phase"; phase: "preuploading" | "uploadingLargeFiles" | "committing" }
   | { kind: "file"; path: string }
+  /** `url` without its query string (a storage URL is presigned: the query is a write credential). */
   | { kind: "retry"; method: string; url: string; attempt: number; reason: string; delayMs: number };
 
 export interface PublishedFile {
@@ -82,7 +83,7 @@ export async function publishFolder(options: PublishOptions): Promise<PublishRes
   try {
     return await publish(options, { endpoint: settings.endpoint, token, revision, label });
   } catch (error) {
-    throw publishError(error, label, token);
+    throw publishError(error, label, token, settings.endpoint);
   }
 }
 
@@ -106,7 +107,8 @@ async function publish(options: PublishOptions, context: Context): Promise<Publi
     if (!files.some((f) => f.path === path)) files.push({ path, diskPath: undefined, nBytes: content.length, content });
   }
   let lfsBytesSent = 0;
-  const retrying = retryingFetch({ ...DEFAULT_RETRY_POLICY, ...options.retry, onRetry: (info) => options.onEvent?.({ kind: "retry", ...info }) });
+  // A retried storage PUT's URL is presigned: the event carries it without its query.
+  const retrying = retryingFetch({ ...DEFAULT_RETRY_POLICY, ...options.retry, onRetry: (info) => options.onEvent?.({ kind: "retry", ...info, url: redactUrls(info.url) }) });
   const fetch: typeof globalThis.fetch = async (input, init) => {
     const response = await retrying(input, init);
     // Storage PUTs (whole objects or parts) carry Blob bodies; the API calls carry strings.

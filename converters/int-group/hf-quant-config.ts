@@ -1,6 +1,7 @@
 import { FormatError } from "../../formats/errors.js";
 import type { ZeroConvention } from "../../formats/int-group/gptq-layout.js";
 import { INT_BITS, type IntBits } from "../../formats/int-group/types.js";
+import { compileNamePattern, PatternError, type Anchoring, type NamePattern } from "./dynamic-pattern.js";
 
 /**
  * `quantization_config` of the Hugging Face integer layouts lmpack reads and writes:
@@ -81,16 +82,28 @@ export function parseHfQuantConfig(raw: unknown, file: string): HfIntQuantConfig
   return { method, ...layout, format, descAct: false, global, raw: q, layer: extraConfigOverrides(q["extra_config"], global, file) };
 }
 
+/**
+ * Work bounds for override patterns, which a config.json from anywhere supplies. Matching is
+ * linear (dynamic-pattern.ts), costing NFA states × name characters per module: all rules
+ * together may hold 64 Ki states (a config with one exact rule per linear of an 80-layer model
+ * holds ~25 Ki), and a name matched against them is at most 512 characters (real module paths,
+ * multimodal and MoE included, stay under 100). Together: at most ~3·10^7 steps per module.
+ */
+export const MAX_OVERRIDE_STATES = 1 << 16;
+export const MAX_MODULE_NAME_CHARS = 512;
+
 /** GPTQModel `dynamic`: "-:regex" excludes, "+:regex" (or a bare regex) overrides; first match wins, anchored at the start (re.match). */
 function dynamicOverrides(dynamic: unknown, global: LayerQuantSpec, file: string): (name: string) => LayerQuantSpec | "skip" {
   if (dynamic === undefined || dynamic === null) return () => global;
   if (typeof dynamic !== "object" || Array.isArray(dynamic)) throw new FormatError("QUANT_CONFIG_INVALID", "\"dynamic\" must be an object of regex → overrides", { file });
+  const budget = new StateBudget(file, "dynamic");
   const rules = Object.entries(dynamic as Record<string, unknown>).map(([key, value]) => {
     const negative = key.startsWith("-:");
     const pattern = key.replace(/^[+-]:/, "");
-    return { negative, regex: compile(`^(?:${pattern})`, file), spec: negative ? undefined : overrideSpec(value, global, file, key) };
+    return { negative, regex: budget.compile(key, pattern, "match"), spec: negative ? undefined : overrideSpec(value, global, file, key) };
   });
   return (name) => {
+    if (rules.length > 0) checkNameLength(name, file, "dynamic");
     for (const rule of rules) if (rule.regex.test(name)) return rule.negative ? "skip" : rule.spec!;
     return global;
   };
@@ -106,8 +119,45 @@ function extraConfigOverrides(extra: unknown, global: LayerQuantSpec, file: stri
     return typeof bits === "number" && bits >= 16 ? ("skip" as const) : overrideSpec(value, global, file, key);
   };
   const exact = new Map(entries.map(([k, v]) => [k, specOf(k, v)]));
-  const regexes = entries.map(([k]) => ({ regex: safeCompile(k), spec: exact.get(k)! }));
-  return (name) => exact.get(name) ?? regexes.find((r) => r.regex?.test(name))?.spec ?? global;
+  const budget = new StateBudget(file, "extra_config");
+  // A key that is no valid pattern is a plain layer name with metacharacters, matched exactly above.
+  const regexes = entries.map(([k]) => ({ regex: budget.compile(k, k, "search", { invalidIsLiteral: true }), spec: exact.get(k)! }));
+  return (name) => {
+    const hit = exact.get(name);
+    if (hit !== undefined) return hit;
+    if (regexes.length > 0) checkNameLength(name, file, "extra_config");
+    return regexes.find((r) => r.regex?.test(name))?.spec ?? global;
+  };
+}
+
+/** Compiles a config's override keys with the linear matcher, within one budget of NFA states. */
+class StateBudget {
+  private states = 0;
+  constructor(private readonly file: string, private readonly section: string) {}
+
+  compile(key: string, pattern: string, anchoring: Anchoring, options: { invalidIsLiteral: true }): NamePattern | undefined;
+  compile(key: string, pattern: string, anchoring: Anchoring): NamePattern;
+  compile(key: string, pattern: string, anchoring: Anchoring, options?: { invalidIsLiteral: true }): NamePattern | undefined {
+    let compiled: NamePattern;
+    try {
+      compiled = compileNamePattern(pattern, anchoring);
+    } catch (cause) {
+      if (!(cause instanceof PatternError)) throw cause;
+      if (cause.reason === "SYNTAX" && options?.invalidIsLiteral) return undefined;
+      const what = cause.reason === "SYNTAX" ? "is not a valid regular expression" : "is refused: its matching could not be bounded";
+      throw new FormatError("QUANT_CONFIG_INVALID", `"${this.section}" key "${key}" ${what} (${cause.reason}: ${cause.message}); pattern: ${pattern}`, { file: this.file, actual: pattern, cause });
+    }
+    this.states += compiled.stateCount;
+    if (this.states > MAX_OVERRIDE_STATES) {
+      throw new FormatError("QUANT_CONFIG_INVALID", `"${this.section}" patterns together compile to over ${MAX_OVERRIDE_STATES} matcher states (at key "${key}"); pattern: ${pattern}`, { file: this.file, expected: `<= ${MAX_OVERRIDE_STATES} states`, actual: this.states });
+    }
+    return compiled;
+  }
+}
+
+function checkNameLength(name: string, file: string, section: string): void {
+  if (name.length <= MAX_MODULE_NAME_CHARS) return;
+  throw new FormatError("QUANT_CONFIG_INVALID", `module name of ${name.length} characters is too long to match against "${section}" patterns`, { file, tensor: `${name.slice(0, 64)}…`, expected: `<= ${MAX_MODULE_NAME_CHARS} characters`, actual: name.length });
 }
 
 function overrideSpec(value: unknown, global: LayerQuantSpec, file: string, key: string): LayerQuantSpec {
@@ -115,22 +165,6 @@ function overrideSpec(value: unknown, global: LayerQuantSpec, file: string, key:
   const read = new QuantKeyReader(value as Record<string, unknown>, file);
   const has = (k: string) => (value as Record<string, unknown>)[k] !== undefined;
   return { bits: has("bits") ? read.bits(["bits"]) : global.bits, groupSize: has("group_size") ? read.groupSize(["group_size"]) : global.groupSize, sym: read.boolean("sym") ?? global.sym };
-}
-
-function compile(pattern: string, file: string): RegExp {
-  try {
-    return new RegExp(pattern);
-  } catch (cause) {
-    throw new FormatError("QUANT_CONFIG_INVALID", `not a valid regular expression: ${pattern}`, { file, cause });
-  }
-}
-
-function safeCompile(pattern: string): RegExp | undefined {
-  try {
-    return new RegExp(pattern);
-  } catch {
-    return undefined; // a plain layer name with regex metacharacters: matched exactly above
-  }
 }
 
 function stringList(value: unknown): string[] {

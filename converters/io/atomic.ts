@@ -1,5 +1,6 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { IoError } from "../../formats/errors.js";
 
@@ -8,22 +9,55 @@ import { IoError } from "../../formats/errors.js";
  * directory (same file system, so rename is atomic), flushed, then renamed into place.
  * An error leaves the destination as it was and removes the temporary; a process killed
  * outright (SIGKILL, power loss) leaves its temporary behind, never a partial destination, and
- * the next write of the same destination removes such leftovers (see removeStaleTemps).
+ * the next write of the same destination on the same host removes such leftovers (see
+ * removeStaleTemps).
  */
 
 const TEMP_MARK = ".lmpack-tmp-";
+/** Host tags longer than this are cut (and told apart by a hash): a file name has 255 bytes in all. */
+const MAX_HOST_TAG_CHARS = 64;
+const HOST_HASH_CHARS = 8;
+/** What follows TEMP_MARK: `<host tag>-<pid>-<8 hex>`; the host tag may hold "-", so it is read from the right. */
+const TEMP_OWNER = /^(.+)-(\d+)-[0-9a-f]{8}$/;
+
+/**
+ * This machine's name as temporaries carry it: letters, digits, "." and "-" kept, anything
+ * else "_"; a name longer than MAX_HOST_TAG_CHARS is cut and ends with a hash of the whole, so
+ * two hosts sharing a long prefix still differ.
+ */
+export function hostTag(name: string = hostname()): string {
+  const safe = name.replace(/[^A-Za-z0-9.-]/g, "_");
+  if (safe === "") return "unknown-host";
+  if (safe.length <= MAX_HOST_TAG_CHARS) return safe;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, HOST_HASH_CHARS);
+  return `${safe.slice(0, MAX_HOST_TAG_CHARS - HOST_HASH_CHARS - 1)}-${hash}`;
+}
+
+/** `.<name>.lmpack-tmp-<host tag>-<pid>-<8 hex>`: the writer's host and pid, so removeStaleTemps can tell whose it is. */
+export function temporaryName(name: string, host: string = hostTag(), pid: number = process.pid): string {
+  return `.${name}${TEMP_MARK}${host}-${pid}-${randomBytes(4).toString("hex")}`;
+}
 
 function tempSibling(path: string): string {
-  return join(dirname(path), `.${basename(path)}${TEMP_MARK}${process.pid}-${randomBytes(4).toString("hex")}`);
+  return join(dirname(path), temporaryName(basename(path)));
 }
 
 /**
- * Removes temporaries that an earlier, killed writer of `path` left beside it: those whose pid is
- * no longer alive. A live pid (another lmpack writing the same destination right now, or an
- * unrelated process that reused the number) keeps its file: deleting too little is harmless.
+ * Removes temporaries that an earlier, killed writer of `path` left beside it: those written on
+ * this host (by its host tag) by a pid that is no longer alive. Everything else is kept, because
+ * deleting too little is harmless and deleting too much destroys a write in progress:
+ * - another host's temporary (a directory on NFS or another shared file system): its pid means
+ *   nothing here, and its writer may still be running; remove it from that host, or by hand;
+ * - a live pid (another lmpack writing the same destination right now, or an unrelated process
+ *   that reused the number);
+ * - a temporary left by an older lmpack, named without a host tag (`…lmpack-tmp-<pid>-<hex>`):
+ *   its host is unknown.
+ * Host tags come from the host name, so machines (or containers, with their own pid numbers)
+ * that write one directory must have different host names, as they do by default.
  */
 export async function removeStaleTemps(path: string): Promise<void> {
   const prefix = `.${basename(path)}${TEMP_MARK}`;
+  const ourHost = hostTag();
   let names: string[];
   try {
     names = await readdir(dirname(path));
@@ -32,7 +66,9 @@ export async function removeStaleTemps(path: string): Promise<void> {
   }
   for (const name of names) {
     if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length).split("-")[0]);
+    const owner = TEMP_OWNER.exec(name.slice(prefix.length));
+    if (owner === null || owner[1] !== ourHost) continue;
+    const pid = Number(owner[2]);
     if (Number.isSafeInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dirname(path), name), { recursive: true, force: true });
   }
 }

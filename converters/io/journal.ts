@@ -29,6 +29,12 @@ const RECORD_HEADER_BYTES = 20;
 const MAX_NAME_BYTES = 4096;
 /** Bytes of each source file hashed for its identity: covers a safetensors header of a few thousand tensors. */
 const IDENTITY_HEAD_BYTES = 1 << 20;
+/**
+ * Bytes at the end of each source file hashed too: a file rewritten in place (same size, mtime
+ * put back by a copy tool or a coarse-clock file system) most often differs in its last tensors,
+ * which the head never sees. Hashing whole multi-GB shards would cost more than resuming saves.
+ */
+const IDENTITY_TAIL_BYTES = 1 << 20;
 const SCAN_CHUNK_BYTES = 16 << 20;
 /**
  * Records reach the page cache at once, which is all a killed process needs; fsync guards against
@@ -73,7 +79,7 @@ export function journalPath(destination: string): string {
   return join(dirname(absolute), `.${basename(absolute)}.lmpack-journal`);
 }
 
-/** sha256 over the identity: options (sorted, non-finite numbers spelled out), sources' sizes, mtimes and first MiB, lmpack's version. */
+/** sha256 over the identity: options (sorted, non-finite numbers spelled out), sources' sizes, mtimes, first and last MiB, lmpack's version. */
 export async function journalFingerprint(identity: JournalIdentity): Promise<string> {
   const options = Object.fromEntries(Object.entries(identity.options).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const sources = [];
@@ -95,12 +101,25 @@ async function pathIdentity(path: string): Promise<unknown> {
   }
   const handle = await open(absolute, "r");
   try {
-    const head = new Uint8Array(Math.min(IDENTITY_HEAD_BYTES, info.size));
-    await handle.read(head, 0, head.length, 0);
-    return { path: absolute, size: info.size, mtimeMs: info.mtimeMs, head: createHash("sha256").update(head).digest("hex") };
+    const head = await sha256Of(handle, absolute, 0, Math.min(IDENTITY_HEAD_BYTES, info.size));
+    // The whole file when it is smaller than the tail.
+    const tailBytes = Math.min(IDENTITY_TAIL_BYTES, info.size);
+    const tail = await sha256Of(handle, absolute, info.size - tailBytes, tailBytes);
+    return { path: absolute, size: info.size, mtimeMs: info.mtimeMs, head, tail };
   } finally {
     await handle.close();
   }
+}
+
+/** sha256 of `length` bytes of `file` at `position`; a file that shrank meanwhile is a read error, not a short hash. */
+async function sha256Of(handle: FileHandle, file: string, position: number, length: number): Promise<string> {
+  const bytes = new Uint8Array(length);
+  for (let done = 0; done < length; ) {
+    const { bytesRead } = await handle.read(bytes, done, length - done, position + done);
+    if (bytesRead === 0) throw new IoError("READ_FAILED", "a source file of the resume journal shrank while it was read", { file, byteOffset: position + done });
+    done += bytesRead;
+  }
+  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /** The records of `log` up to the first torn or damaged one, and where the valid part ends. */

@@ -17,7 +17,12 @@ import { SPQR_DEFAULTS } from "../../formats/spqr/types.js";
 
 /** Opens a .lmpack container as a checkpoint; blob checksums are verified as data is read. */
 export async function openLmpackCheckpoint(path: string): Promise<Checkpoint> {
-  const file = await LmpackFile.open(path);
+  return lmpackCheckpoint(await LmpackFile.open(path));
+}
+
+/** An open container (from a file or, in tests and fuzz targets, a buffer) as a checkpoint; closes it on failure. */
+export async function lmpackCheckpoint(file: LmpackFile): Promise<Checkpoint> {
+  const path = file.path;
   try {
     const rawConfigText = file.header.rawConfigJson === "" ? undefined : file.header.rawConfigJson;
     const rawConfig = rawConfigText === undefined ? undefined : parseConfigJson(rawConfigText, `${path} (config.json)`);

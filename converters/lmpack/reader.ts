@@ -175,6 +175,8 @@ function validateTensor(t: TensorMessage, validator: BlobValidator, file: string
     const blobs = (t.blobs ?? []).map((b) => validator.check(b, name));
     const notesMsgpack = t.notesMsgpack != null && t.notesMsgpack.length > 0 ? t.notesMsgpack : undefined;
     const shape = (t.shape ?? []).map(Number);
+    // The expansion cap first: it is the cheapest check, and it names the container's own limit.
+    checkExpansion(shape, blobs, file, name);
     const representation = t.intGroup != null ? validateIntGroup(t.intGroup, shape, blobs, file, name) : t.fpx != null ? validateFpx(t.fpx, shape, blobs, file, name) : t.spqr != null ? validateSpqr(t.spqr, shape, blobs, file, name) : validateVptq(t.vptq!, shape, blobs, file, name);
     return { name, shape, ...representation, blobs, notesMsgpack };
   }
@@ -191,6 +193,22 @@ function validateTensor(t: TensorMessage, validator: BlobValidator, file: string
     throw new FormatError("CONTAINER_BLOB_INVALID", "data blob dtype/shape differ from the tensor's", { file, tensor: name, expected: `${dtype} ${JSON.stringify(shape)}`, actual: `${data.dtype} ${JSON.stringify(data.shape)}` });
   }
   return { name, shape, representation: "dense", dtype, blobs, notesMsgpack: t.notesMsgpack != null && t.notesMsgpack.length > 0 ? t.notesMsgpack : undefined };
+}
+
+/**
+ * Weights a packed tensor may declare per byte of its blobs: 0.125 bits per weight, 8× below the
+ * leanest released layouts (VPTQ v16-k65536, 1 bit per weight). Reading a packed tensor as dense
+ * data materialises every weight, so without this a 17 KB VPTQ tensor with one 1-bit index per
+ * 4096-row vector makes a 32 MB weight (and 74 KB, 2 GB): the file must hold what it unpacks to.
+ */
+export const MAX_WEIGHTS_PER_BLOB_BYTE = 64;
+
+function checkExpansion(shape: number[], blobs: BlobInfo[], file: string, tensor: string): void {
+  const weights = elementCount(shape);
+  const storedBytes = blobs.reduce((sum, b) => sum + b.byteLength, 0);
+  if (weights > BigInt(storedBytes) * BigInt(MAX_WEIGHTS_PER_BLOB_BYTE)) {
+    throw new FormatError("CONTAINER_BLOB_INVALID", `packed tensor declares more weights than its blobs can hold (over ${MAX_WEIGHTS_PER_BLOB_BYTE} per stored byte)`, { file, tensor, byteOffset: blobs[0]?.byteOffset, expected: `<= ${BigInt(storedBytes) * BigInt(MAX_WEIGHTS_PER_BLOB_BYTE)} weights`, actual: `${weights} weights in ${storedBytes} bytes` });
+  }
 }
 
 /** Checks blobs one by one, then all together (no two blobs may share bytes). */

@@ -1,4 +1,4 @@
-import type { DType } from "../dtype.js";
+import { dtypeBytes, type DType } from "../dtype.js";
 import { FormatError, UsageError } from "../errors.js";
 import { expectArray, viewAs, type PackedArray } from "../packed-array.js";
 import { indexBits, vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
@@ -47,18 +47,59 @@ export function vptqArraySpecs(p: VptqParams, out: number, inFeatures: number, d
   return specs;
 }
 
-/** Checks parameters against each other and the layer shape (UsageError naming the layer). */
+/**
+ * Weights a layer may dequantize to per byte of the arrays its parameters call for: 0.125 bits
+ * per weight, 8× below the leanest released layouts (v16-k65536, 1 bit per weight plus
+ * codebooks). The same physical bound as the container's MAX_WEIGHTS_PER_BLOB_BYTE
+ * (converters/lmpack/reader.ts; a test pins the two equal), applied here so that the HF-VPTQ
+ * importer and GGUF `--keep-packed` refuse it too: every reader checks the stored arrays against
+ * `vptqArraySpecs`, so the implied bytes below are the bytes the file must hold. Without it a
+ * 17 KB layer (one 1-bit index per 4096-row vector) unpacks to 16 Mi weights.
+ */
+export const VPTQ_MAX_WEIGHTS_PER_STORED_BYTE = 64;
+/**
+ * Hard ceiling on out × in, whatever the file holds: dequantizing materialises every weight
+ * (2^31 f32 = 8 GiB). The largest linear of released VPTQ models (Llama-3.1-405B MLP, 53248 ×
+ * 16384) has 2^29.7 weights; in_features is also capped at 65536 by the uint16 permutation.
+ */
+export const VPTQ_MAX_WEIGHTS = 2 ** 31;
+
+/** Bytes of the arrays a layer with these parameters stores (codebook dtype F16 or BF16: same width). */
+export function vptqStoredBytes(p: VptqParams, out: number, inFeatures: number): number {
+  let bytes = 0;
+  for (const spec of vptqArraySpecs(p, out, inFeatures, "F16").values()) bytes += spec.shape.reduce((a, b) => a * b, 1) * dtypeBytes(spec.dtype);
+  return bytes;
+}
+
+/**
+ * Checks parameters against each other and the layer shape, then against the bytes they imply
+ * (UsageError naming the layer; readers rethrow it as their FormatError). Runs before any array
+ * is read or allocated.
+ */
 export function checkVptqParams(p: VptqParams, out: number, inFeatures: number, tensor?: string): void {
-  const bad = (detail: string, actual: unknown) => new UsageError("BAD_ARGUMENT", detail, { tensor, actual });
+  const bad = (detail: string, actual: unknown, expected?: unknown) => new UsageError("BAD_ARGUMENT", detail, { tensor, actual, expected });
   const pow2 = (k: number) => Number.isInteger(k) && k >= 2 && (k & (k - 1)) === 0;
+  const count = (n: number) => Number.isSafeInteger(n) && n >= 0;
   if (!Number.isSafeInteger(out) || out < 1 || !Number.isSafeInteger(inFeatures) || inFeatures < 1) throw bad("out_features and in_features must be positive integers", `${out}x${inFeatures}`);
-  if (!Number.isInteger(p.vectorLen) || p.vectorLen < 1) throw bad("vector length must be a positive integer", p.vectorLen);
+  if (!Number.isSafeInteger(p.vectorLen) || p.vectorLen < 1) throw bad("vector length must be a positive integer", p.vectorLen);
   if (!pow2(p.numCentroids) || p.numCentroids > 65536) throw bad("num_centroids must be a power of two ≤ 65536", p.numCentroids);
   if (p.numResCentroids !== 0 && (!pow2(p.numResCentroids) || p.numResCentroids > 65536)) throw bad("num_res_centroids must be 0 or a power of two ≤ 65536", p.numResCentroids);
-  if (!Number.isInteger(p.groupNum) || p.groupNum < 1 || p.groupSize * p.groupNum + p.outlierSize !== inFeatures) throw bad("group_num · group_size + outlier_size must equal in_features", `${p.groupNum}·${p.groupSize} + ${p.outlierSize} vs ${inFeatures}`);
-  if (p.outlierSize > 0 && (!(p.outlierVectorLen >= 1) || !pow2(p.outlierNumCentroids) || p.outlierNumCentroids > 65536)) throw bad("outliers need a vector length ≥ 1 and a power-of-two codebook ≤ 65536", `${p.outlierVectorLen}/${p.outlierNumCentroids}`);
+  if (!Number.isInteger(p.groupNum) || p.groupNum < 1 || !count(p.groupSize) || !count(p.outlierSize) || p.groupSize * p.groupNum + p.outlierSize !== inFeatures) throw bad("group_num · group_size + outlier_size must equal in_features", `${p.groupNum}·${p.groupSize} + ${p.outlierSize} vs ${inFeatures}`);
+  if (p.outlierSize > 0 && (!Number.isSafeInteger(p.outlierVectorLen) || p.outlierVectorLen < 1 || !pow2(p.outlierNumCentroids) || p.outlierNumCentroids > 65536)) throw bad("outliers need a vector length ≥ 1 and a power-of-two codebook ≤ 65536", `${p.outlierVectorLen}/${p.outlierNumCentroids}`);
   if (inFeatures > 65536) throw bad("VPTQ stores the permutation as uint16: in_features must be ≤ 65536", inFeatures);
   if (indexBits(p.numCentroids) + indexBits(p.numResCentroids) > 32) throw bad("main plus residual index bits must fit 32", p);
+  checkExpansion(p, out, inFeatures, bad);
+}
+
+function checkExpansion(p: VptqParams, out: number, inFeatures: number, bad: (detail: string, actual: unknown, expected?: unknown) => Error): void {
+  const weights = out * inFeatures;
+  if (weights > VPTQ_MAX_WEIGHTS) throw bad(`${out}×${inFeatures} = ${weights} weights is over the ${VPTQ_MAX_WEIGHTS}-weight ceiling of one layer`, `${weights} weights`, `<= ${VPTQ_MAX_WEIGHTS} weights`);
+  const storedBytes = vptqStoredBytes(p, out, inFeatures);
+  if (!Number.isSafeInteger(storedBytes)) throw bad("the arrays these parameters call for exceed 2^53 bytes", `${storedBytes} bytes`);
+  const limit = storedBytes * VPTQ_MAX_WEIGHTS_PER_STORED_BYTE;
+  if (weights > limit) {
+    throw bad(`${out}×${inFeatures} = ${weights} weights from ${storedBytes} stored bytes is over ${VPTQ_MAX_WEIGHTS_PER_STORED_BYTE} weights per stored byte (at most ${limit})`, `${weights} weights in ${storedBytes} bytes`, `<= ${limit} weights`);
+  }
 }
 
 /** Packs the representation into the layout's arrays (little-endian bytes), by suffix. */

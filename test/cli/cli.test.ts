@@ -125,6 +125,12 @@ test("exit codes: 1 for usage, 2 for invalid input, 2 for an existing output wit
   assert.is(lmpack("nonsense").code, 1);
   const missing = json("inspect", "does/not/exist/here");
   assert.is(missing.code, 2);
+  for (const method of ["gptq", "spqr", "vptq"]) {
+    const noStore = json("quantize", FIXTURE_MODEL, "--method", method, "--hessians", "no/such/hessians.safetensors", "--to", "lmpack", "--out", `nostore-${method}.lmpack`);
+    assert.is(noStore.code, 2, `${method}: a missing Hessian store is invalid input, not an internal error`);
+    assert.is(noStore.body["error"].code, "NOT_FOUND");
+    assert.match(noStore.body["error"].file, /no\/such\/hessians\.safetensors$/);
+  }
   await writeFile(join(work.path, "junk.safetensors"), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 0x5b]));
   const junk = json("inspect", "junk.safetensors");
   assert.is(junk.code, 2);

@@ -1,12 +1,11 @@
 import { spawn, spawnSync } from "node:child_process";
-import { appendFile, mkdir, open, readdir, readFile, stat, truncate, writeFile } from "node:fs/promises";
+import { appendFile, open, readdir, readFile, stat, truncate, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { hessianSource } from "../../cli/commands/quantize.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
 import { writeHessianStore } from "../../converters/hessians/store.js";
-import { AtomicFile } from "../../converters/io/atomic.js";
 import { journalPath, LayerJournal, scanJournalLog, type JournalIdentity } from "../../converters/io/journal.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { openCheckpoint } from "../../converters/open.js";
@@ -110,18 +109,6 @@ for (const c of CASES) {
   });
 }
 
-test("a killed run's temporary is removed by the next write of that destination; a live writer's is kept", async () => {
-  const dir = join(work.path, "stale");
-  await mkdir(dir);
-  const dead = spawnSync(process.execPath, ["-e", ""]).pid!;
-  await writeFile(join(dir, `.out.bin.lmpack-tmp-${dead}-0badf00d`), "partial");
-  await writeFile(join(dir, `.out.bin.lmpack-tmp-${process.pid}-0badf00d`), "in progress");
-  const file = await AtomicFile.create(join(dir, "out.bin"));
-  await file.write(new Uint8Array([1, 2, 3]));
-  await file.commit();
-  assert.equal((await readdir(dir)).sort(), [`.out.bin.lmpack-tmp-${process.pid}-0badf00d`, "out.bin"]);
-});
-
 const identity: JournalIdentity = { command: "test", options: { bits: 4, threshold: Infinity }, sources: [] };
 const layerValue = (seed: number) => ({ tensor: { codes: new Uint8Array([seed, 2, 3]), scales: new Float32Array([seed / 3, -0, NaN]), gIdx: undefined }, report: { seconds: seed } });
 
@@ -203,6 +190,47 @@ test("journal: another fingerprint (options, source contents) or --no-resume dis
   assert.is(journal.resumedLayers, 0);
   await journal.close();
   assert.not.ok(await exists(journalPath(out)), "a journal with nothing on record is not kept");
+});
+
+/** Larger than the journal's hashed head and tail (1 MiB each) together: bytes in between are seen by neither. */
+const SHARD_BYTES = 3 * (1 << 20) + 123;
+const TAIL_CHANGE_BYTES = 16;
+
+test("journal: a source rewritten in place at its end, size and mtime put back, discards it", async () => {
+  const out = join(work.path, "rewritten.lmpack");
+  const source = join(work.path, "shard.bin");
+  const mtime = new Date("2025-01-01T00:00:00Z");
+  const original = new Uint8Array(SHARD_BYTES).map((_, i) => (i * 31) >>> 3);
+  await writeFile(source, original);
+  await utimes(source, mtime, mtime);
+  const withSource = { ...identity, sources: [source] };
+  let journal = await LayerJournal.open(out, withSource, { resume: true });
+  await journal.record("a", layerValue(1));
+  await journal.close();
+  const before = await stat(source);
+
+  // The same bytes written again, mtime put back: the same source, the journal is reused.
+  await writeFile(source, original);
+  await utimes(source, mtime, mtime);
+  journal = await LayerJournal.open(out, withSource, { resume: true });
+  assert.is(journal.resumedLayers, 1, "an identical rewrite keeps the journal");
+  await journal.close();
+
+  const handle = await open(source, "r+");
+  try {
+    const last = original.slice(SHARD_BYTES - TAIL_CHANGE_BYTES).map((b) => b ^ 0xff);
+    await handle.write(last, 0, last.length, SHARD_BYTES - TAIL_CHANGE_BYTES);
+  } finally {
+    await handle.close();
+  }
+  await utimes(source, mtime, mtime);
+  const after = await stat(source);
+  assert.equal([after.size, after.mtimeMs], [before.size, before.mtimeMs], "size and mtime as before: only the content tells");
+  const lines: string[] = [];
+  journal = await LayerJournal.open(out, withSource, { resume: true, log: (l) => lines.push(l) });
+  assert.is(journal.resumedLayers, 0, "the rewritten source invalidates the layers");
+  assert.match(lines[0] ?? "", /discarding the journal/);
+  await journal.finish();
 });
 
 test("vptq: a run that fails mid-way resumes from its journal to the uninterrupted run's bytes", async () => {

@@ -5,11 +5,14 @@ import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { emitFrontMatter, frontMatterBlock, readFrontMatterScalars } from "../../converters/hub-publish/front-matter.js";
-import { redactSecret } from "../../converters/hub-publish/redact.js";
+import { inspect } from "node:util";
+import { publishFolder } from "../../converters/hub-publish/publish.js";
+import { publishError, redactSecret } from "../../converters/hub-publish/redact.js";
+import { FormatError, IoError, isLmpackError } from "../../formats/errors.js";
 import { retryingFetch } from "../../converters/hub-publish/retry-fetch.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
-import { commitSha, FakeHub, sha256Hex, type FakeFile } from "./fake-hub-server.js";
+import { commitSha, FakeHub, sha256Hex, type FakeFile, type UploadRefusal } from "./fake-hub-server.js";
 
 /**
  * `lmpack publish` end to end against the Hub-compatible server on 127.0.0.1 (fake-hub-server.ts),
@@ -255,6 +258,48 @@ test("refusals are typed and carry no token, even when the server echoes it (LMP
   assert.is((JSON.parse(refused.stdout) as { error: { code: string } }).error.code, "TENSOR_MISSING");
 });
 
+/** `text` holds no presigned-URL secret the storage handed out, and not the token. */
+function assertNoUploadSecrets(text: string, what: string): void {
+  assert.ok(hub.storage.issuedSignatures.size > 0, "the storage handed out presigned URLs");
+  for (const signature of hub.storage.issuedSignatures) assert.not.ok(text.includes(signature), `an X-Amz-Signature in ${what}`);
+  assert.not.ok(text.includes(hub.storage.accessKeyId), `the X-Amz-Credential's key id in ${what}`);
+  assert.not.ok(text.includes(token), `the token in ${what}`);
+}
+
+const uploadRefusals: UploadRefusal[] = ["s3-xml", "echo-json"];
+
+for (const refusal of uploadRefusals) {
+  test(`storage answering an upload 403 (${refusal}): a typed error, with no signature, credential or token in it or in the CLI output`, async () => {
+    hub.refuseUploads = refusal;
+    try {
+      for (const extra of [[], ["--json"]]) {
+        const repo = `me/refused-${refusal}${extra.length === 0 ? "" : "-json"}`;
+        const mark = hub.requests.length;
+        const r = await lmpack(["publish", "pub", "--repo", repo, "--retries", "0", ...extra], { LMPACK_DEBUG: "1" });
+        assert.is(r.code, 2, r.stderr);
+        assert.ok(hub.requests.slice(mark).some((q) => q.server === "cdn" && q.method === "PUT" && q.status === 403), "the storage refused an upload");
+        assertNoUploadSecrets(r.stdout + r.stderr, "the CLI output");
+        // The failing URL is still named, without its query.
+        assert.match(r.stdout + r.stderr, new RegExp(`/upload/${repo}/[0-9a-f]{64}(/part/\\d+)?\\?\\*\\*\\*`));
+        if (extra.length === 0) assert.match(r.stderr, /error HUB_AUTH: .*LFS storage refused the upload \(403\)/);
+        else assert.is((JSON.parse(r.stdout) as { error: { code: string } }).error.code, "HUB_AUTH");
+        assert.is(hub.commitLog.filter((c) => c.repo === repo).length, 0);
+      }
+      const error = await publishFolder({ dir: folder, repo: `me/refused-${refusal}-lib`, endpoint: hub.endpoint, token, retry: { retries: 0 } }).then(
+        () => assert.unreachable("the publish should have failed"),
+        (e: unknown) => e,
+      );
+      assert.ok(isLmpackError(error) && error instanceof IoError, `a typed error: ${String(error)}`);
+      assert.is((error as IoError).code, "HUB_AUTH");
+      assert.is((error as IoError).cause, undefined, "no cause to print the Hub error's URL and data");
+      const e = error as IoError;
+      assertNoUploadSecrets([e.message, e.detail, e.file, JSON.stringify(e.toJSON()), e.stack, inspect(e, { depth: 8, showHidden: true })].join("\n"), "the error");
+    } finally {
+      hub.refuseUploads = undefined;
+    }
+  });
+}
+
 test("the token appears in no output and no file: CLI output, files written, the repos, commit titles", async () => {
   assert.ok(outputs.length > 10);
   for (const text of outputs) assert.not.ok(text.includes(token), "token in CLI output");
@@ -317,6 +362,38 @@ for (const c of retryCases) {
 test("redactSecret removes the raw, URL-encoded and userinfo forms", () => {
   const secret = "hf_a/b+c";
   assert.is(redactSecret(`Bearer ${secret} ${encodeURIComponent(secret)} https://u:${secret}@host/x`, secret), "Bearer hf_*** hf_*** https://***@host/x");
+});
+
+const urlCases: { name: string; text: string; redacted: string }[] = [
+  {
+    name: "a presigned S3 URL in @huggingface/hub's trailer",
+    text: "Api error with status 403. URL: https://bucket.s3.amazonaws.com/repos/ab/cd?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAXYZ%2F20250101&X-Amz-Signature=0badf00d. Request ID: r1",
+    redacted: "Api error with status 403. URL: https://bucket.s3.amazonaws.com/repos/ab/cd?*** Request ID: r1",
+  },
+  { name: "any query, userinfo too", text: "GET http://user:pw@cdn.example/x/y.bin?Expires=1&Signature=s&Key-Pair-Id=k failed", redacted: "GET http://***@cdn.example/x/y.bin?*** failed" },
+  { name: "a fragment-free URL keeps its path", text: "https://huggingface.co/api/models/a/b/commit/main", redacted: "https://huggingface.co/api/models/a/b/commit/main" },
+  { name: "a URL-encoded URL nested in another's text", text: "redirect=https%3A%2F%2Fs3%2Fk%3FX-Amz-Signature%3D0badf00d%26X-Amz-Credential%3DAKIAXYZ", redacted: "redirect=https%3A%2F%2Fs3%2Fk%3FX-Amz-Signature%3D***%26X-Amz-Credential%3D***" },
+];
+
+for (const c of urlCases) {
+  test(`redactSecret cuts URL query strings: ${c.name}`, () => {
+    assert.is(redactSecret(c.text, undefined), c.redacted);
+  });
+}
+
+test("publishError redacts every context field of lmpack's errors, keeping class and code", () => {
+  const secret = "hf_secret_token";
+  const signed = "https://s3.example/k?X-Amz-Signature=0badf00d";
+  const original = new FormatError("TENSOR_MISSING", `not in ${signed} (${secret})`, { file: signed, tensor: `t.${secret}`, byteOffset: 8, expected: { urls: [signed] }, actual: secret, cause: new Error(secret) });
+  const rebuilt = publishError(original, "me/x@main", secret) as FormatError;
+  assert.ok(rebuilt instanceof FormatError);
+  assert.is(rebuilt.code, "TENSOR_MISSING");
+  assert.is(rebuilt.byteOffset, 8);
+  assert.equal(rebuilt.expected, { urls: ["https://s3.example/k?***"] });
+  assert.is(rebuilt.actual, "hf_***");
+  assert.is(rebuilt.tensor, "t.hf_***");
+  const text = [rebuilt.message, rebuilt.detail, rebuilt.file, JSON.stringify(rebuilt.toJSON()), inspect(rebuilt, { depth: 8, showHidden: true })].join("\n");
+  for (const leak of [secret, "0badf00d"]) assert.not.ok(text.includes(leak), `${leak} in the rebuilt error`);
 });
 
 test.run();
