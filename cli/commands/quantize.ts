@@ -67,7 +67,7 @@ export const quantizeCommand = {
       .options(SEQUENTIAL_OPTIONS)
       .option("act-order", { type: "boolean", default: false, describe: "gptq: quantize columns by decreasing Hessian diagonal (desc_act, writes g_idx)" })
       .option("damp", { type: "number", describe: "gptq / spqr: damping, a fraction of mean(diag H) (default 0.01; SpQR's README recipe uses 1.0)" })
-      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr: run H's factorization and the GPTQ loop's deferred updates on the GPU; vptq: also k-means and the codebook searches; signround: the tuning steps, with --device cuda only for now (auto: when one is usable; cuda: fail without one)" })
+      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "gptq / spqr: run H's factorization and the GPTQ loop's deferred updates on the GPU; vptq: also k-means and the codebook searches; signround: the tuning steps (auto: when one is usable; cuda: fail without one)" })
       .option("iters", { type: "number", default: 200, describe: "signround: tuning steps" })
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
@@ -96,10 +96,7 @@ export const quantizeCommand = {
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
     // The device first: --device cuda without a GPU fails before anything is opened.
-    // SignRound's GPU path (kernels/signround) has not yet run on a GPU: `auto` keeps it on the CPU
-    // until the GPU suites have passed on one; `--device cuda` asks for it explicitly.
-    const choice = args.method === "signround" && args.device === "auto" ? "cpu" : args.device;
-    const device = args.method === "gptq" || args.method === "signround" ? await openQuantizerDevice(choice) : undefined;
+    const device = args.method === "gptq" || args.method === "signround" ? await openQuantizerDevice(args.device) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     let journal: LayerJournal | undefined;

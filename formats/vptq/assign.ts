@@ -78,7 +78,12 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
   for (let i = 0; i < set.count; i++) {
     const at = i * dim;
     const active = i < set.partialFrom ? dim : set.partialDims;
-    const bound = state.restBound[i]! - moves.largestOther;
+    const previous = state.restBound[i]!;
+    const bound = previous - moves.largestOther;
+    // The bound is a difference of rounded roots: it may sit a few ulps above the true distance of
+    // an untracked centroid that ties the best tracked one. The margin (as the GPU's km_nearest)
+    // sends such a vector to the exact search instead. Infinity (k ≤ TRACKED) needs none.
+    const safeBound = Number.isFinite(bound) ? bound - 1e-12 * (Math.abs(previous) + moves.largestOther) : bound;
     // Squared distance to the nearest untracked mover (compared as computed, not via a root).
     let moverSquared = Infinity;
     let nearestMover = -1;
@@ -113,7 +118,7 @@ export function assignNearest(set: VectorSet, centroids: Float64Array, tree: KdT
     }
     // Every untracked centroid is at least `bound` away: the best tracked one is the nearest.
     // Strictly nearer, since an equal one with a lower index would win the tie (kd-tree.ts).
-    if (bestLabel >= 0 && bound >= 0 && best < bound * bound && (best < moverSquared || (best === moverSquared && bestLabel < nearestMover))) {
+    if (bestLabel >= 0 && safeBound >= 0 && best < safeBound * safeBound && (best < moverSquared || (best === moverSquared && bestLabel < nearestMover))) {
       labels[i] = bestLabel;
       distancesSquared[i] = best;
       continue;

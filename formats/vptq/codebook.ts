@@ -117,6 +117,8 @@ export interface CodebookSearch {
   readonly description: string;
   /** mainOut[v]: nearest centroid of `main`; with `residual`, resOut[v]: nearest of `residual` to (v − main centroid). */
   nearest(main: Codebook, residual: Codebook | undefined, queries: Float64Array, count: number, lastActive: number, mainOut: Int32Array, resOut: Int32Array | undefined): void;
+  /** The layer is done with `book`: a search that keeps copies of codebooks (the GPU's) drops them. */
+  forget?(book: Codebook): void;
 }
 
 /** The k-d tree searches, one vector at a time. */

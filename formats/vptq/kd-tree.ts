@@ -192,17 +192,21 @@ function searchNode(node: number, lo: number, hi: number, boxDistance: number): 
   const diff = d < queryDims ? query[queryOffset + d]! - tree.splitValue[node]! : 0;
   const old = cellOffset[d]!;
   const farDistance = boxDistance - old * old + diff * diff;
+  // The far cell is entered unless it is surely farther than the bound. ≤ alone is not enough: a
+  // cell exactly at the bound can hold a tie with a lower index, and farDistance, built by adding
+  // and removing squares, may round a few ulps above the leaf's own sum for that tie. The slack
+  // (1e-12 of every magnitude involved, ~10⁴ ulps) only costs a rare extra visit.
+  const slack = 1e-12 * (pruneDistance + boxDistance + old * old + diff * diff);
   if (diff < 0) {
     searchNode(2 * node + 1, lo, mid, boxDistance);
-    // ≤: a cell exactly at the bound can still hold a tie with a lower index.
-    if (farDistance <= pruneDistance) {
+    if (farDistance <= pruneDistance + slack) {
       cellOffset[d] = diff;
       searchNode(2 * node + 2, mid, hi, farDistance);
       cellOffset[d] = old;
     }
   } else {
     searchNode(2 * node + 2, mid, hi, boxDistance);
-    if (farDistance <= pruneDistance) {
+    if (farDistance <= pruneDistance + slack) {
       cellOffset[d] = diff;
       searchNode(2 * node + 1, lo, mid, farDistance);
       cellOffset[d] = old;

@@ -87,17 +87,22 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
   };
   const tensor = emptyTensor(params, rows, inFeatures, o.dtype, perm, norm, books);
   const pristine = params.numResCentroids > 0 ? weightT.slice() : undefined;
-  let pass = runPass(weightT, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, pristine !== undefined);
-  if (pristine !== undefined) {
-    // The reference clusters qerror = w − q: each column's error as it was quantized, before
-    // the 1/U[c,c] scaling that drives propagation. Then everything is redone from the start.
-    const errorsT = pass.errorsT!;
-    books.residual = Array.from({ length: groupNum }, (_, g) => fit(errorsT, "residual", g, ...groupColumns(g), params.numResCentroids));
-    tensor.resCentroids = concatBits(books.residual);
-    tensor.resIndices = new Uint32Array(tensor.mainIndices.length);
-    pass = runPass(pristine, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, false);
+  try {
+    let pass = runPass(weightT, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, pristine !== undefined);
+    if (pristine !== undefined) {
+      // The reference clusters qerror = w − q: each column's error as it was quantized, before
+      // the 1/U[c,c] scaling that drives propagation. Then everything is redone from the start.
+      const errorsT = pass.errorsT!;
+      books.residual = Array.from({ length: groupNum }, (_, g) => fit(errorsT, "residual", g, ...groupColumns(g), params.numResCentroids));
+      tensor.resCentroids = concatBits(books.residual);
+      tensor.resIndices = new Uint32Array(tensor.mainIndices.length);
+      pass = runPass(pristine, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, false);
+    }
+    return { tensor, hessianLoss: pass.hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks };
+  } finally {
+    // The next layer's codebooks are new objects: the search's copies of these would only pile up.
+    for (const book of [books.outlier, ...books.main, ...(books.residual ?? [])]) if (book !== undefined) o.codebookSearch?.forget?.(book);
   }
-  return { tensor, hessianLoss: pass.hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks };
 }
 
 interface ColumnNorm {

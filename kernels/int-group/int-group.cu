@@ -83,7 +83,8 @@ __device__ __forceinline__ void lq_int_group_piece(const lq_int_group_args& a, i
 }
 
 // The chunk loop for pieces of P weights: U = CHUNK / (THREADS · P) pieces per thread and chunk,
-// their codes loaded first.
+// their codes loaded first. Columns are int32: launch.ts refuses rows over 2³⁰ weights, so chunk plus
+// the grid stride never wraps.
 template <int P>
 __device__ __forceinline__ void lq_int_group_rows(const lq_int_group_args& a, double& max_abs, double& sq_err, double& sq_ref, uint32_t& bad) {
   constexpr int T = LQ_INT_GROUP_THREADS, U = LQ_INT_GROUP_CHUNK / (T * P);
@@ -95,17 +96,21 @@ __device__ __forceinline__ void lq_int_group_rows(const lq_int_group_args& a, do
 #pragma unroll
       for (int u = 0; u < U; u++) {
         const int32_t k0 = chunk + (u * T + (int32_t)threadIdx.x) * P, count = max(0, min(P, a.K - k0));
+        // Every address below is clamped into the row although the branches already guard it:
+        // nvcc speculates these loads past the guards (compute-sanitizer caught a 4-byte read just
+        // past the codes of a 32x64 layer, from a thread whose piece lay wholly beyond the row).
         if (vector_rows && count == P) {
+          const uint8_t* at = row + min(k0, a.K - P);
           if constexpr (P == 8) {
-            const uint2 word = *reinterpret_cast<const uint2*>(row + k0);
+            const uint2 word = *reinterpret_cast<const uint2*>(at);
             memcpy(q[u], &word, P);
           } else {
-            const uint32_t word = *reinterpret_cast<const uint32_t*>(row + k0);
+            const uint32_t word = *reinterpret_cast<const uint32_t*>(at);
             memcpy(q[u], &word, P);
           }
         } else {
 #pragma unroll
-          for (int j = 0; j < P; j++) q[u][j] = j < count ? row[k0 + j] : 0;
+          for (int j = 0; j < P; j++) q[u][j] = j < count ? row[min(k0 + j, a.K - 1)] : 0;
         }
       }
 #pragma unroll

@@ -24,6 +24,8 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
 /** LQ_INT_GROUP_THREADS and LQ_INT_GROUP_CHUNK in int-group.cu. */
 const THREADS = 256;
 const CHUNK = 16 * THREADS;
+/** Longest row: int-group.cu indexes columns with int32, and chunk + grid stride stays below 2³¹. */
+const MAX_ROW_WEIGHTS = 2 ** 30;
 /** CUDA's limit on gridDim.y. */
 const MAX_GRID_Y = 65535;
 const ROUNDING = { F32: 0, F16: 1, BF16: 2 } as const;
@@ -61,6 +63,8 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
   const groups = groupCount(K, groupSize);
   const refuse = (detail: string, expected: unknown, actual: unknown) => new KernelError("LAUNCH_REFUSED", `int-group ${shape}: ${detail}`, { ...where, expected, actual });
   if (!(N > 0 && K > 0 && groupSize > 0)) throw refuse("empty or impossible shape", "N, K, group size > 0", [N, K, groupSize]);
+  // The kernel walks a row's columns with 32-bit indices (chunk + stride must not wrap).
+  if (K > MAX_ROW_WEIGHTS) throw refuse("row too long for the kernel's 32-bit column index", `K ≤ ${MAX_ROW_WEIGHTS}`, K);
   if (t.codes.length !== N * K) throw refuse("codes length", N * K, t.codes.length);
   if (t.scales.length !== groups * N || t.zeros.length !== groups * N) throw refuse("scales/zeros length", groups * N, [t.scales.length, t.zeros.length]);
   if (t.gIdx !== undefined) {

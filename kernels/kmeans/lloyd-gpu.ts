@@ -77,25 +77,31 @@ class LloydRun {
       this.allocated.push(pointer);
       return pointer;
     };
-    this.vectors = this.upload(set.vectors);
-    this.weights = this.upload(set.weights);
-    this.centroids = alloc(k * dim * 8);
-    this.before = alloc(k * dim * 8);
-    this.labels = alloc(count * 4);
-    this.dist2 = alloc(count * 8);
-    this.lower = alloc(count * 8);
-    this.todo = alloc(count * 4);
-    this.todoLength = alloc(4);
-    this.chunks = Math.ceil(count / OBJECTIVE_CHUNK);
-    this.chunkSums = alloc(this.chunks * 8);
-    this.counts = alloc(k * 4);
-    this.offsets = alloc(k * 4);
-    this.keys = [alloc(count * 4), alloc(count * 4)];
-    this.values = [alloc(count * 4), alloc(count * 4)];
-    this.tiles = Math.ceil(count / RADIX_TILE);
-    this.histogram = alloc(256 * this.tiles * 4);
-    this.moves = alloc(k * 8);
-    this.movers = alloc(MOVERS * 4);
+    try {
+      this.vectors = this.upload(set.vectors);
+      this.weights = this.upload(set.weights);
+      this.centroids = alloc(k * dim * 8);
+      this.before = alloc(k * dim * 8);
+      this.labels = alloc(count * 4);
+      this.dist2 = alloc(count * 8);
+      this.lower = alloc(count * 8);
+      this.todo = alloc(count * 4);
+      this.todoLength = alloc(4);
+      this.chunks = Math.ceil(count / OBJECTIVE_CHUNK);
+      this.chunkSums = alloc(this.chunks * 8);
+      this.counts = alloc(k * 4);
+      this.offsets = alloc(k * 4);
+      this.keys = [alloc(count * 4), alloc(count * 4)];
+      this.values = [alloc(count * 4), alloc(count * 4)];
+      this.tiles = Math.ceil(count / RADIX_TILE);
+      this.histogram = alloc(256 * this.tiles * 4);
+      this.moves = alloc(k * 8);
+      this.movers = alloc(MOVERS * 4);
+    } catch (error) {
+      // An allocation failed part-way (out of device memory): free what was already taken.
+      this.release();
+      throw error;
+    }
   }
 
   iterate(centroids: Float64Array, options: KMeansOptions) {

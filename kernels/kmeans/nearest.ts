@@ -76,7 +76,17 @@ export class NearestSearcher {
   private ensure(entries: number): NonNullable<NearestSearcher["scratch"]> {
     if (this.scratch !== undefined && this.scratch.entries >= entries) return this.scratch;
     this.release();
-    this.scratch = { best: this.context.alloc(entries * 8), index: this.context.alloc(entries * 4), second: this.context.alloc(entries * 8), entries };
+    const best = this.context.alloc(entries * 8);
+    let index: DevicePointer | undefined;
+    try {
+      index = this.context.alloc(entries * 4);
+      this.scratch = { best, index, second: this.context.alloc(entries * 8), entries };
+    } catch (error) {
+      // A failure part-way frees what was already taken.
+      this.context.free(best);
+      if (index !== undefined) this.context.free(index);
+      throw error;
+    }
     return this.scratch;
   }
 }

@@ -7,7 +7,8 @@ import { KM_MAX_DIM, KM_THREADS, NearestSearcher } from "./nearest.js";
  * VPTQ's per-column searches (formats/vptq/codebook.ts CodebookSearch) on the GPU: the column's
  * vectors go up, each takes its exact nearest main centroid, then, with a residual codebook, the
  * nearest residual centroid to (v − main), and the indices come back. The same arg-min and tie
- * rule as the k-d tree, so the same indices. Codebooks are uploaded once and kept until release().
+ * rule as the k-d tree, so the same indices. Codebooks are uploaded once and kept until forget()
+ * (the quantizer calls it when a layer is done) or release().
  *
  * A column is small (rows / vectorLen vectors) and the loop is sequential, so each call costs a
  * few launches and two transfers; the centroids are split across blocks (nearest.ts) so that
@@ -36,8 +37,21 @@ export function gpuCodebookSearch(engine: GpuEngine): CodebookSearch & { release
   const ensure = (count: number, dim: number) => {
     if (buffers !== undefined && capacity >= count * dim) return buffers;
     freeBuffers();
-    capacity = count * dim;
-    buffers = { queries: context.alloc(capacity * 8), residuals: context.alloc(capacity * 8), labels: context.alloc(capacity * 4), resLabels: context.alloc(capacity * 4), dist2: context.alloc(capacity * 8) };
+    const entries = count * dim;
+    // One allocation at a time, so that a failure part-way frees what was already taken.
+    const taken: DevicePointer[] = [];
+    const take = (bytes: number): DevicePointer => {
+      const pointer = context.alloc(bytes);
+      taken.push(pointer);
+      return pointer;
+    };
+    try {
+      buffers = { queries: take(entries * 8), residuals: take(entries * 8), labels: take(entries * 4), resLabels: take(entries * 4), dist2: take(entries * 8) };
+    } catch (error) {
+      for (const pointer of taken) context.free(pointer);
+      throw error;
+    }
+    capacity = entries;
     return buffers;
   };
   return {
@@ -64,6 +78,12 @@ export function gpuCodebookSearch(engine: GpuEngine): CodebookSearch & { release
         context.download(b.resLabels, new Uint8Array(resOut.buffer, resOut.byteOffset, count * 4));
       }
       context.download(b.labels, new Uint8Array(mainOut.buffer, mainOut.byteOffset, count * 4));
+    },
+    forget(book) {
+      const pointer = books.get(book);
+      if (pointer === undefined) return;
+      context.free(pointer);
+      books.delete(book);
     },
     release() {
       searcher.release();

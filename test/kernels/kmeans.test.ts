@@ -134,6 +134,24 @@ contract("k-d tree searches: ties go to the lower index, m-nearest ordered by (d
     assert.equal(Array.from(ids), all.slice(0, 9).map((e) => e.j), `query ${q}: 9 nearest`);
   }
 });
+contract("k-d tree searches on a grid of thirds: rounding in the cell bound never prunes a lower-index tie", () => {
+  // Thirds and sixths are not exact in binary, so the incrementally built cell distance can round
+  // above the leaf's own sum for the same point; with duplicates spread over several cells that
+  // once pruned the lower-index copy (centroids 6, 127, 138 all at [-1, 1/3, 2/3]).
+  const rng = mulberry32(21);
+  const count = 400;
+  const points = Float64Array.from({ length: count * 3 }, () => (Math.floor(rng() * 7) - 3) / 3);
+  const tree = buildKdTree(points, count, 3);
+  const distance = (q: Float64Array, j: number): number => (q[0]! - points[j * 3]!) ** 2 + (q[1]! - points[j * 3 + 1]!) ** 2 + (q[2]! - points[j * 3 + 2]!) ** 2;
+  for (let q = 0; q < 20000; q++) {
+    const query = Float64Array.from({ length: 3 }, () => (Math.floor(rng() * 15) - 7) / 6);
+    let best = 0;
+    for (let j = 1; j < count; j++) if (distance(query, j) < distance(query, best)) best = j;
+    const found = { index: -1, distanceSquared: Infinity };
+    nearestPoint(tree, query, 0, 3, found);
+    assert.is(found.index, best, `query ${q} [${Array.from(query).join(", ")}]: nearest`);
+  }
+});
 for (const c of CASES) {
   for (const init of ["random", "kmeans++"] as KMeansInit[]) {
     contract(`${c.name}, k ${c.k}, ${init}: labels, centroids, objectives and re-seeds bit for bit`, () => {
