@@ -6,8 +6,13 @@
  * Differences in the settings themselves, so that a row is read correctly:
  * - lmpack's `--sym` is auto-round's signed full-range grid for every integer method; the
  *   reference GPTQ rows use SpQR's engine, whose symmetric grid is coarser (2·absmax/(2^bits − 1)).
- * - The reference GPTQ and SpQR rows propagate calibration inputs through the already quantized
- *   layers; these rows use Hessians of the unquantized model (VPTQ's reference does too).
+ * - Calibration (bench/quality-table.ts): the GPTQ, SignRound, SpQR and VPTQ rows get
+ *   `--hessians`, the RTN and FP6 rows none. By default the table runs `lmpack calibrate` once
+ *   and every such row reads that store: Hessians of the unquantized model, as VPTQ's reference
+ *   uses; `--hessians <store>` passes a store made elsewhere the same way. The reference GPTQ
+ *   and SpQR rows instead propagate calibration inputs through the already quantized layers:
+ *   `--hessians sequential` does that too (each row's `quantize` calibrates every layer through
+ *   the ones it has already quantized), and then the VPTQ rows are the ones that differ.
  * - Reference bits per weight follow each tool's own convention (see the reference file); the
  *   table prints lmpack's count of everything stored for the packed linears beside it.
  */

@@ -6,16 +6,18 @@
  *
  *   node dist/bench/quality-table.js [--model ../shared/models/docs-llama-16m]
  *       [--calibration ../shared/text/wikitext2-test.raw] [--eval ../shared/text/docs-valid.txt]
- *       [--hessians <store>|sequential] [--rows gptq-w4g128,vptq-v4k256,...] [--workers 2] [--device auto]
+ *       [--hessians <store>|sequential] [--rows gptq-w4g128,vptq-v4k256,...] [--workers N] [--device auto]
  *       [--max-tokens N] [--keep DIR]
  *
  * It drives lmpack's own CLI, so each row is exactly what a user would run, and prints the
- * commands: `calibrate` once (WikiText-2 test text, 128 windows of 512 tokens, as the reference
- * runs), then per row `quantize … --to lmpack`, `inspect --json` (true bits per weight: codes,
+ * commands: `calibrate` once unless `--hessians` is given (WikiText-2 test text, 128 windows of
+ * 512 tokens, as the reference runs), then per row `quantize … --to lmpack`, `inspect --json` (true bits per weight: codes,
  * scales, zeros, codebooks, outliers, everything stored for the packed linears) and `eval --json`
  * (the protocol of ../shared/models/README.md). Calibration text and evaluation text are never
- * the same. `--hessians sequential` calibrates each layer through the already quantized ones
- * (as the reference GPTQ and SpQR rows do) instead of storing the unquantized model's Hessians. Rows run in `--workers` child processes; the table is deterministic.
+ * the same. `--hessians sequential` makes each row's `quantize` calibrate every layer through
+ * the already quantized ones (as the reference GPTQ and SpQR rows do) instead of reading the
+ * unquantized model's Hessians from a store. Rows run in `--workers` child processes (a whole
+ * number from 1 to the core count, default 2 or fewer); the table is deterministic.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -31,22 +33,40 @@ function arg(name: string, fallback?: string): string | undefined {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
 
+/** A bad flag: one line naming it, exit code 1 (the CLI's usage code), before anything is computed. */
+function usage(message: string): never {
+  console.error(`quality-table: ${message}`);
+  process.exit(1);
+}
+
+/** `--<name>` as a whole number in 1 … max; the default is used only when the flag is absent. */
+function count(name: string, fallback: number, max: number): number {
+  const text = arg(name);
+  if (text === undefined && process.argv.includes(`--${name}`)) usage(`--${name} needs a value (a whole number from 1 to ${max})`);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) usage(`--${name} must be a whole number from 1 to ${max} (the cores available), got "${text}"`);
+  return value;
+}
+
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = join(here, "..", "cli", "main.js");
 const shared = process.env["LMPACK_SHARED"] ?? join(here, "..", "..", "..", "shared");
 const model = arg("model", join(shared, "models", "docs-llama-16m"));
 const calibration = arg("calibration", join(shared, "text", "wikitext2-test.raw"));
 const evalText = arg("eval", join(shared, "text", "docs-valid.txt"));
-const workers = Math.max(1, Number(arg("workers", "2")));
+const cores = availableParallelism();
+/** Rows quantized at once, each in its own CLI process: more than the cores only slows every row down. */
+const workers = count("workers", Math.min(2, cores), cores);
 /** Each row's evaluation gets its share of the cores (eval --threads; the result is the same at any count). */
-const evalThreads = Math.max(1, Math.floor(availableParallelism() / workers));
+const evalThreads = Math.floor(cores / workers);
 const device = arg("device", "auto");
 const maxTokens = arg("max-tokens");
 const wanted = arg("rows")?.split(",");
 /** The reference's calibration: 128 windows of 512 tokens of WikiText-2 test text. */
 const WINDOWS = ["--protocol", "wikitext2", "--samples", "128", "--seq-len", "512"];
 const rows = wanted === undefined ? QUALITY_ROWS : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
-if (rows.length === 0) throw new Error(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
+if (rows.length === 0) usage(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
 
 interface Outcome {
   row: QualityRow;

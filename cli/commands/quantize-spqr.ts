@@ -1,5 +1,5 @@
 import type { ArgumentsCamelCase } from "yargs";
-import { openQuantizerDevice } from "./device.js";
+import { openQuantizerDevice, type QuantizerDevice } from "./device.js";
 import { UsageError } from "../../formats/errors.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
@@ -8,7 +8,7 @@ import { quantizeSpqrCheckpoint, type SpqrLayerReport } from "../../converters/s
 import { EXIT } from "../errors.js";
 import { EMBEDDING_PROXY, hessianSource, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
 import { followQuantized } from "./sequential-hessians.js";
-import type { LayerJournal } from "../../converters/io/journal.js";
+import type { HessianSource } from "../../formats/second-order/hessian.js";
 
 const SPQR_TARGETS = ["lmpack", "hf-spqr"];
 
@@ -20,15 +20,33 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (!(args.outlierThreshold > 0)) throw new UsageError("BAD_ARGUMENT", "--outlier-threshold must be positive (Infinity: no outliers)", { actual: args.outlierThreshold });
   // The device first: --device cuda without a GPU fails before anything is opened.
   const device = await openQuantizerDevice(args.device);
-  if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
-  const checkpoint = await openCheckpoint(args.src);
-  const store = await hessianSource(args.hessians, checkpoint, args);
-  let journal: LayerJournal | undefined;
+  // One try per resource, closed in reverse order of opening: whichever step throws (a missing
+  // checkpoint, a bad --hessians, an existing --out), everything opened before it is closed.
   try {
-    journal = await openQuantizeJournal(args, checkpoint, device.description);
+    if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
+    const checkpoint = await openCheckpoint(args.src);
+    try {
+      const store = await hessianSource(args.hessians, checkpoint, args);
+      try {
+        return await quantizeAndExport(args, device, checkpoint, store!);
+      } finally {
+        await store?.close?.();
+      }
+    } finally {
+      await checkpoint.close();
+    }
+  } finally {
+    device.close();
+  }
+}
+
+/** The run itself, over resources the caller opened and closes: the journal is its own. */
+async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device: QuantizerDevice, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, store: HessianSource): Promise<number> {
+  const journal = await openQuantizeJournal(args, checkpoint, device.description);
+  try {
     const layers: SpqrLayerReport[] = [];
     const quantized = followQuantized(store, quantizeSpqrCheckpoint(checkpoint, {
-      hessians: store!,
+      hessians: store,
       journal,
       quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
       onLayer: (r) => {
@@ -45,9 +63,6 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
-    await journal?.close();
-    device.close();
-    await store?.close?.();
-    await checkpoint.close();
+    await journal.close();
   }
 }

@@ -10,7 +10,7 @@ import { quantizeVptqCheckpoint, type VptqLayerReport } from "../../converters/v
 import { EXIT } from "../errors.js";
 import { EMBEDDING_PROXY, hessianSource, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
 import { followQuantized } from "./sequential-hessians.js";
-import type { LayerJournal } from "../../converters/io/journal.js";
+import type { HessianSource } from "../../formats/second-order/hessian.js";
 
 const VPTQ_TARGETS = ["lmpack", "hf-vptq"];
 
@@ -31,15 +31,33 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (args.to === "hf-vptq") checkCudaSupport(args.vectorLen, args.centroids, args.resCentroids);
   // The device first: --device cuda without a GPU fails before anything is opened.
   const device = await openQuantizerDevice(args.device);
-  if (!args.json) console.error(`lmpack: ${device.kmeans === undefined ? "" : "k-means, codebook searches, "}H's factorization and the GPTQ loop on ${device.description}`);
-  const checkpoint = await openCheckpoint(args.src);
-  const store = await hessianSource(args.hessians, checkpoint, args);
-  let journal: LayerJournal | undefined;
+  // One try per resource, closed in reverse order of opening: whichever step throws (a missing
+  // checkpoint, a bad --hessians, an existing --out), everything opened before it is closed.
   try {
-    journal = await openQuantizeJournal(args, checkpoint, device.description);
+    if (!args.json) console.error(`lmpack: ${device.kmeans === undefined ? "" : "k-means, codebook searches, "}H's factorization and the GPTQ loop on ${device.description}`);
+    const checkpoint = await openCheckpoint(args.src);
+    try {
+      const store = await hessianSource(args.hessians, checkpoint, args);
+      try {
+        return await quantizeAndExport(args, device, checkpoint, store!);
+      } finally {
+        await store?.close?.();
+      }
+    } finally {
+      await checkpoint.close();
+    }
+  } finally {
+    device.close();
+  }
+}
+
+/** The run itself, over resources the caller opened and closes: the journal is its own. */
+async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device: QuantizerDevice, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, store: HessianSource): Promise<number> {
+  const journal = await openQuantizeJournal(args, checkpoint, device.description);
+  try {
     const layers: VptqLayerReport[] = [];
     const quantized = followQuantized(store, quantizeVptqCheckpoint(checkpoint, {
-      hessians: store!,
+      hessians: store,
       journal,
       quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
       onLayer: (r) => {
@@ -58,10 +76,7 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     else console.error(`lmpack: wrote ${args.out} (${layers.length} layers, ${layers.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
     return EXIT.ok;
   } finally {
-    await journal?.close();
-    device.close();
-    await store?.close?.();
-    await checkpoint.close();
+    await journal.close();
   }
 }
 
