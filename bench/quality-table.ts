@@ -91,7 +91,7 @@ function lmpack(args: string[]): Promise<string> {
 
 async function evaluate(path: string): Promise<{ perplexity: number; seconds: number }> {
   const started = performance.now();
-  const out = JSON.parse(await lmpack(["eval", path, "--text", evalText, "--tokenizer", model, "--threads", String(evalThreads), "--json", ...(maxTokens === undefined ? [] : ["--max-tokens", maxTokens])])) as { perplexity: number };
+  const out = JSON.parse(await lmpack(["eval", path, "--text", evalText, "--tokenizer", model, "--device", device, "--threads", String(evalThreads), "--json", ...(maxTokens === undefined ? [] : ["--max-tokens", maxTokens])])) as { perplexity: number };
   return { perplexity: out.perplexity, seconds: (performance.now() - started) / 1000 };
 }
 

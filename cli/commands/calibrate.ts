@@ -3,11 +3,13 @@ import { join } from "node:path";
 import { mkdir } from "node:fs/promises";
 import { openCheckpoint } from "../../converters/open.js";
 import { calibrateHessians } from "../../converters/hessians/calibrate.js";
-import { HESSIAN_FILE, writeHessianStore } from "../../converters/hessians/store.js";
+import { HESSIAN_FILE, writeHessianStore, type HessianEntry } from "../../converters/hessians/store.js";
 import { refuseExisting } from "../../converters/io/atomic.js";
 import { UsageError } from "../../formats/errors.js";
-import { LlamaForward } from "../../model/llama-forward.js";
-import { loadLlamaWeights } from "../../model/llama-weights.js";
+import type { GpuEngine } from "../../kernels/engine.js";
+import type { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
+import { LlamaForward, type LinearInputObserver } from "../../model/llama-forward.js";
+import { loadLlamaWeights, type LlamaWeights } from "../../model/llama-weights.js";
 import { EXIT } from "../errors.js";
 import { DEVICE_CHOICES, openCalibrationDevice, type DeviceChoice } from "./device.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
@@ -58,15 +60,24 @@ export const calibrateCommand = {
       const maxPositions = checkpoint.config?.maxPositionEmbeddings;
       if (maxPositions !== undefined && args.seqLen > maxPositions && !args.json) console.error(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
       if (sequences.length < args.samples && !args.json) console.error(`lmpack: warning: the text holds ${sequences.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
-      const forward = new LlamaForward(await loadLlamaWeights(checkpoint), args.seqLen, checkpoint.location);
-      if (!args.json) console.error(`lmpack: H += XᵀX on ${device.description}`);
-      const entries = calibrateHessians(forward, sequences, (i) => {
-        if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${sequences.length}] sequences`);
-      }, device.products);
+      const weights = await loadLlamaWeights(checkpoint);
+      // On a GPU the forward runs there too (float64, as the CPU's; the inputs come back to the host
+      // only to be handed to the accumulator, which is also on the GPU).
+      const gpuForward = device.engine === undefined ? undefined : await openGpuForward(device.engine, weights, args.seqLen, checkpoint.location);
+      if (!args.json) console.error(`lmpack: forward and H += XᵀX on ${device.description}`);
+      let entries: HessianEntry[];
+      try {
+        const run = gpuForward === undefined ? new LlamaForward(weights, args.seqLen, checkpoint.location) : (ids: Int32Array, observe: LinearInputObserver) => gpuForward.observeLinearInputs(ids, observe);
+        entries = calibrateHessians(run, sequences, (i) => {
+          if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${sequences.length}] sequences`);
+        }, device.products);
+      } finally {
+        gpuForward?.release();
+      }
       if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
       if (!args.out.endsWith(".safetensors")) await mkdir(args.out, { recursive: true });
       const tokens = sequences.length * args.seqLen;
-      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 forward, ${device.products === undefined ? "fp64 XᵀX" : `fp64 XᵀX of fp32-rounded inputs on ${device.description}`}`);
+      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 weights, fp64 forward on ${device.engine === undefined ? "the CPU" : device.description}, ${device.products === undefined ? "fp64 XᵀX" : `fp64 XᵀX of fp32-rounded inputs on ${device.description}`}`);
       const seconds = (performance.now() - started) / 1000;
       const summary = { ok: true, out: file, inputs: entries.length, sequences: sequences.length, seqLen: args.seqLen, tokens, device: device.description, seconds };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
@@ -85,4 +96,10 @@ export function spread(stream: Int32Array, count: number, length: number): Int32
   if (fit === 0) return [];
   const stride = fit === 1 ? 0 : Math.floor((stream.length - length) / (fit - 1));
   return Array.from({ length: fit }, (_, i) => stream.subarray(i * stride, i * stride + length));
+}
+
+/** The GPU forward, imported only when a GPU is in use (users without one never load the kernels). */
+async function openGpuForward(engine: GpuEngine, weights: LlamaWeights, maxTokens: number, file: string): Promise<GpuLlamaForward> {
+  const { GpuLlamaForward } = await import("../../kernels/forward/gpu-forward.js");
+  return new GpuLlamaForward(engine, weights, maxTokens, file);
 }

@@ -5,6 +5,7 @@ import type { HessianProducts } from "../../converters/hessians/calibrate.js";
 import type { SignRoundBackendFactory } from "../../formats/int-group/quantizers/signround-grad.js";
 import type { CodebookSearch } from "../../formats/vptq/codebook.js";
 import type { KMeansBackend } from "../../formats/vptq/kmeans.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 
 /**
  * `--device auto|cuda|cpu` for the second-order quantizers (GPTQ, SpQR, VPTQ) and SignRound: with
@@ -71,11 +72,13 @@ export interface CalibrationDevice {
   /** "cpu", or the GPU's name. */
   description: string;
   products: HessianProducts | undefined;
+  /** The GPU, where the forward runs too (kernels/forward); undefined on the CPU. */
+  engine: GpuEngine | undefined;
   close(): void;
 }
 
 export async function openCalibrationDevice(choice: DeviceChoice): Promise<CalibrationDevice> {
-  const cpu: CalibrationDevice = { description: "cpu", products: undefined, close: () => undefined };
+  const cpu: CalibrationDevice = { description: "cpu", products: undefined, engine: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -89,6 +92,7 @@ export async function openCalibrationDevice(choice: DeviceChoice): Promise<Calib
   return {
     description: engine.describe(),
     products,
+    engine,
     close: () => {
       products.release();
       engine.close();

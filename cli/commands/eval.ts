@@ -1,12 +1,14 @@
 import type { ArgumentsCamelCase, Argv } from "yargs";
 import { openCheckpoint } from "../../converters/open.js";
-import { UsageError } from "../../formats/errors.js";
+import { KernelError, UsageError } from "../../formats/errors.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
-import { perplexity } from "../../model/perplexity.js";
+import { perplexity, type PerplexityResult } from "../../model/perplexity.js";
 import { evalThreads, perplexityParallel } from "../../model/perplexity-parallel.js";
 import { windows } from "../../model/eval-stream.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { EXIT } from "../errors.js";
+import { DEVICE_CHOICES, type DeviceChoice } from "./device.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
 
 export interface EvalArgs {
@@ -17,12 +19,31 @@ export interface EvalArgs {
   protocol: Protocol;
   tokenizer: string | undefined;
   threads: number | undefined;
+  device: DeviceChoice;
   json: boolean;
+}
+
+/** Both paths: the weights are the checkpoint's float32 values (widened exactly), every operation float64. */
+const PRECISION = "fp32 weights, fp64 arithmetic";
+
+/**
+ * The GPU for `--device`: undefined for cpu, and for auto when none is usable; cuda without one is
+ * the NO_DEVICE the other commands give. The engine is imported only when a GPU is asked for.
+ */
+async function openEvalEngine(choice: DeviceChoice): Promise<GpuEngine | undefined> {
+  if (choice === "cpu") return undefined;
+  const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
+  const probe = await gpuAvailable();
+  if (!probe.ok) {
+    if (choice === "cuda") throw new KernelError("NO_DEVICE", `--device cuda: ${probe.reason}`);
+    return undefined;
+  }
+  return GpuEngine.open();
 }
 
 export const evalCommand = {
   command: "eval <model>",
-  describe: "Perplexity of a model (dense, or any packed checkpoint through its reference dequant) on a text, CPU fp32 reference forward",
+  describe: "Perplexity of a model (dense, or any packed checkpoint through its reference dequant) on a text: the fp32 reference forward in float64, on the GPU or the CPU",
   builder: (yargs: Argv) =>
     yargs
       .positional("model", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
@@ -31,35 +52,56 @@ export const evalCommand = {
       .option("ctx", { type: "number", describe: "window length in tokens (default 512 for docs, 2048 for wikitext2)" })
       .option("max-tokens", { type: "number", describe: "use only the first N tokens of the stream" })
       .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
-      .option("threads", { type: "number", describe: "worker threads scoring windows in parallel (default: the cores available, within free memory); the result is the same bit for bit" }),
+      .option("threads", { type: "number", describe: "CPU: worker threads scoring windows in parallel (default: the cores available, within free memory); the result is the same bit for bit. Ignored on the GPU" })
+      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "cuda: the forward on the GPU in float64, window after window (the CPU's perplexity to float64 rounding; fails without a GPU); cpu: the reference forward on worker threads; auto: the GPU when one is usable" }),
   handler: async (args: ArgumentsCamelCase<EvalArgs>): Promise<number> => {
     const ctx = args.ctx ?? (args.protocol === "wikitext2" ? 2048 : 512);
     if (!Number.isSafeInteger(ctx) || ctx < 2) throw new UsageError("BAD_ARGUMENT", "--ctx must be an integer ≥ 2", { actual: args.ctx });
     if (args.maxTokens !== undefined && (!Number.isSafeInteger(args.maxTokens) || args.maxTokens < ctx)) throw new UsageError("BAD_ARGUMENT", "--max-tokens must be an integer ≥ the window length", { actual: args.maxTokens, expected: `≥ ${ctx}` });
+    if (args.threads !== undefined && (!Number.isSafeInteger(args.threads) || args.threads < 1)) throw new UsageError("BAD_ARGUMENT", "--threads must be a positive integer", { actual: args.threads });
     const started = performance.now();
-    const checkpoint = await openCheckpoint(args.model);
+    // The device first: --device cuda without a GPU fails before anything is opened.
+    const engine = await openEvalEngine(args.device);
     try {
-      const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
-      const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol, args.maxTokens);
-      const chunks = windows(stream, ctx);
-      if (chunks.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one full window of ${ctx}`, { file: args.text });
-      if (args.threads !== undefined && (!Number.isSafeInteger(args.threads) || args.threads < 1)) throw new UsageError("BAD_ARGUMENT", "--threads must be a positive integer", { actual: args.threads });
-      const weights = await loadLlamaWeights(checkpoint);
-      const threads = evalThreads(weights, ctx, chunks.length, args.threads);
-      const progress = (i: number, running: number): void => {
-        if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${chunks.length}] perplexity ${running.toFixed(4)}   `);
-      };
-      const result = threads === 1
-        ? perplexity(new LlamaForward(weights, ctx, checkpoint.location), chunks, progress)
-        : await perplexityParallel(weights, ctx, chunks, { threads, file: checkpoint.location, onWindow: progress });
-      if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
-      const seconds = (performance.now() - started) / 1000;
-      const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device: "cpu", threads, precision: "fp32 weights, fp64 arithmetic", tokens: stream.length, ...result, seconds };
-      if (args.json) console.log(JSON.stringify(summary, null, 2));
-      else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, cpu, ${threads} thread${threads === 1 ? "" : "s"}, ${seconds.toFixed(1)} s)`);
-      return EXIT.ok;
+      const checkpoint = await openCheckpoint(args.model);
+      try {
+        const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
+        const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol, args.maxTokens);
+        const chunks = windows(stream, ctx);
+        if (chunks.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one full window of ${ctx}`, { file: args.text });
+        const weights = await loadLlamaWeights(checkpoint);
+        const progress = (i: number, running: number): void => {
+          if (!args.json && process.stderr.isTTY) process.stderr.write(`\r[${i + 1}/${chunks.length}] perplexity ${running.toFixed(4)}   `);
+        };
+        let result: PerplexityResult;
+        let threads = 1;
+        if (engine !== undefined) {
+          // One window after another on the GPU: --threads does not apply.
+          const { GpuLlamaForward, gpuPerplexity } = await import("../../kernels/forward/gpu-forward.js");
+          const forward = new GpuLlamaForward(engine, weights, ctx, checkpoint.location);
+          try {
+            result = gpuPerplexity(forward, chunks, progress);
+          } finally {
+            forward.release();
+          }
+        } else {
+          threads = evalThreads(weights, ctx, chunks.length, args.threads);
+          result = threads === 1
+            ? perplexity(new LlamaForward(weights, ctx, checkpoint.location), chunks, progress)
+            : await perplexityParallel(weights, ctx, chunks, { threads, file: checkpoint.location, onWindow: progress });
+        }
+        if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
+        const seconds = (performance.now() - started) / 1000;
+        const device = engine?.describe() ?? "cpu";
+        const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device, threads, precision: PRECISION, tokens: stream.length, ...result, seconds };
+        if (args.json) console.log(JSON.stringify(summary, null, 2));
+        else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, ${engine !== undefined ? device : `cpu, ${threads} thread${threads === 1 ? "" : "s"}`}, ${PRECISION}, ${seconds.toFixed(1)} s)`);
+        return EXIT.ok;
+      } finally {
+        await checkpoint.close();
+      }
     } finally {
-      await checkpoint.close();
+      engine?.close();
     }
   },
 };

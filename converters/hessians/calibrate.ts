@@ -60,12 +60,26 @@ export class HessianAccumulator {
   }
 }
 
-/** Runs every window through all decoder layers (the head is skipped: calibration needs no logits). */
-export function calibrateHessians(forward: LlamaForward, windows: readonly Int32Array[], onWindow?: (index: number) => void, products?: HessianProducts): HessianEntry[] {
+/** Runs one window through all decoder layers, showing `observe` every distinct linear input (the head is skipped: calibration needs no logits). */
+export type WindowObserverRun = (ids: Int32Array, observe: LinearInputObserver) => void;
+
+/** The CPU forward as a WindowObserverRun. */
+export function cpuWindowRun(forward: LlamaForward): WindowObserverRun {
+  return (ids, observe) => {
+    const hidden = forward.embed(ids);
+    for (let l = 0; l < forward.weights.layers.length; l++) forward.layer(l, hidden, ids.length, observe);
+  };
+}
+
+/**
+ * Runs every window through all decoder layers, on the CPU forward or any other run with its
+ * observer contract (kernels/forward/gpu-forward.ts observeLinearInputs), accumulating H += XᵀX.
+ */
+export function calibrateHessians(forward: LlamaForward | WindowObserverRun, windows: readonly Int32Array[], onWindow?: (index: number) => void, products?: HessianProducts): HessianEntry[] {
+  const run = typeof forward === "function" ? forward : cpuWindowRun(forward);
   const accumulator = new HessianAccumulator(products);
   windows.forEach((ids, i) => {
-    const hidden = forward.embed(ids);
-    for (let l = 0; l < forward.weights.layers.length; l++) forward.layer(l, hidden, ids.length, accumulator.observe);
+    run(ids, accumulator.observe);
     onWindow?.(i);
   });
   return accumulator.result();

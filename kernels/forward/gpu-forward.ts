@@ -1,0 +1,281 @@
+import { KernelError } from "../../formats/errors.js";
+import type { LinearInputObserver } from "../../model/llama-forward.js";
+import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
+import type { PerplexityResult, WindowScore } from "../../model/perplexity.js";
+import { inverseFrequencies, ropeTable } from "../../model/rope.js";
+import type { DevicePointer } from "../cuda/driver.js";
+import type { GpuEngine } from "../engine.js";
+import { gemmF64 } from "../linalg/dgemm.js";
+import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
+import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
+
+/**
+ * model/llama-forward.ts LlamaForward on the GPU, op for op: the same float32 weights (uploaded
+ * once as the float64 arrays LlamaWeights holds: 8 bytes a parameter, 128 MB for docs-llama-16m),
+ * float64 activations, the same rotary table (rope.ts ropeTable, computed on the host and
+ * uploaded), and each step's CPU formula (kernels/forward/forward.cu). The products run through
+ * gemmF64 (cuBLAS DGEMM or the own kernel) in their own summation order, so logits and NLL agree
+ * with the CPU's to float64 rounding carried through the layers (test/kernels/forward.test.ts
+ * holds them to 1e-9 relative), not bit for bit.
+ *
+ * One window at a time, every buffer sized for `maxTokens` at construction: a window is one
+ * upload of its ids, about 30 launches per layer, and one download of its per-position NLL.
+ */
+
+interface DeviceLinear {
+  inFeatures: number;
+  outFeatures: number;
+  weight: DeviceArray;
+  bias: DeviceArray | undefined;
+}
+
+interface DeviceLayer {
+  inputNorm: DeviceArray;
+  q: DeviceLinear;
+  k: DeviceLinear;
+  v: DeviceLinear;
+  o: DeviceLinear;
+  postAttentionNorm: DeviceArray;
+  gate: DeviceLinear;
+  up: DeviceLinear;
+  down: DeviceLinear;
+}
+
+interface DeviceModel {
+  embed: DeviceArray;
+  head: DeviceArray;
+  finalNorm: DeviceArray;
+  layers: DeviceLayer[];
+}
+
+/** [tokens][…] buffers of one window (maxTokens rows each), the rotary table, ids and the status word. */
+interface Activations {
+  hidden: DeviceArray;
+  normed: DeviceArray;
+  q: DeviceArray;
+  k: DeviceArray;
+  v: DeviceArray;
+  attended: DeviceArray;
+  gate: DeviceArray;
+  up: DeviceArray;
+  /** One head's [tokens][tokens] scores, reused head after head. */
+  scores: DeviceArray;
+  logits: DeviceArray;
+  nll: DeviceArray;
+  cos: DeviceArray;
+  sin: DeviceArray;
+  ids: DeviceArray;
+  status: DeviceArray;
+}
+
+export class GpuLlamaForward {
+  readonly plan: ForwardPlan;
+  private readonly allocated: DeviceArray[] = [];
+  private readonly model: DeviceModel;
+  private readonly act: Activations;
+  /** The host weights' linears, for the calibration observer (it keys Hessians by them). */
+  private readonly hostLayers: readonly DecoderLayerWeights[];
+  private released = false;
+
+  /** `maxTokens`: the longest window this instance will run; `file` names config.json in rope-scaling errors. */
+  constructor(private readonly engine: GpuEngine, weights: LlamaWeights, maxTokens: number, file = "config.json") {
+    this.plan = planForward(weights, maxTokens);
+    this.hostLayers = weights.layers;
+    const { plan } = this;
+    // A physical fact before any allocation: everything must fit in the device's memory.
+    const bytes = 8 * (plan.weightElements + plan.activationElements) + 4 * maxTokens + 4;
+    const total = engine.context.info.totalBytes;
+    if (bytes > total) throw new KernelError("OUT_OF_MEMORY", `gpu forward: the float64 weights and the activations of a ${maxTokens}-token window need ${bytes} bytes, more than the device's ${total}`, { file, expected: `≤ ${total}`, actual: bytes });
+    const table = ropeTable(inverseFrequencies(weights.config, file), plan.headDim, maxTokens);
+    try {
+      this.model = this.uploadModel(weights);
+      const T = maxTokens;
+      const f64 = (elements: number): DeviceArray => this.alloc(elements, 8);
+      this.act = {
+        hidden: f64(T * plan.hidden), normed: f64(T * plan.hidden), q: f64(T * plan.qOut), k: f64(T * plan.kvOut), v: f64(T * plan.kvOut), attended: f64(T * plan.qOut),
+        gate: f64(T * plan.intermediate), up: f64(T * plan.intermediate), scores: f64(T * T), logits: f64(T * plan.vocab), nll: f64(T),
+        cos: this.upload(table.cos), sin: this.upload(table.sin), ids: this.alloc(T, 4), status: this.alloc(1, 4),
+      };
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+  }
+
+  /** Logits [ids.length][vocab], as LlamaForward.run. */
+  run(ids: Int32Array): Float64Array {
+    const tokens = this.forward(ids);
+    const logits = new Float64Array(tokens * this.plan.vocab);
+    this.engine.context.download(this.act.logits.pointer, bytesOf(logits));
+    checkForwardStatus(this.engine.context, this.act.status, `a ${tokens}-token window`);
+    return logits;
+  }
+
+  /** −log p(ids[t+1] | ids[≤t]) for t < ids.length − 1, in nats. */
+  positionNll(ids: Int32Array): Float64Array {
+    const tokens = this.forward(ids);
+    const nll = new Float64Array(Math.max(0, tokens - 1));
+    if (tokens >= 2) {
+      const { act, plan } = this;
+      launchNll(this.engine, act.logits, act.ids, act.nll, tokens, plan.vocab, act.status);
+      this.engine.context.download(act.nll.pointer, bytesOf(nll));
+    }
+    checkForwardStatus(this.engine.context, this.act.status, `a ${tokens}-token window`);
+    return nll;
+  }
+
+  /** perplexity.ts scoreWindow: the per-position terms added in position order, as windowNll adds them. */
+  scoreWindow(ids: Int32Array): WindowScore {
+    let nllSum = 0;
+    for (const term of this.positionNll(ids)) nllSum += term;
+    return { nllSum, scored: Math.max(0, ids.length - 1) };
+  }
+
+  /** Frees every device buffer (to the context's pool); later calls are refused. Safe to call twice. */
+  release(): void {
+    this.released = true;
+    for (const array of this.allocated.splice(0)) this.engine.context.free(array.pointer);
+  }
+
+  /**
+   * Calibration: runs the window through every decoder layer (no head, as calibrateHessians) and
+   * hands `observe` the input of each distinct linear, downloaded to the host, in the CPU
+   * forward's order (q, o, gate, down per layer; q/k/v and gate/up share theirs).
+   */
+  observeLinearInputs(ids: Int32Array, observe: LinearInputObserver): void {
+    this.decoder(ids, observe);
+    checkForwardStatus(this.engine.context, this.act.status, `a ${ids.length}-token window`);
+  }
+
+  /** Runs the window up to the logits on the device; returns its token count. */
+  private forward(ids: Int32Array): number {
+    const T = this.decoder(ids, undefined);
+    if (T === 0) return 0;
+    const { plan, act, model } = this;
+    launchRmsNorm(this.engine, act.hidden, model.finalNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+    this.linear({ inFeatures: plan.hidden, outFeatures: plan.vocab, weight: model.head, bias: undefined }, act.normed, act.logits, T, false);
+    return T;
+  }
+
+  /** The decoder layers on the window (hidden states left in act.hidden); returns its token count. */
+  private decoder(ids: Int32Array, observe: LinearInputObserver | undefined): number {
+    if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
+    const { engine, plan, act, model } = this;
+    checkWindowIds(ids, plan);
+    const T = ids.length;
+    engine.context.zero(act.status.pointer, 4);
+    if (T === 0) return 0;
+    // Downloads one [T][features] activation for the observer (only when calibrating).
+    const show = (linear: Linear, from: DeviceArray, features: number): void => {
+      if (observe === undefined) return;
+      const input = new Float64Array(T * features);
+      engine.context.download(from.pointer, bytesOf(input));
+      observe(linear, input, T);
+    };
+    engine.context.uploadInto(act.ids.pointer, new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength));
+    launchEmbed(engine, act.ids, model.embed, act.hidden, T, plan.hidden, plan.vocab, act.status);
+    for (const [index, layer] of model.layers.entries()) {
+      const host = this.hostLayers[index]!;
+      launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+      show(host.q, act.normed, plan.hidden);
+      this.linear(layer.q, act.normed, act.q, T, false);
+      this.linear(layer.k, act.normed, act.k, T, false);
+      this.linear(layer.v, act.normed, act.v, T, false);
+      launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim);
+      launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim);
+      this.attention(T);
+      show(host.o, act.attended, plan.qOut);
+      this.linear(layer.o, act.attended, act.hidden, T, true);
+      launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+      show(host.gate, act.normed, plan.hidden);
+      this.linear(layer.gate, act.normed, act.gate, T, false);
+      this.linear(layer.up, act.normed, act.up, T, false);
+      launchSwiglu(engine, act.gate, act.up, T * plan.intermediate);
+      show(host.down, act.gate, plan.intermediate);
+      this.linear(layer.down, act.gate, act.hidden, T, true);
+    }
+    return T;
+  }
+
+  /**
+   * y [tokens][out] = x · Wᵀ + b, or y += x · Wᵀ + b into the residual stream (`accumulate`: the
+   * CPU's addInto of linear's result, folded into the product as beta = 1).
+   */
+  private linear(layer: DeviceLinear, x: DeviceArray, y: DeviceArray, tokens: number, accumulate: boolean): void {
+    const { inFeatures, outFeatures } = layer;
+    if (x.elements < tokens * inFeatures || y.elements < tokens * outFeatures) throw new KernelError("LAUNCH_REFUSED", "gpu forward: a linear layer's activations are shorter than the window", { expected: [tokens * inFeatures, tokens * outFeatures], actual: [x.elements, y.elements] });
+    if (layer.bias !== undefined) launchBroadcastRows(this.engine, y, layer.bias, tokens, outFeatures, accumulate);
+    const beta = accumulate || layer.bias !== undefined ? 1 : 0;
+    gemmF64(this.engine, { m: tokens, n: outFeatures, k: inFeatures, alpha: 1, beta, a: x.pointer, lda: inFeatures, b: layer.weight.pointer, ldb: inFeatures, transB: true, c: y.pointer, ldc: outFeatures });
+  }
+
+  /**
+   * llama-forward.ts attention, head by head: scores = Q_h·K_gᵀ / √headDim (g = ⌊h / (heads /
+   * kvHeads)⌋), the causal softmax, then attended[:, h] = P·V_g. Q, K, V and the output are read
+   * and written in place through their row strides (qOut, kvOut), as the CPU's gemmAdd views.
+   */
+  private attention(T: number): void {
+    const { engine, plan, act } = this;
+    const { heads, kvHeads, headDim, qOut, kvOut } = plan;
+    const group = heads / kvHeads;
+    const scale = 1 / Math.sqrt(headDim);
+    for (let h = 0; h < heads; h++) {
+      const kvOffset = Math.floor(h / group) * headDim;
+      gemmF64(engine, { m: T, n: T, k: headDim, alpha: scale, beta: 0, a: at(act.q, h * headDim), lda: qOut, b: at(act.k, kvOffset), ldb: kvOut, transB: true, c: act.scores.pointer, ldc: T });
+      launchCausalSoftmax(engine, act.scores, T, act.status);
+      gemmF64(engine, { m: T, n: headDim, k: T, alpha: 1, beta: 0, a: act.scores.pointer, lda: T, b: at(act.v, kvOffset), ldb: kvOut, c: at(act.attended, h * headDim), ldc: qOut });
+    }
+  }
+
+  private uploadModel(weights: LlamaWeights): DeviceModel {
+    const linear = (l: Linear): DeviceLinear => ({ inFeatures: l.inFeatures, outFeatures: l.outFeatures, weight: this.upload(l.weight), bias: l.bias === undefined ? undefined : this.upload(l.bias) });
+    const embed = this.upload(weights.embed);
+    return {
+      embed,
+      head: this.plan.tiedHead ? embed : this.upload(weights.head),
+      finalNorm: this.upload(weights.finalNorm),
+      layers: weights.layers.map((l) => ({
+        inputNorm: this.upload(l.inputNorm), q: linear(l.q), k: linear(l.k), v: linear(l.v), o: linear(l.o),
+        postAttentionNorm: this.upload(l.postAttentionNorm), gate: linear(l.gate), up: linear(l.up), down: linear(l.down),
+      })),
+    };
+  }
+
+  private alloc(elements: number, elementBytes: number): DeviceArray {
+    const array = { pointer: this.engine.context.alloc(elements * elementBytes), elements };
+    this.allocated.push(array);
+    return array;
+  }
+
+  private upload(values: Float64Array): DeviceArray {
+    // Weights moved into shared memory by perplexity-parallel.ts are copied out of it first: the
+    // FFI copy is only relied on for ordinary ArrayBuffers.
+    const source = values.buffer instanceof SharedArrayBuffer ? values.slice() : values;
+    const array = this.alloc(source.length, 8);
+    this.engine.context.uploadInto(array.pointer, bytesOf(source));
+    return array;
+  }
+}
+
+/** Σ NLL over every window on the GPU, added in window order as perplexity.ts perplexity adds them. */
+export function gpuPerplexity(forward: GpuLlamaForward, windows: readonly Int32Array[], onWindow?: (index: number, running: number) => void): PerplexityResult {
+  let nllSum = 0;
+  let scored = 0;
+  windows.forEach((ids, i) => {
+    const score = forward.scoreWindow(ids);
+    nllSum += score.nllSum;
+    scored += score.scored;
+    onWindow?.(i, Math.exp(nllSum / scored));
+  });
+  const meanNll = scored > 0 ? nllSum / scored : NaN;
+  return { perplexity: Math.exp(meanNll), meanNll, windows: windows.length, scored };
+}
+
+/** The device address of element `offset` of a float64 array. */
+function at(array: DeviceArray, offset: number): DevicePointer {
+  return array.pointer + BigInt(offset * 8);
+}
+
+function bytesOf(values: Float64Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
