@@ -28,11 +28,13 @@ export interface QuantizerDevice {
   /** VPTQ's k-means (Lloyd) and codebook searches on the GPU (kernels/kmeans); the CPU's when undefined. */
   kmeans: KMeansBackend | undefined;
   codebookSearch: CodebookSearch | undefined;
+  /** The GPU itself (sequential calibration runs its forward there); undefined on the CPU. */
+  engine: GpuEngine | undefined;
   close(): void;
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, engine: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -55,6 +57,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
     signround: gpuSignRound(engine),
     kmeans: gpuLloyd(engine),
     codebookSearch,
+    engine,
     close: () => {
       deferred.release();
       codebookSearch.release();

@@ -77,7 +77,8 @@ export const evalCommand = {
         let threads = 1;
         if (engine !== undefined) {
           // One window after another on the GPU: --threads does not apply.
-          const { GpuLlamaForward, gpuPerplexity } = await import("../../kernels/forward/gpu-forward.js");
+          const { GpuLlamaForward } = await import("../../kernels/forward/gpu-forward.js");
+          const { gpuPerplexity } = await import("../../kernels/forward/gpu-perplexity.js");
           const forward = new GpuLlamaForward(engine, weights, ctx, checkpoint.location);
           try {
             result = gpuPerplexity(forward, chunks, progress);

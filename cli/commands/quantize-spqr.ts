@@ -26,7 +26,7 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
     const checkpoint = await openCheckpoint(args.src);
     try {
-      const store = await hessianSource(args.hessians, checkpoint, args);
+      const store = await hessianSource(args.hessians, checkpoint, args, device.engine);
       try {
         return await quantizeAndExport(args, device, checkpoint, store!);
       } finally {

@@ -37,7 +37,7 @@ export async function quantizeVptqToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
     if (!args.json) console.error(`lmpack: ${device.kmeans === undefined ? "" : "k-means, codebook searches, "}H's factorization and the GPTQ loop on ${device.description}`);
     const checkpoint = await openCheckpoint(args.src);
     try {
-      const store = await hessianSource(args.hessians, checkpoint, args);
+      const store = await hessianSource(args.hessians, checkpoint, args, device.engine);
       try {
         return await quantizeAndExport(args, device, checkpoint, store!);
       } finally {

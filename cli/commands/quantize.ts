@@ -9,6 +9,7 @@ import { quantizeCheckpoint, type IntMethod, type LayerQuantReport } from "../..
 import { openHessianStore } from "../../converters/hessians/store.js";
 import { isQuipHessianSpec, openQuipHessians } from "../../converters/hessians/quip-import.js";
 import { embeddingProxyHessians } from "../../converters/hessians/embedding-proxy.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { DEVICE_CHOICES, openQuantizerDevice, type DeviceChoice } from "./device.js";
 import { createHash } from "node:crypto";
 import { refuseExisting } from "../../converters/io/atomic.js";
@@ -102,7 +103,7 @@ export const quantizeCommand = {
     let journal: LayerJournal | undefined;
     try {
       if (device !== undefined && !args.json) console.error(`lmpack: ${args.method === "gptq" ? "GPTQ factorization and loop" : "SignRound tuning"} on ${device.description}`);
-      store = await hessianSource(args.hessians, checkpoint, args);
+      store = await hessianSource(args.hessians, checkpoint, args, device?.engine);
       journal = await openQuantizeJournal(args, checkpoint, device?.description);
       const reports: LayerQuantReport[] = [];
       let index = 0;
@@ -134,16 +135,18 @@ export const quantizeCommand = {
       return EXIT.ok;
     } finally {
       await journal?.close();
-      device?.close();
+      // The store before the device: a sequential store's GPU forward frees into the device's context.
       await store?.close?.();
+      device?.close();
       await checkpoint.close();
     }
   },
 };
 
-export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, calibration?: SequentialCalibrationArgs & { json: boolean }): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
+/** `engine`: the quantizer's GPU, where sequential calibration then runs its forward and H += XᵀX. */
+export async function hessianSource(spec: string | undefined, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, calibration?: SequentialCalibrationArgs & { json: boolean }, engine?: GpuEngine): Promise<(HessianSource & { close?(): Promise<void> }) | undefined> {
   if (spec === undefined) return undefined;
-  if (spec === SEQUENTIAL && calibration !== undefined) return openSequentialHessians(checkpoint, calibration, calibration.json ? undefined : (line) => console.error(line));
+  if (spec === SEQUENTIAL && calibration !== undefined) return openSequentialHessians(checkpoint, calibration, calibration.json ? undefined : (line) => console.error(line), engine);
   if (spec !== EMBEDDING_PROXY) return (await isQuipHessianSpec(spec)) ? openQuipHessians(spec) : openHessianStore(spec);
   const entries = await embeddingProxyHessians(checkpoint);
   const byName = new Map(entries.flatMap((e) => [[e.name, e.hessian] as const, ...e.aliases.map((a) => [a, e.hessian] as const)]));

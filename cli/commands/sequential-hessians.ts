@@ -1,7 +1,8 @@
 import type { Checkpoint } from "../../converters/checkpoint.js";
-import { SequentialHessians } from "../../converters/hessians/sequential.js";
+import { SequentialHessians, type SequentialOptions } from "../../converters/hessians/sequential.js";
 import { UsageError } from "../../formats/errors.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { spread } from "./calibrate.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
@@ -47,8 +48,11 @@ export function checkSequentialArgs(args: SequentialCalibrationArgs & { method: 
   }
 }
 
-/** The sequential source over `checkpoint`'s own forward; `log` gets warnings and progress lines. */
-export async function openSequentialHessians(checkpoint: Checkpoint, args: SequentialCalibrationArgs, log?: (line: string) => void): Promise<SequentialHessians> {
+/**
+ * The sequential source over `checkpoint`'s own forward; `log` gets warnings and progress lines.
+ * With `engine`, the forward (kernels/forward) and H += XᵀX (kernels/linalg) run on that GPU.
+ */
+export async function openSequentialHessians(checkpoint: Checkpoint, args: SequentialCalibrationArgs, log?: (line: string) => void, engine?: GpuEngine): Promise<SequentialHessians> {
   const text = args.calibrationText;
   if (text === undefined) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} needs --calibration-text <file>`);
   const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
@@ -58,8 +62,10 @@ export async function openSequentialHessians(checkpoint: Checkpoint, args: Seque
   const maxPositions = checkpoint.config?.maxPositionEmbeddings;
   if (maxPositions !== undefined && args.seqLen > maxPositions) log?.(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
   if (windows.length < args.samples) log?.(`lmpack: warning: the text holds ${windows.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
-  log?.(`lmpack: sequential calibration on ${windows.length} x ${args.seqLen} tokens (${args.trueSequential ? "true-sequential" : "layer by layer"}, CPU forward)`);
+  log?.(`lmpack: sequential calibration on ${windows.length} x ${args.seqLen} tokens (${args.trueSequential ? "true-sequential" : "layer by layer"}, forward on ${engine === undefined ? "the CPU" : engine.describe()})`);
+  const gpu = engine === undefined ? undefined : await gpuParts(engine);
   return new SequentialHessians(await loadLlamaWeights(checkpoint), windows, {
+    ...gpu,
     trueSequential: args.trueSequential,
     file: checkpoint.location,
     onLayerDone: (layer, seconds) => log?.(`lmpack: sequential calibration: layer ${layer} advanced with its quantized weights (${seconds.toFixed(1)} s)`),
@@ -76,4 +82,14 @@ export function sequentialJournalIdentity(args: SequentialCalibrationArgs & { he
   if (args.hessians !== SEQUENTIAL || args.calibrationText === undefined) return { options: {}, sources: [] };
   const options = { samples: args.samples, seqLen: args.seqLen, protocol: args.protocol, trueSequential: args.trueSequential };
   return { options, sources: [args.calibrationText, ...(args.tokenizer === undefined ? [] : [args.tokenizer])] };
+}
+
+/** The GPU forward and accumulator for SequentialHessians, imported only when a GPU is in use. */
+async function gpuParts(engine: GpuEngine): Promise<Pick<SequentialOptions, "forward" | "products">> {
+  const { GpuLlamaForward } = await import("../../kernels/forward/gpu-forward.js");
+  const { GpuHessians } = await import("../../kernels/linalg/hessian-accumulate.js");
+  return {
+    forward: (weights, maxTokens, file) => new GpuLlamaForward(engine, weights, maxTokens, file),
+    products: () => new GpuHessians(engine),
+  };
 }

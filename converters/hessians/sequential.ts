@@ -3,10 +3,10 @@ import { convertFloatBytes } from "../../formats/dense/convert.js";
 import { FormatError, UsageError } from "../../formats/errors.js";
 import { viewAs } from "../../formats/packed-array.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
-import { LlamaForward } from "../../model/llama-forward.js";
+import { LlamaForward, type LinearInputObserver } from "../../model/llama-forward.js";
 import type { Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
-import { HessianAccumulator } from "./calibrate.js";
+import { HessianAccumulator, type HessianProducts } from "./calibrate.js";
 import { quantizedOnce } from "./quantize-once.js";
 
 /**
@@ -36,6 +36,22 @@ export interface SequentialOptions {
   file?: string;
   /** Called when the hidden states have advanced through a layer. */
   onLayerDone?: (layer: number, seconds: number) => void;
+  /**
+   * The forward that runs the layers (default: the CPU's LlamaForward over `weights`). It must
+   * read the weights object it is given as it is at each call: linears get their quantized
+   * weights swapped in as layers finish (kernels/forward/gpu-forward.ts re-uploads them).
+   */
+  forward?: (weights: LlamaWeights, maxTokens: number, file: string | undefined) => LayerForward;
+  /** Where each layer's H += XᵀX runs: a fresh accumulator per layer pass, released after (default: host memory). */
+  products?: () => HessianProducts & { release(): void };
+}
+
+/** What sequential calibration needs of a forward: LlamaForward's embed and layer. */
+export interface LayerForward {
+  embed(ids: Int32Array): Float64Array;
+  layer(index: number, hidden: Float64Array, tokens: number, observe?: LinearInputObserver): void;
+  /** Frees what the forward holds (a GPU forward's device buffers). */
+  release?(): void;
 }
 
 /**
@@ -60,7 +76,7 @@ const LAST_GROUP = GROUP_COUNT - 1;
 const SEEN_ENOUGH = Symbol("seen enough");
 
 export class SequentialHessians implements HessianSource {
-  private readonly forward: LlamaForward;
+  private readonly forward: LayerForward;
   private readonly states: Float64Array[];
   private readonly trueSequential: boolean;
   private readonly sites = new Map<string, Site>();
@@ -85,7 +101,8 @@ export class SequentialHessians implements HessianSource {
       throw new UsageError("BAD_ARGUMENT", `sequential calibration keeps every window's hidden state in float64: ${(stateBytes / 2 ** 30).toFixed(2)} GiB for ${windows.length} windows, more than the ${(cap / 2 ** 30).toFixed(2)} GiB cap (use fewer --samples or a shorter --seq-len)`, { expected: `≤ ${cap} bytes`, actual: stateBytes });
     }
     this.trueSequential = options.trueSequential ?? true;
-    this.forward = new LlamaForward(weights, Math.max(...windows.map((w) => w.length)), options.file);
+    const maxTokens = Math.max(...windows.map((w) => w.length));
+    this.forward = options.forward === undefined ? new LlamaForward(weights, maxTokens, options.file) : options.forward(weights, maxTokens, options.file);
     weights.layers.forEach((w, layer) => {
       const groups = [[w.q, w.k, w.v], [w.o], [w.gate, w.up], [w.down]];
       groups.forEach((linears, group) => linears.forEach((linear) => {
@@ -104,6 +121,11 @@ export class SequentialHessians implements HessianSource {
     const once = quantizedOnce(quantized);
     this.entries = new Map(once.tensors.map((t) => [t.name, t]));
     return once;
+  }
+
+  /** Releases the forward (the quantize commands close their Hessian source when done). */
+  async close(): Promise<void> {
+    this.forward.release?.();
   }
 
   async get(linearName: string, inFeatures: number): Promise<Hessian | undefined> {
@@ -153,7 +175,15 @@ export class SequentialHessians implements HessianSource {
    */
   private observe(layer: number, group: number | undefined): void {
     this.useWeights(layer, group ?? 0);
-    const accumulator = new HessianAccumulator();
+    const products = this.options.products?.();
+    try {
+      this.observeWith(new HessianAccumulator(products), layer, group);
+    } finally {
+      products?.release();
+    }
+  }
+
+  private observeWith(accumulator: HessianAccumulator, layer: number, group: number | undefined): void {
     const last = group ?? LAST_GROUP;
     const observer = (linear: Linear, input: Float64Array, tokens: number): void => {
       const seen = this.sites.get(linear.name)!.group;

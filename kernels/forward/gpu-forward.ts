@@ -1,12 +1,13 @@
 import { KernelError } from "../../formats/errors.js";
 import type { LinearInputObserver } from "../../model/llama-forward.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
-import type { PerplexityResult, WindowScore } from "../../model/perplexity.js";
+import type { WindowScore } from "../../model/perplexity.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { gemmF64 } from "../linalg/dgemm.js";
 import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
+import { LINEAR_KEYS, uploadModel, type DeviceLinear, type DeviceModel } from "./device-model.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
 
 /**
@@ -21,32 +22,6 @@ import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
  * One window at a time, every buffer sized for `maxTokens` at construction: a window is one
  * upload of its ids, about 30 launches per layer, and one download of its per-position NLL.
  */
-
-interface DeviceLinear {
-  inFeatures: number;
-  outFeatures: number;
-  weight: DeviceArray;
-  bias: DeviceArray | undefined;
-}
-
-interface DeviceLayer {
-  inputNorm: DeviceArray;
-  q: DeviceLinear;
-  k: DeviceLinear;
-  v: DeviceLinear;
-  o: DeviceLinear;
-  postAttentionNorm: DeviceArray;
-  gate: DeviceLinear;
-  up: DeviceLinear;
-  down: DeviceLinear;
-}
-
-interface DeviceModel {
-  embed: DeviceArray;
-  head: DeviceArray;
-  finalNorm: DeviceArray;
-  layers: DeviceLayer[];
-}
 
 /** [tokens][…] buffers of one window (maxTokens rows each), the rotary table, ids and the status word. */
 interface Activations {
@@ -75,6 +50,8 @@ export class GpuLlamaForward {
   private readonly act: Activations;
   /** The host weights' linears, for the calibration observer (it keys Hessians by them). */
   private readonly hostLayers: readonly DecoderLayerWeights[];
+  /** The host array each linear's device weight was last uploaded from. */
+  private readonly uploadedFrom = new Map<DeviceLinear, Float64Array>();
   private released = false;
 
   /** `maxTokens`: the longest window this instance will run; `file` names config.json in rope-scaling errors. */
@@ -88,7 +65,7 @@ export class GpuLlamaForward {
     if (bytes > total) throw new KernelError("OUT_OF_MEMORY", `gpu forward: the float64 weights and the activations of a ${maxTokens}-token window need ${bytes} bytes, more than the device's ${total}`, { file, expected: `≤ ${total}`, actual: bytes });
     const table = ropeTable(inverseFrequencies(weights.config, file), plan.headDim, maxTokens);
     try {
-      this.model = this.uploadModel(weights);
+      this.model = uploadModel(weights, plan.tiedHead, (values) => this.upload(values), this.uploadedFrom);
       const T = maxTokens;
       const f64 = (elements: number): DeviceArray => this.alloc(elements, 8);
       this.act = {
@@ -147,6 +124,33 @@ export class GpuLlamaForward {
     checkForwardStatus(this.engine.context, this.act.status, `a ${ids.length}-token window`);
   }
 
+  /** LlamaForward.embed on the GPU: the window's hidden states [ids.length][hidden], on the host. */
+  embed(ids: Int32Array): Float64Array {
+    const T = this.embedOnDevice(ids);
+    const hidden = new Float64Array(T * this.plan.hidden);
+    if (T > 0) this.engine.context.download(this.act.hidden.pointer, bytesOf(hidden));
+    checkForwardStatus(this.engine.context, this.act.status, `a ${T}-token window`);
+    return hidden;
+  }
+
+  /**
+   * LlamaForward.layer on the GPU: `hidden` ([tokens][hidden], on the host) through decoder layer
+   * `index` in place, with the host's weights as they are now (see syncLayerWeights).
+   */
+  layer(index: number, hidden: Float64Array, tokens: number, observe?: LinearInputObserver): void {
+    if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
+    const { plan, act } = this;
+    if (!(Number.isInteger(index) && index >= 0 && index < this.model.layers.length)) throw new KernelError("LAUNCH_REFUSED", "gpu forward: no such decoder layer", { expected: `0 … ${this.model.layers.length - 1}`, actual: index });
+    if (!(Number.isInteger(tokens) && tokens >= 0 && tokens <= plan.maxTokens) || hidden.length !== tokens * plan.hidden) throw new KernelError("LAUNCH_REFUSED", "gpu forward: hidden states of another shape than the window", { expected: `${tokens} × ${plan.hidden} (≤ ${plan.maxTokens} tokens)`, actual: hidden.length });
+    if (tokens === 0) return;
+    this.syncLayerWeights(index);
+    this.engine.context.zero(act.status.pointer, 4);
+    this.engine.context.uploadInto(act.hidden.pointer, bytesOf(hidden));
+    this.runLayer(index, tokens, observe);
+    this.engine.context.download(act.hidden.pointer, bytesOf(hidden));
+    checkForwardStatus(this.engine.context, act.status, `layer ${index} of a ${tokens}-token window`);
+  }
+
   /** Runs the window up to the logits on the device; returns its token count. */
   private forward(ids: Int32Array): number {
     const T = this.decoder(ids, undefined);
@@ -159,12 +163,29 @@ export class GpuLlamaForward {
 
   /** The decoder layers on the window (hidden states left in act.hidden); returns its token count. */
   private decoder(ids: Int32Array, observe: LinearInputObserver | undefined): number {
+    const T = this.embedOnDevice(ids);
+    for (let index = 0; index < this.model.layers.length; index++) this.runLayer(index, T, observe);
+    return T;
+  }
+
+  /** Checks and uploads the ids, gathers their embedding rows into act.hidden; returns the token count. */
+  private embedOnDevice(ids: Int32Array): number {
     if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
     const { engine, plan, act, model } = this;
     checkWindowIds(ids, plan);
     const T = ids.length;
     engine.context.zero(act.status.pointer, 4);
     if (T === 0) return 0;
+    engine.context.uploadInto(act.ids.pointer, new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength));
+    launchEmbed(engine, act.ids, model.embed, act.hidden, T, plan.hidden, plan.vocab, act.status);
+    return T;
+  }
+
+  /** llama-forward.ts layer(): act.hidden [T][hidden] through decoder layer `index`, in place. */
+  private runLayer(index: number, T: number, observe: LinearInputObserver | undefined): void {
+    const { engine, plan, act } = this;
+    const layer = this.model.layers[index]!;
+    const host = this.hostLayers[index]!;
     // Downloads one [T][features] activation for the observer (only when calibrating).
     const show = (linear: Linear, from: DeviceArray, features: number): void => {
       if (observe === undefined) return;
@@ -172,29 +193,41 @@ export class GpuLlamaForward {
       engine.context.download(from.pointer, bytesOf(input));
       observe(linear, input, T);
     };
-    engine.context.uploadInto(act.ids.pointer, new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength));
-    launchEmbed(engine, act.ids, model.embed, act.hidden, T, plan.hidden, plan.vocab, act.status);
-    for (const [index, layer] of model.layers.entries()) {
-      const host = this.hostLayers[index]!;
-      launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, T, plan.hidden, plan.eps, act.status);
-      show(host.q, act.normed, plan.hidden);
-      this.linear(layer.q, act.normed, act.q, T, false);
-      this.linear(layer.k, act.normed, act.k, T, false);
-      this.linear(layer.v, act.normed, act.v, T, false);
-      launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim);
-      launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim);
-      this.attention(T);
-      show(host.o, act.attended, plan.qOut);
-      this.linear(layer.o, act.attended, act.hidden, T, true);
-      launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, T, plan.hidden, plan.eps, act.status);
-      show(host.gate, act.normed, plan.hidden);
-      this.linear(layer.gate, act.normed, act.gate, T, false);
-      this.linear(layer.up, act.normed, act.up, T, false);
-      launchSwiglu(engine, act.gate, act.up, T * plan.intermediate);
-      show(host.down, act.gate, plan.intermediate);
-      this.linear(layer.down, act.gate, act.hidden, T, true);
+    launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+    show(host.q, act.normed, plan.hidden);
+    this.linear(layer.q, act.normed, act.q, T, false);
+    this.linear(layer.k, act.normed, act.k, T, false);
+    this.linear(layer.v, act.normed, act.v, T, false);
+    launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim);
+    launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim);
+    this.attention(T);
+    show(host.o, act.attended, plan.qOut);
+    this.linear(layer.o, act.attended, act.hidden, T, true);
+    launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+    show(host.gate, act.normed, plan.hidden);
+    this.linear(layer.gate, act.normed, act.gate, T, false);
+    this.linear(layer.up, act.normed, act.up, T, false);
+    launchSwiglu(engine, act.gate, act.up, T * plan.intermediate);
+    show(host.down, act.gate, plan.intermediate);
+    this.linear(layer.down, act.gate, act.hidden, T, true);
+  }
+
+  /**
+   * Uploads again every linear of layer `index` whose host weight array was swapped since it was
+   * last uploaded (sequential calibration puts the quantized weights in as layers finish).
+   */
+  private syncLayerWeights(index: number): void {
+    const host = this.hostLayers[index]!;
+    const device = this.model.layers[index]!;
+    for (const key of LINEAR_KEYS) {
+      const weight = host[key].weight;
+      const target = device[key];
+      if (this.uploadedFrom.get(target) === weight) continue;
+      if (weight.length !== target.weight.elements) throw new KernelError("LAUNCH_REFUSED", "gpu forward: a swapped-in weight has another size than the layer's", { tensor: host[key].name, expected: target.weight.elements, actual: weight.length });
+      const source = weight.buffer instanceof SharedArrayBuffer ? weight.slice() : weight;
+      this.engine.context.uploadInto(target.weight.pointer, bytesOf(source));
+      this.uploadedFrom.set(target, weight);
     }
-    return T;
   }
 
   /**
@@ -227,20 +260,6 @@ export class GpuLlamaForward {
     }
   }
 
-  private uploadModel(weights: LlamaWeights): DeviceModel {
-    const linear = (l: Linear): DeviceLinear => ({ inFeatures: l.inFeatures, outFeatures: l.outFeatures, weight: this.upload(l.weight), bias: l.bias === undefined ? undefined : this.upload(l.bias) });
-    const embed = this.upload(weights.embed);
-    return {
-      embed,
-      head: this.plan.tiedHead ? embed : this.upload(weights.head),
-      finalNorm: this.upload(weights.finalNorm),
-      layers: weights.layers.map((l) => ({
-        inputNorm: this.upload(l.inputNorm), q: linear(l.q), k: linear(l.k), v: linear(l.v), o: linear(l.o),
-        postAttentionNorm: this.upload(l.postAttentionNorm), gate: linear(l.gate), up: linear(l.up), down: linear(l.down),
-      })),
-    };
-  }
-
   private alloc(elements: number, elementBytes: number): DeviceArray {
     const array = { pointer: this.engine.context.alloc(elements * elementBytes), elements };
     this.allocated.push(array);
@@ -255,20 +274,6 @@ export class GpuLlamaForward {
     this.engine.context.uploadInto(array.pointer, bytesOf(source));
     return array;
   }
-}
-
-/** Σ NLL over every window on the GPU, added in window order as perplexity.ts perplexity adds them. */
-export function gpuPerplexity(forward: GpuLlamaForward, windows: readonly Int32Array[], onWindow?: (index: number, running: number) => void): PerplexityResult {
-  let nllSum = 0;
-  let scored = 0;
-  windows.forEach((ids, i) => {
-    const score = forward.scoreWindow(ids);
-    nllSum += score.nllSum;
-    scored += score.scored;
-    onWindow?.(i, Math.exp(nllSum / scored));
-  });
-  const meanNll = scored > 0 ? nllSum / scored : NaN;
-  return { perplexity: Math.exp(meanNll), meanNll, windows: windows.length, scored };
 }
 
 /** The device address of element `offset` of a float64 array. */

@@ -5,7 +5,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Checkpoint } from "../../converters/checkpoint.js";
 import { calibrateHessians } from "../../converters/hessians/calibrate.js";
-import { SequentialHessians } from "../../converters/hessians/sequential.js";
+import { SequentialHessians, type SequentialOptions } from "../../converters/hessians/sequential.js";
+import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
+import { GpuHessians } from "../../kernels/linalg/hessian-accumulate.js";
 import { quantizeCheckpoint } from "../../converters/int-group/quantize-checkpoint.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { openCheckpoint } from "../../converters/open.js";
@@ -43,8 +46,8 @@ async function withFixture<T>(use: (checkpoint: Checkpoint) => Promise<T>): Prom
 }
 
 /** Quantizes the fixture with GPTQ on sequential Hessians, pulling layers in `order`; records every H handed out. */
-async function quantizeSequentially(checkpoint: Checkpoint, trueSequential: boolean, order: "storage" | "reversed"): Promise<{ view: Checkpoint; handed: Map<string, Hessian> }> {
-  const sequential = new SequentialHessians(await loadLlamaWeights(checkpoint), calibrationWindows(), { trueSequential });
+async function quantizeSequentially(checkpoint: Checkpoint, trueSequential: boolean, order: "storage" | "reversed", gpu: Pick<SequentialOptions, "forward" | "products"> = {}): Promise<{ view: Checkpoint; handed: Map<string, Hessian>; close(): Promise<void> }> {
+  const sequential = new SequentialHessians(await loadLlamaWeights(checkpoint), calibrationWindows(), { trueSequential, ...gpu });
   const handed = new Map<string, Hessian>();
   const recording: HessianSource = {
     get: async (name, inFeatures) => {
@@ -56,7 +59,7 @@ async function quantizeSequentially(checkpoint: Checkpoint, trueSequential: bool
   const view = sequential.follow(quantizeCheckpoint(checkpoint, { ...GPTQ, hessians: recording }));
   const tensors = order === "storage" ? view.tensors : [...view.tensors].reverse();
   for (const t of tensors) if (t.packed !== undefined) await t.packed.load();
-  return { view, handed };
+  return { view, handed, close: () => sequential.close() };
 }
 
 /** `full` with layers before `layer`, and groups before `group` in `layer`, taken from `quantized`. */
@@ -192,3 +195,54 @@ sequential("CLI: quantize --method gptq --hessians sequential writes a model eva
 });
 
 sequential.run();
+
+// The same flow with the forward and H += XᵀX on the GPU (float64 forward in another GEMM order,
+// X rounded to float32 for the accumulation): every H within 1e-6 of its largest entry of the
+// explicit CPU calibration on the weights the run itself exported.
+const probe = await gpuAvailable();
+const onGpu = suite("hessians: sequential calibration on the GPU");
+if (!probe.ok) {
+  onGpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
+} else {
+  onGpu("true-sequential on the GPU: every H matches calibration with the earlier linears replaced by the exported weights", async () => {
+    const engine = await GpuEngine.open();
+    const dir = await tempDir();
+    try {
+      await withFixture(async (checkpoint) => {
+        const gpu: Pick<SequentialOptions, "forward" | "products"> = {
+          forward: (weights, maxTokens, file) => new GpuLlamaForward(engine, weights, maxTokens, file),
+          products: () => new GpuHessians(engine),
+        };
+        const run = await quantizeSequentially(checkpoint, true, "storage", gpu);
+        const out = join(dir.path, "seq-gpu.lmpack");
+        try {
+          await exportLmpack(run.view, out, { overwrite: false });
+        } finally {
+          await run.close();
+        }
+        const exported = await openCheckpoint(out);
+        const quantized = await loadLlamaWeights(exported).finally(() => exported.close());
+        const full = await loadLlamaWeights(checkpoint);
+        assert.is(run.handed.size, 28, "every linear asked for its H once");
+        for (const [name, h] of run.handed) {
+          const [, layerText, kind] = /layers\.(\d+)\.\w+\.(\w+)_proj$/.exec(name)!;
+          const group = GROUPS.findIndex((g) => g.includes(kind as keyof DecoderLayerWeights));
+          const explicit = hessianIn(calibrateHessians(new LlamaForward(mixed(full, quantized, Number(layerText), group), TOKENS), calibrationWindows()), name);
+          let largest = 0;
+          let worst = 0;
+          explicit.forEach((value, i) => {
+            largest = Math.max(largest, Math.abs(value));
+            worst = Math.max(worst, Math.abs(value - h.data[i]!));
+          });
+          assert.ok(worst <= 1e-6 * largest, `${name}: worst |ΔH| ${worst} against max |H| ${largest}`);
+          assert.is(h.nSamples, WINDOWS * TOKENS);
+        }
+      });
+    } finally {
+      await dir.cleanup();
+      engine.close();
+    }
+  });
+}
+onGpu.run();
+
