@@ -1,0 +1,238 @@
+import { UsageError } from "../../errors.js";
+import { backwardBlock } from "../../../model/block-grad/backward.js";
+import { BLOCK_LINEARS, forwardBlock, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
+import { fitGrid, quantizeCode } from "../grid.js";
+import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
+import { emptyIntGroupTensor } from "./rtn.js";
+import { defaultSignRoundLr, linearDecayLr, SIGNROUND_DEFAULT_ITERS, type SignRoundResult } from "./signround.js";
+import { groupExtremes, SignRoundLayer, type SignRoundParams } from "./signround-grad.js";
+
+/**
+ * SignRound's block-wise objective, as the paper and intel/auto-round b9f3d00
+ * (`sign_round/quantizer.py::quantize_block`) tune it: V, β, α of all seven linears of one
+ * decoder block together, minimising MSE(block_Ŵ(q_input), fp_output) over calibration windows.
+ *
+ * Inputs and targets (auto-round's default, enable_quanted_input=True): the quantized block
+ * reads `inputs`, the outputs of the already-quantized blocks before it; the targets are the
+ * full-precision block's outputs on the full-precision inputs (`fp_outputs`), so the tuning
+ * also corrects the error the earlier blocks left (converters/int-group/signround-blockwise.ts
+ * keeps both streams).
+ *
+ * Per linear, everything below ∂loss/∂Ŵ is the layer-wise code's (signround-grad.ts), reused,
+ * not copied: a SignRoundLayer without a Hessian takes its `delta` buffer as ∂loss/∂Ŵ
+ * (`lossGrad === delta`), so after evaluate() (which fake-quantizes and leaves Ŵ − W there) the
+ * block's gradient is written into `delta` and step() runs the STE chain to V and, through
+ * scale/zero, to the clipping factors, with its sign steps and float32 updates. Only signs are
+ * used, so the positive factor that step() applies (2/(N·K)) changes nothing.
+ *
+ * Loop (auto-round's): each iteration takes `batchSize` windows from a seeded cyclic sampler
+ * that reshuffles when exhausted (IndexSampler), evaluates the mean squared error over all their
+ * output elements (float64 here; auto-round's fp32 ×1000 scaling does not change signs),
+ * keeps the parameters if that loss is the lowest so far, then steps with lr·decay(t).
+ */
+
+export interface BlockSignRoundOptions {
+  iters?: number;
+  /** Default 1/iters (2/iters when iters ≥ 1000 and bits ≤ 3), as the layer-wise quantizer. */
+  lr?: number;
+  minmaxLr?: number;
+  enableMinmaxTuning?: boolean;
+  /** Windows per iteration (auto-round's batch_size, default 8; capped at the window count). */
+  batchSize?: number;
+  /** Seed of the window sampler. */
+  seed?: number;
+  onStep?: (iter: number, loss: number) => void;
+}
+
+/** Calibration data of one block: per window its input (q_input) and target (fp output), [tokens][hidden]. */
+export interface BlockCalibration {
+  inputs: readonly Float64Array[];
+  targets: readonly Float64Array[];
+  tokens: readonly number[];
+}
+
+export interface BlockSignRoundResult {
+  /** Per linear, the layer-wise quantizer's result type; losses are the block's (shared). */
+  linears: Record<BlockLinearKey, SignRoundResult>;
+  bestLoss: number;
+  bestIter: number;
+  initialLoss: number;
+}
+
+/** The seven SignRoundLayers of one block and its fake-quantized forward/backward. */
+export class BlockSignRound {
+  readonly layers: Record<BlockLinearKey, SignRoundLayer>;
+  private readonly fakeQuant: BlockLinearWeights;
+  private readonly grads: BlockLinearWeights;
+
+  constructor(readonly ctx: BlockContext, readonly params: IntGroupParams) {
+    const make = <T>(f: (key: BlockLinearKey) => T): Record<BlockLinearKey, T> => Object.fromEntries(BLOCK_LINEARS.map((key) => [key, f(key)])) as Record<BlockLinearKey, T>;
+    this.layers = make((key) => {
+      const l = ctx.layer[key];
+      return new SignRoundLayer(Float32Array.from(l.weight), l.outFeatures, l.inFeatures, params, undefined);
+    });
+    this.fakeQuant = make((key) => new Float64Array(ctx.layer[key].weight.length));
+    this.grads = make((key) => new Float64Array(ctx.layer[key].weight.length));
+  }
+
+  /**
+   * Clamps α, β and fake-quantizes every linear with the current parameters (SignRoundLayer's
+   * evaluate); returns Ŵ (float32 values: fround(w + (Ŵ − w)) undoes the one rounding the
+   * difference may have taken).
+   */
+  quantizedWeights(): BlockLinearWeights {
+    for (const key of BLOCK_LINEARS) {
+      const layer = this.layers[key];
+      layer.evaluate();
+      const out = this.fakeQuant[key];
+      for (let i = 0; i < out.length; i++) out[i] = Math.fround(layer.weight[i]! + layer.delta[i]!);
+    }
+    return this.fakeQuant;
+  }
+
+  /** MSE of the block with the last quantizedWeights() over `windows`; accumulates ∂MSE/∂Ŵ into the layers' gradient buffers. */
+  lossAndGradients(data: BlockCalibration, windows: readonly number[]): number {
+    const hidden = this.ctx.config.hiddenSize;
+    const count = windows.reduce((sum, w) => sum + data.tokens[w]! * hidden, 0);
+    for (const key of BLOCK_LINEARS) this.grads[key].fill(0);
+    let sum = 0;
+    for (const w of windows) {
+      const tape = forwardBlock(this.ctx, this.fakeQuant, data.inputs[w]!, data.tokens[w]!);
+      const target = data.targets[w]!;
+      const dOut = new Float64Array(tape.output.length);
+      for (let i = 0; i < dOut.length; i++) {
+        const diff = tape.output[i]! - target[i]!;
+        sum += diff * diff;
+        dOut[i] = (2 * diff) / count;
+      }
+      backwardBlock(this.ctx, this.fakeQuant, tape, dOut, this.grads);
+    }
+    return sum / count;
+  }
+
+  /** ∂loss/∂Ŵ of the last lossAndGradients, per linear (for tests). */
+  weightGradients(): Readonly<BlockLinearWeights> {
+    return this.grads;
+  }
+
+  /** One signed step of every linear from the last lossAndGradients (see the header for why `delta` carries it). */
+  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void {
+    for (const key of BLOCK_LINEARS) {
+      this.layers[key].delta.set(this.grads[key]);
+      this.layers[key].step(lrValue, lrMinmax, tuneMinmax);
+    }
+  }
+}
+
+/** Tunes one block; `data` windows must hold tokens·hidden values each, tokens ≤ the rope table's positions. */
+export function tuneBlockSignRound(ctx: BlockContext, params: IntGroupParams, data: BlockCalibration, options: BlockSignRoundOptions = {}): BlockSignRoundResult {
+  checkCalibration(ctx, data);
+  const iters = options.iters ?? SIGNROUND_DEFAULT_ITERS;
+  if (!Number.isSafeInteger(iters) || iters < 0) throw new UsageError("BAD_ARGUMENT", "iters must be a non-negative integer", { actual: iters });
+  const lr = checkRate(options.lr ?? defaultSignRoundLr(iters, params.bits), "lr");
+  const minmaxLr = checkRate(options.minmaxLr ?? lr, "minmaxLr");
+  const batchSize = options.batchSize ?? 8;
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new UsageError("BAD_ARGUMENT", "batchSize must be a positive integer", { actual: batchSize });
+  const tuneMinmax = options.enableMinmaxTuning ?? true;
+  const lrValue = linearDecayLr(lr, iters);
+  const lrMinmax = linearDecayLr(minmaxLr, iters);
+  const sampler = windowSampler(data.inputs.length, Math.min(batchSize, data.inputs.length), options.seed ?? 0);
+
+  const tuner = new BlockSignRound(ctx, params);
+  // Each layer's best parameters start as the initial ones (RTN's): iteration 0's.
+  const keepBest = (): void => BLOCK_LINEARS.forEach((key) => tuner.layers[key].keepBest());
+  let initialLoss = NaN;
+  let bestLoss = Infinity;
+  let bestIter = 0;
+  if (iters === 0) {
+    tuner.quantizedWeights();
+    initialLoss = bestLoss = tuner.lossAndGradients(data, sampler());
+  }
+  for (let t = 0; t < iters; t++) {
+    tuner.quantizedWeights();
+    const loss = tuner.lossAndGradients(data, sampler());
+    if (t === 0) initialLoss = loss;
+    options.onStep?.(t, loss);
+    if (loss < bestLoss) {
+      bestLoss = loss;
+      bestIter = t;
+      keepBest();
+    }
+    tuner.step(lrValue[t]!, lrMinmax[t]!, tuneMinmax);
+  }
+  const linears = Object.fromEntries(
+    BLOCK_LINEARS.map((key) => {
+      const layer = tuner.layers[key];
+      const tuned = layer.best();
+      const tensor = tensorFromParams(layer.weight, layer.outFeatures, layer.inFeatures, params, tuned);
+      return [key, { tensor, bestLoss, bestIter, initialLoss, tuned }];
+    }),
+  ) as Record<BlockLinearKey, SignRoundResult>;
+  return { linears, bestLoss, bestIter, initialLoss };
+}
+
+/** Same as signround.ts's (not exported there): codes, scales, zeros of `tuned` through fitGrid / quantizeCode. */
+export function tensorFromParams(weight: Float32Array, n: number, k: number, quant: IntGroupParams, tuned: SignRoundParams): IntGroupTensor {
+  const { groupMin, groupMax } = groupExtremes(weight, n, k, quant.groupSize);
+  const nGroups = groupCount(k, quant.groupSize);
+  const tensor = emptyIntGroupTensor(n, k, quant);
+  for (let row = 0; row < n; row++) {
+    for (let g = 0; g < nGroups; g++) {
+      const gi = row * nGroups + g;
+      const grid = fitGrid(groupMin[gi]!, groupMax[gi]!, quant, tuned.minScale[gi]!, tuned.maxScale[gi]!);
+      tensor.scales[g * n + row] = grid.scale;
+      tensor.zeros[g * n + row] = grid.zero;
+      const end = row * k + Math.min((g + 1) * quant.groupSize, k);
+      for (let i = row * k + g * quant.groupSize; i < end; i++) tensor.codes[i] = quantizeCode(weight[i]!, grid, quant, tuned.value[i]!);
+    }
+  }
+  return tensor;
+}
+
+/**
+ * auto-round's IndexSampler: a seeded permutation read `batch` at a time, reshuffled when fewer
+ * than `batch` remain (the incomplete tail is dropped).
+ */
+export function windowSampler(count: number, batch: number, seed: number): () => number[] {
+  let state = seed >>> 0;
+  const random = (): number => {
+    // mulberry32
+    state = (state + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(state ^ (state >>> 15), state | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const order = Array.from({ length: count }, (_, i) => i);
+  let next = count;
+  return () => {
+    if (next + batch > count) {
+      for (let i = count - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      next = 0;
+    }
+    next += batch;
+    return order.slice(next - batch, next);
+  };
+}
+
+function checkCalibration(ctx: BlockContext, data: BlockCalibration): void {
+  const n = data.inputs.length;
+  if (n === 0 || data.targets.length !== n || data.tokens.length !== n) {
+    throw new UsageError("BAD_ARGUMENT", "block calibration needs at least one window, and as many targets and token counts as inputs", { expected: n, actual: [data.targets.length, data.tokens.length] });
+  }
+  const hidden = ctx.config.hiddenSize;
+  for (let w = 0; w < n; w++) {
+    const tokens = data.tokens[w]!;
+    if (!Number.isSafeInteger(tokens) || tokens < 1 || tokens > ctx.rope.positions) throw new UsageError("BAD_ARGUMENT", `window ${w}: token count outside 1 … ${ctx.rope.positions}`, { actual: tokens });
+    if (data.inputs[w]!.length !== tokens * hidden || data.targets[w]!.length !== tokens * hidden) {
+      throw new UsageError("BAD_ARGUMENT", `window ${w}: input and target must hold tokens × hidden values`, { expected: tokens * hidden, actual: [data.inputs[w]!.length, data.targets[w]!.length] });
+    }
+  }
+}
+
+function checkRate(rate: number, name: string): number {
+  if (!Number.isFinite(rate) || rate < 0) throw new UsageError("BAD_ARGUMENT", `${name} must be a finite non-negative number`, { actual: rate });
+  return rate;
+}
