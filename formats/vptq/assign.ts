@@ -9,24 +9,24 @@ import { nearestPoints, type KdTree } from "./kd-tree.js";
  * of a search. In 8 dimensions an exact search visits about half of a 4096-centroid k-d tree
  * (its cells are split only once or twice per coordinate), so searches are what to avoid.
  *
- * One far-moving centroid would lower every vector's bound by its move. So the MOVERS centroids
- * that moved farthest are measured directly instead (a few distances per vector), and the bound
+ * One far-moving centroid would lower every vector's bound by its move. So the MOVER_CENTROIDS (16)
+ * centroids that moved farthest are measured directly instead (a few distances per vector), and the bound
  * falls only by the largest move of the others: for every untracked centroid j,
  * |x − c_j'| ≥ |x − c_j| − move_j ≥ bound − largestOther, or j is a mover and |x − c_j'| is known.
  */
 
 /** Centroids whose distance every vector measures after a mean update, instead of bounding it. */
-export const MOVERS = 16;
+export const MOVER_CENTROIDS = 16;
 
 /** How the centroids moved in the last mean update. */
 export interface CentroidMoves {
-  /** The centroids that moved farthest (at most MOVERS). */
+  /** The centroids that moved farthest (at most MOVER_CENTROIDS). */
   movers: Int32Array;
   /** The largest move (distance, not squared) of any other centroid. */
   largestOther: number;
 }
 
-/** The MOVERS farthest moves from `before` to `after` ([k][dim]), and the largest of the rest. */
+/** The MOVER_CENTROIDS farthest moves from `before` to `after` ([k][dim]), and the largest of the rest. */
 export function centroidMoves(before: Float64Array, after: Float64Array, dim: number): CentroidMoves {
   const k = before.length / dim;
   const moves = new Float64Array(k);
@@ -36,7 +36,7 @@ export function centroidMoves(before: Float64Array, after: Float64Array, dim: nu
     moves[j] = Math.sqrt(squared);
   }
   const order = Int32Array.from({ length: k }, (_, j) => j).sort((a, b) => moves[b]! - moves[a]! || a - b);
-  const count = Math.min(MOVERS, k);
+  const count = Math.min(MOVER_CENTROIDS, k);
   return { movers: order.slice(0, count), largestOther: count < k ? moves[order[count]!]! : 0 };
 }
 

@@ -10,7 +10,7 @@ import { KM_MAX_DIM, KM_THREADS, NearestSearcher } from "./nearest.js";
  * iteration and re-seeds. Per iteration:
  *  1. assignment: the first one searches every vector; later ones search only the vectors whose
  *     distance bounds cannot prove they keep their label (km_bound_check, Hamerly-style with the
- *     MOVERS farthest-moving centroids measured directly, as assign.ts does);
+ *     MOVER_CENTROIDS farthest-moving centroids measured directly, as assign.ts does);
  *  2. the objective, in kmeans.ts's chunked order, summed here from the chunks' partials;
  *  3. the mean update: cluster sizes, a stable radix sort of the vectors by label, and one
  *     thread per (cluster, coordinate) summing its members in vector order;
@@ -24,8 +24,9 @@ import { KM_MAX_DIM, KM_THREADS, NearestSearcher } from "./nearest.js";
  * vector one distance against a search's k, and with k = 65,536 the moves have a long tail: the
  * 1025th largest move, which every other bound must absorb, is far below the 17th.
  */
-const MOVERS = 1024;
-const RADIX_TILE = 2048;
+const MOVER_CENTROIDS = 1024;
+/** Vectors (labels) per radix-sort tile, one block each: kmeans.cu's KM_RADIX_TILE_VECTORS (256 threads × 8 rounds). */
+const RADIX_TILE_VECTORS = 2048;
 
 export function gpuLloyd(engine: GpuEngine): KMeansBackend {
   return {
@@ -93,10 +94,10 @@ class LloydRun {
       this.offsets = alloc(k * 4);
       this.keys = [alloc(count * 4), alloc(count * 4)];
       this.values = [alloc(count * 4), alloc(count * 4)];
-      this.tiles = Math.ceil(count / RADIX_TILE);
+      this.tiles = Math.ceil(count / RADIX_TILE_VECTORS);
       this.histogram = alloc(256 * this.tiles * 4);
       this.moves = alloc(k * 8);
-      this.movers = alloc(MOVERS * 4);
+      this.movers = alloc(MOVER_CENTROIDS * 4);
     } catch (error) {
       // An allocation failed part-way (out of device memory): free what was already taken.
       this.release();
@@ -248,7 +249,7 @@ class LloydRun {
     return taken;
   }
 
-  /** The MOVERS farthest-moving centroids (to the device) and the largest move of the rest. */
+  /** The MOVER_CENTROIDS farthest-moving centroids (to the device) and the largest move of the rest. */
   private measureMoves(): { movers: number; largestOther: number } {
     const { k } = this;
     const context = this.engine.context;
@@ -257,9 +258,9 @@ class LloydRun {
     ]);
     const moves = new Float64Array(k);
     context.download(this.moves, bytes(moves));
-    // The largest move of the centroids not measured: the (MOVERS+1)-th largest, or 0.
-    const largestOther = k > MOVERS ? moves.slice().sort()[k - MOVERS - 1]! : 0;
-    const movers = new Int32Array(Math.min(k, MOVERS));
+    // The largest move of the centroids not measured: the (MOVER_CENTROIDS+1)-th largest, or 0.
+    const largestOther = k > MOVER_CENTROIDS ? moves.slice().sort()[k - MOVER_CENTROIDS - 1]! : 0;
+    const movers = new Int32Array(Math.min(k, MOVER_CENTROIDS));
     let count = 0;
     for (let j = 0; j < k && count < movers.length; j++) if (moves[j]! > largestOther) movers[count++] = j;
     context.uploadInto(this.movers, bytes(movers.subarray(0, count)));

@@ -1,4 +1,3 @@
-import { KernelError } from "../../formats/errors.js";
 import { bytesOf } from "../../formats/packed-array.js";
 import type { VptqSemantics } from "../../formats/vptq/reference.js";
 import { vectorRows, type VptqTensor } from "../../formats/vptq/types.js";
@@ -8,17 +7,21 @@ import type { KernelArgument } from "../cuda/module.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
+import { checkPreparedLaunch, describe, prepareVptqLaunch, SEMANTICS, type VptqKernelFields } from "./checks.js";
+
+export { prepareVptqLaunch, type VptqKernelFields };
 
 /**
- * Host side of kernels/vptq/vptq.cu: checks the tensor (every length, every index below its
- * codebook, the permutation a permutation, the outlier and group columns adding up to
- * in_features), narrows the indices to uint16 and inverts the permutation, uploads the fields,
- * launches `lq_vptq_columns_v{4,8}_{f16,bf16}` (vl 4 or 8, in a multiple of 8; the indices laid
- * out by original column, columnOrderIndices) or else `lq_vptq_dequant_verify_{f16,bf16}`, and
- * returns the weights ([out][in]: float32 with the value of formats/vptq/reference.ts's 16-bit
- * result, or fp16 bits) and, given the source weights, the verify statistics. No file can make the kernel read out of bounds: every
- * length is checked here before each launch, and every index value both here (LAUNCH_REFUSED)
- * and in the kernel itself (status word, KERNEL_STATUS), the second line.
+ * Host side of kernels/vptq/vptq.cu: checks the tensor and prepares its fields (checks.ts: every
+ * length, every index below its codebook, the permutation a permutation; the indices narrowed to
+ * uint16, the permutation inverted), uploads the fields, launches
+ * `lq_vptq_columns_v{4,8}_{f16,bf16}` (vl 4 or 8, in a multiple of 8; the indices laid out by
+ * original column, columnOrderIndices) or else `lq_vptq_dequant_verify_{f16,bf16}`, and returns
+ * the weights ([out][in]: float32 with the value of formats/vptq/reference.ts's 16-bit result, or
+ * fp16 bits) and, given the source weights, the verify statistics. No file can make the kernel
+ * read out of bounds: every length is checked (checks.ts) before each launch, and every index
+ * value both on the host (LAUNCH_REFUSED) and in the kernel itself (status word, KERNEL_STATUS),
+ * the second line.
  */
 
 /** LQ_VPTQ_THREADS and LQ_VPTQ_TILE_COLUMNS in vptq.cu. */
@@ -26,12 +29,6 @@ const THREADS = 256;
 const TILE_COLUMNS = 8 * THREADS;
 /** CUDA's limit on gridDim.x; the kernel walks further tiles with a block-stride loop. */
 const MAX_GRID_X = 2 ** 31 - 1;
-/** LQ_VPTQ_CUDA / LQ_VPTQ_TORCH in vptq.cuh. */
-const SEMANTICS = { cuda: 0, torch: 1 } as const;
-/** VPTQ codebooks hold at most 65536 centroids (16-bit indices, hf-layout.ts), so indices travel as uint16: half the tensor's uint32. */
-const MAX_CENTROIDS = 65536;
-/** VPTQ stores perm as uint16, and the kernel gets its inverse as uint16. */
-const MAX_IN_FEATURES = 65536;
 /** Vector lengths the columns kernel (lq_vptq_columns_v{4,8}_*) is instantiated for: one 8- or 16-byte codebook load each. */
 const COLUMNS_VECTOR_LENGTHS = [4, 8];
 /**
@@ -69,116 +66,8 @@ export interface VptqGpuResult {
   kernel: "columns" | "generic";
 }
 
-/** What the kernel receives (vptq.cuh): the tensor's arrays, its indices narrowed to uint16, the inverse permutation. */
-export interface VptqKernelFields {
-  tensor: VptqTensor;
-  mainIndices: Uint16Array;
-  resIndices: Uint16Array | undefined;
-  /** invPerm[j] = k where perm[k] = j: the Q column of original column j. */
-  invPerm: Uint16Array | undefined;
-}
-
 export function dequantVptqGpu(engine: GpuEngine, t: VptqTensor, options: VptqGpuOptions = {}): VptqGpuResult {
   return launchVptqKernel(engine, prepareVptqLaunch(t, options), options);
-}
-
-type Refuse = (detail: string, expected: unknown, actual: unknown) => KernelError;
-
-/** "4096×11008 v8 k65536-256 G2 outliers 64", for messages. */
-function describe(t: VptqTensor): string {
-  const p = t.params;
-  return `${t.outFeatures}×${t.inFeatures} v${p.vectorLen} k${p.numCentroids}${p.numResCentroids > 0 ? `-${p.numResCentroids}` : ""}${p.groupNum > 1 ? ` G${p.groupNum}` : ""}${p.outlierSize > 0 ? ` outliers ${p.outlierSize}` : ""}`;
-}
-
-function refuser(t: VptqTensor, tensorName: string | undefined): Refuse {
-  return (detail, expected, actual) => new KernelError("LAUNCH_REFUSED", `vptq ${describe(t)}: ${detail}`, { tensor: tensorName, expected, actual });
-}
-
-/**
- * Every check of the launch, cheapest first (LAUNCH_REFUSED, before any device call), and the
- * fields as the kernel takes them. Exported for the tests of the kernel's own checks.
- */
-export function prepareVptqLaunch(t: VptqTensor, options: Pick<VptqGpuOptions, "semantics" | "tensorName"> = {}): VptqKernelFields {
-  const refuse = refuser(t, options.tensorName);
-  checkShape(t, options.semantics, refuse);
-  const p = t.params;
-  const numIdx = vectorRows(t.outFeatures, p.vectorLen);
-  const indexCount = p.groupNum * numIdx * p.groupSize;
-  const indices = (a: Uint32Array | undefined) => a instanceof Uint32Array && a.length === indexCount;
-  if (!indices(t.mainIndices) || (t.resIndices !== undefined && !indices(t.resIndices))) throw refuse("main / residual indices must be Uint32Array [G · ceil(out / vl) · gs]", indexCount, [t.mainIndices?.length, t.resIndices?.length]);
-  checkArrays(t, refuse);
-  const narrow = (a: Uint32Array, k: number, what: string) => {
-    const out = new Uint16Array(a.length);
-    for (let i = 0; i < a.length; i++) {
-      const q = a[i]!;
-      if (!(q < k)) throw refuse(`${what} index ${q} at [g, r, e] = [${Math.floor(i / (numIdx * p.groupSize))}, ${Math.floor(i / p.groupSize) % numIdx}, ${i % p.groupSize}] is past its codebook`, `< ${k}`, q);
-      out[i] = q;
-    }
-    return out;
-  };
-  const mainIndices = narrow(t.mainIndices, p.numCentroids, "main");
-  const resIndices = t.resIndices === undefined ? undefined : narrow(t.resIndices, p.numResCentroids, "residual");
-  if (t.outlierIndices !== undefined) {
-    const at = t.outlierIndices.findIndex((q) => !(q < p.outlierNumCentroids));
-    if (at >= 0) throw refuse(`outlier index ${t.outlierIndices[at]} at [row block, column] = [${Math.floor(at / p.outlierSize)}, ${at % p.outlierSize}] is past the outlier codebook`, `< ${p.outlierNumCentroids}`, t.outlierIndices[at]);
-  }
-  return { tensor: t, mainIndices, resIndices, invPerm: t.perm === undefined ? undefined : invertPermutation(t.perm, refuse) };
-}
-
-/** The parameters against each other, the semantics, and which arrays are present. */
-function checkShape(t: VptqTensor, semantics: string | undefined, refuse: Refuse): void {
-  const p = t.params;
-  if (semantics !== undefined && !Object.hasOwn(SEMANTICS, semantics)) throw refuse("semantics", Object.keys(SEMANTICS), semantics);
-  const int = (v: number, min: number, max: number) => Number.isSafeInteger(v) && v >= min && v <= max;
-  if (!int(t.outFeatures, 1, Number.MAX_SAFE_INTEGER) || !int(t.inFeatures, 1, MAX_IN_FEATURES)) throw refuse("out_features ≥ 1 and 1 ≤ in_features ≤ 65536 (perm is uint16)", "positive sizes", [t.outFeatures, t.inFeatures]);
-  if (t.dtype !== "F16" && t.dtype !== "BF16") throw refuse("codebook dtype", "F16 or BF16", t.dtype);
-  if (!int(p.vectorLen, 1, Number.MAX_SAFE_INTEGER) || !int(p.numCentroids, 1, MAX_CENTROIDS) || !int(p.numResCentroids, 0, MAX_CENTROIDS)) throw refuse("vector length ≥ 1, 1 … 65536 centroids, 0 … 65536 residual centroids", "VPTQ sizes", [p.vectorLen, p.numCentroids, p.numResCentroids]);
-  if (!int(p.groupNum, 1, t.inFeatures) || !int(p.groupSize, 0, t.inFeatures) || !int(p.outlierSize, 0, t.inFeatures) || p.groupNum * p.groupSize + p.outlierSize !== t.inFeatures) {
-    throw refuse("outlier columns plus group_num · group_size must equal in_features", t.inFeatures, `${p.outlierSize} + ${p.groupNum}·${p.groupSize}`);
-  }
-  if (p.outlierSize > 0 && (!int(p.outlierVectorLen, 1, Number.MAX_SAFE_INTEGER) || !int(p.outlierNumCentroids, 1, MAX_CENTROIDS))) throw refuse("outliers need a vector length ≥ 1 and 1 … 65536 centroids", "outlier sizes", [p.outlierVectorLen, p.outlierNumCentroids]);
-  // The reference decides by presence (t.resIndices, t.perm), the parameters by flags: both must agree.
-  const presence: [string, boolean, unknown][] = [
-    ["centroids", true, t.centroids],
-    ["main indices", true, t.mainIndices],
-    ["res_centroids", p.numResCentroids > 0, t.resCentroids],
-    ["residual indices", p.numResCentroids > 0, t.resIndices],
-    ["outlier centroids", p.outlierSize > 0, t.outlierCentroids],
-    ["outlier indices", p.outlierSize > 0, t.outlierIndices],
-    ["perm", p.enablePerm, t.perm],
-    ["weight_scale", p.enableNorm, t.weightScale],
-    ["weight_bias", p.enableNorm, t.weightBias],
-  ];
-  for (const [what, expected, array] of presence) if (expected !== (array !== undefined)) throw refuse(`${what} ${expected ? "missing" : "present"}, against the parameters`, expected ? "present" : "absent", array === undefined ? "absent" : "present");
-}
-
-/** Every 16-bit array the kernel reads: a Uint16Array of exactly the length the shape implies. */
-function checkArrays(t: VptqTensor, refuse: Refuse): void {
-  const p = t.params;
-  const expect: [string, Uint16Array | undefined, number][] = [
-    ["centroids", t.centroids, p.groupNum * p.numCentroids * p.vectorLen],
-    ["res_centroids", t.resCentroids, p.groupNum * p.numResCentroids * p.vectorLen],
-    ["outlier centroids", t.outlierCentroids, p.outlierNumCentroids * p.outlierVectorLen],
-    ["outlier indices", t.outlierIndices, p.outlierSize > 0 ? vectorRows(t.outFeatures, p.outlierVectorLen) * p.outlierSize : 0],
-    ["perm", t.perm, t.inFeatures],
-    ["weight_scale", t.weightScale, t.inFeatures],
-    ["weight_bias", t.weightBias, t.inFeatures],
-  ];
-  for (const [what, array, length] of expect) {
-    if (array !== undefined && !(array instanceof Uint16Array && array.length === length)) throw refuse(`${what} must be a Uint16Array of ${length}`, length, array.length);
-  }
-}
-
-function invertPermutation(perm: Uint16Array, refuse: Refuse): Uint16Array {
-  const inverse = new Uint16Array(perm.length);
-  const seen = new Uint8Array(perm.length);
-  for (let k = 0; k < perm.length; k++) {
-    const j = perm[k]!;
-    if (!(j < perm.length) || seen[j] === 1) throw refuse(`perm is not a permutation: entry ${k} is ${j}${j < perm.length ? " again" : ""}`, `a permutation of 0…${perm.length - 1}`, j);
-    seen[j] = 1;
-    inverse[j] = k;
-  }
-  return inverse;
 }
 
 /**
@@ -241,22 +130,14 @@ export function columnOrderIndices(fields: VptqKernelFields): Uint32Array {
 
 /**
  * Uploads prepared fields and runs the kernel. The shape and every length are checked again
- * here (cheap); index values are left to the kernel's own checks, which is what the tests of
- * its status word need. Use dequantVptqGpu otherwise.
+ * (checkPreparedLaunch, cheap); index values are left to the kernel's own checks, which is what
+ * the tests of its status word need. Use dequantVptqGpu otherwise.
  */
 export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, options: VptqGpuOptions = {}): VptqGpuResult {
+  checkPreparedLaunch(fields, options);
   const t = fields.tensor;
   const p = t.params;
-  const refuse = refuser(t, options.tensorName);
-  checkShape(t, options.semantics, refuse);
-  checkArrays(t, refuse);
-  const indexCount = p.groupNum * vectorRows(t.outFeatures, p.vectorLen) * p.groupSize;
-  const narrowed = (a: Uint16Array | undefined, present: boolean, length: number) => (a === undefined ? !present : a instanceof Uint16Array && a.length === length);
-  if (!narrowed(fields.mainIndices, true, indexCount) || !narrowed(fields.resIndices, t.resIndices !== undefined, indexCount) || !narrowed(fields.invPerm, t.perm !== undefined, t.inFeatures)) {
-    throw refuse("prepared indices / inverse permutation do not match the tensor", indexCount, [fields.mainIndices?.length, fields.resIndices?.length, fields.invPerm?.length]);
-  }
   const total = t.outFeatures * t.inFeatures;
-  if (options.reference !== undefined && !(options.reference instanceof Float32Array && options.reference.length === total)) throw refuse("reference length", total, options.reference.length);
 
   const context = engine.context;
   const module = engine.module("vptq");
