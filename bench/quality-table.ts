@@ -49,6 +49,14 @@ function count(name: string, fallback: number, max: number): number {
   return value;
 }
 
+const FLAGS = ["model", "calibration", "eval", "hessians", "rows", "workers", "device", "max-tokens", "keep"];
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  console.log(`node dist/bench/quality-table.js ${FLAGS.map((f) => `[--${f} …]`).join(" ")}  (see the header of bench/quality-table.ts)`);
+  process.exit(0);
+}
+// Every flag takes a value: an unknown one (a typo) must not start an hour of work with defaults.
+for (const word of process.argv.slice(2)) if (word.startsWith("--") && !FLAGS.includes(word.slice(2))) usage(`unknown flag ${word}; known: ${FLAGS.map((f) => `--${f}`).join(", ")}`);
+
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = join(here, "..", "cli", "main.js");
 const shared = process.env["LMPACK_SHARED"] ?? join(here, "..", "..", "..", "shared");

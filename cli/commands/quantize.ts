@@ -20,12 +20,14 @@ import { quantizeSpqrToDisk } from "./quantize-spqr.js";
 import { quantizeVptqToDisk } from "./quantize-vptq.js";
 import { checkSequentialArgs, followQuantized, openSequentialHessians, SEQUENTIAL, SEQUENTIAL_OPTIONS, sequentialJournalIdentity, type SequentialCalibrationArgs } from "./sequential-hessians.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
+import { blockJournalIdentity, checkBlockObjectiveArgs, OBJECTIVES, signRoundBlockResults, type Objective } from "./signround-block.js";
 
 const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
 export interface QuantizeArgs extends SequentialCalibrationArgs {
   src: string;
   method: IntMethod | "fp6" | "spqr" | "vptq";
+  objective: Objective;
   bits: number | undefined;
   groupSize: number;
   sym: boolean;
@@ -61,6 +63,7 @@ export const quantizeCommand = {
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
       .option("method", { choices: ["rtn", "gptq", "signround", "fp6", "spqr", "vptq"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout; spqr: 3-bit 16x16 GPTQ with quantized statistics and fp16 outliers (needs --hessians); vptq: Hessian-weighted vector quantization (needs --hessians)" })
+      .option("objective", { choices: OBJECTIVES, default: "layer" as const, describe: "signround: layer = each linear alone (output error with --hessians, weight MSE without); block = each decoder block's seven linears together, against the full-precision block's outputs on --calibration-text windows (--samples, --seq-len, --protocol, --tokenizer as --hessians sequential reads them; CPU only for now)" })
       .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
@@ -86,7 +89,8 @@ export const quantizeCommand = {
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" })
       .option("resume", { type: "boolean", default: true, describe: "rtn, gptq, signround, spqr, vptq: continue from the journal (.<out>.lmpack-journal) that a killed or failed run left beside --out, when it was made with the same options and sources; --no-resume starts over (fp6 runs at disk speed and keeps none)" }),
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
-    checkSequentialArgs(args);
+    if (args.objective === "block") checkBlockObjectiveArgs(args);
+    else checkSequentialArgs(args);
     if (args.method === "fp6") return quantizeFpxToDisk(args);
     if (args.method === "spqr") return quantizeSpqrToDisk(args);
     if (args.method === "vptq") return quantizeVptqToDisk(args);
@@ -97,7 +101,8 @@ export const quantizeCommand = {
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
     // The device first: --device cuda without a GPU fails before anything is opened.
-    const device = args.method === "gptq" || args.method === "signround" ? await openQuantizerDevice(args.device) : undefined;
+    // The block objective runs on the CPU (signround-block.ts says so on stderr).
+    const device = args.method === "gptq" || (args.method === "signround" && args.objective !== "block") ? await openQuantizerDevice(args.device) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     let journal: LayerJournal | undefined;
@@ -105,6 +110,8 @@ export const quantizeCommand = {
       if (device !== undefined && !args.json) console.error(`lmpack: ${args.method === "gptq" ? "GPTQ factorization and loop" : "SignRound tuning"} on ${device.description}`);
       store = await hessianSource(args.hessians, checkpoint, args, device?.engine);
       journal = await openQuantizeJournal(args, checkpoint, device?.description);
+      const tuningStarted = performance.now();
+      const precomputed = args.objective === "block" ? await signRoundBlockResults(checkpoint, { ...args, bits: bits as IntBits }, args.json ? undefined : (line) => console.error(line)) : undefined;
       const reports: LayerQuantReport[] = [];
       let index = 0;
       const quantized = followQuantized(store, quantizeCheckpoint(checkpoint, {
@@ -119,6 +126,7 @@ export const quantizeCommand = {
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
         ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
         ...(device?.signround === undefined ? {} : { signroundBackend: device.signround }),
+        ...(precomputed === undefined ? {} : { precomputed }),
         journal,
         onLayer: (r) => {
           reports.push(r);
@@ -129,9 +137,13 @@ export const quantizeCommand = {
       if (args.to === "lmpack") await exportLmpack(quantized, args.out, { overwrite: args.force });
       else await exportHfInt(quantized, args.out, { method: HF_INT_TARGETS[args.to as keyof typeof HF_INT_TARGETS], overwrite: args.force });
       await journal.finish();
-      const summary = { ok: true, out: args.out, method: args.method, bits, groupSize: args.groupSize, sym: args.sym, resumedLayers: journal.resumedLayers, layers: reports };
+      const summary = { ok: true, out: args.out, method: args.method, objective: args.objective, bits, groupSize: args.groupSize, sym: args.sym, resumedLayers: journal.resumedLayers, layers: reports };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
-      else console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${reports.reduce((s, r) => s + r.seconds, 0).toFixed(1)} s)`);
+      else {
+        // Block-wise tuning happens before export, outside the per-layer reports' seconds.
+        const tuningSeconds = precomputed === undefined ? 0 : (performance.now() - tuningStarted) / 1000;
+        console.error(`lmpack: wrote ${args.out} (${reports.length} layers quantized, ${(tuningSeconds + reports.reduce((s, r) => s + r.seconds, 0)).toFixed(1)} s)`);
+      }
       return EXIT.ok;
     } finally {
       await journal?.close();
@@ -170,8 +182,10 @@ export async function openQuantizeJournal(args: ArgumentsCamelCase<QuantizeArgs>
   options["device"] = deviceDescription ?? "cpu";
   options["config"] = createHash("sha256").update(checkpoint.rawConfigText ?? "").digest("hex");
   const sequential = sequentialJournalIdentity(args);
-  Object.assign(options, sequential.options);
-  const sources = [...checkpoint.files, ...(args.hessians === undefined || args.hessians === EMBEDDING_PROXY || args.hessians === SEQUENTIAL ? [] : [args.hessians]), ...sequential.sources];
+  // Keyed only when block-wise, so layer-wise journals keep their fingerprints.
+  const block = blockJournalIdentity(args);
+  Object.assign(options, sequential.options, block.options);
+  const sources = [...checkpoint.files, ...(args.hessians === undefined || args.hessians === EMBEDDING_PROXY || args.hessians === SEQUENTIAL ? [] : [args.hessians]), ...sequential.sources, ...block.sources];
   const say = (line: string): void => {
     if (!args.json) console.error(line);
   };

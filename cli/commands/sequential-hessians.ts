@@ -25,11 +25,11 @@ export interface SequentialCalibrationArgs {
 
 /** The quantize options that only `--hessians sequential` reads (yargs `.options`). */
 export const SEQUENTIAL_OPTIONS = {
-  "calibration-text": { type: "string", describe: `--hessians ${SEQUENTIAL}: UTF-8 calibration text` },
-  samples: { type: "number", default: 128, describe: `--hessians ${SEQUENTIAL}: calibration sequences, spread evenly over the text's token stream` },
-  "seq-len": { type: "number", default: 2048, describe: `--hessians ${SEQUENTIAL}: tokens per sequence` },
-  protocol: { choices: PROTOCOLS, default: "docs" as Protocol, describe: `--hessians ${SEQUENTIAL}: how the text becomes tokens (see lmpack eval)` },
-  tokenizer: { type: "string", describe: `--hessians ${SEQUENTIAL}: folder with tokenizer.json (default: the model's own folder)` },
+  "calibration-text": { type: "string", describe: `--hessians ${SEQUENTIAL} or --objective block: UTF-8 calibration text` },
+  samples: { type: "number", default: 128, describe: `--hessians ${SEQUENTIAL} or --objective block: calibration sequences, spread evenly over the text's token stream` },
+  "seq-len": { type: "number", default: 2048, describe: `--hessians ${SEQUENTIAL} or --objective block: tokens per sequence` },
+  protocol: { choices: PROTOCOLS, default: "docs" as Protocol, describe: `--hessians ${SEQUENTIAL} or --objective block: how the text becomes tokens (see lmpack eval)` },
+  tokenizer: { type: "string", describe: `--hessians ${SEQUENTIAL} or --objective block: folder with tokenizer.json (default: the model's own folder)` },
   "true-sequential": { type: "boolean", default: true, describe: `--hessians ${SEQUENTIAL}: within a layer, [q,k,v] → [o] → [gate,up] → [down], each group's H taken after the groups before it are quantized (GPTQ's --true-sequential); --no-true-sequential: all of a layer's H from its full-precision weights` },
 } as const;
 
@@ -55,13 +55,7 @@ export function checkSequentialArgs(args: SequentialCalibrationArgs & { method: 
 export async function openSequentialHessians(checkpoint: Checkpoint, args: SequentialCalibrationArgs, log?: (line: string) => void, engine?: GpuEngine): Promise<SequentialHessians> {
   const text = args.calibrationText;
   if (text === undefined) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} needs --calibration-text <file>`);
-  const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
-  const stream = await textTokens(text, tokenizer, checkpoint, args.protocol);
-  const windows = spread(stream, args.samples, args.seqLen);
-  if (windows.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: text });
-  const maxPositions = checkpoint.config?.maxPositionEmbeddings;
-  if (maxPositions !== undefined && args.seqLen > maxPositions) log?.(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
-  if (windows.length < args.samples) log?.(`lmpack: warning: the text holds ${windows.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
+  const windows = await calibrationWindows(checkpoint, { ...args, calibrationText: text }, log);
   log?.(`lmpack: sequential calibration on ${windows.length} x ${args.seqLen} tokens (${args.trueSequential ? "true-sequential" : "layer by layer"}, forward on ${engine === undefined ? "the CPU" : engine.describe()})`);
   const gpu = engine === undefined ? undefined : await gpuParts(engine);
   return new SequentialHessians(await loadLlamaWeights(checkpoint), windows, {
@@ -70,6 +64,23 @@ export async function openSequentialHessians(checkpoint: Checkpoint, args: Seque
     file: checkpoint.location,
     onLayerDone: (layer, seconds) => log?.(`lmpack: sequential calibration: layer ${layer} advanced with its quantized weights (${seconds.toFixed(1)} s)`),
   });
+}
+
+/**
+ * The calibration windows that `--calibration-text`, `--samples`, `--seq-len`, `--protocol` and
+ * `--tokenizer` describe, made as `lmpack calibrate` makes them (shared with `--objective block`,
+ * so both read the same tokens); `log` gets the warnings.
+ */
+export async function calibrationWindows(checkpoint: Checkpoint, args: Omit<SequentialCalibrationArgs, "calibrationText" | "trueSequential"> & { calibrationText: string }, log?: (line: string) => void): Promise<Int32Array[]> {
+  const text = args.calibrationText;
+  const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
+  const stream = await textTokens(text, tokenizer, checkpoint, args.protocol);
+  const windows = spread(stream, args.samples, args.seqLen);
+  if (windows.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: text });
+  const maxPositions = checkpoint.config?.maxPositionEmbeddings;
+  if (maxPositions !== undefined && args.seqLen > maxPositions) log?.(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
+  if (windows.length < args.samples) log?.(`lmpack: warning: the text holds ${windows.length} sequences of ${args.seqLen} tokens, not ${args.samples}`);
+  return windows;
 }
 
 /** The view to export: with a sequential source, the one it follows (each layer quantized once). */

@@ -34,6 +34,13 @@ export interface QuantizeCheckpointOptions {
   iters?: number;
   /** SignRound: where the tuning iterations run (kernels/signround on the GPU); the CPU by default. */
   signroundBackend?: SignRoundOptions["backend"];
+  /**
+   * Per-linear results computed elsewhere, by module name ("model.layers.0.self_attn.q_proj"):
+   * block-wise SignRound tunes a decoder block's seven linears together, before export. A
+   * selected linear found here is packed from its tensor (checked against the entry's shape and
+   * params) instead of being quantized alone; the others are quantized as usual.
+   */
+  precomputed?: ReadonlyMap<string, { tensor: IntGroupTensor }>;
   /** Which linears to quantize (default: every 2-D `*_proj.weight` of the decoder layers). */
   select?: (name: string) => boolean;
   /** Called as each layer finishes (quantization happens as exporters pull layers, one at a time). */
@@ -102,7 +109,10 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
   const module = entry.name.replace(/\.weight$/, "");
   const hessian: Hessian | undefined = await options.hessians?.get(module, K);
   let tensor: IntGroupTensor;
-  if (options.method === "rtn") {
+  const given = options.precomputed?.get(module);
+  if (given !== undefined) {
+    tensor = checkedPrecomputed(given.tensor, entry.name, N, K, params);
+  } else if (options.method === "rtn") {
     tensor = quantizeRtn(weight, N, K, params);
   } else if (options.method === "gptq") {
     if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "GPTQ needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
@@ -112,4 +122,13 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
   }
   const errors = layerErrors(weight, dequantize(tensor, { precision: "f32" }), N, K, hessian);
   return { tensor, report: { name: entry.name, method: options.method, outFeatures: N, inFeatures: K, seconds: (performance.now() - started) / 1000, hessian: hessian !== undefined, ...errors } };
+}
+
+/** A precomputed tensor must be what this entry would have produced: same shape, same params, no g_idx. */
+function checkedPrecomputed(tensor: IntGroupTensor, name: string, N: number, K: number, params: IntGroupTensor["params"]): IntGroupTensor {
+  const expected = `${N}x${K} ${params.bits}-bit g${params.groupSize} ${params.sym ? "sym" : "asym"} ${params.scaleDtype}`;
+  const p = tensor.params;
+  const actual = `${tensor.outFeatures}x${tensor.inFeatures} ${p.bits}-bit g${p.groupSize} ${p.sym ? "sym" : "asym"} ${p.scaleDtype}${tensor.gIdx === undefined ? "" : " with g_idx"}`;
+  if (actual !== expected) throw new UsageError("BAD_ARGUMENT", "a precomputed layer does not match the checkpoint's tensor or the quantization options", { tensor: name, expected, actual });
+  return tensor;
 }
