@@ -4,12 +4,10 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { emitFrontMatter, frontMatterBlock, readFrontMatterScalars } from "../../converters/hub-publish/front-matter.js";
+import { frontMatterBlock } from "../../converters/hub-publish/front-matter.js";
 import { inspect } from "node:util";
 import { publishFolder } from "../../converters/hub-publish/publish.js";
-import { publishError, redactSecret } from "../../converters/hub-publish/redact.js";
-import { FormatError, IoError, isLmpackError } from "../../formats/errors.js";
-import { retryingFetch } from "../../converters/hub-publish/retry-fetch.js";
+import { IoError, isLmpackError } from "../../formats/errors.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { commitSha, FakeHub, sha256Hex, type FakeFile, type UploadRefusal } from "./fake-hub-server.js";
@@ -308,92 +306,6 @@ test("the token appears in no output and no file: CLI output, files written, the
   assert.not.ok(hub.commitLog.some((c) => c.summary.includes(token)));
   // Storage hosts (S3 behind the LFS batch) never receive it; only the Hub endpoint does.
   assert.ok(hub.requests.filter((r) => r.server === "cdn").every((r) => r.authorization === undefined));
-});
-
-const yamlCases: { name: string; value: string | number | boolean | string[] }[] = [
-  { name: "a plain id", value: "owner/name-1.5" },
-  { name: "YAML 1.1 booleans", value: ["yes", "No", "on", "OFF", "y", "n", "true", "False", "null", "~"] },
-  { name: "number-like strings", value: ["4-bit", "1e3", "0x10", "012", ".5", "-1", "+1", "2024-01-01", "1_000"] },
-  { name: "indicators", value: ["- a", "? b", ": c", "a: b", "a #b", "#c", "&x", "*y", "!t", "|", ">", "%d", "@e", "`f", "'g'", '"h"', "{i}", "[j]", ",k"] },
-  { name: "whitespace and control characters", value: [" lead", "trail ", "two\nlines", "tab\there", "\u0000nul", "del\u007f", "c1\u0085\u0090", "\u2028\u2029", "\ufeffbom"] },
-  { name: "unicode", value: "llama-3 – “quoted” 量子化 🦙" },
-  { name: "numbers and booleans", value: 4.3125 },
-  { name: "false", value: false },
-];
-
-for (const c of yamlCases) {
-  test(`front matter round-trips through a YAML parser (1.1 and 1.2): ${c.name}`, () => {
-    const text = emitFrontMatter([["value", c.value]]);
-    for (const version of ["1.1", "1.2"] as const) assert.equal((yamlParse(frontMatterBlock(text)!, { version }) as { value: unknown }).value, c.value);
-  });
-}
-
-test("readFrontMatterScalars reads top-level scalars only", () => {
-  const readme = `---\nlicense: other # custom\nlicense_name: "llama3.1"\nlicense_link: 'https://x.y/it''s'\ntags:\n  - license: no\nextra: [a, b]\n---\nlicense: body\n`;
-  assert.equal(Object.fromEntries(readFrontMatterScalars(readme)), { license: "other", license_name: "llama3.1", license_link: "https://x.y/it's" });
-  assert.equal(readFrontMatterScalars("no front matter\n").size, 0);
-});
-
-const retryCases: { name: string; method: string; path: string; answers: (number | "reset")[]; calls: number; result: number | "throws" }[] = [
-  { name: "a storage PUT cut off is sent again", method: "PUT", path: "/upload/a/b/oid", answers: ["reset", 200], calls: 2, result: 200 },
-  { name: "an LFS batch answered 502 is asked again", method: "POST", path: "/a/b.git/info/lfs/objects/batch", answers: [502, 503, 200], calls: 3, result: 200 },
-  { name: "a commit answered 500 is not repeated (it may have been applied)", method: "POST", path: "/api/models/a/b/commit/main", answers: [500, 200], calls: 1, result: 500 },
-  { name: "a commit answered 503 is repeated (not processed)", method: "POST", path: "/api/models/a/b/commit/main", answers: [503, 200], calls: 2, result: 200 },
-  { name: "a commit whose connection dropped is not repeated", method: "POST", path: "/api/models/a/b/commit/main", answers: ["reset", 200], calls: 1, result: "throws" },
-  { name: "retries run out", method: "GET", path: "/api/models/a/b/tree/main", answers: [502, 502, 502, 502], calls: 3, result: 502 },
-  { name: "a 404 is an answer, not a failure", method: "GET", path: "/api/models/a/b/revision/x", answers: [404, 200], calls: 1, result: 404 },
-];
-
-for (const c of retryCases) {
-  test(`retrying fetch: ${c.name}`, async () => {
-    let calls = 0;
-    const base = (async () => {
-      const answer = c.answers[calls++]!;
-      if (answer === "reset") throw new TypeError("fetch failed", { cause: { code: "ECONNRESET" } });
-      return new Response(null, { status: answer });
-    }) as typeof fetch;
-    const fetchWithRetries = retryingFetch({ retries: 2, baseDelayMs: 1, maxDelayMs: 2 }, base);
-    const outcome = await fetchWithRetries(`http://127.0.0.1${c.path}`, { method: c.method }).then((r) => r.status, () => "throws" as const);
-    assert.is(outcome, c.result);
-    assert.is(calls, c.calls);
-  });
-}
-
-test("redactSecret removes the raw, URL-encoded and userinfo forms", () => {
-  const secret = "hf_a/b+c";
-  assert.is(redactSecret(`Bearer ${secret} ${encodeURIComponent(secret)} https://u:${secret}@host/x`, secret), "Bearer hf_*** hf_*** https://***@host/x");
-});
-
-const urlCases: { name: string; text: string; redacted: string }[] = [
-  {
-    name: "a presigned S3 URL in @huggingface/hub's trailer",
-    text: "Api error with status 403. URL: https://bucket.s3.amazonaws.com/repos/ab/cd?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAXYZ%2F20250101&X-Amz-Signature=0badf00d. Request ID: r1",
-    redacted: "Api error with status 403. URL: https://bucket.s3.amazonaws.com/repos/ab/cd?*** Request ID: r1",
-  },
-  { name: "any query, userinfo too", text: "GET http://user:pw@cdn.example/x/y.bin?Expires=1&Signature=s&Key-Pair-Id=k failed", redacted: "GET http://***@cdn.example/x/y.bin?*** failed" },
-  { name: "a fragment-free URL keeps its path", text: "https://huggingface.co/api/models/a/b/commit/main", redacted: "https://huggingface.co/api/models/a/b/commit/main" },
-  { name: "a URL-encoded URL nested in another's text", text: "redirect=https%3A%2F%2Fs3%2Fk%3FX-Amz-Signature%3D0badf00d%26X-Amz-Credential%3DAKIAXYZ", redacted: "redirect=https%3A%2F%2Fs3%2Fk%3FX-Amz-Signature%3D***%26X-Amz-Credential%3D***" },
-];
-
-for (const c of urlCases) {
-  test(`redactSecret cuts URL query strings: ${c.name}`, () => {
-    assert.is(redactSecret(c.text, undefined), c.redacted);
-  });
-}
-
-test("publishError redacts every context field of lmpack's errors, keeping class and code", () => {
-  const secret = "hf_secret_token";
-  const signed = "https://s3.example/k?X-Amz-Signature=0badf00d";
-  const original = new FormatError("TENSOR_MISSING", `not in ${signed} (${secret})`, { file: signed, tensor: `t.${secret}`, byteOffset: 8, expected: { urls: [signed] }, actual: secret, cause: new Error(secret) });
-  const rebuilt = publishError(original, "me/x@main", secret) as FormatError;
-  assert.ok(rebuilt instanceof FormatError);
-  assert.is(rebuilt.code, "TENSOR_MISSING");
-  assert.is(rebuilt.byteOffset, 8);
-  assert.equal(rebuilt.expected, { urls: ["https://s3.example/k?***"] });
-  assert.is(rebuilt.actual, "hf_***");
-  assert.is(rebuilt.tensor, "t.hf_***");
-  const text = [rebuilt.message, rebuilt.detail, rebuilt.file, JSON.stringify(rebuilt.toJSON()), inspect(rebuilt, { depth: 8, showHidden: true })].join("\n");
-  for (const leak of [secret, "0badf00d"]) assert.not.ok(text.includes(leak), `${leak} in the rebuilt error`);
 });
 
 test.run();
