@@ -13,6 +13,8 @@
  *   and SpQR rows instead propagate calibration inputs through the already quantized layers:
  *   `--hessians sequential` does that too (each row's `quantize` calibrates every layer through
  *   the ones it has already quantized), and then the VPTQ rows are the ones that differ.
+ * - The block-wise SignRound rows (`--objective block`, the reference's own objective) read the
+ *   calibration windows themselves and no Hessians; they run only when `--rows` names them.
  * - Reference bits per weight follow each tool's own convention (see the reference file); the
  *   table prints lmpack's count of everything stored for the packed linears beside it.
  */
@@ -22,6 +24,10 @@ export interface QualityRow {
   settings: string;
   args: string[];
   reference?: { bitsPerWeight: number; perplexity: number };
+  /** Row reads calibration windows itself (`--objective block`) instead of Hessians. */
+  windows?: true;
+  /** Left out of the default run (`--rows` names it): block-wise SignRound is CPU-only so far (about an hour a row here). */
+  optIn?: true;
 }
 
 const int = (method: string, bits: number, group: number, sym: boolean, extra: string[] = []): string[] => ["--method", method, "--bits", String(bits), "--group-size", String(group), ...(sym ? ["--sym"] : []), ...extra];
@@ -36,6 +42,9 @@ export const QUALITY_ROWS: readonly QualityRow[] = [
   { id: "rtn-w2g64", method: "RTN", settings: "W2 g64 asym", args: int("rtn", 2, 64, false), reference: { bitsPerWeight: 2.28125, perplexity: 91.5656 } },
   { id: "gptq-w2g64", method: "GPTQ", settings: "W2 g64 asym, act-order, damp 0.01", args: int("gptq", 2, 64, false, ["--act-order", "--damp", "0.01"]), reference: { bitsPerWeight: 2.28125, perplexity: 85.0169 } },
   { id: "signround-w2g64", method: "SignRound", settings: "W2 g64 asym, 200 iters", args: int("signround", 2, 64, false, ["--iters", "200"]), reference: { bitsPerWeight: 2.28125, perplexity: 41.5427 } },
+  { id: "signround-block-w4g128", method: "SignRound block-wise", settings: "W4 g128 sym, 200 iters, 8-window batches", args: int("signround", 4, 128, true, ["--iters", "200", "--objective", "block"]), reference: { bitsPerWeight: 4.125, perplexity: 21.8002 }, windows: true, optIn: true },
+  { id: "signround-block-w3g128", method: "SignRound block-wise", settings: "W3 g128 sym, 200 iters, 8-window batches", args: int("signround", 3, 128, true, ["--iters", "200", "--objective", "block"]), reference: { bitsPerWeight: 3.125, perplexity: 23.7846 }, windows: true, optIn: true },
+  { id: "signround-block-w2g64", method: "SignRound block-wise", settings: "W2 g64 asym, 200 iters, 8-window batches", args: int("signround", 2, 64, false, ["--iters", "200", "--objective", "block"]), reference: { bitsPerWeight: 2.28125, perplexity: 41.5427 }, windows: true, optIn: true },
   { id: "spqr-3bit", method: "SpQR", settings: "3-bit 16×16, τ 0.2, act-order, damp 1", args: ["--method", "spqr", "--outlier-threshold", "0.2", "--damp", "1"], reference: { bitsPerWeight: 4.17, perplexity: 22.6378 } },
   { id: "vptq-v4k256", method: "VPTQ", settings: "v4 k256", args: ["--method", "vptq", "--vector-len", "4", "--centroids", "256"], reference: { bitsPerWeight: 2.1745, perplexity: 32.8067 } },
   { id: "vptq-v4k256-r16", method: "VPTQ", settings: "v4 k256 + residual k16", args: ["--method", "vptq", "--vector-len", "4", "--centroids", "256", "--res-centroids", "16"], reference: { bitsPerWeight: 3.179, perplexity: 23.9154 } },

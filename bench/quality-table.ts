@@ -73,7 +73,7 @@ const maxTokens = arg("max-tokens");
 const wanted = arg("rows")?.split(",");
 /** The reference's calibration: 128 windows of 512 tokens of WikiText-2 test text. */
 const WINDOWS = ["--protocol", "wikitext2", "--samples", "128", "--seq-len", "512"];
-const rows = wanted === undefined ? QUALITY_ROWS : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
+const rows = wanted === undefined ? QUALITY_ROWS.filter((r) => r.optIn !== true) : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
 if (rows.length === 0) usage(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
 
 interface Outcome {
@@ -103,12 +103,18 @@ async function evaluate(path: string): Promise<{ perplexity: number; seconds: nu
   return { perplexity: out.perplexity, seconds: (performance.now() - started) / 1000 };
 }
 
+/** GPTQ, SpQR, VPTQ and layer-wise SignRound read H; RTN, FP6 and the block-wise rows do not. */
+function readsHessians(row: QualityRow): boolean {
+  return row.windows !== true && ["gptq", "spqr", "vptq", "signround"].some((method) => row.args.includes(method));
+}
+
 async function runRow(row: QualityRow, hessians: string, dir: string): Promise<Outcome> {
   const out = join(dir, `${row.id}.lmpack`);
   let started = performance.now();
-  const needsHessians = row.args.includes("gptq") || row.args.includes("spqr") || row.args.includes("vptq") || row.args.includes("signround");
+  const needsHessians = readsHessians(row);
   const hessianArgs = hessians === "sequential" ? ["--hessians", "sequential", "--calibration-text", calibration, ...WINDOWS] : ["--hessians", hessians];
-  await lmpack(["quantize", model, ...row.args, ...(needsHessians ? hessianArgs : []), "--device", device, "--to", "lmpack", "--out", out]);
+  const calibrationArgs = row.windows === true ? ["--calibration-text", calibration, ...WINDOWS] : needsHessians ? hessianArgs : [];
+  await lmpack(["quantize", model, ...row.args, ...calibrationArgs, "--device", device, "--to", "lmpack", "--out", out]);
   const quantizeSeconds = (performance.now() - started) / 1000;
   const inspected = JSON.parse(await lmpack(["inspect", out, "--json"])) as { quantization?: { effectiveBitsPerWeight?: number } };
   started = performance.now();
@@ -120,7 +126,7 @@ const keep = arg("keep");
 const dir = keep ?? (await mkdtemp(join(tmpdir(), "lmpack-quality-")));
 try {
   let hessians = arg("hessians");
-  if (hessians === undefined) {
+  if (hessians === undefined && rows.some(readsHessians)) {
     hessians = join(dir, "hessians.safetensors");
     await lmpack(["calibrate", model, "--text", calibration, ...WINDOWS, "--device", device, "--out", hessians]);
   }
@@ -128,7 +134,7 @@ try {
   const outcomes: Outcome[] = [];
   const queue = [...rows];
   await Promise.all(Array.from({ length: Math.min(workers, queue.length) }, async () => {
-    for (let row = queue.shift(); row !== undefined; row = queue.shift()) outcomes.push(await runRow(row, hessians!, dir));
+    for (let row = queue.shift(); row !== undefined; row = queue.shift()) outcomes.push(await runRow(row, hessians ?? "", dir));
   }));
   outcomes.sort((a, b) => rows.indexOf(a.row) - rows.indexOf(b.row));
   console.log(`\n# Quality of ${model.split("/").pop()} (${new Date().toISOString().slice(0, 10)}): calibration ${calibration.split("/").pop()}, evaluation ${evalText.split("/").pop()}${maxTokens === undefined ? "" : ` (first ${maxTokens} tokens)`}\n`);
