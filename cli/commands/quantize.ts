@@ -20,7 +20,7 @@ import { quantizeSpqrToDisk } from "./quantize-spqr.js";
 import { quantizeVptqToDisk } from "./quantize-vptq.js";
 import { checkSequentialArgs, followQuantized, openSequentialHessians, SEQUENTIAL, SEQUENTIAL_OPTIONS, sequentialJournalIdentity, type SequentialCalibrationArgs } from "./sequential-hessians.js";
 import type { CodesFrom } from "../../formats/fpx/types.js";
-import { blockJournalIdentity, checkBlockObjectiveArgs, OBJECTIVES, signRoundBlockResults, type Objective } from "./signround-block.js";
+import { blockJournalIdentity, blockObjectiveWantsGpu, checkBlockObjectiveArgs, OBJECTIVES, signRoundBlockResults, type Objective } from "./signround-block.js";
 
 const TARGETS = ["lmpack", "hf-gptq", "hf-autoround", "hf-awq", "hf-fp6", "hf-spqr", "hf-vptq"] as const;
 
@@ -63,7 +63,7 @@ export const quantizeCommand = {
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "dense model directory, .safetensors or .lmpack file, or Hub id" })
       .option("method", { choices: ["rtn", "gptq", "signround", "fp6", "spqr", "vptq"] as const, demandOption: true, describe: "rtn: min-max round-to-nearest; gptq: second-order error propagation (needs --hessians); signround: signed-gradient rounding and clipping (layer output error with --hessians, weight MSE without); fp6: per-row scaled small floats (--format), FP6-LLM tensor-core layout; spqr: 3-bit 16x16 GPTQ with quantized statistics and fp16 outliers (needs --hessians); vptq: Hessian-weighted vector quantization (needs --hessians)" })
-      .option("objective", { choices: OBJECTIVES, default: "layer" as const, describe: "signround: layer = each linear alone (output error with --hessians, weight MSE without); block = each decoder block's seven linears together, against the full-precision block's outputs on --calibration-text windows (--samples, --seq-len, --protocol, --tokenizer as --hessians sequential reads them; CPU only for now)" })
+      .option("objective", { choices: OBJECTIVES, default: "layer" as const, describe: "signround: layer = each linear alone (output error with --hessians, weight MSE without); block = each decoder block's seven linears together, against the full-precision block's outputs on --calibration-text windows (--samples, --seq-len, --protocol, --tokenizer as --hessians sequential reads them; block forward/backward on the GPU with --device auto|cuda)" })
       .option("bits", { type: "number", describe: "code width: 2, 3, 4 or 8 (default 4); spqr: 3" })
       .option("group-size", { type: "number", default: 128, describe: "input columns per group; -1 = per output channel" })
       .option("sym", { type: "boolean", default: false, describe: "symmetric (auto-round's full-range signed grid; zero point 2^(bits-1))" })
@@ -101,8 +101,8 @@ export const quantizeCommand = {
     if (!Number.isSafeInteger(args.groupSize) || (args.groupSize < 1 && args.groupSize !== -1)) throw new UsageError("BAD_ARGUMENT", "--group-size must be a positive integer or -1", { actual: args.groupSize });
     if (args.method === "gptq" && args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method gptq needs --hessians (a store, or ${EMBEDDING_PROXY})`);
     // The device first: --device cuda without a GPU fails before anything is opened.
-    // The block objective runs on the CPU (signround-block.ts says so on stderr).
-    const device = args.method === "gptq" || (args.method === "signround" && args.objective !== "block") ? await openQuantizerDevice(args.device) : undefined;
+    // The block objective too (its forward/backward); without a GPU it says so on stderr.
+    const device = args.method === "gptq" || (args.method === "signround" && (args.objective !== "block" || blockObjectiveWantsGpu(args.device))) ? await openQuantizerDevice(args.device) : undefined;
     const checkpoint = await openCheckpoint(args.src);
     let store: (HessianSource & { close?(): Promise<void> }) | undefined;
     let journal: LayerJournal | undefined;
@@ -111,7 +111,7 @@ export const quantizeCommand = {
       store = await hessianSource(args.hessians, checkpoint, args, device?.engine);
       journal = await openQuantizeJournal(args, checkpoint, device?.description);
       const tuningStarted = performance.now();
-      const precomputed = args.objective === "block" ? await signRoundBlockResults(checkpoint, { ...args, bits: bits as IntBits }, args.json ? undefined : (line) => console.error(line)) : undefined;
+      const precomputed = args.objective === "block" ? await signRoundBlockResults(checkpoint, { ...args, bits: bits as IntBits }, args.json ? undefined : (line) => console.error(line), device?.engine) : undefined;
       const reports: LayerQuantReport[] = [];
       let index = 0;
       const quantized = followQuantized(store, quantizeCheckpoint(checkpoint, {

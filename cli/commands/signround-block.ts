@@ -5,6 +5,7 @@ import type { SignRoundResult } from "../../formats/int-group/quantizers/signrou
 import type { IntBits } from "../../formats/int-group/types.js";
 import { BLOCK_LINEARS } from "../../model/block-grad/forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import type { DeviceChoice } from "./device.js";
 import { calibrationWindows, type SequentialCalibrationArgs } from "./sequential-hessians.js";
 
@@ -14,7 +15,10 @@ import { calibrationWindows, type SequentialCalibrationArgs } from "./sequential
  * `--hessians sequential` would read, before export. Its per-linear results then go through the
  * layer-wise path's packing unchanged (quantizeCheckpoint's `precomputed`).
  *
- * CPU only for now: the block forward/backward (model/block-grad) has no GPU port yet.
+ * The block forward/backward runs on the GPU when `--device auto|cuda` opened one
+ * (kernels/block-grad/backend.ts: float64 like the CPU reference, whose outputs and gradients it
+ * equals to ~1e-15; on the fixture model both gave the same codes), otherwise on the CPU
+ * (model/block-grad), which says so on stderr.
  */
 export const OBJECTIVES = ["layer", "block"] as const;
 export type Objective = (typeof OBJECTIVES)[number];
@@ -51,13 +55,20 @@ export function blockJournalIdentity(args: BlockObjectiveArgs): { options: Recor
   };
 }
 
+/** Whether `--device` may hand the block objective a GPU: `auto` (when one is usable) and `cuda`. */
+export function blockObjectiveWantsGpu(device: DeviceChoice): boolean {
+  return device !== "cpu";
+}
+
 /**
  * Tunes every decoder block of `checkpoint` and returns the per-linear results by module name.
- * `log` gets the windows' warnings and one line per block (index, best loss, seconds).
+ * `log` gets the windows' warnings and one line per block (index, best loss, seconds). `engine`:
+ * the GPU that `--device cuda` opened (the block forward/backward then runs there).
  */
-export async function signRoundBlockResults(checkpoint: Checkpoint, args: BlockObjectiveArgs & { bits: IntBits; sym: boolean }, log?: (line: string) => void): Promise<Map<string, SignRoundResult>> {
+export async function signRoundBlockResults(checkpoint: Checkpoint, args: BlockObjectiveArgs & { bits: IntBits; sym: boolean }, log?: (line: string) => void, engine?: GpuEngine): Promise<Map<string, SignRoundResult>> {
   if (args.calibrationText === undefined) throw new UsageError("BAD_ARGUMENT", "--objective block needs --calibration-text <file>");
-  if (args.device !== "cpu") log?.(`lmpack: --objective block runs on the CPU (its GPU port comes next); --device ${args.device} is not used`);
+  if (engine === undefined && args.device !== "cpu") log?.(`lmpack: --objective block runs on the CPU with --device ${args.device}: no usable GPU`);
+  if (engine !== undefined) log?.(`lmpack: --objective block runs its block forward/backward on ${engine.describe()} (--device cpu for the CPU reference)`);
   const windows = await calibrationWindows(checkpoint, { ...args, calibrationText: args.calibrationText }, log);
   const weights = await loadLlamaWeights(checkpoint);
   for (const layer of weights.layers) {
@@ -67,9 +78,11 @@ export async function signRoundBlockResults(checkpoint: Checkpoint, args: BlockO
     }
   }
   const blocks = weights.layers.length;
-  log?.(`lmpack: block-wise SignRound on ${windows.length} x ${args.seqLen} tokens, ${blocks} blocks, ${args.iters} iterations each, on the CPU`);
+  log?.(`lmpack: block-wise SignRound on ${windows.length} x ${args.seqLen} tokens, ${blocks} blocks, ${args.iters} iterations each, on ${engine === undefined ? "the CPU" : "the GPU"}`);
   const params = { bits: args.bits, groupSize: args.groupSize, sym: args.sym, scaleDtype: "F16" as const };
-  return quantizeModelSignRoundBlockwise(weights, windows, { params, iters: args.iters, file: checkpoint.location }, (index, result, seconds) => {
+  // Imported only when a GPU was opened, as cli/commands/device.ts does with the other GPU paths.
+  const backendFactory = engine === undefined ? undefined : (await import("../../kernels/block-grad/backend.js")).gpuBlockGradBackend(engine);
+  return quantizeModelSignRoundBlockwise(weights, windows, { params, iters: args.iters, file: checkpoint.location, ...(backendFactory === undefined ? {} : { backendFactory }) }, (index, result, seconds) => {
     log?.(`lmpack: block ${index} (${index + 1}/${blocks}): best loss ${result.bestLoss.toExponential(4)} at iteration ${result.bestIter} (initial ${result.initialLoss.toExponential(4)}), ${seconds.toFixed(1)} s`);
   });
 }

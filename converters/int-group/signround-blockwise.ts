@@ -1,10 +1,11 @@
 import { totalmem } from "node:os";
 import { UsageError } from "../../formats/errors.js";
 import { dequantize } from "../../formats/int-group/reference.js";
+import { cpuBlockGradBackend, type BlockGradBackendFactory } from "../../formats/int-group/quantizers/block-grad-backend.js";
 import { tuneBlockSignRound, type BlockSignRoundOptions, type BlockSignRoundResult } from "../../formats/int-group/quantizers/signround-block.js";
 import type { SignRoundResult } from "../../formats/int-group/quantizers/signround.js";
 import type { IntGroupParams } from "../../formats/int-group/types.js";
-import { BLOCK_LINEARS, blockWeights, forwardBlock, type BlockContext, type BlockLinearWeights } from "../../model/block-grad/forward.js";
+import { BLOCK_LINEARS, blockWeights, type BlockContext, type BlockLinearWeights } from "../../model/block-grad/forward.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import type { LlamaWeights } from "../../model/llama-weights.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
@@ -22,14 +23,21 @@ import { SEQUENTIAL_STATE_MAX_BYTES } from "../hessians/sequential.js";
  *
  * Every call to `onBlock` hands over the block's seven results, already in the layer-wise
  * quantizer's result type, so the existing packing/export code can take them unchanged.
+ *
+ * Every block forward — the targets, the tuning, the q stream's advance — runs through one
+ * BlockGradBackend per block (`backendFactory`: the CPU reference by default, or
+ * kernels/block-grad/backend.ts's GPU one), made before the block and released after it, so a
+ * GPU holds one block's weights, gradients and tape at a time.
  */
 
-export interface BlockwiseSignRoundOptions extends BlockSignRoundOptions {
+export interface BlockwiseSignRoundOptions extends Omit<BlockSignRoundOptions, "backend"> {
   params: IntGroupParams;
   /** Cap on the two kept hidden-state streams in bytes (default as sequential calibration's). */
   maxStateBytes?: number;
   /** config.json's location, for messages. */
   file?: string;
+  /** Makes each block's backend (default: CPU, model/block-grad). */
+  backendFactory?: BlockGradBackendFactory;
 }
 
 export type BlockDoneCallback = (layer: number, result: BlockSignRoundResult, seconds: number) => void;
@@ -49,16 +57,24 @@ export function quantizeModelSignRoundBlockwise(weights: LlamaWeights, windows: 
   const tokens = windows.map((w) => w.length);
   let fpStates: Float64Array[] = windows.map((ids) => forward.embed(ids));
   let qStates: Float64Array[] = fpStates.map((s) => s.slice());
+  const makeBackend = options.backendFactory ?? cpuBlockGradBackend;
   const results = new Map<string, SignRoundResult>();
   weights.layers.forEach((layer, index) => {
     const started = performance.now();
     const ctx: BlockContext = { config, layer, rope };
-    const fp = blockWeights(layer);
-    const targets = fpStates.map((state, w) => forwardBlock(ctx, fp, state, tokens[w]!).output);
-    const result = tuneBlockSignRound(ctx, options.params, { inputs: qStates, targets, tokens }, options);
-    const quantized = Object.fromEntries(BLOCK_LINEARS.map((key) => [key, Float64Array.from(dequantize(result.linears[key].tensor, { precision: "f32" }))])) as BlockLinearWeights;
-    qStates = qStates.map((state, w) => forwardBlock(ctx, quantized, state, tokens[w]!).output);
-    fpStates = targets;
+    const backend = makeBackend(ctx, maxTokens);
+    let result: BlockSignRoundResult;
+    try {
+      backend.setWeights(blockWeights(layer));
+      const targets = fpStates.map((state, w) => backend.forward(state, tokens[w]!));
+      result = tuneBlockSignRound(ctx, options.params, { inputs: qStates, targets, tokens }, { ...options, backend });
+      const quantized = Object.fromEntries(BLOCK_LINEARS.map((key) => [key, Float64Array.from(dequantize(result.linears[key].tensor, { precision: "f32" }))])) as BlockLinearWeights;
+      backend.setWeights(quantized);
+      qStates = qStates.map((state, w) => backend.forward(state, tokens[w]!));
+      fpStates = targets;
+    } finally {
+      backend.release();
+    }
     for (const key of BLOCK_LINEARS) results.set(layer[key].name, result.linears[key]);
     onBlock?.(index, result, (performance.now() - started) / 1000);
   });

@@ -1,8 +1,11 @@
+import { createHash } from "node:crypto";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import type { ModelConfig } from "../../converters/hf/config.js";
 import { quantizeModelSignRoundBlockwise } from "../../converters/int-group/signround-blockwise.js";
+import { isLmpackError } from "../../formats/errors.js";
 import { dequantize } from "../../formats/int-group/reference.js";
+import { CpuBlockGradBackend, type BlockGradBackend } from "../../formats/int-group/quantizers/block-grad-backend.js";
 import { quantizeRtn } from "../../formats/int-group/quantizers/rtn.js";
 import { BlockSignRound, tuneBlockSignRound, windowSampler, type BlockCalibration } from "../../formats/int-group/quantizers/signround-block.js";
 import { quantizeSignRound } from "../../formats/int-group/quantizers/signround.js";
@@ -230,6 +233,147 @@ test("model walk: block 0 tuned on the embeddings, block 1 on the quantized stre
   const second = tuneBlockSignRound(ctx1, PARAMS, { inputs: qIn, targets: fpTargets, tokens }, { iters: 10, batchSize: 2 });
   for (const key of BLOCK_LINEARS) assert.equal(results.get(model.layers[1]![key].name)!.tensor, second.linears[key].tensor, key);
   assert.is(results.get("model.layers.1.self_attn.q_proj")!.bestLoss, second.bestLoss);
+});
+
+/** sha256 over every linear's codes, scales and zeros, then the three losses' float64 bits. */
+function resultDigest(result: ReturnType<typeof tuneBlockSignRound>): string {
+  const hash = createHash("sha256");
+  for (const key of BLOCK_LINEARS) {
+    const { codes, scales, zeros } = result.linears[key].tensor;
+    for (const array of [codes, scales, zeros]) hash.update(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+  }
+  hash.update(new Uint8Array(Float64Array.of(result.bestLoss, result.initialLoss, result.bestIter).buffer));
+  return hash.digest("hex");
+}
+
+/** GQA with q/k/v bias, windows of unequal length, batches smaller than the window count (the sampler reshuffles). */
+function digestCase(): { ctx: BlockContext; data: BlockCalibration } {
+  const rng = mulberry32(0xd16e57);
+  const c = tinyConfig(32, 4, 2, 48, 1, true);
+  const layer = randomLayer(rng, c, 0);
+  const ctx = contextOf(c, layer, 10);
+  const tokens = [10, 7, 10, 4, 9];
+  const inputs = tokens.map((t) => hiddenStates(rng, t, 32));
+  const fp = blockWeights(layer);
+  return { ctx, data: { inputs, targets: inputs.map((x, w) => forwardBlock(ctx, fp, x, tokens[w]!).output), tokens } };
+}
+
+/**
+ * Recorded from tuneBlockSignRound before it ran its block through a BlockGradBackend (it called
+ * forwardBlock/backwardBlock itself then): the CPU backend must keep every bit. Fixed seed, not
+ * LMPACK_SIGNROUND_SEED, so the record holds for any seed the other tests run with.
+ */
+const RECORDED_DIGEST = "5011eb60e9babd5e6c0ab7213d78824f7d24ea9ce73e5331e03ef98b486ad076";
+
+test("CPU results are bit for bit those recorded before the backend interface", () => {
+  const { ctx, data } = digestCase();
+  const result = tuneBlockSignRound(ctx, PARAMS, data, { iters: 12, batchSize: 2, seed: 3 });
+  assert.ok(result.bestIter > 0, "the record covers tuned parameters, not only RTN's");
+  const digest = resultDigest(result);
+  if (process.env["LMPACK_PRINT_DIGEST"] !== undefined) console.log(`digest ${digest}`);
+  assert.is(digest, RECORDED_DIGEST);
+});
+
+/** A CPU backend that logs every call (forward with the input's identity), to prove the tuner's call sequence. */
+class LoggingBackend implements BlockGradBackend {
+  readonly calls: string[] = [];
+  private readonly cpu: CpuBlockGradBackend;
+  constructor(ctx: BlockContext, private readonly inputs: readonly Float64Array[]) {
+    this.cpu = new CpuBlockGradBackend(ctx);
+  }
+  setWeights(weights: BlockLinearWeights): void {
+    this.calls.push("setWeights");
+    this.cpu.setWeights(weights);
+  }
+  forward(input: Float64Array, tokens: number): Float64Array {
+    this.calls.push(`forward ${this.inputs.indexOf(input)} ${tokens}`);
+    return this.cpu.forward(input, tokens);
+  }
+  backward(dOutput: Float64Array): void {
+    this.calls.push("backward");
+    this.cpu.backward(dOutput);
+  }
+  zeroGradients(): void {
+    this.calls.push("zeroGradients");
+    this.cpu.zeroGradients();
+  }
+  gradients(): Readonly<BlockLinearWeights> {
+    this.calls.push("gradients");
+    return this.cpu.gradients();
+  }
+  release(): void {
+    this.calls.push("release");
+    this.cpu.release();
+  }
+}
+
+test("the tuner's backend calls: per iteration setWeights, zeroGradients, forward+backward per sampled window, gradients once; never release", () => {
+  const { ctx, data } = digestCase();
+  const iters = 4;
+  const batchSize = 2;
+  const backend = new LoggingBackend(ctx, data.inputs);
+  const result = tuneBlockSignRound(ctx, PARAMS, data, { iters, batchSize, seed: 3, backend });
+  const sample = windowSampler(data.inputs.length, batchSize, 3);
+  const expected: string[] = [];
+  for (let t = 0; t < iters; t++) expected.push("setWeights", "zeroGradients", ...sample().flatMap((w) => [`forward ${w} ${data.tokens[w]}`, "backward"]), "gradients");
+  assert.equal(backend.calls, expected);
+  // Delegating to the CPU backend changes nothing.
+  const direct = tuneBlockSignRound(ctx, PARAMS, data, { iters, batchSize, seed: 3 });
+  for (const key of BLOCK_LINEARS) assert.equal(result.linears[key].tensor, direct.linears[key].tensor, key);
+  assert.is(result.bestLoss, direct.bestLoss);
+
+  const zero = new LoggingBackend(ctx, data.inputs);
+  tuneBlockSignRound(ctx, PARAMS, data, { iters: 0, batchSize, seed: 3, backend: zero });
+  assert.equal(zero.calls.filter((c) => !c.startsWith("forward")), ["setWeights", "zeroGradients", "backward", "backward", "gradients"], "iters 0: one loss evaluation");
+});
+
+test("model walk: one backend per block from the factory (longest window), released after it; the results are the CPU default's", () => {
+  const rng = mulberry32(SEED + 5);
+  const c = tinyConfig(16, 2, 1, 32, 2, false);
+  const model = randomModel(rng, c);
+  const windows = [8, 5, 8].map((n) => Int32Array.from({ length: n }, () => Math.floor(rng() * c.vocabSize)));
+  const made: { layer: DecoderLayerWeights; maxTokens: number; backend: LoggingBackend }[] = [];
+  const options = { params: PARAMS, iters: 3, batchSize: 2 };
+  const results = quantizeModelSignRoundBlockwise(model, windows, { ...options, backendFactory: (ctx, maxTokens) => {
+    const backend = new LoggingBackend(ctx, []);
+    made.push({ layer: ctx.layer, maxTokens, backend });
+    return backend;
+  } });
+  assert.equal(made.map((m) => [model.layers.indexOf(m.layer), m.maxTokens]), [[0, 8], [1, 8]]);
+  for (const { backend } of made) {
+    // fp targets (1 setWeights + 3 forwards), 3 iterations, the q stream (1 + 3), then release.
+    assert.is(backend.calls.filter((call) => call === "setWeights").length, 3 + 2);
+    assert.is(backend.calls.filter((call) => call.startsWith("forward")).length, 3 + 3 * 2 + 3);
+    assert.equal(backend.calls.slice(-5), ["setWeights", "forward -1 8", "forward -1 5", "forward -1 8", "release"]);
+  }
+  const cpu = quantizeModelSignRoundBlockwise(model, windows, options);
+  for (const [name, result] of cpu) assert.equal(results.get(name)!.tensor, result.tensor, name);
+});
+
+test("misuse is refused with BAD_ARGUMENT: step before any gradient, backward without forward, use after release", () => {
+  const { ctx } = digestCase();
+  const expectBad = (f: () => unknown, message: RegExp): void => {
+    const error = (() => {
+      try {
+        f();
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    assert.ok(isLmpackError(error) && error.code === "BAD_ARGUMENT", String(error));
+    assert.match((error as Error).message, message);
+  };
+  expectBad(() => new BlockSignRound(ctx, PARAMS).step(0.1, 0.1, true), /no gradients before lossAndGradients/);
+  const cpu = new CpuBlockGradBackend(ctx);
+  expectBad(() => cpu.forward(new Float64Array(32), 1), /forward before setWeights/);
+  cpu.setWeights(blockWeights(ctx.layer));
+  expectBad(() => cpu.backward(new Float64Array(32)), /backward without a forward/);
+  cpu.forward(new Float64Array(64).fill(1), 2);
+  expectBad(() => cpu.backward(new Float64Array(32)), /tokens × hidden/);
+  expectBad(() => cpu.setWeights({ ...blockWeights(ctx.layer), down: new Float64Array(3) }), /down must hold/);
+  cpu.release();
+  expectBad(() => cpu.zeroGradients(), /after release/);
 });
 
 test.run();

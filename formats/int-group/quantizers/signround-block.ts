@@ -1,6 +1,6 @@
 import { UsageError } from "../../errors.js";
-import { backwardBlock } from "../../../model/block-grad/backward.js";
-import { BLOCK_LINEARS, forwardBlock, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
+import { BLOCK_LINEARS, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
+import { CpuBlockGradBackend, type BlockGradBackend } from "./block-grad-backend.js";
 import { fitGrid, quantizeCode } from "../grid.js";
 import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
 import { emptyIntGroupTensor } from "./rtn.js";
@@ -29,6 +29,12 @@ import { groupExtremes, SignRoundLayer, type SignRoundParams } from "./signround
  * that reshuffles when exhausted (IndexSampler), evaluates the mean squared error over all their
  * output elements (float64 here; auto-round's fp32 ×1000 scaling does not change signs),
  * keeps the parameters if that loss is the lowest so far, then steps with lr·decay(t).
+ *
+ * The block's forward and backward run through a BlockGradBackend (block-grad-backend.ts): the
+ * CPU reference by default, the GPU when the caller hands one in. Per iteration the tuner uploads
+ * Ŵ once (setWeights), zeroes the gradients, runs forward then backward window by window (the
+ * loss and ∂loss/∂output are formed here, on the host, between the two), and reads the summed
+ * gradients once.
  */
 
 export interface BlockSignRoundOptions {
@@ -42,6 +48,11 @@ export interface BlockSignRoundOptions {
   /** Seed of the window sampler. */
   seed?: number;
   onStep?: (iter: number, loss: number) => void;
+  /**
+   * Runs the block's forward and backward; the caller keeps ownership (the tuner does not release
+   * it). Default: a CpuBlockGradBackend over `ctx`.
+   */
+  backend?: BlockGradBackend;
 }
 
 /** Calibration data of one block: per window its input (q_input) and target (fp output), [tokens][hidden]. */
@@ -59,20 +70,20 @@ export interface BlockSignRoundResult {
   initialLoss: number;
 }
 
-/** The seven SignRoundLayers of one block and its fake-quantized forward/backward. */
+/** The seven SignRoundLayers of one block and its fake-quantized forward/backward (through `backend`). */
 export class BlockSignRound {
   readonly layers: Record<BlockLinearKey, SignRoundLayer>;
   private readonly fakeQuant: BlockLinearWeights;
-  private readonly grads: BlockLinearWeights;
+  /** ∂loss/∂Ŵ of the last lossAndGradients (undefined before the first). */
+  private grads: Readonly<BlockLinearWeights> | undefined;
 
-  constructor(readonly ctx: BlockContext, readonly params: IntGroupParams) {
+  constructor(readonly ctx: BlockContext, readonly params: IntGroupParams, private readonly backend: BlockGradBackend = new CpuBlockGradBackend(ctx)) {
     const make = <T>(f: (key: BlockLinearKey) => T): Record<BlockLinearKey, T> => Object.fromEntries(BLOCK_LINEARS.map((key) => [key, f(key)])) as Record<BlockLinearKey, T>;
     this.layers = make((key) => {
       const l = ctx.layer[key];
       return new SignRoundLayer(Float32Array.from(l.weight), l.outFeatures, l.inFeatures, params, undefined);
     });
     this.fakeQuant = make((key) => new Float64Array(ctx.layer[key].weight.length));
-    this.grads = make((key) => new Float64Array(ctx.layer[key].weight.length));
   }
 
   /**
@@ -94,33 +105,44 @@ export class BlockSignRound {
   lossAndGradients(data: BlockCalibration, windows: readonly number[]): number {
     const hidden = this.ctx.config.hiddenSize;
     const count = windows.reduce((sum, w) => sum + data.tokens[w]! * hidden, 0);
-    for (const key of BLOCK_LINEARS) this.grads[key].fill(0);
+    const { backend } = this;
+    // Once per iteration: the GPU uploads Ŵ here, not per window.
+    backend.setWeights(this.fakeQuant);
+    backend.zeroGradients();
     let sum = 0;
     for (const w of windows) {
-      const tape = forwardBlock(this.ctx, this.fakeQuant, data.inputs[w]!, data.tokens[w]!);
+      const output = backend.forward(data.inputs[w]!, data.tokens[w]!);
       const target = data.targets[w]!;
-      const dOut = new Float64Array(tape.output.length);
+      const dOut = new Float64Array(output.length);
       for (let i = 0; i < dOut.length; i++) {
-        const diff = tape.output[i]! - target[i]!;
+        const diff = output[i]! - target[i]!;
         sum += diff * diff;
         dOut[i] = (2 * diff) / count;
       }
-      backwardBlock(this.ctx, this.fakeQuant, tape, dOut, this.grads);
+      // Right after its forward: the backend keeps only the last window's tape.
+      backend.backward(dOut);
     }
+    this.grads = backend.gradients();
     return sum / count;
   }
 
   /** ∂loss/∂Ŵ of the last lossAndGradients, per linear (for tests). */
   weightGradients(): Readonly<BlockLinearWeights> {
-    return this.grads;
+    return this.gradientsOrThrow();
   }
 
   /** One signed step of every linear from the last lossAndGradients (see the header for why `delta` carries it). */
   step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void {
+    const grads = this.gradientsOrThrow();
     for (const key of BLOCK_LINEARS) {
-      this.layers[key].delta.set(this.grads[key]);
+      this.layers[key].delta.set(grads[key]);
       this.layers[key].step(lrValue, lrMinmax, tuneMinmax);
     }
+  }
+
+  private gradientsOrThrow(): Readonly<BlockLinearWeights> {
+    if (this.grads === undefined) throw new UsageError("BAD_ARGUMENT", "block SignRound: no gradients before lossAndGradients()");
+    return this.grads;
   }
 }
 
@@ -138,7 +160,7 @@ export function tuneBlockSignRound(ctx: BlockContext, params: IntGroupParams, da
   const lrMinmax = linearDecayLr(minmaxLr, iters);
   const sampler = windowSampler(data.inputs.length, Math.min(batchSize, data.inputs.length), options.seed ?? 0);
 
-  const tuner = new BlockSignRound(ctx, params);
+  const tuner = new BlockSignRound(ctx, params, options.backend);
   // Each layer's best parameters start as the initial ones (RTN's): iteration 0's.
   const keepBest = (): void => BLOCK_LINEARS.forEach((key) => tuner.layers[key].keepBest());
   let initialLoss = NaN;

@@ -1,0 +1,56 @@
+import type { BlockGradBackend, BlockGradBackendFactory } from "../../formats/int-group/quantizers/block-grad-backend.js";
+import type { BlockContext, BlockLinearWeights } from "../../model/block-grad/forward.js";
+import type { GpuEngine } from "../engine.js";
+import { GpuBlockGrad } from "./gpu-block-grad.js";
+
+/**
+ * Block-wise SignRound's BlockGradBackend on the GPU: GpuBlockGrad (one block's weights,
+ * gradients and one window's tape on the device) behind the interface the tuner calls
+ * (formats/int-group/quantizers/signround-block.ts). One instance per block — made with the
+ * block's context and its longest window, released after the block — so device memory holds one
+ * block at a time.
+ *
+ * Results agree with the CPU backend to float64 rounding, not bit for bit
+ * (test/kernels/block-grad.test.ts), so codes may differ from a CPU run where a sign is that close.
+ */
+export class GpuBlockGradBackend implements BlockGradBackend {
+  private readonly gpu: GpuBlockGrad;
+  /** Host copy of the gradients, allocated at the first gradients() and reused every iteration after. */
+  private hostGrads: BlockLinearWeights | undefined;
+
+  constructor(engine: GpuEngine, ctx: BlockContext, maxTokens: number) {
+    this.gpu = new GpuBlockGrad(engine, ctx, maxTokens);
+  }
+
+  setWeights(weights: BlockLinearWeights): void {
+    this.gpu.setWeights(weights);
+  }
+
+  forward(input: Float64Array, tokens: number): Float64Array {
+    return this.gpu.forward(input, tokens);
+  }
+
+  backward(dOutput: Float64Array): void {
+    this.gpu.backward(dOutput);
+  }
+
+  zeroGradients(): void {
+    this.gpu.zeroGradients();
+  }
+
+  /** Downloads the device gradients (one copy per call: the tuner reads them once per iteration). */
+  gradients(): Readonly<BlockLinearWeights> {
+    this.hostGrads = this.gpu.gradients(this.hostGrads);
+    return this.hostGrads;
+  }
+
+  release(): void {
+    this.gpu.release();
+    this.hostGrads = undefined;
+  }
+}
+
+/** The factory the block-wise walk (converters/int-group/signround-blockwise.ts) takes, on `engine`. */
+export function gpuBlockGradBackend(engine: GpuEngine): BlockGradBackendFactory {
+  return (ctx, maxTokens) => new GpuBlockGradBackend(engine, ctx, maxTokens);
+}
