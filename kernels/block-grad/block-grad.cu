@@ -132,3 +132,25 @@ extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_swiglu_backwar
   d_up[i] = __dmul_rn(__dmul_rn(dm, g), sigma);
   d_mixed_gate[i] = __dmul_rn(__dmul_rn(__dmul_rn(dm, up[i]), sigma), __dadd_rn(1.0, __dmul_rn(g, __dsub_rn(1.0, sigma))));
 }
+
+// The tuner's loss step (formats/int-group/quantizers/signround-block.ts lossAndGradients), one
+// block per token of one window: diff = output − target, d_output = (2·diff) / count (the CPU's
+// expression; count = every output element of the iteration's windows), and row_sq[token] = Σ diff²
+// over the row in the fixed tree. The host sums the rows in order, so the loss agrees with the
+// CPU's running sum to float64 rounding; it only picks the best iteration, and the gradients are
+// the CPU's bits.
+extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_mse_grad(
+    const double* __restrict__ output, const double* __restrict__ target, double* __restrict__ d_output,
+    double* __restrict__ row_sq, int64_t size, double count, uint32_t* __restrict__ status) {
+  __shared__ double scratch[LQ_BG_THREADS];
+  if (!lq_bg_block_ok(status)) return;
+  const int64_t base = (int64_t)blockIdx.x * size;
+  double partial = 0.0;
+  for (int64_t i = threadIdx.x; i < size; i += LQ_BG_THREADS) {
+    const double diff = __dsub_rn(output[base + i], target[base + i]);
+    partial = __dadd_rn(partial, __dmul_rn(diff, diff));
+    d_output[base + i] = __ddiv_rn(__dmul_rn(2.0, diff), count);
+  }
+  const double total = lq_bg_block_sum(partial, scratch);
+  if (threadIdx.x == 0) row_sq[blockIdx.x] = total;
+}

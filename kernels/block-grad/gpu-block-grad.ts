@@ -1,11 +1,12 @@
 import { KernelError } from "../../formats/errors.js";
-import { BLOCK_LINEARS, type BlockContext, type BlockLinearWeights } from "../../model/block-grad/forward.js";
+import { BLOCK_LINEARS, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../model/block-grad/forward.js";
 import { checkStatus } from "../cuda/status.js";
 import type { GpuEngine } from "../engine.js";
 import type { DeviceArray } from "../forward/launch.js";
 import { backwardOnDevice } from "./backward-steps.js";
 import { allocateBlockBuffers, type BlockBuffers } from "./buffers.js";
 import { forwardOnDevice } from "./forward-steps.js";
+import { elementAt, launchMseGrad } from "./launch.js";
 import { checkBlockWeights, checkWindow, planBlockGrad, type BlockGradPlan } from "./plan.js";
 
 /**
@@ -79,6 +80,59 @@ export class GpuBlockGrad {
     return output;
   }
 
+  /**
+   * Device-resident use (gpu-block-tuner.ts): one linear's weight buffer ([out][in] float64), for
+   * a caller that writes the weights there on the device and then calls weightsWritten().
+   */
+  weightBuffer(key: BlockLinearKey): DeviceArray {
+    this.checkUsable();
+    return this.buffers.weights[key];
+  }
+
+  /** One linear's accumulated gradient on the device ([out][in] float64). */
+  gradientBuffer(key: BlockLinearKey): DeviceArray {
+    this.checkUsable();
+    return this.buffers.grads[key];
+  }
+
+  /**
+   * The weight buffers now hold the weights to use (written on the device through weightBuffer()).
+   * Starts a resident iteration: the status word is cleared for checkStatusNow() to read at its end.
+   */
+  weightsWritten(): void {
+    this.checkUsable();
+    this.weightsSet = true;
+    this.tapeTokens = 0;
+    this.engine.context.zero(this.buffers.status.pointer, 4);
+  }
+
+  /**
+   * forward() on a window already on the device (`inputs` from element `offset`, tokens·hidden
+   * values), then the loss step against `targets` from the same offset: ∂MSE/∂output goes to the
+   * backward's input and Σ diff² per token to rowSq[rowOffset …] (`count`: the iteration's output
+   * elements), and backward() runs on it. Nothing is downloaded and the status word is not read:
+   * the caller reads both once per iteration (rowSq, checkStatusNow).
+   */
+  forwardBackwardResident(inputs: DeviceArray, targets: DeviceArray, offset: number, tokens: number, rowSq: DeviceArray, rowOffset: number, count: number): void {
+    this.checkUsable();
+    if (!this.weightsSet) throw new KernelError("LAUNCH_REFUSED", "gpu block grad: forward before the weights were set");
+    const { engine, buffers, plan } = this;
+    const elements = tokens * plan.hidden;
+    if (!(Number.isSafeInteger(tokens) && tokens >= 1 && tokens <= plan.maxTokens)) throw new KernelError("LAUNCH_REFUSED", `gpu block grad: a window must hold 1 … ${plan.maxTokens} tokens`, { expected: `1 … ${plan.maxTokens}`, actual: tokens });
+    if (!(Number.isSafeInteger(offset) && offset >= 0 && offset + elements <= inputs.elements)) throw new KernelError("LAUNCH_REFUSED", "gpu block grad: the window lies outside the resident inputs", { expected: `≤ ${inputs.elements}`, actual: offset + elements });
+    engine.context.copy(buffers.tape.h1.pointer, elementAt(inputs, offset), elements * 8);
+    forwardOnDevice(engine, plan, buffers, tokens);
+    launchMseGrad(engine, buffers.tape.output, targets, offset, buffers.scratch.dOutput, rowSq, rowOffset, tokens, plan.hidden, count, buffers.status);
+    backwardOnDevice(engine, plan, buffers, tokens);
+    this.tapeTokens = 0;
+  }
+
+  /** Reads the status word now (waits for every launch): KernelError KERNEL_STATUS naming `what` when a kernel set a bit. */
+  checkStatusNow(what: string): void {
+    this.checkUsable();
+    this.checkKernelStatus(what);
+  }
+
   /** Adds ∂loss/∂W of every linear into the device gradients, from ∂loss/∂output of the last forward's window. */
   backward(dOutput: Float64Array): void {
     this.checkUsable();
@@ -137,7 +191,7 @@ export class GpuBlockGrad {
 }
 
 /** The bytes of `values`; a view of a SharedArrayBuffer is copied out first (the FFI copy is only relied on for ordinary ArrayBuffers). */
-function bytesOf(values: Float64Array): Uint8Array {
+export function bytesOf(values: Float64Array): Uint8Array {
   const plain = values.buffer instanceof SharedArrayBuffer ? values.slice() : values;
   return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
 }

@@ -77,6 +77,24 @@ export function launchCausalSoftmaxBackward(engine: GpuEngine, dScores: DeviceAr
   blockGradModule(engine).launch(kernel, shape, [ptr(dScores), { pointer: elementAt(probs, probsOffset) }, { i64: tokens }, ptr(status)]);
 }
 
+/**
+ * The tuner's loss step on one window: dOutput [tokens][size] = 2·(output − target) / count and
+ * rowSq[rowOffset + t] = Σ (output − target)² of token t. `target` starts at element targetOffset.
+ */
+export function launchMseGrad(engine: GpuEngine, output: DeviceArray, target: DeviceArray, targetOffset: number, dOutput: DeviceArray, rowSq: DeviceArray, rowOffset: number, tokens: number, size: number, count: number, status: DeviceArray): void {
+  const kernel = "lq_bg_mse_grad";
+  checkCount(kernel, "size", size, 1);
+  if (!(Number.isFinite(count) && count > 0)) throw refuse(kernel, "the element count must be finite and positive", "> 0", count);
+  const shape = rowsLaunch(kernel, tokens);
+  checkExtent(kernel, "output", output, tokens * size);
+  checkExtent(kernel, "target", target, tokens * size, targetOffset);
+  checkExtent(kernel, "dOutput", dOutput, tokens * size);
+  checkExtent(kernel, "rowSq", rowSq, tokens, rowOffset);
+  checkExtent(kernel, "status", status, 1);
+  if (dOutput.pointer === output.pointer || dOutput.pointer === target.pointer) throw refuse(kernel, "dOutput must not be output or target", "distinct", "the same");
+  blockGradModule(engine).launch(kernel, shape, [ptr(output), { pointer: elementAt(target, targetOffset) }, ptr(dOutput), { pointer: elementAt(rowSq, rowOffset) }, { i64: size }, { f64: count }, ptr(status)]);
+}
+
 /** Rotates dx [tokens][heads·headDim] by −angle in place, with the table [≥ tokens][headDim/2]. */
 export function launchRopeBackward(engine: GpuEngine, dx: DeviceArray, cos: DeviceArray, sin: DeviceArray, tokens: number, heads: number, headDim: number): void {
   const kernel = "lq_bg_rope_backward";

@@ -3,7 +3,7 @@ import { scaleThreshold } from "../../formats/int-group/grid.js";
 import type { SignRoundBackend, SignRoundBackendFactory, SignRoundParams, SignRoundProblem } from "../../formats/int-group/quantizers/signround-grad.js";
 import { groupCount, INT_BITS } from "../../formats/int-group/types.js";
 import type { DevicePointer } from "../cuda/driver.js";
-import type { LaunchShape } from "../cuda/module.js";
+import type { CudaModule, LaunchShape } from "../cuda/module.js";
 import { checkStatus } from "../cuda/status.js";
 import type { GpuEngine } from "../engine.js";
 import { gemmF64 } from "../linalg/dgemm.js";
@@ -86,7 +86,7 @@ function doubleBits(value: number): bigint {
 
 const bytesOf = (a: Float32Array | Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-class GpuSignRoundLayer implements SignRoundBackend {
+export class GpuSignRoundLayer implements SignRoundBackend {
   private readonly launches: SignRoundLaunches;
   private readonly owned: DevicePointer[] = [];
   private readonly nGroups: number;
@@ -153,6 +153,33 @@ class GpuSignRoundLayer implements SignRoundBackend {
 
   evaluate(): number {
     this.checkLive("evaluate");
+    const { outFeatures: n, inFeatures: k } = this.problem;
+    const module = this.fitAndForward();
+    if (this.hessian !== undefined) gemmF64(this.engine, { m: n, n: k, k, alpha: 1, beta: 0, a: this.delta, lda: k, b: this.hessian, ldb: k, c: this.lossGrad, ldc: k });
+    module.launch("lq_signround_row_loss", this.launches.perRow, [{ pointer: this.delta }, { pointer: this.lossGrad }, { pointer: this.rowLoss }, { i64: n }, { i64: k }]);
+    this.engine.context.download(this.rowLoss, new Uint8Array(this.rowLossHost.buffer));
+    this.checkStatus();
+    // signround-grad.ts layerLoss: the row sums in row order, then divided by the normaliser.
+    let sum = 0;
+    for (let row = 0; row < n; row++) sum += this.rowLossHost[row]!;
+    return sum / this.problem.lossNorm;
+  }
+
+  /**
+   * Block-wise SignRound's fake quantization (signround-block.ts quantizedWeights) on the device:
+   * clamps α, β, fits the grids and writes Ŵ = fround(W + ΔW) as float64 into `out` (N·K
+   * elements, the block forward's weight buffer). Asynchronous: no loss, no download; the status
+   * word is read by the next evaluate() or best(), or by the caller's own check.
+   */
+  fakeQuantizeInto(out: DevicePointer, outElements: number): void {
+    this.checkLive("fakeQuantizeInto");
+    const count = this.problem.outFeatures * this.problem.inFeatures;
+    if (outElements < count) throw new KernelError("LAUNCH_REFUSED", `signround ${this.problem.outFeatures}×${this.problem.inFeatures}: the Ŵ buffer holds fewer elements than the layer`, { expected: `≥ ${count}`, actual: outElements });
+    this.fitAndForward().launch("lq_signround_apply", this.launches.perWeight, [{ pointer: this.weight }, { pointer: this.delta }, { pointer: out }, { i64: count }]);
+  }
+
+  /** lq_signround_fit then lq_signround_forward: scale, zero, codes, in-range flags and ΔW of the current parameters. */
+  private fitAndForward(): CudaModule {
     const { outFeatures: n, inFeatures: k, quant } = this.problem;
     const module = this.engine.module("signround");
     const sym = quant.sym ? 1 : 0;
@@ -166,18 +193,16 @@ class GpuSignRoundLayer implements SignRoundBackend {
       { pointer: this.relCode }, { pointer: this.inRange }, { pointer: this.delta },
       { i64: n }, { i64: k }, { i64: quant.groupSize }, { i64: this.nGroups }, { i32: quant.bits }, { i32: sym }, { pointer: this.status },
     ]);
-    if (this.hessian !== undefined) gemmF64(this.engine, { m: n, n: k, k, alpha: 1, beta: 0, a: this.delta, lda: k, b: this.hessian, ldb: k, c: this.lossGrad, ldc: k });
-    module.launch("lq_signround_row_loss", this.launches.perRow, [{ pointer: this.delta }, { pointer: this.lossGrad }, { pointer: this.rowLoss }, { i64: n }, { i64: k }]);
-    this.engine.context.download(this.rowLoss, new Uint8Array(this.rowLossHost.buffer));
-    this.checkStatus();
     this.evaluated = true;
-    // signround-grad.ts layerLoss: the row sums in row order, then divided by the normaliser.
-    let sum = 0;
-    for (let row = 0; row < n; row++) sum += this.rowLossHost[row]!;
-    return sum / this.problem.lossNorm;
+    return module;
   }
 
-  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void {
+  /**
+   * `lossGradient`: ∂loss/∂Ŵ on the device (N·K float64) in place of the layer's own ΔW·H or ΔW;
+   * block-wise SignRound passes the block backward's gradient there. Only its signs matter: the
+   * kernel scales it by the positive 2/lossNorm, as the CPU's step() does.
+   */
+  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean, lossGradient?: DevicePointer): void {
     this.checkLive("step");
     if (!this.evaluated) throw new KernelError("LAUNCH_REFUSED", "signround: step before the first evaluate (no codes or gradients on the device yet)");
     for (const [name, lr] of [["lrValue", lrValue], ["lrMinmax", lrMinmax]] as const) {
@@ -187,7 +212,7 @@ class GpuSignRoundLayer implements SignRoundBackend {
     this.engine.module("signround").launch("lq_signround_backward", this.launches.perGroup, [
       { pointer: this.weight }, { pointer: this.tuned.value }, { pointer: this.tuned.minScale }, { pointer: this.tuned.maxScale },
       { pointer: this.groupMin }, { pointer: this.groupMax }, { pointer: this.groupScale }, { pointer: this.groupZero },
-      { pointer: this.groupFloored }, { pointer: this.relCode }, { pointer: this.inRange }, { pointer: this.lossGrad },
+      { pointer: this.groupFloored }, { pointer: this.relCode }, { pointer: this.inRange }, { pointer: lossGradient ?? this.lossGrad },
       { i64: n }, { i64: k }, { i64: quant.groupSize }, { i64: this.nGroups }, { i32: quant.bits }, { i32: quant.sym ? 1 : 0 }, { i32: tuneMinmax ? 1 : 0 },
       { i64: doubleBits(lrValue) }, { i64: doubleBits(lrMinmax) }, { i64: doubleBits(2 / this.problem.lossNorm) }, { pointer: this.status },
     ]);

@@ -110,6 +110,16 @@ extern "C" __global__ void __launch_bounds__(LQ_SR_THREADS) lq_signround_row_los
   row_loss[row] = sum;
 }
 
+// Block-wise SignRound's Ŵ (signround-block.ts quantizedWeights), per weight: after forward,
+// out = fround(w + ΔW) widened to double, the block forward's weights. ΔW = fround(s·q) − w is
+// exact in double, so this is fround(s·q) itself, as the CPU computes it.
+extern "C" __global__ void __launch_bounds__(LQ_SR_THREADS) lq_signround_apply(
+    const float* __restrict__ weight, const double* __restrict__ delta, double* __restrict__ out, int64_t count) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  out[i] = (double)__double2float_rn(__dadd_rn((double)weight[i], delta[i]));
+}
+
 // step(), per group (one thread each, its weights in order): SignRoundLayer.backwardGroup, then
 // stepMinmax when tuning α and β. With s the group's scale and g = lossGrad[i]:
 //   in range:  ∂/∂s += g·(q − w/s) (as q − w·(1/s)), and V ← fround(V − lr·sign(g·s));

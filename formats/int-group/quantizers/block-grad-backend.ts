@@ -1,6 +1,9 @@
 import { UsageError } from "../../errors.js";
 import { backwardBlock } from "../../../model/block-grad/backward.js";
-import { BLOCK_LINEARS, forwardBlock, type BlockContext, type BlockLinearWeights, type BlockTape } from "../../../model/block-grad/forward.js";
+import { BLOCK_LINEARS, forwardBlock, type BlockContext, type BlockLinearKey, type BlockLinearWeights, type BlockTape } from "../../../model/block-grad/forward.js";
+import type { IntGroupParams } from "../types.js";
+import type { BlockCalibration } from "./signround-block.js";
+import type { SignRoundParams } from "./signround-grad.js";
 
 /**
  * Where block-wise SignRound (signround-block.ts) runs one decoder block forward and backward:
@@ -26,6 +29,30 @@ export interface BlockGradBackend {
   /** The accumulated ∂loss/∂W per linear, in the weights' layout; valid until the next backward or zeroGradients. */
   gradients(): Readonly<BlockLinearWeights>;
   /** Frees what the backend holds (device memory); later calls are refused. */
+  release(): void;
+  /**
+   * A tuner that keeps SignRound's parameters, the block's weights, gradients and `data` on the
+   * backend's device, so an iteration moves only its loss to the host (the GPU's), or undefined
+   * when the backend has none or `data` does not fit: the tuner then runs the parameters on the
+   * host and calls forward/backward here.
+   */
+  residentTuner?(params: IntGroupParams, data: BlockCalibration): BlockTuner | undefined;
+}
+
+/**
+ * One block's SignRound state and the loop's steps, as tuneBlockSignRound (signround-block.ts)
+ * drives them: per iteration lossAndGradients, keepBest when the loss is the lowest so far, step.
+ */
+export interface BlockTuner {
+  /** Fake-quantizes every linear with the current parameters; returns the block's MSE over `windows` and keeps its ∂loss/∂Ŵ for step(). */
+  lossAndGradients(windows: readonly number[]): number;
+  /** One signed step of every linear from the last lossAndGradients. */
+  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void;
+  /** Copies every linear's current parameters to its best ones. */
+  keepBest(): void;
+  /** The best parameters per linear, as host arrays. */
+  best(): Record<BlockLinearKey, SignRoundParams>;
+  /** Frees what the tuner holds (not the backend it was made from). */
   release(): void;
 }
 

@@ -1,6 +1,6 @@
 import { UsageError } from "../../errors.js";
 import { BLOCK_LINEARS, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
-import { CpuBlockGradBackend, type BlockGradBackend } from "./block-grad-backend.js";
+import { CpuBlockGradBackend, type BlockGradBackend, type BlockTuner } from "./block-grad-backend.js";
 import { fitGrid, quantizeCode } from "../grid.js";
 import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
 import { emptyIntGroupTensor } from "./rtn.js";
@@ -31,10 +31,12 @@ import { groupExtremes, SignRoundLayer, type SignRoundParams } from "./signround
  * keeps the parameters if that loss is the lowest so far, then steps with lr·decay(t).
  *
  * The block's forward and backward run through a BlockGradBackend (block-grad-backend.ts): the
- * CPU reference by default, the GPU when the caller hands one in. Per iteration the tuner uploads
- * Ŵ once (setWeights), zeroes the gradients, runs forward then backward window by window (the
- * loss and ∂loss/∂output are formed here, on the host, between the two), and reads the summed
- * gradients once.
+ * CPU reference by default, the GPU when the caller hands one in. The loop drives a BlockTuner:
+ * the backend's device-resident one when it offers it (the GPU's keeps V, α, β, Ŵ, the gradients
+ * and the windows on the device: kernels/block-grad/gpu-block-tuner.ts), else HostBlockTuner
+ * below, whose BlockSignRound keeps the parameters here and per iteration hands Ŵ to the backend
+ * once (setWeights), zeroes the gradients, runs forward then backward window by window (the loss
+ * and ∂loss/∂output formed here, between the two), and reads the summed gradients once.
  */
 
 export interface BlockSignRoundOptions {
@@ -160,37 +162,62 @@ export function tuneBlockSignRound(ctx: BlockContext, params: IntGroupParams, da
   const lrMinmax = linearDecayLr(minmaxLr, iters);
   const sampler = windowSampler(data.inputs.length, Math.min(batchSize, data.inputs.length), options.seed ?? 0);
 
-  const tuner = new BlockSignRound(ctx, params, options.backend);
-  // Each layer's best parameters start as the initial ones (RTN's): iteration 0's.
-  const keepBest = (): void => BLOCK_LINEARS.forEach((key) => tuner.layers[key].keepBest());
+  // The backend's device-resident tuner where it has one and the windows fit; else the host's.
+  const tuner: BlockTuner = options.backend?.residentTuner?.(params, data) ?? new HostBlockTuner(new BlockSignRound(ctx, params, options.backend), data);
   let initialLoss = NaN;
   let bestLoss = Infinity;
   let bestIter = 0;
-  if (iters === 0) {
-    tuner.quantizedWeights();
-    initialLoss = bestLoss = tuner.lossAndGradients(data, sampler());
-  }
-  for (let t = 0; t < iters; t++) {
-    tuner.quantizedWeights();
-    const loss = tuner.lossAndGradients(data, sampler());
-    if (t === 0) initialLoss = loss;
-    options.onStep?.(t, loss);
-    if (loss < bestLoss) {
-      bestLoss = loss;
-      bestIter = t;
-      keepBest();
+  let tuned: Record<BlockLinearKey, SignRoundParams>;
+  try {
+    // Each layer's best parameters start as the initial ones (RTN's): iteration 0's.
+    if (iters === 0) initialLoss = bestLoss = tuner.lossAndGradients(sampler());
+    for (let t = 0; t < iters; t++) {
+      const loss = tuner.lossAndGradients(sampler());
+      if (t === 0) initialLoss = loss;
+      options.onStep?.(t, loss);
+      if (loss < bestLoss) {
+        bestLoss = loss;
+        bestIter = t;
+        tuner.keepBest();
+      }
+      tuner.step(lrValue[t]!, lrMinmax[t]!, tuneMinmax);
     }
-    tuner.step(lrValue[t]!, lrMinmax[t]!, tuneMinmax);
+    tuned = tuner.best();
+  } finally {
+    tuner.release();
   }
   const linears = Object.fromEntries(
     BLOCK_LINEARS.map((key) => {
-      const layer = tuner.layers[key];
-      const tuned = layer.best();
-      const tensor = tensorFromParams(layer.weight, layer.outFeatures, layer.inFeatures, params, tuned);
-      return [key, { tensor, bestLoss, bestIter, initialLoss, tuned }];
+      const { weight, outFeatures, inFeatures } = ctx.layer[key];
+      const tensor = tensorFromParams(Float32Array.from(weight), outFeatures, inFeatures, params, tuned[key]);
+      return [key, { tensor, bestLoss, bestIter, initialLoss, tuned: tuned[key] }];
     }),
   ) as Record<BlockLinearKey, SignRoundResult>;
   return { linears, bestLoss, bestIter, initialLoss };
+}
+
+/** BlockSignRound (parameters on the host, forward/backward through its backend) as the loop's BlockTuner. */
+class HostBlockTuner implements BlockTuner {
+  constructor(private readonly tuner: BlockSignRound, private readonly data: BlockCalibration) {}
+
+  lossAndGradients(windows: readonly number[]): number {
+    this.tuner.quantizedWeights();
+    return this.tuner.lossAndGradients(this.data, windows);
+  }
+
+  step(lrValue: number, lrMinmax: number, tuneMinmax: boolean): void {
+    this.tuner.step(lrValue, lrMinmax, tuneMinmax);
+  }
+
+  keepBest(): void {
+    for (const key of BLOCK_LINEARS) this.tuner.layers[key].keepBest();
+  }
+
+  best(): Record<BlockLinearKey, SignRoundParams> {
+    return Object.fromEntries(BLOCK_LINEARS.map((key) => [key, this.tuner.layers[key].best()])) as Record<BlockLinearKey, SignRoundParams>;
+  }
+
+  release(): void {}
 }
 
 /** Same as signround.ts's (not exported there): codes, scales, zeros of `tuned` through fitGrid / quantizeCode. */
