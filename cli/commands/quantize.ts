@@ -83,7 +83,7 @@ export const quantizeCommand = {
       .option("outlier-pct", { type: "number", default: 0, describe: "vptq: percent of columns (highest diag H) with their own codebook" })
       .option("seed", { type: "number", default: 0, describe: "vptq: k-means seed (same seed, same bytes)" })
       .option("kmeans-iters", { type: "number", default: 100, describe: "vptq: k-means iteration cap" })
-      .option("kmeans-init", { choices: ["kmeans++", "random"] as const, default: "kmeans++" as const, describe: "vptq: k-means seeding: kmeans++ (runs on the CPU; minutes at 65,536 centroids), or random, the reference's (cuML init='random')" })
+      .option("kmeans-init", { choices: ["kmeans++", "random"] as const, default: "kmeans++" as const, describe: "vptq: k-means seeding: kmeans++ (on the GPU with --device auto|cuda, the CPU's centres bit for bit; on the CPU minutes at 65,536 centroids), or random, the reference's (cuML init='random')" })
       .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr, hf-vptq for --method vptq" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
       .option("force", { type: "boolean", default: false, describe: "replace an existing output (only after the new one is complete)" })

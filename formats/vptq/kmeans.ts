@@ -60,6 +60,8 @@ export interface KMeansOptions {
 export interface KMeansBackend {
   readonly description: string;
   lloyd(data: InitData, centroids: Float64Array, options: KMeansOptions): Omit<KMeansResult, "centroids">;
+  /** kmeans-init.ts kMeansPlusPlus's centres for the same stream, bit for bit, where the backend can seed (the GPU's); absent: the CPU seeds. */
+  plusPlus?(data: InitData, k: number, random: () => number): Float64Array;
 }
 
 export interface KMeansResult {
@@ -83,7 +85,8 @@ export function weightedKMeans(data: KMeansData, options: KMeansOptions): KMeans
   if (vectors.length !== count * dim || weights.length !== count) throw new UsageError("BAD_ARGUMENT", "k-means data is not count × dim with one weight per vector", { expected: count * dim, actual: vectors.length });
   const set: InitData = { vectors, count, dim, weights, partialFrom, partialDims };
   const random = mulberry32(options.seed);
-  const centroids = options.init === "kmeans++" ? kMeansPlusPlus(set, k, random) : randomInit(set, k, random);
+  const plusPlus = options.backend?.plusPlus?.bind(options.backend) ?? kMeansPlusPlus;
+  const centroids = options.init === "kmeans++" ? plusPlus(set, k, random) : randomInit(set, k, random);
   return { centroids, ...(options.backend ?? cpuLloyd).lloyd(set, centroids, options) };
 }
 

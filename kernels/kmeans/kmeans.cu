@@ -10,6 +10,7 @@
 // shape, and labels/members are produced here, never read from a file.
 #include <stdint.h>
 #include "radix-sort.cuh"
+#include "plus-plus.cuh"
 
 #define KM_THREADS 128
 // Centroids staged in shared memory per step: 128 × 16 doubles = 16 KiB at the largest dim.

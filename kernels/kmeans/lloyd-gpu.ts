@@ -3,6 +3,8 @@ import { cpuLloyd, lloydConverged, OBJECTIVE_CHUNK, reseedEmpty, type InitData, 
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { KM_MAX_DIM, KM_THREADS, NearestSearcher } from "./nearest.js";
+import { gpuKMeansPlusPlus } from "./plus-plus-gpu.js";
+import { kMeansPlusPlus } from "../../formats/vptq/kmeans-init.js";
 
 /**
  * Lloyd's iterations on the GPU (kernels/kmeans/kmeans.cu) with the CPU loop's semantics bit for
@@ -31,6 +33,8 @@ const RADIX_TILE_VECTORS = 2048;
 export function gpuLloyd(engine: GpuEngine): KMeansBackend {
   return {
     description: engine.describe(),
+    // k-means++ seeding on the GPU too (plus-plus-gpu.ts), the CPU's centres bit for bit.
+    plusPlus: (set, k, random) => (set.dim > KM_MAX_DIM ? kMeansPlusPlus(set, k, random) : gpuKMeansPlusPlus(engine, set, k, random)),
     lloyd(set, centroids, options) {
       if (set.dim > KM_MAX_DIM) return cpuLloyd.lloyd(set, centroids, options);
       const run = new LloydRun(engine, set, options.k);
