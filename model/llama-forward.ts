@@ -1,4 +1,5 @@
 import { UsageError } from "../formats/errors.js";
+import type { ModelConfig } from "../converters/hf/config.js";
 import { gemmAdd } from "../formats/second-order/matmul.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "./llama-weights.js";
 import { applyRope, inverseFrequencies, ropeTable, type RopeTable } from "./rope.js";
@@ -28,6 +29,7 @@ export class LlamaForward {
     this.weights = weights;
     const { config } = weights;
     if (config.headDim % 2 !== 0) throw new UsageError("BAD_ARGUMENT", "rotary embedding needs an even head dimension", { actual: config.headDim });
+    checkSlidingWindow(config, maxTokens, file);
     this.rope = ropeTable(inverseFrequencies(config, file), config.headDim, maxTokens);
   }
 
@@ -143,4 +145,16 @@ export function attention(q: Float64Array, k: Float64Array, v: Float64Array, tok
 
 function addInto(target: Float64Array, source: Float64Array): void {
   for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
+}
+
+/**
+ * Refuses windows longer than the model's attention window: the forward attends to every earlier
+ * position, which equals sliding-window attention only while the window holds at most
+ * `slidingWindow` tokens (Mistral v0.1's 4096, for instance).
+ */
+export function checkSlidingWindow(config: ModelConfig, maxTokens: number, file: string): void {
+  const window = config.slidingWindow;
+  if (window !== undefined && maxTokens > window) {
+    throw new UsageError("BAD_ARGUMENT", `${file}: windows of ${maxTokens} tokens exceed the model's sliding_window of ${window}; lmpack's forward has full causal attention only, so it runs windows of at most ${window} tokens (--ctx, --seq-len)`, { expected: `≤ ${window}`, actual: maxTokens });
+  }
 }

@@ -27,6 +27,12 @@ export interface ModelConfig {
   eosTokenId: number | number[] | undefined;
   /** Declared storage dtype (`dtype` or `torch_dtype`), as written. */
   dtype: string | undefined;
+  /**
+   * The attention window of sliding-window layers when the config turns them on (Mistral's
+   * `sliding_window`; Qwen2's with `use_sliding_window`; any `layer_types` "sliding_attention"):
+   * position i attends only to the last `slidingWindow` positions. Absent: full causal attention.
+   */
+  slidingWindow?: number;
 }
 
 /** transformers' default rope base for the Llama family. */
@@ -80,7 +86,19 @@ export function normaliseConfig(raw: Record<string, unknown>, file: string): Mod
     bosTokenId: tokenIds(raw["bos_token_id"]),
     eosTokenId: tokenIds(raw["eos_token_id"]),
     dtype: typeof raw["dtype"] === "string" ? raw["dtype"] : typeof raw["torch_dtype"] === "string" ? raw["torch_dtype"] : undefined,
+    ...slidingWindow(raw, read),
   };
+}
+
+/** ModelConfig.slidingWindow: set only where the family's own switch turns the window on. */
+function slidingWindow(raw: Record<string, unknown>, read: ConfigReader): { slidingWindow?: number } {
+  const layerTypes = raw["layer_types"];
+  const typed = Array.isArray(layerTypes) && layerTypes.includes("sliding_attention");
+  // Qwen2 carries a sliding_window it ignores unless use_sliding_window is true.
+  const switchedOff = raw["use_sliding_window"] === false || (raw["model_type"] === "qwen2" && raw["use_sliding_window"] !== true);
+  if (switchedOff && !typed) return {};
+  const window = read.optionalPositiveInt("sliding_window");
+  return window === undefined ? {} : { slidingWindow: window };
 }
 
 function ropeTheta(raw: Record<string, unknown>, file: string): { theta: number; source: ModelConfig["ropeThetaSource"]; scaling: Record<string, unknown> | undefined } {

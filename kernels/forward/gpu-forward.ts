@@ -1,5 +1,5 @@
 import { KernelError } from "../../formats/errors.js";
-import type { LinearInputObserver } from "../../model/llama-forward.js";
+import { checkSlidingWindow, type LinearInputObserver } from "../../model/llama-forward.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { WindowScore } from "../../model/perplexity.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
@@ -56,6 +56,7 @@ export class GpuLlamaForward {
 
   /** `maxTokens`: the longest window this instance will run; `file` names config.json in rope-scaling errors. */
   constructor(private readonly engine: GpuEngine, weights: LlamaWeights, maxTokens: number, file = "config.json") {
+    checkSlidingWindow(weights.config, maxTokens, file);
     this.plan = planForward(weights, maxTokens);
     this.hostLayers = weights.layers;
     const { plan } = this;
