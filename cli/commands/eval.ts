@@ -20,11 +20,19 @@ export interface EvalArgs {
   tokenizer: string | undefined;
   threads: number | undefined;
   device: DeviceChoice;
+  precision: Precision;
   json: boolean;
 }
 
-/** Both paths: the weights are the checkpoint's float32 values (widened exactly), every operation float64. */
-const PRECISION = "fp32 weights, fp64 arithmetic";
+export const PRECISIONS = ["f64", "bf16"] as const;
+type Precision = (typeof PRECISIONS)[number];
+
+/** What each --precision computes with, as the result line says it. */
+const PRECISION_LABEL: Record<Precision, string> = {
+  // Both paths: the weights are the checkpoint's float32 values (widened exactly), every operation float64.
+  f64: "fp32 weights, fp64 arithmetic",
+  bf16: "bf16 weights, fp32 arithmetic",
+};
 
 /**
  * The GPU for `--device`: undefined for cpu, and for auto when none is usable; cuda without one is
@@ -53,15 +61,18 @@ export const evalCommand = {
       .option("max-tokens", { type: "number", describe: "use only the first N tokens of the stream" })
       .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
       .option("threads", { type: "number", describe: "CPU: worker threads scoring windows in parallel (default: the cores available, within free memory); the result is the same bit for bit. Ignored on the GPU" })
-      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "cuda: the forward on the GPU in float64, window after window (the CPU's perplexity to float64 rounding; fails without a GPU); cpu: the reference forward on worker threads; auto: the GPU when one is usable" }),
+      .option("device", { choices: DEVICE_CHOICES, default: "auto" as const, describe: "cuda: the forward on the GPU, window after window (in float64: the CPU's perplexity to float64 rounding; fails without a GPU); cpu: the reference forward on worker threads; auto: the GPU when one is usable" })
+      .option("precision", { choices: PRECISIONS, default: "f64" as const, describe: "f64: the reference arithmetic (float64 on the CPU and the GPU); bf16: on the GPU, bf16 weights (a quarter of f64's memory) with float32 activations and cuBLAS float32 products" }),
   handler: async (args: ArgumentsCamelCase<EvalArgs>): Promise<number> => {
     const ctx = args.ctx ?? (args.protocol === "wikitext2" ? 2048 : 512);
     if (!Number.isSafeInteger(ctx) || ctx < 2) throw new UsageError("BAD_ARGUMENT", "--ctx must be an integer ≥ 2", { actual: args.ctx });
     if (args.maxTokens !== undefined && (!Number.isSafeInteger(args.maxTokens) || args.maxTokens < ctx)) throw new UsageError("BAD_ARGUMENT", "--max-tokens must be an integer ≥ the window length", { actual: args.maxTokens, expected: `≥ ${ctx}` });
     if (args.threads !== undefined && (!Number.isSafeInteger(args.threads) || args.threads < 1)) throw new UsageError("BAD_ARGUMENT", "--threads must be a positive integer", { actual: args.threads });
+    if (args.precision === "bf16" && args.device === "cpu") throw new UsageError("BAD_ARGUMENT", "--precision bf16 is the GPU forward's; the CPU forward is float64 (--precision f64)");
     const started = performance.now();
     // The device first: --device cuda without a GPU fails before anything is opened.
     const engine = await openEvalEngine(args.device);
+    if (args.precision === "bf16" && engine === undefined) throw new KernelError("NO_DEVICE", "--precision bf16 needs a GPU, and none is usable (--precision f64 runs on the CPU)");
     try {
       const checkpoint = await openCheckpoint(args.model);
       try {
@@ -77,9 +88,10 @@ export const evalCommand = {
         let threads = 1;
         if (engine !== undefined) {
           // One window after another on the GPU: --threads does not apply.
-          const { GpuLlamaForward } = await import("../../kernels/forward/gpu-forward.js");
           const { gpuPerplexity } = await import("../../kernels/forward/gpu-perplexity.js");
-          const forward = new GpuLlamaForward(engine, weights, ctx, checkpoint.location);
+          const forward = args.precision === "bf16"
+            ? new (await import("../../kernels/forward-bf16/gpu-forward-bf16.js")).GpuLlamaForwardBf16(engine, weights, ctx, checkpoint.location)
+            : new (await import("../../kernels/forward/gpu-forward.js")).GpuLlamaForward(engine, weights, ctx, checkpoint.location);
           try {
             result = gpuPerplexity(forward, chunks, progress);
           } finally {
@@ -94,9 +106,9 @@ export const evalCommand = {
         if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
         const seconds = (performance.now() - started) / 1000;
         const device = engine?.describe() ?? "cpu";
-        const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device, threads, precision: PRECISION, tokens: stream.length, ...result, seconds };
+        const summary = { ok: true, model: args.model, text: args.text, protocol: args.protocol, ctx, device, threads, precision: PRECISION_LABEL[args.precision], tokens: stream.length, ...result, seconds };
         if (args.json) console.log(JSON.stringify(summary, null, 2));
-        else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, ${engine !== undefined ? device : `cpu, ${threads} thread${threads === 1 ? "" : "s"}`}, ${PRECISION}, ${seconds.toFixed(1)} s)`);
+        else console.log(`perplexity ${result.perplexity.toFixed(4)} (${result.windows} windows of ${ctx}, ${result.scored} tokens scored, ${engine !== undefined ? device : `cpu, ${threads} thread${threads === 1 ? "" : "s"}`}, ${PRECISION_LABEL[args.precision]}, ${seconds.toFixed(1)} s)`);
         return EXIT.ok;
       } finally {
         await checkpoint.close();

@@ -121,6 +121,7 @@ interface CublasLibrary {
   cublasDestroy_v2: Fn;
   cublasSetStream_v2: Fn;
   cublasDgemm_v2: Fn;
+  cublasSgemm_v2: Fn;
 }
 
 const PROTOTYPES = {
@@ -129,6 +130,8 @@ const PROTOTYPES = {
   cublasSetStream_v2: "int cublasSetStream_v2(cublasContext *handle, void *stream)",
   // Device pointers as uint64_t, as cuda/driver.ts passes CUdeviceptr: the same 8-byte integer argument.
   cublasDgemm_v2: "int cublasDgemm_v2(cublasContext *handle, int transa, int transb, int m, int n, int k, const double *alpha, uint64_t a, int lda, uint64_t b, int ldb, const double *beta, uint64_t c, int ldc)",
+  // Float32 products (the bf16 forward): without a math-mode call cuBLAS keeps TF32 off, so these are true float32.
+  cublasSgemm_v2: "int cublasSgemm_v2(cublasContext *handle, int transa, int transb, int m, int n, int k, const float *alpha, uint64_t a, int lda, uint64_t b, int ldb, const float *beta, uint64_t c, int ldc)",
   cublasGetProperty: "int cublasGetProperty(int type, _Out_ int *value)",
 } as const;
 
@@ -234,6 +237,13 @@ export class CublasHandle {
     if (this.handle === null) throw new KernelError("LAUNCH_REFUSED", "cublasDgemm_v2 on a destroyed handle");
     const status = this.library.cublasDgemm_v2(this.handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, Float64Array.of(alpha), a, lda, b, ldb, Float64Array.of(beta), c, ldc);
     checkCublas(`cublasDgemm_v2(${m}×${n}×${k}, lda ${lda}, ldb ${ldb}, ldc ${ldc})`, status);
+  }
+
+  /** Column-major SGEMM (float32 in and out, float32 accumulation), as dgemm. Asynchronous. */
+  sgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: DevicePointer, lda: number, b: DevicePointer, ldb: number, beta: number, c: DevicePointer, ldc: number): void {
+    if (this.handle === null) throw new KernelError("LAUNCH_REFUSED", "cublasSgemm_v2 on a destroyed handle");
+    const status = this.library.cublasSgemm_v2(this.handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, Float32Array.of(alpha), a, lda, b, ldb, Float32Array.of(beta), c, ldc);
+    checkCublas(`cublasSgemm_v2(${m}×${n}×${k}, lda ${lda}, ldb ${ldb}, ldc ${ldc})`, status);
   }
 
   /** Frees the handle and its workspace; before the context is released. */

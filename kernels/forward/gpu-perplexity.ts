@@ -1,8 +1,8 @@
-import type { PerplexityResult } from "../../model/perplexity.js";
-import type { GpuLlamaForward } from "./gpu-forward.js";
+import type { PerplexityResult, WindowScore } from "../../model/perplexity.js";
 
 /** Σ NLL over every window on the GPU, added in window order as perplexity.ts perplexity adds them. */
-export function gpuPerplexity(forward: GpuLlamaForward, windows: readonly Int32Array[], onWindow?: (index: number, running: number) => void): PerplexityResult {
+/** `forward`: GpuLlamaForward (float64) or GpuLlamaForwardBf16. */
+export function gpuPerplexity(forward: { scoreWindow(ids: Int32Array): WindowScore }, windows: readonly Int32Array[], onWindow?: (index: number, running: number) => void): PerplexityResult {
   let nllSum = 0;
   let scored = 0;
   windows.forEach((ids, i) => {
