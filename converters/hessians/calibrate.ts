@@ -1,3 +1,4 @@
+import { UsageError } from "../../formats/errors.js";
 import { gemmAdd } from "../../formats/second-order/matmul.js";
 import type { LinearInputObserver, LlamaForward } from "../../model/llama-forward.js";
 import type { Linear } from "../../model/llama-weights.js";
@@ -29,9 +30,14 @@ function sharers(name: string): string[] {
 export interface HessianProducts {
   /** H of `key` (size × size, zero before the first call) += XᵀX. */
   add(key: string, input: Float64Array, tokens: number, size: number): void;
+  /** The same for X already in device memory (`elements` float64 at `input`): the GPU's, fed by a GPU forward. */
+  addOnDevice?(key: string, input: bigint, elements: number, tokens: number, size: number): void;
   /** Writes H of `key` as accumulated so far into `into` (size × size). */
   result(key: string, into: Float64Array): void;
 }
+
+/** A linear's input handed over in device memory by a GPU forward: `elements` float64 at `input`, [tokens][inFeatures]. */
+export type DeviceInputObserver = (linear: Linear, input: bigint, elements: number, tokens: number) => void;
 
 export class HessianAccumulator {
   private readonly entries = new Map<string, HessianEntry>();
@@ -41,17 +47,36 @@ export class HessianAccumulator {
 
   /** The observer to pass to LlamaForward.layer / run. */
   readonly observe: LinearInputObserver = (linear: Linear, input: Float64Array, tokens: number) => {
+    const entry = this.entryOf(linear);
+    const size = linear.inFeatures;
+    // H += XᵀX: A = Xᵀ as a transposed view of X [tokens][size].
+    if (this.products !== undefined) this.products.add(linear.name, input, tokens, size);
+    else gemmAdd({ data: entry.hessian.data, offset: 0, rowStride: size }, { data: input, offset: 0, rowStride: size, transposed: true }, { data: input, offset: 0, rowStride: size }, size, tokens, size);
+    entry.hessian.nSamples = (entry.hessian.nSamples ?? 0) + tokens;
+  };
+
+  /** Whether observeOnDevice works: the products run on the GPU (HessianProducts.addOnDevice). */
+  get takesDeviceInputs(): boolean {
+    return this.products?.addOnDevice !== undefined;
+  }
+
+  /** `observe` for an input a GPU forward holds in device memory (`elements` float64 at `input`). */
+  readonly observeOnDevice: DeviceInputObserver = (linear, input, elements, tokens) => {
+    const entry = this.entryOf(linear);
+    if (this.products?.addOnDevice === undefined) throw new UsageError("BAD_ARGUMENT", "device inputs need GPU Hessian products", { tensor: linear.name });
+    this.products.addOnDevice(linear.name, input, elements, tokens, linear.inFeatures);
+    entry.hessian.nSamples = (entry.hessian.nSamples ?? 0) + tokens;
+  };
+
+  private entryOf(linear: Linear): HessianEntry {
     const size = linear.inFeatures;
     let entry = this.entries.get(linear.name);
     if (entry === undefined) {
       entry = { name: linear.name, aliases: sharers(linear.name), hessian: { size, data: new Float64Array(size * size), nSamples: 0 } };
       this.entries.set(linear.name, entry);
     }
-    // H += XᵀX: A = Xᵀ as a transposed view of X [tokens][size].
-    if (this.products !== undefined) this.products.add(linear.name, input, tokens, size);
-    else gemmAdd({ data: entry.hessian.data, offset: 0, rowStride: size }, { data: input, offset: 0, rowStride: size, transposed: true }, { data: input, offset: 0, rowStride: size }, size, tokens, size);
-    entry.hessian.nSamples = (entry.hessian.nSamples ?? 0) + tokens;
-  };
+    return entry;
+  }
 
   /** Entries in the order the forward met them (layer by layer: q, o, gate, down). */
   result(): HessianEntry[] {

@@ -6,7 +6,7 @@ import type { Hessian, HessianSource } from "../../formats/second-order/hessian.
 import { LlamaForward, type LinearInputObserver } from "../../model/llama-forward.js";
 import type { Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
-import { HessianAccumulator, type HessianProducts } from "./calibrate.js";
+import { HessianAccumulator, type DeviceInputObserver, type HessianProducts } from "./calibrate.js";
 import { quantizedOnce } from "./quantize-once.js";
 
 /**
@@ -50,6 +50,8 @@ export interface SequentialOptions {
 export interface LayerForward {
   embed(ids: Int32Array): Float64Array;
   layer(index: number, hidden: Float64Array, tokens: number, observe?: LinearInputObserver): void;
+  /** A GPU forward's: layer() for observation only, inputs handed over in device memory, `hidden` left as it is. */
+  observeLayerOnDevice?(index: number, hidden: Float64Array, tokens: number, observe: DeviceInputObserver): void;
   /** Frees what the forward holds (a GPU forward's device buffers). */
   release?(): void;
 }
@@ -191,6 +193,24 @@ export class SequentialHessians implements HessianSource {
       accumulator.observe(linear, input, tokens);
       if (seen === last) throw SEEN_ENOUGH;
     };
+    // A GPU forward and GPU products: the inputs never leave the device, and the state is not changed.
+    if (this.forward.observeLayerOnDevice !== undefined && accumulator.takesDeviceInputs) {
+      const onDevice: DeviceInputObserver = (linear, input, elements, tokens) => {
+        const seen = this.sites.get(linear.name)!.group;
+        if (group !== undefined && seen !== group) return;
+        accumulator.observeOnDevice(linear, input, elements, tokens);
+        if (seen === last) throw SEEN_ENOUGH;
+      };
+      this.windows.forEach((ids, w) => {
+        try {
+          this.forward.observeLayerOnDevice!(layer, this.states[w]!, ids.length, onDevice);
+        } catch (error) {
+          if (error !== SEEN_ENOUGH) throw error;
+        }
+      });
+      this.keep(accumulator);
+      return;
+    }
     let scratch = new Float64Array(0);
     this.windows.forEach((ids, w) => {
       const state = this.states[w]!;
@@ -203,6 +223,10 @@ export class SequentialHessians implements HessianSource {
         if (error !== SEEN_ENOUGH) throw error;
       }
     });
+    this.keep(accumulator);
+  }
+
+  private keep(accumulator: HessianAccumulator): void {
     for (const entry of accumulator.result()) {
       for (const name of [entry.name, ...entry.aliases]) this.cache.set(name, entry.hessian);
     }

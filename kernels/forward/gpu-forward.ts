@@ -1,4 +1,5 @@
 import { KernelError } from "../../formats/errors.js";
+import type { DeviceInputObserver } from "../../converters/hessians/calibrate.js";
 import { checkSlidingWindow, type LinearInputObserver } from "../../model/llama-forward.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { WindowScore } from "../../model/perplexity.js";
@@ -139,10 +140,8 @@ export class GpuLlamaForward {
    * `index` in place, with the host's weights as they are now (see syncLayerWeights).
    */
   layer(index: number, hidden: Float64Array, tokens: number, observe?: LinearInputObserver): void {
-    if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
-    const { plan, act } = this;
-    if (!(Number.isInteger(index) && index >= 0 && index < this.model.layers.length)) throw new KernelError("LAUNCH_REFUSED", "gpu forward: no such decoder layer", { expected: `0 … ${this.model.layers.length - 1}`, actual: index });
-    if (!(Number.isInteger(tokens) && tokens >= 0 && tokens <= plan.maxTokens) || hidden.length !== tokens * plan.hidden) throw new KernelError("LAUNCH_REFUSED", "gpu forward: hidden states of another shape than the window", { expected: `${tokens} × ${plan.hidden} (≤ ${plan.maxTokens} tokens)`, actual: hidden.length });
+    this.checkLayerCall(index, hidden, tokens);
+    const { act } = this;
     if (tokens === 0) return;
     this.syncLayerWeights(index);
     this.engine.context.zero(act.status.pointer, 4);
@@ -150,6 +149,21 @@ export class GpuLlamaForward {
     this.runLayer(index, tokens, observe);
     this.engine.context.download(act.hidden.pointer, bytesOf(hidden));
     checkForwardStatus(this.engine.context, act.status, `layer ${index} of a ${tokens}-token window`);
+  }
+
+  /**
+   * For sequential calibration's observation passes: layer() without its result, the inputs of
+   * the linears handed to `observe` where they lie, in device memory (no download), and `hidden`
+   * left as it is. `observe` may throw to stop the layer once it has seen what it needs.
+   */
+  observeLayerOnDevice(index: number, hidden: Float64Array, tokens: number, observe: DeviceInputObserver): void {
+    this.checkLayerCall(index, hidden, tokens);
+    if (tokens === 0) return;
+    this.syncLayerWeights(index);
+    this.engine.context.zero(this.act.status.pointer, 4);
+    this.engine.context.uploadInto(this.act.hidden.pointer, bytesOf(hidden));
+    this.runLayer(index, tokens, undefined, observe);
+    checkForwardStatus(this.engine.context, this.act.status, `layer ${index} of a ${tokens}-token window`);
   }
 
   /** Runs the window up to the logits on the device; returns its token count. */
@@ -182,13 +196,23 @@ export class GpuLlamaForward {
     return T;
   }
 
-  /** llama-forward.ts layer(): act.hidden [T][hidden] through decoder layer `index`, in place. */
-  private runLayer(index: number, T: number, observe: LinearInputObserver | undefined): void {
+  private checkLayerCall(index: number, hidden: Float64Array, tokens: number): void {
+    if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
+    const { plan } = this;
+    if (!(Number.isInteger(index) && index >= 0 && index < this.model.layers.length)) throw new KernelError("LAUNCH_REFUSED", "gpu forward: no such decoder layer", { expected: `0 … ${this.model.layers.length - 1}`, actual: index });
+    if (!(Number.isInteger(tokens) && tokens >= 0 && tokens <= plan.maxTokens) || hidden.length !== tokens * plan.hidden) throw new KernelError("LAUNCH_REFUSED", "gpu forward: hidden states of another shape than the window", { expected: `${tokens} × ${plan.hidden} (≤ ${plan.maxTokens} tokens)`, actual: hidden.length });
+  }
+
+  /**
+   * llama-forward.ts layer(): act.hidden [T][hidden] through decoder layer `index`, in place.
+   * Each distinct linear input goes to `observe` downloaded, or to `observeOnDevice` where it lies.
+   */
+  private runLayer(index: number, T: number, observe: LinearInputObserver | undefined, observeOnDevice?: DeviceInputObserver): void {
     const { engine, plan, act } = this;
     const layer = this.model.layers[index]!;
     const host = this.hostLayers[index]!;
-    // Downloads one [T][features] activation for the observer (only when calibrating).
     const show = (linear: Linear, from: DeviceArray, features: number): void => {
+      if (observeOnDevice !== undefined) return observeOnDevice(linear, from.pointer, T * features, T);
       if (observe === undefined) return;
       const input = new Float64Array(T * features);
       engine.context.download(from.pointer, bytesOf(input));

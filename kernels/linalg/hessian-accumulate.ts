@@ -100,6 +100,27 @@ export class GpuHessians implements HessianProducts {
     const count = this.checkBatch(key, x.length, tokens, size);
     const h = this.hessianOf(key, size);
     if (tokens === 0) return;
+    const staging = this.stagingFor(count);
+    this.engine.context.uploadInto(staging, bytesOf(x.subarray(0, count)));
+    launchSyrk(this.engine, h, staging, size, tokens, size, count, scale);
+  }
+
+  /**
+   * HessianProducts.addOnDevice: X [tokens][size] already on the device as float64 (`elements`
+   * doubles at `input`, a GPU forward's activation), rounded to float32 there and accumulated:
+   * the same H as add() with the same values, and nothing crosses the bus. Asynchronous.
+   */
+  addOnDevice(key: string, input: DevicePointer, elements: number, tokens: number, size: number): void {
+    const count = this.checkBatch(key, elements, tokens, size);
+    const h = this.hessianOf(key, size);
+    if (tokens === 0) return;
+    const staging = this.stagingFor(count);
+    this.engine.module("linalg").launch("lq_narrow_f64_to_f32", { grid: [Math.ceil(count / 256)], block: [256] }, [{ pointer: input }, { pointer: staging }, { i64: count }]);
+    launchSyrk(this.engine, h, staging, size, tokens, size, count);
+  }
+
+  /** The staging buffer, grown to hold `count` floats. */
+  private stagingFor(count: number): DevicePointer {
     const bytes = count * 4;
     const context = this.engine.context;
     if (this.staging === undefined || this.stagingBytes < bytes) {
@@ -108,8 +129,7 @@ export class GpuHessians implements HessianProducts {
       this.staging = context.alloc(bytes);
       this.stagingBytes = bytes;
     }
-    context.uploadInto(this.staging, bytesOf(x.subarray(0, count)));
-    launchSyrk(this.engine, h, this.staging, size, tokens, size, count, scale);
+    return this.staging;
   }
 
   /** HessianProducts: H of `key` into `into` (size × size); zeros for a key never added to. */

@@ -73,3 +73,12 @@ extern "C" __global__ void __launch_bounds__(LQ_SYRK_THREADS) lq_syrk_f32_to_f64
     }
   }
 }
+
+// X rounded to float32 on the device, for H += XᵀX on activations that never left it (sequential
+// calibration on the GPU forward): out[i] = float32(in[i]), to nearest even, the rounding of a
+// host Float32Array store, so H is the same as when X is narrowed on the host and uploaded.
+extern "C" __global__ void __launch_bounds__(256) lq_narrow_f64_to_f32(const double* __restrict__ in, float* __restrict__ out, int64_t count) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  out[i] = __double2float_rn(in[i]);
+}

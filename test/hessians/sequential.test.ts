@@ -243,6 +243,32 @@ if (!probe.ok) {
       engine.close();
     }
   });
+
+  onGpu("inputs handed to H += XᵀX in device memory give the same H, bit for bit, as inputs downloaded and narrowed on the host", async () => {
+    const engine = await GpuEngine.open();
+    try {
+      await withFixture(async (checkpoint) => {
+        const forward: SequentialOptions["forward"] = (weights, maxTokens, file) => new GpuLlamaForward(engine, weights, maxTokens, file);
+        const onDevice = await quantizeSequentially(checkpoint, true, "storage", { forward, products: () => new GpuHessians(engine) });
+        await onDevice.close();
+        // The same products without addOnDevice: every input is downloaded, narrowed here and uploaded.
+        const hostProducts = () => {
+          const products = new GpuHessians(engine);
+          return { add: products.add.bind(products), result: products.result.bind(products), release: products.release.bind(products) };
+        };
+        const downloaded = await quantizeSequentially(checkpoint, true, "storage", { forward, products: hostProducts });
+        await downloaded.close();
+        assert.is(onDevice.handed.size, 28);
+        for (const [name, h] of onDevice.handed) {
+          const other = downloaded.handed.get(name)!;
+          assert.ok(h.data.every((x, i) => Object.is(x, other.data[i])), `${name}: H differs`);
+          assert.is(h.nSamples, other.nSamples);
+        }
+      });
+    } finally {
+      engine.close();
+    }
+  });
 }
 onGpu.run();
 
