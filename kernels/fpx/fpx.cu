@@ -1,152 +1,203 @@
 // FPx dequant and dequant-verify (layout and formula in fpx.cuh). One thread per lane of a
-// (64-row, 16-column) chunk, over a block-stride loop: the thread loads the lane's y words of each
-// region (consecutive threads read consecutive words, so a warp reads 128 contiguous bytes per
-// word) and peels its 32 codes with shifts known at compile time. A lane's weights are scattered
-// (8 rows, 2 columns apart in pairs), so the four warps of each half-block, four consecutive
-// chunks of one slab (the chunk count per slab, N/16, is a multiple of 4), stage their 64×64 tile
-// in shared memory; the half-block then writes it row by row: 16-byte stores (and 16-byte
-// reference loads for verify), 128 contiguous bytes of fp16 per row. The launch configuration is
-// chosen in launch.ts.
+// (64-row, 16-column) chunk: it loads the lane's y words of each region (consecutive threads
+// read consecutive words, so a warp reads 128 contiguous bytes per word) and peels its 32 codes
+// with shifts known at compile time. A persistent grid (launch.ts: every block resident at once)
+// walks the lanes block-stride.
+//
+// A lane's weights are scattered (8 rows, pairs of columns), so to write them the four warps of
+// each half-block, four consecutive chunks of one slab (the chunk count per slab, N/16, is a
+// multiple of 4), stage their 64×64 tile in shared memory, as fp16 pairs with fp16 output (one
+// packed conversion per pair, half the shared-memory traffic of float32) or float32 pairs; the
+// half-block then writes it row by row in 16-byte stores. The next round's words are loaded
+// before the barriers, so their latency passes while the tile is written.
+//
+// Verify needs no staging: each lane reads its own reference pairs (8-byte loads, a warp's
+// covering whole 32-byte sectors) and accumulates in registers, in the same order with or without
+// weights, so verify alone and verify with weights give the same partials; verify alone runs no
+// barrier at all and keeps 128 reference bytes a lane in flight.
 #include "fpx.cuh"
 #include "../common/status.h"
 #include "../common/verify.cuh"
 
+// Threads per block (two half-blocks of four chunks each; a multiple of 32, so every warp is one
+// chunk's lanes) and the blocks a multiprocessor holds together (≤ 64 registers a thread):
+// launch.ts's THREADS and BLOCKS_PER_SM.
+#define LQ_VERIFY_THREADS 256
+#define LQ_FPX_MIN_BLOCKS 4
+// Threads staging one 64×64 tile, and its row pitch in 4-byte words: float32 pairs 64 + 8 (the
+// lanes' 8-byte writes, 4 rows × 4 pairs a half-warp, fall in 32 different banks), fp16 pairs
+// 32 + 4 (a warp's 4-byte writes, 8 rows × 4 pairs, likewise). Both keep rows 16-byte aligned.
+#define LQ_FPX_HALF_THREADS 128
+#define LQ_FPX_PITCH_F32 72
+#define LQ_FPX_PITCH_F16 36
+
+// The reference weights of the lane's pair q (rows and columns as lq_fpx_place says): 8 bytes,
+// so a warp's load covers 8 rows × 32 contiguous bytes, whole sectors.
+__device__ __forceinline__ float2 lq_fpx_reference_pair(const lq_fpx_args& a, lq_fpx_lane_place at, int q) {
+  const int k = q >> 2, g = (q >> 1) & 1, d = q & 1;
+  return __ldg(reinterpret_cast<const float2*>(a.reference + (at.row0 + 16 * k + 8 * d) * a.n_cols + at.col0 + 8 * g));
+}
+
+// Adds the lane's 32 errors to the thread's sums: the 16 reference pairs loaded first (128 bytes
+// in flight), then decoded and compared pair by pair, q = 0 … 15.
+template <int NBITS>
+__device__ __forceinline__ void lq_fpx_verify_lane(const lq_fpx_args& a, const lq_fpx_lane_words<NBITS>& w, const uint32_t scale2[4], lq_fpx_lane_place at,
+                                                   double& max_abs, double& sq_err, double& sq_ref) {
+  float2 r[16];
+#pragma unroll
+  for (int q = 0; q < 16; q++) r[q] = lq_fpx_reference_pair(a, at, q);
+#pragma unroll
+  for (int q = 0; q < 16; q++) {
+    const float2 v = lq_fpx_pair<NBITS>(a, w, scale2, q);
+    lq_verify_accumulate(v.x, r[q].x, max_abs, sq_err, sq_ref);
+    lq_verify_accumulate(v.y, r[q].y, max_abs, sq_err, sq_ref);
+  }
+}
+
+// Verify alone: no weights written, so no staging and no barrier.
+template <int NBITS>
+__device__ __forceinline__ void lq_fpx_verify_lanes(const lq_fpx_args& a, double& max_abs, double& sq_err, double& sq_ref) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.lanes; i += stride) {
+    const lq_fpx_lane_words<NBITS> w = lq_fpx_load_words<NBITS>(a, i);
+    const lq_fpx_lane_place at = lq_fpx_place(a, i);
+    uint32_t scale2[4];
+    lq_fpx_load_scales(a, at.row0, scale2);
+    lq_fpx_verify_lane<NBITS>(a, w, scale2, at, max_abs, sq_err, sq_ref);
+  }
+}
+
+// Weights (and verify, when `reference` is set): decode into the half-block's staged tile, then
+// write it row by row (16-byte pieces: 8 fp16 or 4 float32 weights; 8 contiguous threads cover
+// a row's 128 or 256 bytes). `staged`: two tiles of 64 rows × the pitch.
+template <int NBITS, bool F16, bool VERIFY>
+__device__ __forceinline__ void lq_fpx_write_lanes(const lq_fpx_args& a, uint32_t* staged, double& max_abs, double& sq_err, double& sq_ref) {
+  constexpr int PITCH = F16 ? LQ_FPX_PITCH_F16 : LQ_FPX_PITCH_F32, PIECES_PER_ROW = F16 ? 8 : 16, WORDS_PER_PIECE = 4, BATCH = F16 ? 4 : 2;
+  const int half = (int)threadIdx.x / LQ_FPX_HALF_THREADS, t = (int)threadIdx.x % LQ_FPX_HALF_THREADS;
+  uint32_t* tile = staged + half * 64 * PITCH;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  // Row and word of the lane's first pair inside the tile: its chunk's 16 columns, then its own.
+  const int lane = t % LQ_FPX_LANES, tile_row = lane / 4;
+  const int tile_word = ((t / LQ_FPX_LANES) * LQ_FPX_TILE_COLS + 2 * (lane % 4)) / (F16 ? 2 : 1);
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  // Prefetched words of this round (without verify); an index past the end is clamped (loaded,
+  // never used).
+  lq_fpx_lane_words<NBITS> next{};
+  if constexpr (!VERIFY) next = lq_fpx_load_words<NBITS>(a, min(i, a.lanes - 1));
+  // a.lanes is a multiple of 128 (a 64×64 tile is 128 lanes), so a half-block's four chunks are
+  // all present or all absent; the loop bound is uniform for the barriers.
+  for (int64_t base = (int64_t)blockIdx.x * blockDim.x; base < a.lanes; base += stride, i += stride) {
+    const bool active = i < a.lanes;
+    // With verify the round's own reference loads are in flight with its words, and the
+    // prefetch's registers would spill: the words are loaded here.
+    const lq_fpx_lane_words<NBITS> w = VERIFY ? lq_fpx_load_words<NBITS>(a, min(i, a.lanes - 1)) : next;
+    const lq_fpx_lane_place at = lq_fpx_place(a, min(i, a.lanes - 1));
+    // The half-block's tile starts at slab row 64·slab and its first chunk's column.
+    const int64_t tile_at = (at.row0 - tile_row) * a.n_cols + (at.col0 - 2 * (lane % 4)) - (t / LQ_FPX_LANES) * LQ_FPX_TILE_COLS;
+    if (active) {
+      uint32_t scale2[4];
+      lq_fpx_load_scales(a, at.row0, scale2);
+      // Four quarters of 4 pairs, each with its reference pairs loaded first under VERIFY (the
+      // staged path holds more registers than verify alone); the terms in verify alone's order.
+#pragma unroll
+      for (int q0 = 0; q0 < 16; q0 += 4) {
+        float2 r[4];
+        if constexpr (VERIFY) {
+#pragma unroll
+          for (int q = q0; q < q0 + 4; q++) r[q - q0] = lq_fpx_reference_pair(a, at, q);
+        }
+#pragma unroll
+        for (int q = q0; q < q0 + 4; q++) {
+          const int k = q >> 2, g = (q >> 1) & 1, d = q & 1;
+          const float2 v = lq_fpx_pair<NBITS>(a, w, scale2, q);
+          const int row = 16 * k + 8 * d + tile_row;
+          if constexpr (F16) {
+            const __half2 h = __floats2half2_rn(v.x, v.y);
+            tile[row * PITCH + tile_word + 4 * g] = *reinterpret_cast<const uint32_t*>(&h);
+          } else {
+            // One 8-byte store as a 64-bit integer (a float2 assignment was seen split in two).
+            *reinterpret_cast<uint64_t*>(tile + row * PITCH + tile_word + 8 * g) = (uint64_t)__float_as_uint(v.y) << 32 | __float_as_uint(v.x);
+          }
+          if constexpr (VERIFY) {
+            lq_verify_accumulate(v.x, r[q - q0].x, max_abs, sq_err, sq_ref);
+            lq_verify_accumulate(v.y, r[q - q0].y, max_abs, sq_err, sq_ref);
+          }
+        }
+      }
+    }
+    if constexpr (!VERIFY) next = lq_fpx_load_words<NBITS>(a, min(i + stride, a.lanes - 1));
+    __syncthreads();
+    if (active) {
+      // In batches of pieces, shared loads first (fp16: the whole tile's 4 a thread; float32:
+      // 2 of its 8 at a time, which keeps the float32 path within 64 registers unspilled).
+#pragma unroll
+      for (int batch = 0; batch < 64 * PIECES_PER_ROW / LQ_FPX_HALF_THREADS; batch += BATCH) {
+        uint4 piece[BATCH];
+#pragma unroll
+        for (int s = 0; s < BATCH; s++) {
+          const int p = (batch + s) * LQ_FPX_HALF_THREADS + t, row = p / PIECES_PER_ROW, column_word = (p % PIECES_PER_ROW) * WORDS_PER_PIECE;
+          piece[s] = *reinterpret_cast<const uint4*>(tile + row * PITCH + column_word);
+        }
+#pragma unroll
+        for (int s = 0; s < BATCH; s++) {
+          const int p = (batch + s) * LQ_FPX_HALF_THREADS + t, row = p / PIECES_PER_ROW, column = (p % PIECES_PER_ROW) * (F16 ? 8 : 4);
+          const int64_t to = tile_at + row * a.n_cols + column;
+          // st.global.v4 explicitly: a plain uint4 assignment was seen split into 4-byte stores.
+          if constexpr (F16) __stwb(reinterpret_cast<uint4*>(static_cast<__half*>(a.out) + to), piece[s]);
+          else __stwb(reinterpret_cast<uint4*>(static_cast<float*>(a.out) + to), piece[s]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+template <int NBITS>
+__device__ __forceinline__ void lq_fpx_walk(const lq_fpx_args& a, bool f16, uint32_t* staged, double& max_abs, double& sq_err, double& sq_ref) {
+  const bool verify = a.reference != nullptr;
+  if (a.out == nullptr) {
+    if (verify) lq_fpx_verify_lanes<NBITS>(a, max_abs, sq_err, sq_ref);
+  } else if (f16) {
+    if (verify) lq_fpx_write_lanes<NBITS, true, true>(a, staged, max_abs, sq_err, sq_ref);
+    else lq_fpx_write_lanes<NBITS, true, false>(a, staged, max_abs, sq_err, sq_ref);
+  } else {
+    if (verify) lq_fpx_write_lanes<NBITS, false, true>(a, staged, max_abs, sq_err, sq_ref);
+    else lq_fpx_write_lanes<NBITS, false, false>(a, staged, max_abs, sq_err, sq_ref);
+  }
+}
+
 // out (nullable): [M][N] weights, float32, or fp16 bits when out_f16 (RNE from the float32 value).
 // reference (nullable): float32 [M][N] source weights to compare with, the partials (one per
-// block) receiving max |w − ref|, Σ(w − ref)², Σ ref². Threads per block: LQ_VERIFY_THREADS (two
-// half-blocks of four chunks each; a multiple of 32, so every warp is one chunk's lanes).
-#define LQ_VERIFY_THREADS 256
-// Threads staging one 64×64 tile, and its row pitch in floats: 8 more than 64, so that the lanes'
-// float2 writes (4 rows × 4 pairs per half-warp) fall in 32 different banks.
-#define LQ_FPX_HALF_THREADS 128
-#define LQ_FPX_TILE_PITCH 72
-
-// Writes (or compares) the half-block's staged 64×64 tile at rows row0…, columns col0…, in pieces
-// of P consecutive weights of a row (P = 8 with fp16 output, 4 otherwise).
-template <int P>
-__device__ __forceinline__ void lq_fpx_write_tile(const float* tile, int t, void* __restrict__ out, const float* __restrict__ reference, int64_t row0, int64_t col0,
-                                                  int64_t n_cols, bool out_f16, double& max_abs, double& sq_err, double& sq_ref) {
-  constexpr int PIECES_PER_ROW = 64 / P;
-#pragma unroll 2
-  for (int k = 0; k < 64 * PIECES_PER_ROW / LQ_FPX_HALF_THREADS; k++) {
-    const int piece = k * LQ_FPX_HALF_THREADS + t, row = piece / PIECES_PER_ROW, column = (piece % PIECES_PER_ROW) * P;
-    float w[P];
-#pragma unroll
-    for (int j = 0; j < P; j += 4) {
-      const float4 v = *reinterpret_cast<const float4*>(tile + row * LQ_FPX_TILE_PITCH + column + j);
-      w[j] = v.x, w[j + 1] = v.y, w[j + 2] = v.z, w[j + 3] = v.w;
-    }
-    const int64_t at = (row0 + row) * n_cols + col0 + column;
-    if (out != nullptr) lq_store_vector<P>(out, at, w, out_f16);
-    if (reference != nullptr) {
-#pragma unroll
-      for (int j = 0; j < P; j += 4) {
-        const float4 r = *reinterpret_cast<const float4*>(reference + at + j);
-        lq_verify_accumulate(w[j], r.x, max_abs, sq_err, sq_ref);
-        lq_verify_accumulate(w[j + 1], r.y, max_abs, sq_err, sq_ref);
-        lq_verify_accumulate(w[j + 2], r.z, max_abs, sq_err, sq_ref);
-        lq_verify_accumulate(w[j + 3], r.w, max_abs, sq_err, sq_ref);
-      }
-    }
-  }
-}
-
-// The block-stride loop for one code width, so that the regions present, their words and every
-// slot's shift are compile-time constants. Adds this thread's verify terms to max_abs, sq_err,
-// sq_ref. `staged`: two 64 × LQ_FPX_TILE_PITCH float tiles.
-template <int NBITS>
-__device__ __forceinline__ void lq_fpx_lanes(const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out,
-                                             const float* __restrict__ reference, int64_t m_rows, int64_t n_cols, int ebits, int mbits, bool out_f16,
-                                             float* staged, double& max_abs, double& sq_err, double& sq_ref) {
-  constexpr int HAS1 = NBITS & 1, HAS2 = (NBITS >> 1) & 1, HAS4 = (NBITS >> 2) & 1;
-  // Low bit of each region's field in the code: the regions take the bits from the MSB down.
-  constexpr int LOW1 = NBITS - 1, LOW2 = NBITS - HAS1 - 2, LOW4 = 0;
-  // One bit of width is M·N/32 words (the whole region holds y of them).
-  const int64_t lanes = m_rows * n_cols / LQ_FPX_LANE_CODES;
-  const uint32_t* __restrict__ region1 = packed;
-  const uint32_t* __restrict__ region2 = packed + HAS1 * lanes;
-  const uint32_t* __restrict__ region4 = packed + (HAS1 + 2 * HAS2) * lanes;
-  const int64_t tiles = n_cols / LQ_FPX_TILE_COLS;
-  const float unbias = lq_fpx_unbias(ebits);
-  const int sign_shift = ebits + mbits;
-  const int half = (int)threadIdx.x / LQ_FPX_HALF_THREADS, t = (int)threadIdx.x % LQ_FPX_HALF_THREADS;
-  float* tile = staged + half * 64 * LQ_FPX_TILE_PITCH;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  // lanes is a multiple of 128 (chunks come in fours per slab row), so a half-block's four chunks
-  // are all present or all absent; the loop bound is uniform for the __syncthreads.
-  for (int64_t base = (int64_t)blockIdx.x * blockDim.x; base < lanes; base += stride) {
-    const int64_t i = base + threadIdx.x;
-    const bool active = i < lanes;
-    // i = chunk·32 + lane; the lane's word w of region y is word 32·(chunk·y + w) + lane.
-    const int64_t chunk = i / LQ_FPX_LANES;
-    const int lane = (int)(i % LQ_FPX_LANES);
-    const int64_t slab = chunk / tiles, first_tile = (chunk - slab * tiles) & ~(int64_t)3;
-    if (active) {
-      uint32_t word1 = 0, word2[2] = {0, 0}, word4[4] = {0, 0, 0, 0};
-      if constexpr (HAS1 != 0) word1 = region1[i];
-      if constexpr (HAS2 != 0) {
-#pragma unroll
-        for (int w = 0; w < 2; w++) word2[w] = region2[LQ_FPX_LANES * (chunk * 2 + w) + lane];
-      }
-      if constexpr (HAS4 != 0) {
-#pragma unroll
-        for (int w = 0; w < 4; w++) word4[w] = region4[LQ_FPX_LANES * (chunk * 4 + w) + lane];
-      }
-      // The lane's rows are row0 + 8·j, j = 2k + d: eight scales, read once.
-      const int64_t row0 = slab * LQ_FPX_SLAB_ROWS + lane / 4;
-      // Kept as fp16 bits, two to a register, and widened where used: fewer live registers.
-      uint32_t scale2[4];
-#pragma unroll
-      for (int j = 0; j < 4; j++) scale2[j] = scales[row0 + 16 * j] | ((uint32_t)scales[row0 + 16 * j + 8] << 16);
-      // Column of the lane's pair inside the half-block's 64-column tile.
-      const int column0 = (t / LQ_FPX_LANES) * LQ_FPX_TILE_COLS + 2 * (lane % 4);
-#pragma unroll
-      for (int p = 0; p < LQ_FPX_LANE_CODES; p += 2) {
-        float w[2];
-#pragma unroll
-        for (int h0 = 0; h0 < 2; h0++) {
-          uint32_t code = 0;
-          if constexpr (HAS1 != 0) code |= ((word1 >> lq_fpx_slot_shift(1, p + h0)) & 1u) << LOW1;
-          if constexpr (HAS2 != 0) code |= ((word2[(p + h0) / 16] >> lq_fpx_slot_shift(2, (p + h0) % 16)) & 3u) << LOW2;
-          if constexpr (HAS4 != 0) code |= ((word4[(p + h0) / 8] >> lq_fpx_slot_shift(4, (p + h0) % 8)) & 15u) << LOW4;
-          const uint32_t scale_bits = (scale2[p >> 3] >> (16 * ((p >> 1) & 1))) & 0xFFFFu;
-          w[h0] = lq_fpx_weight(code, mbits, sign_shift, unbias, __half2float(__ushort_as_half((uint16_t)scale_bits)));
-        }
-        const int k = p >> 3, g = (p >> 2) & 1, d = (p >> 1) & 1;
-        *reinterpret_cast<float2*>(tile + (16 * k + 8 * d + lane / 4) * LQ_FPX_TILE_PITCH + column0 + 8 * g) = make_float2(w[0], w[1]);
-      }
-    }
-    __syncthreads();
-    if (active) {
-      const int64_t row0 = slab * LQ_FPX_SLAB_ROWS, col0 = first_tile * LQ_FPX_TILE_COLS;
-      if (out_f16) lq_fpx_write_tile<8>(tile, t, out, reference, row0, col0, n_cols, true, max_abs, sq_err, sq_ref);
-      else lq_fpx_write_tile<4>(tile, t, out, reference, row0, col0, n_cols, false, max_abs, sq_err, sq_ref);
-    }
-    __syncthreads();
-  }
-}
-
-extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, 4) lq_fpx_dequant_verify(
+// block) receiving max |w − ref|, Σ(w − ref)², Σ ref². Blocks of LQ_VERIFY_THREADS threads; any
+// grid gives the same weights.
+extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_dequant_verify(
     const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out, const float* __restrict__ reference,
     lq_verify_partial* __restrict__ partials, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, int32_t out_f16, uint32_t* status) {
-  // The two staged tiles; the verify reduction reuses the space at the end.
-  __shared__ __align__(16) float staged[2 * 64 * LQ_FPX_TILE_PITCH];
+  // The two staged tiles (float32 pitch, the larger); the verify reduction reuses the space at the end.
+  __shared__ __align__(16) uint32_t staged[2 * 64 * LQ_FPX_PITCH_F32];
   // Every nbits-bit pattern is a code, so the shape is the only thing the kernel can find wrong.
+  // Layers of 2^37 weights or more are refused too: chunk indices stay 32-bit.
   const bool fields_ok = ebits >= 1 && ebits <= LQ_FPX_MAX_EBITS && mbits >= 0 && mbits <= LQ_FPX_MAX_MBITS;
   const int nbits = 1 + ebits + mbits;
-  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || !fields_ok || nbits < LQ_FPX_MIN_NBITS || nbits > LQ_FPX_MAX_NBITS) {
-    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || m_rows > (INT64_C(1) << 37) / n_cols || !fields_ok ||
+      nbits < LQ_FPX_MIN_NBITS || nbits > LQ_FPX_MAX_NBITS || blockDim.x != LQ_VERIFY_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1) {
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
     return;
   }
+  // One bit of width is M·N/32 words (region y holds y of them), in the order 1, 2, 4.
+  const int64_t lanes = m_rows * n_cols / LQ_FPX_LANES;
+  const int has1 = nbits & 1, has2 = (nbits >> 1) & 1;
+  const lq_fpx_args a{packed, packed + has1 * lanes, packed + (has1 + 2 * has2) * lanes, scales, out, reference, lanes, (uint32_t)(n_cols / LQ_FPX_TILE_COLS), n_cols,
+                      lq_fpx_unbias(ebits), mbits, ebits + mbits};
   double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
   const bool f16 = out_f16 != 0;
   switch (nbits) {
-    case 3: lq_fpx_lanes<3>(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, f16, staged, max_abs, sq_err, sq_ref); break;
-    case 4: lq_fpx_lanes<4>(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, f16, staged, max_abs, sq_err, sq_ref); break;
-    case 5: lq_fpx_lanes<5>(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, f16, staged, max_abs, sq_err, sq_ref); break;
-    case 6: lq_fpx_lanes<6>(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, f16, staged, max_abs, sq_err, sq_ref); break;
-    default: lq_fpx_lanes<7>(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, f16, staged, max_abs, sq_err, sq_ref); break;
+    case 3: lq_fpx_walk<3>(a, f16, staged, max_abs, sq_err, sq_ref); break;
+    case 4: lq_fpx_walk<4>(a, f16, staged, max_abs, sq_err, sq_ref); break;
+    case 5: lq_fpx_walk<5>(a, f16, staged, max_abs, sq_err, sq_ref); break;
+    case 6: lq_fpx_walk<6>(a, f16, staged, max_abs, sq_err, sq_ref); break;
+    default: lq_fpx_walk<7>(a, f16, staged, max_abs, sq_err, sq_ref); break;
   }
-  // Every thread is past its last read of `staged` (the loop ends with __syncthreads).
+  // Every thread is past its last read of `staged` (the write loop ends with __syncthreads).
   if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, reinterpret_cast<double*>(staged), partials);
 }

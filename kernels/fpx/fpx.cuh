@@ -87,3 +87,88 @@ __device__ __forceinline__ float lq_fpx_weight(uint32_t code, int mbits, int sig
   const float scaled_down = __uint_as_float((sign << 31) | (magnitude << (23 - mbits)));
   return __fmul_rn(__fmul_rn(scaled_down, unbias), scale);
 }
+
+// The fields of a layer as the walks read them: the regions present (null where nbits lacks
+// one), one word of width y per chunk-lane and bit.
+struct lq_fpx_args {
+  const uint32_t* __restrict__ region1;
+  const uint32_t* __restrict__ region2;
+  const uint32_t* __restrict__ region4;
+  const uint16_t* __restrict__ scales;
+  void* __restrict__ out;
+  const float* __restrict__ reference;
+  // Chunk lanes (M·N/32), 16-column tiles per slab (N/16), columns.
+  int64_t lanes;
+  uint32_t tiles;
+  int64_t n_cols;
+  float unbias;
+  int mbits, sign_shift;
+};
+
+// The words one chunk-lane holds: 1, 2 and 4 of the regions of width 1, 2, 4 (those NBITS has;
+// the others stay unused and compile away).
+template <int NBITS>
+struct lq_fpx_lane_words {
+  uint32_t w1, w2[2], w4[4];
+};
+
+// Lane i = chunk·32 + lane's words: word w of region y is word 32·(chunk·y + w) + lane, so
+// consecutive lanes read consecutive words (a warp: 128 contiguous bytes a load).
+template <int NBITS>
+__device__ __forceinline__ lq_fpx_lane_words<NBITS> lq_fpx_load_words(const lq_fpx_args& a, int64_t i) {
+  const int64_t chunk = i / LQ_FPX_LANES, lane = i % LQ_FPX_LANES;
+  lq_fpx_lane_words<NBITS> w{0, {0, 0}, {0, 0, 0, 0}};
+  if constexpr ((NBITS & 1) != 0) w.w1 = __ldg(a.region1 + i);
+  if constexpr ((NBITS & 2) != 0) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) w.w2[j] = __ldg(a.region2 + LQ_FPX_LANES * (chunk * 2 + j) + lane);
+  }
+  if constexpr ((NBITS & 4) != 0) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) w.w4[j] = __ldg(a.region4 + LQ_FPX_LANES * (chunk * 4 + j) + lane);
+  }
+  return w;
+}
+
+// The code at stream position p (0 … 31, a constant once unrolled) of the lane: region y's field
+// in word p / (32/y), slot p mod (32/y), placed from the MSB down (1-bit region highest).
+template <int NBITS>
+__device__ __forceinline__ uint32_t lq_fpx_code(const lq_fpx_lane_words<NBITS>& w, int p) {
+  // Low bit of each region's field in the code: the regions take the bits from the MSB down.
+  constexpr int LOW1 = NBITS - 1, LOW2 = NBITS - (NBITS & 1) - 2;
+  uint32_t code = 0;
+  if constexpr ((NBITS & 1) != 0) code |= ((w.w1 >> lq_fpx_slot_shift(1, p)) & 1u) << LOW1;
+  if constexpr ((NBITS & 2) != 0) code |= ((w.w2[p / 16] >> lq_fpx_slot_shift(2, p % 16)) & 3u) << LOW2;
+  if constexpr ((NBITS & 4) != 0) code |= (w.w4[p / 8] >> lq_fpx_slot_shift(4, p % 8)) & 15u;
+  return code;
+}
+
+// A lane's place in its chunk: rows row0 + 16k + 8d (k 0 … 3, d 0 … 1), columns col0 + 8g + h0
+// (g, h0 0 … 1), with row0 = 64·slab + lane/4 and col0 = 16·tile + 2·(lane mod 4).
+struct lq_fpx_lane_place {
+  int64_t row0, col0;
+};
+__device__ __forceinline__ lq_fpx_lane_place lq_fpx_place(const lq_fpx_args& a, int64_t i) {
+  // chunk < 2^32: the kernel refuses layers of 2^37 weights or more.
+  const uint32_t chunk = (uint32_t)(i / LQ_FPX_LANES), lane = (uint32_t)(i % LQ_FPX_LANES);
+  const uint32_t slab = chunk / a.tiles, tile = chunk - slab * a.tiles;
+  return {(int64_t)slab * LQ_FPX_SLAB_ROWS + lane / 4, (int64_t)tile * LQ_FPX_TILE_COLS + 2 * (lane % 4)};
+}
+
+// The lane's eight row scales (rows row0 + 8j, j = 2k + d), as fp16 bits two to a register
+// (scale2[k] holds d = 0 low, d = 1 high): fewer live registers than eight floats.
+__device__ __forceinline__ void lq_fpx_load_scales(const lq_fpx_args& a, int64_t row0, uint32_t scale2[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; k++) scale2[k] = __ldg(a.scales + row0 + 16 * k) | ((uint32_t)__ldg(a.scales + row0 + 16 * k + 8) << 16);
+}
+__device__ __forceinline__ float lq_fpx_scale(const uint32_t scale2[4], int k, int d) {
+  return __half2float(__ushort_as_half((uint16_t)((scale2[k] >> (16 * d)) & 0xFFFFu)));
+}
+
+// The two weights of the lane's pair q = (k·2 + g)·2 + d (stream positions 2q, 2q + 1).
+template <int NBITS>
+__device__ __forceinline__ float2 lq_fpx_pair(const lq_fpx_args& a, const lq_fpx_lane_words<NBITS>& w, const uint32_t scale2[4], int q) {
+  const float scale = lq_fpx_scale(scale2, q >> 2, q & 1);
+  return make_float2(lq_fpx_weight(lq_fpx_code<NBITS>(w, 2 * q), a.mbits, a.sign_shift, a.unbias, scale),
+                     lq_fpx_weight(lq_fpx_code<NBITS>(w, 2 * q + 1), a.mbits, a.sign_shift, a.unbias, scale));
+}

@@ -17,13 +17,16 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  *
  * Launch: THREADS threads per block (two half-blocks that each stage four chunks, a 64×64 tile, in
  * shared memory before writing it row by row; a warp is one chunk's 32 lanes), one thread per lane
- * of a 64×16 chunk (32 weights each), and
- * enough blocks to fill the device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop,
- * capped by the lane count: more blocks only add partials to sum.
+ * of a 64×16 chunk (32 weights each), over a persistent grid: BLOCKS_PER_SM blocks per
+ * multiprocessor, what the kernel's __launch_bounds__ guarantees to be resident together, so every
+ * block starts at once and none waits for a second wave; capped by the lane count.
  */
 
+/** LQ_VERIFY_THREADS and LQ_FPX_MIN_BLOCKS in fpx.cu (the kernel refuses other block sizes). */
 const THREADS = 256;
-const BLOCKS_PER_SM = 16;
+const BLOCKS_PER_SM = 4;
+/** Layers of this many weights or more (a 96 GiB FP6 layer) are refused, as fpx.cu refuses them: it numbers 64×16 chunks with uint32. */
+const MAX_WEIGHTS = 2 ** 37;
 /** Weights each kernel thread decodes per chunk lane (fpx.cuh LQ_FPX_LANE_CODES). */
 const LANE_CODES = 32;
 
@@ -61,6 +64,8 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
     throw refuse("unsupported code width", `1 + ebits + mbits in ${MIN_NBITS} … ${MAX_NBITS}, ebits ≥ 1`, [ebits, mbits, nbits]);
   }
   if (!(Number.isInteger(M) && Number.isInteger(N) && fitsTcLayout(M, N))) throw refuse("shape outside the tensor-core layout", `rows % ${TC_ROW_MULTIPLE} = 0, columns % ${TC_COL_MULTIPLE} = 0, both > 0`, [M, N]);
+  // The kernel numbers 64×16 chunks with 32-bit indices (fpx.cu refuses larger layers too).
+  if (M * N >= MAX_WEIGHTS) throw refuse("layer too large for the kernel's 32-bit chunk index", `M·N < 2^37`, M * N);
   if (t.packed.length !== tcPackedBytes(M, N, nbits)) throw refuse("packed length", tcPackedBytes(M, N, nbits), t.packed.length);
   if (t.scales.length !== M) throw refuse("scales length (one fp16 scale per row)", M, t.scales.length);
   if (options.reference !== undefined && options.reference.length !== M * N) throw refuse("reference length", M * N, options.reference.length);
@@ -69,7 +74,9 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
   const module = engine.module("fpx");
   const total = M * N;
   const lanes = total / LANE_CODES;
-  const blocks = Math.max(1, Math.min(Math.ceil(lanes / THREADS), context.info.multiprocessors * BLOCKS_PER_SM));
+  // sm_86 / sm_89 multiprocessors have 100 KB of shared memory: two blocks' staged tiles (36 KB each) fit, not four.
+  const blocksPerSm = context.info.computeCapability === 86 || context.info.computeCapability === 89 ? 2 : BLOCKS_PER_SM;
+  const blocks = Math.max(1, Math.min(Math.ceil(lanes / THREADS), context.info.multiprocessors * blocksPerSm));
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {

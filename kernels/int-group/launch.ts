@@ -14,21 +14,46 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * formats/int-group/reference.ts, or those values rounded to fp16) and, given the source
  * weights, the verify statistics.
  *
- * Launch (the grid the kernel's comment describes): THREADS threads per block, on chunks of
- * CHUNK columns of a row (16 weights per thread, in pieces of 8 or 4); grid x = the column chunks
- * of one row, grid y = the rows, capped at MAX_GRID_Y (the kernel walks further rows with a
- * grid-stride loop): 11,008 blocks on an 11008×4096 layer, ~10 waves, so no wave is left half
- * empty for long. One verify partial per block.
+ * Launch (launchShape): a persistent grid of THREADS-thread blocks, at most BLOCKS_PER_SM per
+ * multiprocessor (what the kernel's __launch_bounds__ guarantees to be resident together), so
+ * every block starts at once and walks its share of the layer in rounds; fewer where the layer
+ * has less work than that. One verify partial per block.
  */
 
-/** LQ_INT_GROUP_THREADS and LQ_INT_GROUP_CHUNK in int-group.cu. */
+/** LQ_INT_GROUP_THREADS and LQ_INT_GROUP_MIN_BLOCKS in int-group.cu. */
 const THREADS = 256;
-const CHUNK = 16 * THREADS;
-/** Longest row: int-group.cu indexes columns with int32, and chunk + grid stride stays below 2³¹. */
+const BLOCKS_PER_SM = 4;
+const WARPS_PER_BLOCK = THREADS / 32;
+/**
+ * Pieces per lane and round of the span walk (int-group.cu lq_int_group_pieces): a span is
+ * 32 · pieces · P consecutive columns of a row, P = 8 weights with fp16 output, 4 otherwise.
+ */
+const SPAN_PIECES = { write: 4, verifyF16: 2, verifyF32: 4 } as const;
+/** Most act-order groups whose (scale, zero) pairs the kernel stages in shared memory (8 bytes each): BLOCKS_PER_SM blocks still fit. */
+const MAX_STAGED_GROUPS = 2048;
+/** Longest row: int-group.cu indexes columns with int32 (LQ_INT_GROUP_MAX_COLS). */
 const MAX_ROW_WEIGHTS = 2 ** 30;
-/** CUDA's limit on gridDim.y. */
-const MAX_GRID_Y = 65535;
 const ROUNDING = { F32: 0, F16: 1, BF16: 2 } as const;
+
+/**
+ * The grid and dynamic shared memory for one layer, mirroring the kernel's choice of walk:
+ * without g_idx (K and group size multiples of P) warps take spans of a row, so the work is
+ * counted in spans, 8 warps a block; with g_idx a block takes whole rows, with the row's
+ * (scale, zero) pairs staged in shared memory when there are at most MAX_STAGED_GROUPS groups
+ * (else, and for odd shapes, the per-element walk, also a block per row). The kernel gives the
+ * same weights on any grid; this only sizes it.
+ */
+function launchShape(multiprocessors: number, N: number, K: number, groupSize: number, groups: number, actOrder: boolean, f16: boolean, verify: boolean): { blocks: number; sharedBytes: number } {
+  const P = f16 ? 8 : 4;
+  const maxBlocks = Math.max(1, multiprocessors * BLOCKS_PER_SM);
+  if (!actOrder && K % P === 0 && groupSize % P === 0) {
+    const pieces = !verify ? SPAN_PIECES.write : f16 ? SPAN_PIECES.verifyF16 : SPAN_PIECES.verifyF32;
+    const spans = N * Math.ceil(K / (32 * pieces * P));
+    return { blocks: Math.min(maxBlocks, Math.ceil(spans / WARPS_PER_BLOCK)), sharedBytes: 0 };
+  }
+  const staged = actOrder && K % P === 0 && groups <= MAX_STAGED_GROUPS;
+  return { blocks: Math.min(maxBlocks, N), sharedBytes: staged ? groups * 8 : 0 };
+}
 
 export interface IntGroupGpuOptions extends LaunchTimingOptions {
   /** As formats/int-group/reference.ts (default "scale-dtype"). */
@@ -63,7 +88,7 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
   const groups = groupCount(K, groupSize);
   const refuse = (detail: string, expected: unknown, actual: unknown) => new KernelError("LAUNCH_REFUSED", `int-group ${shape}: ${detail}`, { ...where, expected, actual });
   if (!(N > 0 && K > 0 && groupSize > 0)) throw refuse("empty or impossible shape", "N, K, group size > 0", [N, K, groupSize]);
-  // The kernel walks a row's columns with 32-bit indices (chunk + stride must not wrap).
+  // The kernel walks a row's columns with 32-bit indices (a span past the row's end must not wrap).
   if (K > MAX_ROW_WEIGHTS) throw refuse("row too long for the kernel's 32-bit column index", `K ≤ ${MAX_ROW_WEIGHTS}`, K);
   if (t.codes.length !== N * K) throw refuse("codes length", N * K, t.codes.length);
   if (t.scales.length !== groups * N || t.zeros.length !== groups * N) throw refuse("scales/zeros length", groups * N, [t.scales.length, t.zeros.length]);
@@ -77,9 +102,8 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
   const context = engine.context;
   const module = engine.module("int-group");
   const total = N * K;
-  const gridX = Math.ceil(K / CHUNK);
-  const gridY = Math.min(N, MAX_GRID_Y);
-  const blocks = gridX * gridY;
+  const f16 = options.output === "f16";
+  const { blocks, sharedBytes } = launchShape(context.info.multiprocessors, N, K, groupSize, groups, t.gIdx !== undefined, f16, options.reference !== undefined);
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
@@ -97,7 +121,6 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
     const scales = upload(bytesOf(t.scales));
     const zeros = upload(bytesOf(t.zeros));
     const gIdx = t.gIdx === undefined ? 0n : upload(bytesOf(t.gIdx));
-    const f16 = options.output === "f16";
     const out = wantWeights ? alloc(total * (f16 ? 2 : 4)) : 0n;
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
@@ -107,7 +130,7 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
       { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: gIdx }, { pointer: out }, { pointer: reference }, { pointer: partials },
       { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, { pointer: status },
     ];
-    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch("lq_int_group_dequant_verify", { grid: [gridX, gridY], block: [THREADS] }, args), options);
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch("lq_int_group_dequant_verify", { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     checkStatus(context, status, { format: "int-group", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));

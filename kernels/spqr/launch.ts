@@ -8,28 +8,29 @@ import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/ver
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 
 /**
- * Host side of kernels/spqr/spqr.cu: checks the tensor, uploads its fields, launches
- * `lq_spqr_dequant_verify`, and returns the weights ([m, n] in original column order, float32
+ * Host side of kernels/spqr/spqr.cu: checks the tensor, uploads its fields, launches one of its
+ * kernels (stripeLaunch), and returns the weights ([m, n] in original column order, float32
  * with the values of formats/spqr/reference.ts, whose fp16 results it widens, or those fp16 bits)
  * and, given the source weights, the verify statistics.
  *
  * Every index the kernel follows is checked here first (KernelError LAUNCH_REFUSED), so no file
  * can make it read out of bounds: array lengths (and element sizes), CSR offsets from 0 to the
  * entry count and never decreasing, outlier columns below n, the permutation a permutation. The
- * kernel bounds offsets and permuted columns again and reports through its status word.
+ * kernels bound offsets and permuted columns again and report through their status word.
  *
  * Prepared here, all O(n + nnz + tiles): the inverse permutation (the kernel walks output
  * columns), the four second-order statistics interleaved per tile (one 8-byte load), and, for
  * rows whose outlier columns are not sorted (never so in files SpQR writes), a stable sort by
  * column, which keeps the order in which equal columns add up.
  *
- * Launch (rowLaunch): THREADS threads per block (the kernels' shared-memory reduction is sized
- * for 256).
- * - `lq_spqr_rows_dequant_verify` whenever a row fits in shared memory (2 bytes per column plus
- *   the span's statistics, ≤ SHARED_LIMIT_BYTES: n ≤ ~20,000 at 16-column groups): one block per
- *   span of SPAN_ROWS rows. Spans of 4 rows make the [G][m] scale and zero codes of a group 4
- *   adjacent bytes per load, and still give ~2,750 blocks on an 11008-row layer: ~2.6 waves of 8
- *   resident blocks per multiprocessor, so the last wave's idle share stays small.
+ * Launch (stripeLaunch): THREADS threads per block (the kernels are written for 256).
+ * - `lq_spqr_stripes_<output>[_verify]` whenever n and beta2 are multiples of 8 and a batch of rows
+ *   fits in shared memory (≤ SHARED_LIMIT_BYTES: the stripe's CSR offsets, (s, z) of each (row of
+ *   the stripe, group), and 2n bytes per row of the batch): one block per stripe of `stripe`
+ *   rows, walked in batches of `batch` rows (spqr.cu says why). The most rows per batch first
+ *   (rows in flight), then the longest stripe (one 16-byte load of a group's 16 scale codes). At
+ *   n = 4096, 16-column groups: batches of 4 rows, stripes of 8 (1,376 blocks on an 11008-row
+ *   layer: 2.6 waves of four resident blocks per multiprocessor on the H100).
  * - otherwise `lq_spqr_dequant_verify`: one thread per weight over a grid-stride loop (enough
  *   blocks to fill the device, BLOCKS_PER_SM per multiprocessor), each finding its row's outliers
  *   by binary search.
@@ -37,13 +38,16 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
 
 const THREADS = 256;
 const BLOCKS_PER_SM = 16;
-/** Rows per span of the row kernel, the largest first that fits in shared memory. */
-const SPAN_ROWS = [4, 2, 1] as const;
+/** Rows per batch and per stripe of the stripe kernel (LQ_SPQR_MAX_BATCH, LQ_SPQR_MAX_STRIPE), the most first. */
+const BATCH_ROWS = [8, 4, 2, 1] as const;
+const STRIPE_ROWS = [16, 8, 4, 2, 1] as const;
 /** Dynamic shared memory a launch may ask for without cuFuncSetAttribute (which the driver binding lacks). */
 const SHARED_LIMIT_BYTES = 48 * 1024;
-/** The verify reduction's 3 · THREADS doubles, which the row kernel places in the same shared memory. */
-const REDUCTION_BYTES = 3 * THREADS * 8;
-/** CUDA's limit on gridDim.x; the kernels walk further spans or elements with a block-stride loop. */
+/** The stripe's CSR offsets, LQ_SPQR_OFFSET_BYTES of spqr.cu. */
+const OFFSET_BYTES = 80;
+/** The verify reduction's 96 doubles, which the stripe kernel places in the same shared memory. */
+const REDUCTION_BYTES = 96 * 8;
+/** CUDA's limit on gridDim.x; the kernels walk further stripes or elements with a block-stride loop. */
 const MAX_GRID_X = 2 ** 31 - 1;
 /** The permutation (SpQR's in_perm halves) and the outlier columns are uint16. */
 const MAX_COLUMNS = 65536;
@@ -95,8 +99,9 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   const context = engine.context;
   const module = engine.module("spqr");
   const total = m * n;
-  const { kernel, blocks, sharedBytes, spanRows } = rowLaunch(m, n, n / beta2, context.info.multiprocessors);
   const wantWeights = options.weights ?? true;
+  const f16 = options.output === "f16";
+  const { kernel, blocks, sharedBytes, rows } = stripeLaunch(m, n, beta2, context.info.multiprocessors, wantWeights ? (f16 ? "f16" : "f32") : undefined, options.reference !== undefined);
   const withOutliers = !(options.denseOnly ?? false);
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
@@ -118,7 +123,6 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
     const cols = withOutliers ? upload(bytesOf(outliers.cols)) : 0n;
     const values = withOutliers ? upload(bytesOf(outliers.values)) : 0n;
     const inversePerm = options.permuted ? 0n : upload(bytesOf(invPerm));
-    const f16 = options.output === "f16";
     const out = wantWeights ? alloc(total * (f16 ? 2 : 4)) : 0n;
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
@@ -128,7 +132,7 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
       { pointer: rowOffsets }, { pointer: cols }, { pointer: values }, { pointer: inversePerm },
       { pointer: out }, { pointer: reference }, { pointer: partials },
       { i64: m }, { i64: n }, { i64: beta1 }, { i64: beta2 }, { i64: outliers.cols.length }, { u32: 2 ** bits - 1 },
-      { i32: withOutliers && storage === "ptcsr" ? 1 : 0 }, { i32: f16 ? 1 : 0 }, ...(spanRows === undefined ? [] : [{ i32: spanRows }]), { pointer: status },
+      { i32: withOutliers && storage === "ptcsr" ? 1 : 0 }, ...(rows === undefined ? [{ i32: f16 ? 1 : 0 }] : [{ i32: rows.stripe }, { i32: rows.batch }]), { pointer: status },
     ];
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
@@ -143,16 +147,23 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
 }
 
 /**
- * The kernel, its grid and its dynamic shared memory (the comment at the top says why). The row
- * kernel's shared memory: the fp16 row (2n bytes, rounded up to 16) and (s, z) as two fp16 per
- * (row of the span, group).
+ * The kernel, its grid and its dynamic shared memory (the comment at the top says why). The
+ * stripe kernel's shared memory: the offsets, (s, z) as two fp16 per (row of the stripe, group)
+ * rounded up to 16 bytes, and the batch's fp16 rows.
  */
-function rowLaunch(m: number, n: number, groups: number, multiprocessors: number): { kernel: string; blocks: number; sharedBytes: number; spanRows?: number } {
-  const rowBytes = Math.ceil((2 * n) / 16) * 16;
-  for (const spanRows of SPAN_ROWS) {
-    const sharedBytes = Math.max(REDUCTION_BYTES, rowBytes + 4 * spanRows * groups);
-    if (sharedBytes > SHARED_LIMIT_BYTES) continue;
-    return { kernel: "lq_spqr_rows_dequant_verify", blocks: Math.min(Math.ceil(m / spanRows), MAX_GRID_X), sharedBytes, spanRows };
+function stripeLaunch(m: number, n: number, beta2: number, multiprocessors: number, output: "f16" | "f32" | undefined, verify: boolean): { kernel: string; blocks: number; sharedBytes: number; rows?: { stripe: number; batch: number } } {
+  if (n % 8 === 0 && beta2 % 8 === 0) {
+    const groups = n / beta2;
+    for (const batch of BATCH_ROWS) {
+      for (const stripe of STRIPE_ROWS) {
+        if (stripe < batch) continue;
+        const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch * 2 * n);
+        if (sharedBytes > SHARED_LIMIT_BYTES) continue;
+        // One kernel per output kind and verify (spqr.cu says why).
+        const kernel = output === undefined ? (verify ? "lq_spqr_stripes_verify" : "lq_spqr_stripes_check") : `lq_spqr_stripes_${output}${verify ? "_verify" : ""}`;
+        return { kernel, blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), sharedBytes, rows: { stripe, batch } };
+      }
+    }
   }
   return { kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), multiprocessors * BLOCKS_PER_SM)), sharedBytes: 0 };
 }
@@ -213,7 +224,8 @@ function interleaveStats(t: SpqrTensor): Uint16Array {
 }
 
 /**
- * The outliers with each row sorted by column, as the kernel's binary search needs. Outliers at
+ * The outliers with each row sorted by column, as the kernels need (the stripe kernel's runs of
+ * equal columns and PTCSR check at column 0, the fallback's binary search). Outliers at
  * different columns never meet in one sum, so a stable sort (ties in entry order) leaves every
  * weight as the reference's in-order adds make it. Sorted input is returned as it is.
  */

@@ -1,233 +1,167 @@
-// SpQR dequant and dequant-verify (layout and formula in spqr.cuh). Two kernels: the row-span one
-// at the end of this file, and for rows too long for shared memory this one: one thread per output weight
-// over a grid-stride loop, in ORIGINAL column order: the output and the reference are read and
-// written coalesced, and each thread gathers its stored column j = inv_perm[jo] (codes, statistics
-// and the row's outliers stay in L1/L2 while a block works along a row). Each thread computes its
-// weight completely, dense part, outliers in CSR order and final fp16 rounding, before storing
-// or verifying it: one pass, no float32 scratch of [m][n], and the verify sees the final weight
-// even when no output is written. The launch configuration is chosen in launch.ts.
+// SpQR dequant and dequant-verify (layout and formula in spqr.cuh): the stripe kernels below
+// whenever the shape allows (n and beta2 multiples of 8, a batch of rows in shared memory:
+// launch.ts), else the per-element one of elements.cuh.
+//
+// Stripe kernels: block b owns the `stripe` (≤ 16) consecutive rows from b · stripe, T = 256
+// threads, and walks them in batches of `batch` rows, each row of a batch decoded whole into
+// shared memory (the output gathers across the row; stripe-phases.cuh has the phases):
+//  0. once per stripe: (s, z) of every (row, group) decoded once into shared memory, from one
+//     vector load of the stripe's scale codes of a group (16 bytes at a 16-row stripe; likewise
+//     the zero codes) and one 8-byte load of the tile's statistics; the stripe's CSR offsets;
+//     the permutation checked (every stored index < n, so the gathers need no clamp);
+//  1. decode: 8 stored columns per item, one 8-byte code load, four fp16x2 grid operations per
+//     pair of weights (lq_spqr_grid2: bit for bit the float32 path's roundings), one 16-byte
+//     shared store;
+//  2. outliers: one thread per CSR entry of the batch; the first of a run of equal columns (rows
+//     sorted by column, stably, on the host) adds the run in entry order in float32 onto the
+//     dense fp16 and rounds once: W = h(dense + v₁ + …); no search, no atomics, no second pass
+//     over the output;
+//  3. emit: 8 original columns per item, one 16-byte inv_perm load, 8 gathers from the shared
+//     row, 16-byte stores (fp16 or float32), 16-byte reference loads for verify.
+// Three barriers per batch. The next batch's codes and first outlier entries are loaded before
+// step 3 (with verify, in step 1: the reference loads need those registers), so their latency
+// hides behind the stores; four blocks of 256 threads per multiprocessor (≤ 64 registers, ≤ 48 KiB
+// of shared memory each) keep 4 × batch rows in flight per multiprocessor.
+//
+// out: [m][n] weights, float32 or fp16 bits (the kernel's name says which, or none). reference
+// (verify kernels): float32 [m][n] source weights in the output's column order, the partials (one
+// per block) receiving max |w − ref|, Σ(w − ref)², Σ ref². row_offsets (nullable): no outliers
+// (dense only). inv_perm (nullable): stored column order out. ptcsr: reproduce the PTCSR quirk
+// (m % 16 == 0). Dynamic shared memory: [LQ_SPQR_OFFSET_BYTES: the stripe's offsets][align16(stripe
+// · G · 4) bytes: (s, z)][batch · 2n bytes: the rows], at least the 96 doubles of the verify
+// reduction, which reuses it at the end.
 #include "spqr.cuh"
+#include "stripe-phases.cuh"
+#include "elements.cuh"
 #include "../common/status.h"
 #include "../common/verify.cuh"
 
-// out (nullable): [m][n] weights, float32, or fp16 bits when out_f16 (the same fp16 the float32
-// value widens from). reference (nullable): float32 [m][n] source weights in the output's column
-// order, the partials (one per block) receiving max |w − ref|, Σ(w − ref)², Σ ref².
-// row_offsets (nullable): no outliers at all (dense only). inv_perm (nullable): stored column
-// order out. ptcsr: reproduce the PTCSR quirk (m a multiple of 16).
-// Threads per block: LQ_VERIFY_THREADS (the shared-memory reduction is sized for it).
-#define LQ_VERIFY_THREADS 256
-
-extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS) lq_spqr_dequant_verify(
-    const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,
-    const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,
-    const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out,
-    const float* __restrict__ reference, lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1,
-    int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr, int32_t out_f16, uint32_t* status) {
-  __shared__ double shared[3 * LQ_VERIFY_THREADS];
-  if (m <= 0 || n <= 0 || beta1 <= 0 || beta2 <= 0 || m % beta1 != 0 || n % beta2 != 0 || nnz < 0 || (ptcsr != 0 && m % LQ_SPQR_PTCSR_ROWS != 0)) {
-    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
-    return;
-  }
-  const int64_t row_groups = m / beta1;
-  const int64_t total = m * n;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
-  uint32_t bad = 0;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t r = i / n, jo = i - r * n;
-    const int64_t j = inv_perm != nullptr ? (int64_t)inv_perm[jo] : jo;
-    if (j >= n) {
-      bad |= 2u;
-      continue;
-    }
-    const int64_t g = j / beta2;
-    float wp = lq_spqr_dense(codes[r * n + j], scale_codes[g * m + r], zero_codes[g * m + r], stats[g * row_groups + r / beta1], max_code, &bad);
-    if (row_offsets != nullptr) {
-      // The host checked every offset; these bounds keep a kernel given bad ones inside cols/values.
-      const int64_t lo = row_offsets[r], hi = row_offsets[r + 1];
-      if (lo < 0 || hi < lo || hi > nnz) {
-        bad |= 2u;
-        continue;
-      }
-      wp = lq_spqr_add_outliers(wp, (uint32_t)j, cols, values, lo, hi);
-      // __fadd_rn: x + 0 is not an identity (−0 + 0 = +0) and must not be folded away.
-      if (ptcsr != 0 && j == 0 && lq_spqr_ptcsr_padded(row_offsets, r)) wp = __fadd_rn(wp, 0.0f);
-    }
-    const float w = lq_spqr_h(wp);
-    if (out != nullptr) lq_store(out, i, w, out_f16 != 0);
-    if (reference != nullptr) {
-      const double ref = reference[i], e = (double)w - ref;
-      max_abs = fmax(max_abs, fabs(e));
-      sq_err += e * e;
-      sq_ref += ref * ref;
-    }
-  }
-  if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
-  if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, shared, partials);
-}
-
-// The row-span kernel, used whenever a row fits in shared memory (launch.ts): the per-element
-// binary search above costs ~20× the memory time. Block b owns spans of `span_rows` consecutive
-// rows (block-stride over spans) and, per span:
-//  1. decodes the span's first-order (s, z) for every group into shared memory, thread i taking
-//     (group i / rows, row i % rows): the span's scale and zero codes of one group are adjacent
-//     bytes ([G][m] layout), so a warp's loads share sectors instead of touching one per thread;
-//  2. per row: each thread decodes 16 consecutive STORED columns (one 16-byte code load) into a
-//     shared fp16 row (the dense value h(s·h(q − z)) is an fp16, so fp16 holds it exactly);
-//  3. adds the row's outliers: one thread per run of equal columns (the host sorted each row by
-//     column, stably), in CSR order, in float32, then rounds once: W = h(dense + v₁ + …);
-//  4. walks ORIGINAL columns, 8 per thread: one 16-byte inv_perm load, 8 gathers from the shared
-//     row, one 16-byte fp16 store (or two float32 ones), two 16-byte reference loads for verify.
-// Every weight is final in shared memory before step 4, so dequant and verify see the same values.
-// Dynamic shared memory: [align16(2n) bytes: the row][span_rows · G · 4 bytes: (s, z)], at least
-// the 3 · LQ_VERIFY_THREADS doubles of the verify reduction, which reuses it at the end.
-__device__ __forceinline__ int64_t lq_spqr_align16(int64_t bytes) { return (bytes + 15) & ~(int64_t)15; }
-
-extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, 4) lq_spqr_rows_dequant_verify(
-    const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,
-    const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,
-    const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out,
-    const float* __restrict__ reference, lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1,
-    int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr, int32_t out_f16, int32_t span_rows, uint32_t* status) {
+template <int OUT, bool VERIFY>
+__device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats, const int32_t* row_offsets,
+                                                const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out, const float* reference,
+                                                lq_verify_partial* partials, int64_t m, int n, int64_t beta1, int beta2, int64_t nnz, uint32_t over, bool ptcsr,
+                                                int stripe, int batch, uint32_t* status) {
   extern __shared__ __align__(16) unsigned char lq_spqr_shared[];
-  constexpr int T = LQ_VERIFY_THREADS, DENSE = 16, OUT = 8;
-  if (m <= 0 || n <= 0 || n > 65536 || beta1 <= 0 || beta2 <= 0 || m % beta1 != 0 || n % beta2 != 0 || nnz < 0 || span_rows <= 0 || span_rows > 64 ||
-      (ptcsr != 0 && m % LQ_SPQR_PTCSR_ROWS != 0)) {
+  constexpr int T = LQ_SPQR_THREADS;
+  // Verify keeps its registers for the reference loads: no codes held across the barriers.
+  constexpr bool PREFETCH = !VERIFY;
+  const int t = (int)threadIdx.x;
+  lq_spqr_shape sh;
+  sh.n = n, sh.pieces = n / 8, sh.groups = n / beta2, sh.group_pieces = beta2 / 8;
+  sh.group_shift = (sh.group_pieces & (sh.group_pieces - 1)) == 0 ? __ffs(sh.group_pieces) - 1 : -1;
+  sh.first_row = t / sh.pieces, sh.first_piece = t % sh.pieces, sh.step_rows = T / sh.pieces, sh.step_pieces = T % sh.pieces;
+  int32_t* offsets = reinterpret_cast<int32_t*>(lq_spqr_shared);
+  __half2* sz = reinterpret_cast<__half2*>(lq_spqr_shared + LQ_SPQR_OFFSET_BYTES);
+  uint16_t* rows_buf = reinterpret_cast<uint16_t*>(lq_spqr_shared + LQ_SPQR_OFFSET_BYTES + lq_spqr_align16(stripe * sh.groups * 4));
+  const bool outliers = row_offsets != nullptr;
+  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
+  uint32_t bad = 0;
+  // Every loop bound and branch around a barrier is uniform over the block.
+  for (int64_t s = blockIdx.x; s * stripe < m; s += gridDim.x) {
+    const int64_t r0 = s * stripe;
+    const int rows = (int)min((int64_t)stripe, m - r0);
+    int rb = min(batch, rows);
+    // 0. Loads first (offsets, the first batch's codes, statistics, permutation), then their uses.
+    bool index_bad = false;
+    if (outliers && t < 32) {
+      // The host checked the offsets; these bounds keep a kernel given bad ones inside cols/values.
+      const int32_t offset = t <= rows ? __ldg(row_offsets + r0 + t) : 0;
+      const int32_t previous = __shfl_up_sync(0xFFFFFFFFu, offset, 1);
+      index_bad = t <= rows && (offset < 0 || offset > nnz || (t > 0 && offset < previous));
+      if (t <= rows) offsets[t] = offset;
+    }
+    uint2 ahead[LQ_SPQR_AHEAD];
+    if (PREFETCH) lq_spqr_load_ahead(ahead, codes, r0, rb, sh);
+    lq_spqr_build_table(sz, scale_codes, zero_codes, stats, m, beta1, stripe, r0, rows, sh.groups);
+    for (int p = t; inv_perm != nullptr && p < sh.pieces; p += T) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(inv_perm + 8 * p));
+      const uint32_t high = __vmaxu2(__vmaxu2(v.x, v.y), __vmaxu2(v.z, v.w));
+      index_bad |= max(high & 0xFFFFu, high >> 16) >= (uint32_t)n;
+    }
+    // A bad stored index or offset: report, and leave the stripe (the gathers below need no clamp).
+    if (__syncthreads_or(index_bad)) {
+      bad |= 2u;
+      break;
+    }
+    lq_spqr_entry entry{};
+    if (PREFETCH && outliers) lq_spqr_load_entry(entry, offsets[0] + t, offsets, rb, cols, values);
+    for (int b0 = 0; b0 < rows;) {
+      const int64_t r = r0 + b0;
+      // 1. Dense rows (loads first).
+      if (!PREFETCH) {
+        lq_spqr_load_ahead(ahead, codes, r, rb, sh);
+        if (outliers) lq_spqr_load_entry(entry, offsets[b0] + t, offsets + b0, rb, cols, values);
+      }
+      lq_spqr_decode(ahead, codes, r, rb, rows_buf, sz + b0 * sh.groups, sh, over, bad);
+      __syncthreads();
+      // 2. Outliers.
+      if (outliers) lq_spqr_outliers(entry, offsets + b0, rb, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+      __syncthreads();
+      // 3. Out, with the next batch's loads in flight.
+      const int next = b0 + rb, next_rb = min(batch, rows - next);
+      if (PREFETCH && next < rows) {
+        lq_spqr_load_ahead(ahead, codes, r0 + next, next_rb, sh);
+        if (outliers) lq_spqr_load_entry(entry, offsets[next] + t, offsets + next, next_rb, cols, values);
+      }
+      lq_spqr_emit<OUT, VERIFY>(rows_buf, r, rb, sh, inv_perm, out, reference, max_abs, sq_err, sq_ref);
+      b0 = next, rb = next_rb;
+      // The next batch overwrites the rows only after every thread has read them.
+      if (b0 < rows) __syncthreads();
+    }
+    // The next stripe's offsets and table are written only after every thread has read these.
+    if (s + gridDim.x < (m + stripe - 1) / stripe) __syncthreads();
+  }
+  if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
+  if (VERIFY) {
+    // The reduction's 96 doubles may overlap what other warps are still reading.
+    __syncthreads();
+    lq_verify_block_reduce(max_abs, sq_err, sq_ref, reinterpret_cast<double*>(lq_spqr_shared), partials);
+  }
+}
+
+// The launch's checks, then the body. One kernel per output kind and verify (named below): as one
+// kernel with a switch the six bodies would share one register allocation and spill far more.
+template <int OUT, bool VERIFY>
+__device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats,
+                                                        const int32_t* row_offsets, const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out,
+                                                        const float* reference, lq_verify_partial* partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz,
+                                                        uint32_t max_code, int32_t ptcsr, int32_t stripe_rows, int32_t batch_rows, uint32_t* status) {
+  uint32_t shared_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(shared_bytes));
+  const bool stripe_ok = stripe_rows == 1 || stripe_rows == 2 || stripe_rows == 4 || stripe_rows == 8 || stripe_rows == 16;
+  const bool sizes_ok = m > 0 && n > 0 && n <= 65536 && n % 8 == 0 && beta1 > 0 && beta2 > 0 && beta2 % 8 == 0 && m % beta1 == 0 && n % beta2 == 0 && nnz >= 0 &&
+                        nnz <= INT32_MAX - 4 * LQ_SPQR_THREADS && stripe_ok && batch_rows >= 1 && batch_rows <= min(stripe_rows, LQ_SPQR_MAX_BATCH) &&
+                        blockDim.x == LQ_SPQR_THREADS && (ptcsr == 0 || m % LQ_SPQR_PTCSR_ROWS == 0) && (max_code & (max_code + 1)) == 0 &&
+                        (OUT == 0 || out != nullptr) && (!VERIFY || (reference != nullptr && partials != nullptr));
+  // The shared memory the host gave must hold the offsets, the table and the rows (and the reduction's 96 doubles).
+  if (!sizes_ok || (int64_t)shared_bytes < max((int64_t)768, LQ_SPQR_OFFSET_BYTES + ((stripe_rows * (n / beta2) * 4 + 15) & ~(int64_t)15) + batch_rows * 2 * n)) {
     if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
     return;
   }
-  const int N = (int)n, B2 = (int)beta2, G = N / B2, t = (int)threadIdx.x;
-  const int64_t row_groups = m / beta1;
-  uint16_t* row = reinterpret_cast<uint16_t*>(lq_spqr_shared);
-  __half2* sz = reinterpret_cast<__half2*>(lq_spqr_shared + lq_spqr_align16(2 * n));
-  const bool vector_codes = N % DENSE == 0, vector_out = N % OUT == 0, one_group = B2 % DENSE == 0, f16 = out_f16 != 0;
-  const int64_t spans = (m + span_rows - 1) / span_rows;
-  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
-  uint32_t bad = 0;
-  // Every loop bound below is uniform over the block, so each __syncthreads is reached by all.
-  for (int64_t span = blockIdx.x; span < spans; span += gridDim.x) {
-    const int64_t r0 = span * span_rows;
-    const int rows = (int)min((int64_t)span_rows, m - r0);
-    for (int item = t; item < rows * G; item += T) {
-      const int g = item / rows, rr = item - g * rows;
-      const int64_t r = r0 + rr;
-      const ushort4 so = stats[(int64_t)g * row_groups + r / beta1];
-      const float s = lq_spqr_grid(scale_codes[(int64_t)g * m + r], lq_spqr_f16(so.x), lq_spqr_f16(so.z));
-      const float z = lq_spqr_grid(zero_codes[(int64_t)g * m + r], lq_spqr_f16(so.y), lq_spqr_f16(so.w));
-      sz[rr * G + g] = __floats2half2_rn(s, z);  // exact: both are fp16 values
-    }
-    __syncthreads();
-    for (int rr = 0; rr < rows; rr++) {
-      const int64_t r = r0 + rr;
-      const __half2* row_sz = sz + rr * G;
-      // 2. Dense values, stored column order. Codes and fp16 bits stay packed in 32-bit words
-      // (byte e of word e / 4, half e of word e / 2), which keeps the thread within 64 registers.
-      for (int j0 = t * DENSE; j0 < N; j0 += T * DENSE) {
-        const int count = min(DENSE, N - j0);
-        uint32_t q[DENSE / 4] = {0, 0, 0, 0};
-        if (vector_codes) {
-          const uint4 word = *reinterpret_cast<const uint4*>(codes + r * n + j0);
-          q[0] = word.x, q[1] = word.y, q[2] = word.z, q[3] = word.w;
-        } else {
-#pragma unroll
-          for (int e = 0; e < DENSE; e++) q[e / 4] |= e < count ? (uint32_t)codes[r * n + j0 + e] << (8 * (e % 4)) : 0u;
-        }
-        uint32_t bits[DENSE / 2] = {0, 0, 0, 0, 0, 0, 0, 0};
-        float2 p = __half22float2(row_sz[j0 / B2]);
-#pragma unroll
-        for (int e = 0; e < DENSE; e++) {
-          // A group of beta2 a multiple of 16 holds all 16 columns; otherwise look each one up.
-          if (!one_group) p = __half22float2(row_sz[min(j0 + e, N - 1) / B2]);
-          const uint32_t code = (q[e / 4] >> (8 * (e % 4))) & 0xFFu;
-          bad |= (e < count && code > max_code) ? 1u : 0u;
-          bits[e / 2] |= (uint32_t)lq_spqr_grid_bits(code, p.x, p.y) << (16 * (e % 2));
-        }
-        if (count == DENSE) {
-          reinterpret_cast<uint4*>(row + j0)[0] = make_uint4(bits[0], bits[1], bits[2], bits[3]);
-          reinterpret_cast<uint4*>(row + j0)[1] = make_uint4(bits[4], bits[5], bits[6], bits[7]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < DENSE; e++) {
-            if (e < count) row[j0 + e] = (uint16_t)(bits[e / 2] >> (16 * (e % 2)));
-          }
-        }
-      }
-      __syncthreads();
-      // 3. Outliers, one thread per run of equal columns.
-      if (row_offsets != nullptr) {
-        const int64_t lo = row_offsets[r], hi = row_offsets[r + 1];
-        if (lo < 0 || hi < lo || hi > nnz) {
-          bad |= 2u;
-        } else {
-          for (int64_t k = lo + t; k < hi; k += T) {
-            const uint16_t c = cols[k];
-            if ((k > lo && cols[k - 1] == c) || c >= N) {
-              bad |= c >= N ? 2u : 0u;
-              continue;
-            }
-            float x = lq_spqr_f16(row[c]);
-            for (int64_t e = k; e < hi && cols[e] == c; e++) x = __fadd_rn(x, lq_spqr_f16(values[e]));
-            // __fadd_rn: x + 0 is not an identity (−0 + 0 = +0) and must not be folded away.
-            if (c == 0 && ptcsr != 0 && lq_spqr_ptcsr_padded(row_offsets, r)) x = __fadd_rn(x, 0.0f);
-            row[c] = __half_as_ushort(__float2half_rn(x));
-          }
-          // The PTCSR +0 on a column 0 without outliers (sorted rows: then none is at column 0).
-          if (t == 0 && ptcsr != 0 && (lo == hi || cols[lo] != 0) && lq_spqr_ptcsr_padded(row_offsets, r)) {
-            row[0] = __half_as_ushort(__float2half_rn(__fadd_rn(lq_spqr_f16(row[0]), 0.0f)));
-          }
-        }
-      }
-      __syncthreads();
-      // 4. Original column order out; stored columns and weights packed two to a word.
-      for (int jo0 = t * OUT; jo0 < N; jo0 += T * OUT) {
-        const int count = min(OUT, N - jo0);
-        uint32_t j[OUT / 2] = {0, 0, 0, 0}, w[OUT / 2] = {0, 0, 0, 0};
-        if (inv_perm != nullptr && vector_out) {
-          const uint4 word = *reinterpret_cast<const uint4*>(inv_perm + jo0);
-          j[0] = word.x, j[1] = word.y, j[2] = word.z, j[3] = word.w;
-        } else {
-#pragma unroll
-          for (int e = 0; e < OUT; e++) j[e / 2] |= (uint32_t)(e >= count ? 0 : inv_perm != nullptr ? inv_perm[jo0 + e] : jo0 + e) << (16 * (e % 2));
-        }
-#pragma unroll
-        for (int e = 0; e < OUT; e++) {
-          const uint32_t stored = (j[e / 2] >> (16 * (e % 2))) & 0xFFFFu;
-          const bool inside = stored < (uint32_t)N;
-          bad |= (e < count && !inside) ? 2u : 0u;
-          w[e / 2] |= (inside ? (uint32_t)row[stored] : 0u) << (16 * (e % 2));
-        }
-        const auto weight = [&](int e) { return lq_spqr_f16((uint16_t)(w[e / 2] >> (16 * (e % 2)))); };
-        const int64_t at = r * n + jo0;
-        if (vector_out) {
-          if (out != nullptr && f16) {
-            *reinterpret_cast<uint4*>(static_cast<uint16_t*>(out) + at) = make_uint4(w[0], w[1], w[2], w[3]);
-          } else if (out != nullptr) {
-            float4* to = reinterpret_cast<float4*>(static_cast<float*>(out) + at);
-            to[0] = make_float4(weight(0), weight(1), weight(2), weight(3));
-            to[1] = make_float4(weight(4), weight(5), weight(6), weight(7));
-          }
-          if (reference != nullptr) {
-            const float4 a = reinterpret_cast<const float4*>(reference + at)[0], b = reinterpret_cast<const float4*>(reference + at)[1];
-            const float ref[OUT] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-            for (int e = 0; e < OUT; e++) lq_verify_accumulate(weight(e), ref[e], max_abs, sq_err, sq_ref);
-          }
-        } else {
-#pragma unroll
-          for (int e = 0; e < OUT; e++) {
-            if (e >= count) continue;
-            if (out != nullptr && f16) static_cast<uint16_t*>(out)[at + e] = (uint16_t)(w[e / 2] >> (16 * (e % 2)));
-            else if (out != nullptr) static_cast<float*>(out)[at + e] = weight(e);
-            if (reference != nullptr) lq_verify_accumulate(weight(e), reference[at + e], max_abs, sq_err, sq_ref);
-          }
-        }
-      }
-      __syncthreads();
-    }
-  }
-  if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
-  // The reduction reuses the row's shared memory: every thread is past its last read (the loop's
-  // final __syncthreads, or no span at all).
-  if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, reinterpret_cast<double*>(lq_spqr_shared), partials);
+  // Bits that no code of the format's width sets, in each byte (max_code = 2^bits − 1).
+  const uint32_t over = max_code >= 255u ? 0u : ~(max_code * 0x01010101u);
+  lq_spqr_stripes<OUT, VERIFY>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz, over,
+                               ptcsr != 0, stripe_rows, batch_rows, status);
 }
+
+// The arguments of every stripe kernel; `out` and `reference` are ignored by kernels that write
+// no weights or verify nothing.
+#define LQ_SPQR_STRIPE_KERNEL(name, OUT, VERIFY)                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, 4) name(                                                                               \
+      const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,                              \
+      const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,                                   \
+      const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out, const float* __restrict__ reference,         \
+      lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr,    \
+      int32_t stripe_rows, int32_t batch_rows, uint32_t* status) {                                                                                     \
+    lq_spqr_stripes_checked<OUT, VERIFY>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n,   \
+                                         beta1, beta2, nnz, max_code, ptcsr, stripe_rows, batch_rows, status);                                      \
+  }
+
+// Output kind: 0 none, 1 fp16 bits, 2 float32.
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16, 1, false)
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32, 2, false)
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_verify, 0, true)
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16_verify, 1, true)
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32_verify, 2, true)
+// Neither: the kernel only checks (codes in range, indices), as a launch asking for nothing does.
+LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_check, 0, false)

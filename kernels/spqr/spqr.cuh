@@ -25,6 +25,7 @@
 // (3.625 + 32 · share at 3-bit 16×16; the HF words store the dense part in exactly 4).
 #pragma once
 #include <stdint.h>
+#include <string.h>
 #include <cuda_fp16.h>
 
 // Rows per PTCSR block (spqr_cuda.cpp init_ptcsr), whatever beta1 is.
@@ -47,9 +48,26 @@ __device__ __forceinline__ float lq_spqr_grid(uint32_t code, float scale, float 
   return lq_spqr_h(__fmul_rn(scale, lq_spqr_h(__fsub_rn((float)code, zero))));
 }
 
-// The same as fp16 bits (the value is an fp16 already: the conversion is exact).
-__device__ __forceinline__ uint16_t lq_spqr_grid_bits(uint32_t code, float scale, float zero) {
-  return __half_as_ushort(__float2half_rn(__fmul_rn(scale, lq_spqr_h(__fsub_rn((float)code, zero)))));
+// Two fp16 values in one 32-bit word, and back (bit copies).
+__device__ __forceinline__ __half2 lq_spqr_as_half2(uint32_t bits) {
+  __half2 h;
+  memcpy(&h, &bits, sizeof h);
+  return h;
+}
+__device__ __forceinline__ uint32_t lq_spqr_half2_bits(__half2 h) {
+  uint32_t bits;
+  memcpy(&bits, &h, sizeof bits);
+  return bits;
+}
+
+// lq_spqr_grid for two (code, scale, zero) at once in fp16x2 arithmetic, bit for bit the same:
+// `biased` holds two fp16 0x6400 | code = 1024 + code (code ≤ 255), so subtracting 1024 gives the
+// code exactly; an fp16 subtraction or product rounds the exact result once, which equals rounding
+// it to float32 first and then to fp16 (24 ≥ 2·11 + 2 bits: double rounding is innocuous for − and
+// ×, and the product of two fp16 is exact in float32 anyway). The _rn forms are never contracted.
+__device__ __forceinline__ __half2 lq_spqr_grid2(uint32_t biased, __half2 scale, __half2 zero) {
+  const __half2 code = __hsub2_rn(lq_spqr_as_half2(biased), lq_spqr_as_half2(0x64006400u));
+  return __hmul2_rn(__hsub2_rn(code, zero), scale);
 }
 
 // The dense value of one weight; `*bad` gets bit 1 for a code wider than the format's bits (the
@@ -84,6 +102,7 @@ __device__ __forceinline__ float lq_spqr_add_outliers(float wp, uint32_t j, cons
 __device__ __forceinline__ bool lq_spqr_ptcsr_padded(const int32_t* row_offsets, int64_t r) {
   const int64_t block = r - r % LQ_SPQR_PTCSR_ROWS;
   int64_t width = 0;
+#pragma unroll 1
   for (int64_t k = block; k < block + LQ_SPQR_PTCSR_ROWS; k++) {
     const int64_t count = (int64_t)row_offsets[k + 1] - row_offsets[k];
     width = count > width ? count : width;

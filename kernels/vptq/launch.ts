@@ -16,7 +16,8 @@ export { prepareVptqLaunch, type VptqKernelFields };
  * length, every index below its codebook, the permutation a permutation; the indices narrowed to
  * uint16, the permutation inverted), uploads the fields, launches
  * `lq_vptq_columns_v{4,8}_{f16,bf16}` (vl 4 or 8, in a multiple of 8; the indices laid out by
- * original column, columnOrderIndices) or else `lq_vptq_dequant_verify_{f16,bf16}`, and returns
+ * original column, uint16 main and uint8 residual, columnOrderIndices) or else
+ * `lq_vptq_dequant_verify_{f16,bf16}`, and returns
  * the weights ([out][in]: float32 with the value of formats/vptq/reference.ts's 16-bit result, or
  * fp16 bits) and, given the source weights, the verify statistics. No file can make the kernel
  * read out of bounds: every length is checked (checks.ts) before each launch, and every index
@@ -27,6 +28,9 @@ export { prepareVptqLaunch, type VptqKernelFields };
 /** LQ_VPTQ_THREADS and LQ_VPTQ_TILE_COLUMNS in vptq.cu. */
 const THREADS = 256;
 const TILE_COLUMNS = 8 * THREADS;
+/** LQ_VPTQ_WARP_COLUMNS and LQ_VPTQ_COLUMNS_BLOCKS_PER_SM in vptq.cu: the columns kernel's work item and residency. */
+const WARP_COLUMNS = 256;
+const COLUMNS_BLOCKS_PER_SM = 2;
 /** CUDA's limit on gridDim.x; the kernel walks further tiles with a block-stride loop. */
 const MAX_GRID_X = 2 ** 31 - 1;
 /** Vector lengths the columns kernel (lq_vptq_columns_v{4,8}_*) is instantiated for: one 8- or 16-byte codebook load each. */
@@ -71,18 +75,31 @@ export function dequantVptqGpu(engine: GpuEngine, t: VptqTensor, options: VptqGp
 }
 
 /**
- * Launch configuration (the grid vptq.cu's comment describes): THREADS threads per block (the
- * generic kernel's shared-memory reduction of the verify partials is sized for 256), one block
- * per tile of (vector row, TILE_COLUMNS columns): 3072 blocks for out 4096 × in 11008 at v8,
- * 2752 for 11008 × 4096. Generic kernel: each thread on one column at a time and the vl weights
- * of its vector; 60 registers on sm_90, 4 blocks resident per multiprocessor. Columns kernel:
- * each thread on 8 consecutive columns (TILE_COLUMNS = 8 · THREADS: one pass), ~110 registers,
- * 2 blocks resident, each thread with its 8 codebook gathers in flight. The rest queue; one
- * verify partial per block.
+ * Launch configurations (the grids vptq.cu's comment describes), THREADS threads per block (the
+ * generic kernel's shared-memory reduction of the verify partials is sized for 256), one verify
+ * partial per block.
+ *
+ * Generic kernel: one block per tile of (vector row, TILE_COLUMNS columns), each thread on one
+ * column at a time and the vl weights of its vector; 60 registers on sm_90, 4 blocks resident per
+ * multiprocessor; the rest queue.
  */
-function launchBlocks(t: VptqTensor): number {
+function genericBlocks(t: VptqTensor): number {
   const tiles = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / TILE_COLUMNS);
   return Math.min(tiles, MAX_GRID_X);
+}
+
+/**
+ * Columns kernel: one wave, COLUMNS_BLOCKS_PER_SM blocks on every multiprocessor (≤ 128 registers
+ * under its launch bounds: 105-124 on sm_90), that walk the items (slab of WARP_COLUMNS columns,
+ * vector row) warp by warp, split evenly: 43 slabs × 512 rows = 22,016 items for out 4096 × in
+ * 11008 at v8, 16 × 1376 for 11008 × 4096, 10 or 11 per warp on the H100's 132 multiprocessors.
+ * A warp keeps its slab's perm, norm and groups in registers across rows; a wave of resident
+ * blocks stages the residual codebooks once per block, not once per tile. Fewer blocks when
+ * there are fewer items than warps.
+ */
+function columnsBlocks(t: VptqTensor, multiprocessors: number): number {
+  const items = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / WARP_COLUMNS);
+  return Math.max(1, Math.min(Math.ceil(items / (THREADS / 32)), multiprocessors * COLUMNS_BLOCKS_PER_SM));
 }
 
 /** Whether the columns kernel takes this shape: vl 4 or 8 (one vector load per centroid), whole 8-column pieces per row. */
@@ -90,14 +107,26 @@ function columnsKernelFits(t: VptqTensor): boolean {
   return COLUMNS_VECTOR_LENGTHS.includes(t.params.vectorLen) && t.inFeatures % 8 === 0;
 }
 
+/** The columns kernel's indices, by original column (columnOrderIndices). */
+export interface ColumnOrderIndices {
+  /** uint16 [num_idx][in]: main index of vector row r of Q column invPerm[j]. */
+  main: Uint16Array;
+  /** uint8 (every residual index < 256) or uint16 [num_idx][in], the residual index the same way; undefined without one. */
+  res: Uint8Array | Uint16Array | undefined;
+  /** Bytes per residual index: 1, 2, or 0 without a residual. */
+  resBytes: 0 | 1 | 2;
+}
+
 /**
- * The columns kernel's indices: uint32 [num_idx][in], entry [r][j] = main | res << 16 of vector
- * row r of Q column k = invPerm[j] (k = j without a permutation), 0 for outlier columns, and
- * for a k ≥ in (a corrupt inverse permutation, which the kernel reports). In original column
- * order, a thread's 8 columns are one coalesced 32-byte load instead of 16 gathers of 2 bytes;
- * the same 4 bytes per vector as the two uint16 arrays.
+ * The columns kernel's indices: entry [r][j] is that of vector row r of Q column k = invPerm[j]
+ * (k = j without a permutation), 0 for outlier columns and for a k ≥ in (a corrupt inverse
+ * permutation, which the kernel reports). In original column order, a warp's index loads are
+ * contiguous 512- and 256-byte spans instead of 2-byte gathers. The residual indices travel as
+ * uint8 when they all fit (VPTQ's 256-centroid residual codebooks: 3 bytes per vector instead of
+ * 4), and are never narrowed past a value they hold, so that the kernel still sees (and reports)
+ * an index past its codebook.
  */
-export function columnOrderIndices(fields: VptqKernelFields): Uint32Array {
+export function columnOrderIndices(fields: VptqKernelFields): ColumnOrderIndices {
   const t = fields.tensor;
   const p = t.params;
   const numIdx = vectorRows(t.outFeatures, p.vectorLen);
@@ -112,20 +141,27 @@ export function columnOrderIndices(fields: VptqKernelFields): Uint32Array {
       columnBase[j] = g * numIdx * p.groupSize + (k - p.outlierSize - g * p.groupSize);
     }
   }
-  const indices = new Uint32Array(numIdx * inFeatures);
-  const main = fields.mainIndices;
-  const res = fields.resIndices;
+  const resIndices = fields.resIndices;
+  let resBytes: 0 | 1 | 2 = 0;
+  if (resIndices !== undefined) {
+    let largest = 0;
+    for (let i = 0; i < resIndices.length; i++) largest = Math.max(largest, resIndices[i]!);
+    resBytes = largest < 256 ? 1 : 2;
+  }
+  const main = new Uint16Array(numIdx * inFeatures);
+  const res = resBytes === 0 ? undefined : resBytes === 1 ? new Uint8Array(numIdx * inFeatures) : new Uint16Array(numIdx * inFeatures);
+  const mainIndices = fields.mainIndices;
   for (let r = 0; r < numIdx; r++) {
     const row = r * inFeatures;
     const step = r * p.groupSize;
     for (let j = 0; j < inFeatures; j++) {
       const base = columnBase[j]!;
       if (base < 0) continue;
-      const at = base + step;
-      indices[row + j] = (main[at]! | (res === undefined ? 0 : res[at]! << 16)) >>> 0;
+      main[row + j] = mainIndices[base + step]!;
+      if (res !== undefined) res[row + j] = resIndices![base + step]!;
     }
   }
-  return indices;
+  return { main, res, resBytes };
 }
 
 /**
@@ -141,12 +177,11 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
 
   const context = engine.context;
   const module = engine.module("vptq");
-  const blocks = launchBlocks(t);
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
-  const upload = (array: Uint16Array | Uint32Array | Float32Array | undefined) => {
+  const upload = (array: Uint8Array | Uint16Array | Float32Array | undefined) => {
     if (array === undefined) return 0n;
-    const pointer = context.upload(bytesOf(array));
+    const pointer = context.upload(array instanceof Uint8Array ? array : bytesOf(array));
     allocated.push(pointer);
     return pointer;
   };
@@ -159,42 +194,48 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
     const f16 = options.output === "f16";
     const out = wantWeights ? alloc(total * (f16 ? 2 : 4)) : 0n;
     const reference = upload(options.reference);
-    const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const status = alloc(4);
-    const verifyArgs: KernelArgument[] = [{ pointer: out }, { pointer: reference }, { pointer: partials }];
     const tail: KernelArgument[] = [{ i32: SEMANTICS[options.semantics ?? "cuda"] }, { i32: f16 ? 1 : 0 }, { pointer: status }];
     const suffix = t.dtype === "BF16" ? "bf16" : "f16";
-    let launch: { name: string; sharedBytes: number; args: KernelArgument[] } | undefined;
+    // The arguments once the verify partials (one per block of the grid chosen) are allocated.
+    let launch: { name: string; blocks: number; sharedBytes: number; args: (partials: DevicePointer) => KernelArgument[] } | undefined;
     if (columnsKernelFits(t)) {
-      const pointers = [t.centroids, t.resCentroids, columnOrderIndices(fields), t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
+      const indices = columnOrderIndices(fields);
+      const pointers = [t.centroids, t.resCentroids, indices.main, indices.res, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
       const resBytes = t.resCentroids === undefined ? 0 : t.resCentroids.byteLength;
       const resStaged = resBytes > 0 && resBytes <= RES_STAGED_LIMIT_BYTES;
       // Only the arrays read with vector loads; the outlier ones are read element by element.
-      const vectorRead = [pointers[0]!, pointers[1]!, pointers[2]!, pointers[5]!, pointers[6]!, pointers[7]!, out, reference];
+      const vectorRead = [pointers[0]!, pointers[1]!, pointers[2]!, pointers[3]!, pointers[6]!, pointers[7]!, pointers[8]!, out, reference];
       if (vectorRead.every((pointer) => pointer % VECTOR_ALIGNMENT_BYTES === 0n)) {
         launch = {
           name: `lq_vptq_columns_v${p.vectorLen}_${suffix}`,
+          blocks: columnsBlocks(t, context.info.multiprocessors),
           sharedBytes: resStaged ? resBytes : 0,
-          args: [
-            ...pointers.map((pointer) => ({ pointer })), ...verifyArgs,
+          args: (partials) => [
+            ...pointers.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
             { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
-            { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, { i32: resStaged ? 1 : 0 }, ...tail,
+            { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, { i32: indices.resBytes }, { i32: resStaged ? 1 : 0 }, ...tail,
           ],
         };
       }
     }
     // Every other shape, and the scalar fallback should an allocation ever come back unaligned.
-    launch ??= {
-      name: `lq_vptq_dequant_verify_${suffix}`,
-      sharedBytes: 0,
-      args: [
-        ...[t.centroids, t.resCentroids, fields.mainIndices, fields.resIndices, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map((array) => ({ pointer: upload(array) })),
-        ...verifyArgs,
-        { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.vectorLen }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
-        { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, ...tail,
-      ],
-    };
-    const { name, sharedBytes, args } = launch;
+    if (launch === undefined) {
+      const pointers = [t.centroids, t.resCentroids, fields.mainIndices, fields.resIndices, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
+      launch = {
+        name: `lq_vptq_dequant_verify_${suffix}`,
+        blocks: genericBlocks(t),
+        sharedBytes: 0,
+        args: (partials) => [
+          ...pointers.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
+          { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.vectorLen }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
+          { i64: p.outlierSize }, { i64: p.outlierVectorLen }, { i64: p.outlierNumCentroids }, ...tail,
+        ],
+      };
+    }
+    const { name, blocks, sharedBytes } = launch;
+    const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
+    const args = launch.args(partials);
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(name, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     checkStatus(context, status, { format: "vptq", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape: describe(t) });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);

@@ -97,6 +97,63 @@ __device__ __forceinline__ T2 lq_vptq_norm_pair(T2 c, T2 s, T2 b, int semantics)
   return semantics == LQ_VPTQ_TORCH ? __hadd2_rn(__hmul2_rn(c, s), b) : __hfma2(c, s, b);
 }
 
+// The columns kernel's memory access (vptq.cu). Streamed arrays (indices, the reference) are read
+// once: ld.global.nc with L1::no_allocate keeps them from evicting the codebook lines that L1
+// holds. BYTES = 4, 8 or 16 consecutive bytes from p (aligned to that) into BYTES / 4 words.
+template <int BYTES>
+__device__ __forceinline__ void lq_vptq_stream_words(const void* p, uint32_t* w) {
+  static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "one vector load");
+  if constexpr (BYTES == 16) asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "l"(p));
+  else if constexpr (BYTES == 8) asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(w[0]), "=r"(w[1]) : "l"(p));
+  else asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(w[0]) : "l"(p));
+}
+
+// One 16-byte store (p 16-byte aligned) that allocates no L1 line: the output is never read back.
+// The memory clobber keeps it ordered with ordinary stores to the same place (outlier columns).
+__device__ __forceinline__ void lq_vptq_store16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.global.L1::no_allocate.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+
+// Element `half` (0: low, 1: high) of pair a in the low 16 bits, of pair b in the high ones:
+// row t of two adjacent columns from their (row 2m, row 2m + 1) pairs, for one 32-bit store word.
+template <typename T2>
+__device__ __forceinline__ uint32_t lq_vptq_row_word(T2 a, T2 b, int half) {
+  uint32_t ua, ub;
+  memcpy(&ua, &a, 4);
+  memcpy(&ub, &b, 4);
+  return __byte_perm(ua, ub, half != 0 ? 0x7632 : 0x5410);
+}
+
+// Both fp16 halves of w with any NaN replaced by the canonical 0x7FFF: the bits that
+// __float2half_rn(__half2float(h)) gives for every h (the identity on all other values), so
+// fp16 centroids reach an fp16 output without the two conversions. A half is NaN when its
+// magnitude exceeds 0x7C00, i.e. when adding 0x03FF carries into bit 15 (never into bit 16).
+__device__ __forceinline__ uint32_t lq_vptq_canonical_f16x2(uint32_t w) {
+  const uint32_t nan = (((w & 0x7FFF7FFFu) + 0x03FF03FFu) & 0x80008000u) >> 15;
+  const uint32_t mask = nan * 0xFFFFu;
+  return (w & ~mask) | (0x7FFF7FFFu & mask);
+}
+
+// One fp16 output word: row `half` of two adjacent columns (pairs a, b), the first column in the
+// low 16 bits. fp16 centroids: their own bits, NaN canonical; bf16: their values f0, f1 rounded to
+// nearest even, as lq_store's __float2half_rn.
+__device__ __forceinline__ uint32_t lq_vptq_f16_word(__half2 a, __half2 b, int half, float, float) {
+  return lq_vptq_canonical_f16x2(lq_vptq_row_word(a, b, half));
+}
+__device__ __forceinline__ uint32_t lq_vptq_f16_word(__nv_bfloat162, __nv_bfloat162, int, float f0, float f1) {
+  return (uint32_t)__half_as_ushort(__float2half_rn(f0)) | (uint32_t)__half_as_ushort(__float2half_rn(f1)) << 16;
+}
+
+// The 16-bit value of column c from words holding columns 2m (low half) and 2m + 1 (high half),
+// in both halves of a pair: one column's scale or bias for __hfma2.
+template <typename T2>
+__device__ __forceinline__ T2 lq_vptq_broadcast(const uint32_t* words, int c) {
+  const uint32_t w = __byte_perm(words[c / 2], 0, c % 2 != 0 ? 0x3232 : 0x1010);
+  T2 pair;
+  memcpy(&pair, &w, 4);
+  return pair;
+}
+
 // The pair (lo, hi) of two 16-bit values.
 __device__ __forceinline__ __half2 lq_vptq_make_pair(__half lo, __half hi) { return __halves2half2(lo, hi); }
 __device__ __forceinline__ __nv_bfloat162 lq_vptq_make_pair(__nv_bfloat16 lo, __nv_bfloat16 hi) { return __halves2bfloat162(lo, hi); }

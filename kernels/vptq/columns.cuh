@@ -1,0 +1,225 @@
+// VPTQ's columns kernel (included by vptq.cu, after the generic kernel): one wave of blocks,
+// each warp owning a 256-column slab and walking vector rows, gathers issued before use. See the
+// top of vptq.cu for the layouts and semantics both kernels share.
+#pragma once
+#include "columns-state.cuh"
+
+// Vector row r of the thread's columns: the 8 gathers (all issued before any use), residuals,
+// norm, then per row one 16-byte fp16 store (P = 8) or a float32 store and a reference load per
+// piece (P = 4), and the verify sums; outlier columns after that (lq_vptq_outlier_column).
+template <typename T, int VL, int P>
+__device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, const lq_vptq_index_words& w,
+                                                     int64_t r, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
+  using T2 = typename lq_vptq_pair_of<T>::type;
+  const int64_t first_row = r * VL;
+  const int rows = a.out_features - first_row < VL ? (int)(a.out_features - first_row) : VL;
+  T2 zero, v[8][VL / 2];
+  memset(&zero, 0, sizeof zero);
+  // All 8 main gathers (L2) issued before any use, then the residuals (shared memory) added.
+  // Entry 0 stands in for outlier, dead and bad columns (zeros below): every gather is in bounds.
+  uint32_t ok = 0;  // bit c: column c is a group column with valid indices
+#pragma unroll
+  for (int c = 0; c < 8; c++) {
+    const uint32_t q_main = (w.main[c / 2] >> (16 * (c % 2))) & 0xFFFFu;
+    const bool group = s.code[c] < LQ_VPTQ_OUTLIER_COLUMN;
+    const bool valid = group && q_main < a.k_main && (a.res_bytes == 0 || lq_vptq_res_index(w, c, a.res_bytes) < a.k_res);
+    if (group && !valid) bad = true;
+    ok |= (uint32_t)valid << c;
+    lq_vptq_load_pairs<T, VL>(a.centroids + (valid ? (uint64_t)s.code[c] * a.k_main + q_main : 0) * VL, v[c]);
+  }
+  if (a.res_bytes != 0) {
+#pragma unroll
+    for (int c = 0; c < 8; c++) {
+      T2 res[VL / 2];
+      const bool valid = (ok >> c & 1u) != 0;
+      lq_vptq_load_pairs<T, VL>(a.res_codebooks + (valid ? (uint64_t)s.code[c] * a.k_res + lq_vptq_res_index(w, c, a.res_bytes) : 0) * VL, res);
+#pragma unroll
+      for (int m = 0; m < VL / 2; m++) v[c][m] = __hadd2_rn(v[c][m], res[m]);
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < 8; c++) {
+#pragma unroll
+    for (int m = 0; m < VL / 2; m++) v[c][m] = (ok >> c & 1u) != 0 ? v[c][m] : zero;
+  }
+  if (a.norm) {
+#pragma unroll
+    for (int c = 0; c < 8; c++) {
+      const T2 scale = lq_vptq_broadcast<T2>(s.scale, c), bias = lq_vptq_broadcast<T2>(s.bias, c);
+#pragma unroll
+      for (int m = 0; m < VL / 2; m++) v[c][m] = lq_vptq_norm_pair(v[c][m], scale, bias, a.semantics);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < VL; t++) {
+    if (t >= rows) break;
+#pragma unroll
+    for (int p = 0; p < 8 / P; p++) {
+      if (!s.live[p]) continue;
+      const int64_t at = (first_row + t) * a.in + s.at[p];
+      float f[P];
+#pragma unroll
+      for (int e = 0; e < P; e++) f[e] = t % 2 == 0 ? __low2float(v[p * P + e][t / 2]) : __high2float(v[p * P + e][t / 2]);
+      if (a.out != nullptr) {
+        if constexpr (P == 8) {
+          uint32_t h[4];
+#pragma unroll
+          for (int e = 0; e < 4; e++) h[e] = lq_vptq_f16_word(v[2 * e][t / 2], v[2 * e + 1][t / 2], t % 2, f[2 * e], f[2 * e + 1]);
+          lq_vptq_store16(static_cast<__half*>(a.out) + at, h[0], h[1], h[2], h[3]);
+        } else {
+          lq_vptq_store16(static_cast<float*>(a.out) + at, __float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+        }
+      }
+      if (a.reference != nullptr) {
+        uint32_t ref[P];
+        if constexpr (P == 8) {
+          // Verify beside an fp16 output: two loads of half sectors, the second served by L1.
+          const uint4 r0 = *reinterpret_cast<const uint4*>(a.reference + at), r1 = *reinterpret_cast<const uint4*>(a.reference + at + 4);
+          ref[0] = r0.x, ref[1] = r0.y, ref[2] = r0.z, ref[3] = r0.w, ref[4] = r1.x, ref[5] = r1.y, ref[6] = r1.z, ref[7] = r1.w;
+        } else {
+          lq_vptq_stream_words<16>(a.reference + at, ref);
+        }
+#pragma unroll
+        for (int e = 0; e < P; e++) {
+          if ((s.outliers >> (p * P + e) & 1u) == 0) lq_verify_accumulate(f[e], __uint_as_float(ref[e]), max_abs, sq_err, sq_ref);
+        }
+      }
+    }
+  }
+  if (s.outliers == 0) return;
+#pragma unroll
+  for (int c = 0; c < 8; c++) {
+    if ((s.outliers >> c & 1u) == 0) continue;
+    const lq_vptq_outlier_sums o = lq_vptq_outlier_column<T>(a.outlier_centroids, a.outlier_indices, a.out, a.reference, a.outlier_vector_len,
+                                                             a.outlier_num_centroids, a.os, a.in, s.code[c] & 0xFFFFu, s.at[c / P] + c % P,
+                                                             s.scale[c / 2] >> (16 * (c % 2)), s.bias[c / 2] >> (16 * (c % 2)), a.norm, a.semantics, first_row, rows, P == 8);
+    max_abs = fmax(max_abs, o.max_abs);
+    sq_err += o.sq_err;
+    sq_ref += o.sq_ref;
+    if (o.bad) bad = true;
+  }
+}
+
+// Marks the column state as changed, emitting nothing: otherwise LLVM hoists everything derived
+// from it out of the row loop (column products, broadcast scale and bias pairs), which ptxas then
+// cannot keep in 128 registers (about 230 needed, spills under the launch bounds).
+template <int P>
+__device__ __forceinline__ void lq_vptq_opaque(lq_vptq_columns<P>& s) {
+#pragma unroll
+  for (int c = 0; c < 8; c++) asm volatile("" : "+r"(s.code[c]));
+#pragma unroll
+  for (int m = 0; m < 4; m++) asm volatile("" : "+r"(s.scale[m]), "+r"(s.bias[m]));
+#pragma unroll
+  for (int p = 0; p < 8 / P; p++) asm volatile("" : "+r"(s.at[p]));
+  asm volatile("" : "+r"(s.outliers));
+}
+
+// One warp's walk down slab `slab`: vector rows r, r + step, … < num_idx. The slab's columns are
+// set up once, and the next row's indices load before this row's gathers.
+template <typename T, int VL, int P>
+__device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<T>& a, int64_t num_idx, int64_t slab, int64_t r, int64_t step, double& max_abs,
+                                                     double& sq_err, double& sq_ref, bool& bad) {
+  if (r >= num_idx) return;
+  lq_vptq_columns<P> s;
+  lq_vptq_columns_setup(a, slab, s, bad);
+  lq_vptq_index_words now, next;
+  lq_vptq_load_indices(a, s, r, now);
+  // Rolled: one row's gathers in registers at a time.
+#pragma unroll 1
+  for (;;) {
+    const bool more = r + step < num_idx;
+    // Clamped to a row that exists, should nvcc issue the loads unguarded.
+    if (more) lq_vptq_load_indices(a, s, more ? r + step : r, next);
+    lq_vptq_opaque(s);
+    lq_vptq_columns_item<T, VL, P>(a, s, now, r, max_abs, sq_err, sq_ref, bad);
+    if (!more) break;
+    r += step;
+    now = next;
+  }
+}
+
+// The grid's warps over the (slab, vector row) items: R = warps / slabs walkers per slab, walker w
+// of slab s on rows w, w + R, …, so that at any time the warps of all slabs write nearby rows
+// whole (contiguous stores and index loads for DRAM), and each warp has its row count within one
+// of every other's. Warps are numbered across blocks first, so that the walkers with one more row
+// (the first ones) and the idle warps spread over the multiprocessors. Fewer warps than slabs
+// (small GPUs, wide rows): each warp walks whole slabs.
+template <typename T, int VL, int P>
+__device__ __forceinline__ void lq_vptq_columns_grid(const lq_vptq_columns_args<T>& a, int64_t num_idx, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
+  const int64_t slabs = (a.in + LQ_VPTQ_WARP_COLUMNS - 1) / LQ_VPTQ_WARP_COLUMNS;
+  const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32), warp = (int64_t)(threadIdx.x / 32) * gridDim.x + blockIdx.x;
+  const int64_t walkers = warps >= slabs ? warps / slabs : 1;
+  int64_t slab = warp % slabs, slab_step = slabs;  // one slab
+  if (warps < slabs) slab = warp, slab_step = warps;
+  else if (warp >= walkers * slabs) slab = slabs;  // idle
+  // One call site: one inlined copy of the walk (code size, ptxas time).
+#pragma unroll 1
+  for (; slab < slabs; slab += slab_step) lq_vptq_columns_walk<T, VL, P>(a, num_idx, slab, warps >= slabs ? warp / slabs : 0, walkers, max_abs, sq_err, sq_ref, bad);
+}
+
+template <typename T, int VL>
+__device__ __forceinline__ void lq_vptq_columns_dequant_verify(
+    const T* __restrict__ centroids, const T* __restrict__ res_centroids, const uint16_t* __restrict__ main_indices, const uint8_t* __restrict__ res_indices,
+    const T* __restrict__ outlier_centroids, const uint16_t* __restrict__ outlier_indices, const uint16_t* __restrict__ inv_perm,
+    const T* __restrict__ weight_scale, const T* __restrict__ weight_bias, void* __restrict__ out, const float* __restrict__ reference,
+    lq_verify_partial* __restrict__ partials, int64_t out_features, int64_t in_features, int64_t num_centroids, int64_t num_res_centroids,
+    int64_t group_num, int64_t group_size, int64_t outlier_size, int64_t outlier_vector_len, int64_t outlier_num_centroids, int32_t res_index_bytes,
+    int32_t res_staged, int32_t semantics, int32_t out_f16, uint32_t* status, T* staged, double* shared) {
+  const bool residual = res_index_bytes != 0;
+  // 32-bit column and codebook arithmetic below: in ≤ 65536 (launch.ts MAX_IN_FEATURES).
+  if (out_features <= 0 || in_features <= 0 || in_features > 65536 || in_features % 8 != 0 || num_centroids <= 0 || num_centroids > 65536 ||
+      group_num <= 0 || group_size < 0 || outlier_size < 0 || group_num * group_size + outlier_size != in_features || res_index_bytes < 0 || res_index_bytes > 2 ||
+      (residual ? res_centroids == nullptr || res_indices == nullptr || num_res_centroids <= 0 || num_res_centroids > 65536 : res_centroids != nullptr) ||
+      (outlier_size > 0 && (outlier_vector_len <= 0 || outlier_num_centroids <= 0 || outlier_centroids == nullptr || outlier_indices == nullptr))) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  const T* res_codebooks = res_centroids;
+  // Staged only where the launch gave the shared memory for all of it: random 16-byte reads, a
+  // few bank-conflicted cycles per warp, and no L2 request.
+  uint32_t dynamic_shared_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_shared_bytes));
+  const int64_t words = residual ? group_num * num_res_centroids * VL / 4 : 0;
+  if (residual && res_staged != 0 && words * 8 <= (int64_t)dynamic_shared_bytes) {
+    for (int64_t w = threadIdx.x; w < words; w += blockDim.x) reinterpret_cast<uint2*>(staged)[w] = reinterpret_cast<const uint2*>(res_centroids)[w];
+    __syncthreads();
+    res_codebooks = staged;
+  }
+  const lq_vptq_columns_args<T> a{centroids, res_codebooks, main_indices, res_indices, outlier_centroids, outlier_indices, inv_perm, weight_scale, weight_bias,
+                                  out, reference, out_features, outlier_vector_len, outlier_num_centroids, (uint32_t)in_features, (uint32_t)num_centroids,
+                                  (uint32_t)num_res_centroids, (uint32_t)outlier_size, (uint32_t)group_size, res_index_bytes, semantics,
+                                  weight_scale != nullptr && weight_bias != nullptr};
+  const int64_t num_idx = (out_features + VL - 1) / VL;
+  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
+  bool bad = false;
+  // The piece width follows the output type only, so verify alone and verify beside float32 weights make the same partials.
+  if (out_f16 != 0) lq_vptq_columns_grid<T, VL, 8>(a, num_idx, max_abs, sq_err, sq_ref, bad);
+  else lq_vptq_columns_grid<T, VL, 4>(a, num_idx, max_abs, sq_err, sq_ref, bad);
+  if (bad) lq_report(status, LQ_STATUS_INDEX_RANGE);
+  if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, shared, partials);
+}
+
+// One kernel per codebook dtype and vector length. Dynamic shared memory: the staged residual
+// codebooks (launch.ts sizes it; 0 when not staged).
+#define LQ_VPTQ_COLUMNS_KERNEL(name, T, VL)                                                                                            \
+  extern "C" __global__ void __launch_bounds__(LQ_VPTQ_THREADS, LQ_VPTQ_COLUMNS_BLOCKS_PER_SM) name(                                  \
+      const T* __restrict__ centroids, const T* __restrict__ res_centroids, const uint16_t* __restrict__ main_indices,                 \
+      const uint8_t* __restrict__ res_indices, const T* __restrict__ outlier_centroids, const uint16_t* __restrict__ outlier_indices,  \
+      const uint16_t* __restrict__ inv_perm, const T* __restrict__ weight_scale, const T* __restrict__ weight_bias,                    \
+      void* __restrict__ out, const float* __restrict__ reference, lq_verify_partial* __restrict__ partials, int64_t out_features,      \
+      int64_t in_features, int64_t num_centroids, int64_t num_res_centroids, int64_t group_num, int64_t group_size,                    \
+      int64_t outlier_size, int64_t outlier_vector_len, int64_t outlier_num_centroids, int32_t res_index_bytes, int32_t res_staged,     \
+      int32_t semantics, int32_t out_f16, uint32_t* status) {                                                                          \
+    extern __shared__ __align__(16) unsigned char lq_vptq_staged[];                                                                    \
+    __shared__ double shared[96];                                                                                                      \
+    lq_vptq_columns_dequant_verify<T, VL>(centroids, res_centroids, main_indices, res_indices, outlier_centroids, outlier_indices,     \
+                                          inv_perm, weight_scale, weight_bias, out, reference, partials, out_features, in_features,   \
+                                          num_centroids, num_res_centroids, group_num, group_size, outlier_size, outlier_vector_len,  \
+                                          outlier_num_centroids, res_index_bytes, res_staged, semantics, out_f16, status,             \
+                                          reinterpret_cast<T*>(lq_vptq_staged), shared);                                              \
+  }
+
+LQ_VPTQ_COLUMNS_KERNEL(lq_vptq_columns_v8_f16, __half, 8)
+LQ_VPTQ_COLUMNS_KERNEL(lq_vptq_columns_v8_bf16, __nv_bfloat16, 8)
+LQ_VPTQ_COLUMNS_KERNEL(lq_vptq_columns_v4_f16, __half, 4)
+LQ_VPTQ_COLUMNS_KERNEL(lq_vptq_columns_v4_bf16, __nv_bfloat16, 4)
