@@ -63,7 +63,7 @@ export function blockObjectiveWantsGpu(device: DeviceChoice): boolean {
 /**
  * Tunes every decoder block of `checkpoint` and returns the per-linear results by module name.
  * `log` gets the windows' warnings and one line per block (index, best loss, seconds). `engine`:
- * the GPU that `--device cuda` opened (the block forward/backward then runs there).
+ * the GPU that `--device auto|cuda` opened (the whole tuning then runs there).
  */
 export async function signRoundBlockResults(checkpoint: Checkpoint, args: BlockObjectiveArgs & { bits: IntBits; sym: boolean }, log?: (line: string) => void, engine?: GpuEngine): Promise<Map<string, SignRoundResult>> {
   if (args.calibrationText === undefined) throw new UsageError("BAD_ARGUMENT", "--objective block needs --calibration-text <file>");
