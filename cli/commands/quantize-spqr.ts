@@ -1,12 +1,12 @@
 import type { ArgumentsCamelCase } from "yargs";
-import { openQuantizerDevice, type QuantizerDevice } from "./device.js";
+import type { QuantizerDevice } from "./device.js";
+import { withSecondOrderResources, type OpenedCheckpoint } from "./second-order-resources.js";
 import { UsageError } from "../../formats/errors.js";
-import { openCheckpoint } from "../../converters/open.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
 import { exportHfSpqr } from "../../converters/spqr/export-hf.js";
 import { quantizeSpqrCheckpoint, type SpqrLayerReport } from "../../converters/spqr/quantize-checkpoint.js";
 import { EXIT } from "../errors.js";
-import { EMBEDDING_PROXY, hessianSource, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
+import { EMBEDDING_PROXY, openQuantizeJournal, type QuantizeArgs } from "./quantize.js";
 import { followQuantized } from "./sequential-hessians.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
 
@@ -18,30 +18,11 @@ export async function quantizeSpqrToDisk(args: ArgumentsCamelCase<QuantizeArgs>)
   if (args.hessians === undefined) throw new UsageError("BAD_ARGUMENT", `--method spqr needs --hessians (a store, or ${EMBEDDING_PROXY})`);
   if (args.bits !== undefined && args.bits !== 3) throw new UsageError("BAD_ARGUMENT", "--method spqr writes 3-bit codes (the SpQR layout's only width)", { actual: args.bits });
   if (!(args.outlierThreshold > 0)) throw new UsageError("BAD_ARGUMENT", "--outlier-threshold must be positive (Infinity: no outliers)", { actual: args.outlierThreshold });
-  // The device first: --device cuda without a GPU fails before anything is opened.
-  const device = await openQuantizerDevice(args.device);
-  // One try per resource, closed in reverse order of opening: whichever step throws (a missing
-  // checkpoint, a bad --hessians, an existing --out), everything opened before it is closed.
-  try {
-    if (!args.json) console.error(`lmpack: H's factorization and the GPTQ loop on ${device.description}`);
-    const checkpoint = await openCheckpoint(args.src);
-    try {
-      const store = await hessianSource(args.hessians, checkpoint, args, device.engine);
-      try {
-        return await quantizeAndExport(args, device, checkpoint, store!);
-      } finally {
-        await store?.close?.();
-      }
-    } finally {
-      await checkpoint.close();
-    }
-  } finally {
-    device.close();
-  }
+  return withSecondOrderResources(args, (device) => `lmpack: H's factorization and the GPTQ loop on ${device.description}`, (device, checkpoint, store) => quantizeAndExport(args, device, checkpoint, store));
 }
 
 /** The run itself, over resources the caller opened and closes: the journal is its own. */
-async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device: QuantizerDevice, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, store: HessianSource): Promise<number> {
+async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device: QuantizerDevice, checkpoint: OpenedCheckpoint, store: HessianSource): Promise<number> {
   const journal = await openQuantizeJournal(args, checkpoint, device.description);
   try {
     const layers: SpqrLayerReport[] = [];

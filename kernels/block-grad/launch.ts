@@ -1,4 +1,4 @@
-import { KernelError } from "../../formats/errors.js";
+import { launchChecks } from "../cuda/launch-checks.js";
 import type { CudaModule, KernelArgument } from "../cuda/module.js";
 import type { GpuEngine } from "../engine.js";
 import { elementwiseLaunch, rowsLaunch, type DeviceArray } from "../forward/launch.js";
@@ -16,21 +16,7 @@ import { gemmF64 } from "../linalg/dgemm.js";
  * reduced inside one block in a fixed order (deterministic) and needs no atomics.
  */
 
-function refuse(kernel: string, detail: string, expected: unknown, actual: unknown): KernelError {
-  return new KernelError("LAUNCH_REFUSED", `block grad ${kernel}: ${detail}`, { expected, actual });
-}
-
-function checkCount(kernel: string, name: string, value: number, minimum: number): void {
-  if (!(Number.isSafeInteger(value) && value >= minimum)) throw refuse(kernel, `${name} must be an integer ≥ ${minimum}`, `≥ ${minimum}`, value);
-}
-
-/** The launch reads or writes elements offset … offset + needed − 1 of `array`. */
-function checkExtent(kernel: string, name: string, array: DeviceArray, needed: number, offset = 0): void {
-  if (!(Number.isSafeInteger(offset) && offset >= 0)) throw refuse(kernel, `${name}: the offset must be an element count`, "≥ 0", offset);
-  if (!Number.isSafeInteger(offset + needed)) throw refuse(kernel, `${name}: the extent is past the safe integers`, "< 2^53", offset + needed);
-  if (!(typeof array.pointer === "bigint" && array.pointer > 0n)) throw refuse(kernel, `${name} must be a device pointer`, "a non-null CUdeviceptr", array.pointer);
-  if (array.elements < offset + needed) throw refuse(kernel, `${name} holds fewer elements than the launch touches`, `≥ ${offset + needed}`, array.elements);
-}
+const { refuse, checkCount, checkExtent } = launchChecks("block grad");
 
 const ptr = (a: DeviceArray): KernelArgument => ({ pointer: a.pointer });
 

@@ -1,5 +1,5 @@
 import { KernelError } from "../../formats/errors.js";
-import { f64ToBf16Bit } from "../../formats/dense/float-bits.js";
+import { f32BitsToBf16Bits, f64ToF32BitsRoundToOdd } from "../../formats/dense/float-bits.js";
 import { checkSlidingWindow } from "../../model/llama-forward.js";
 import type { Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { WindowScore } from "../../model/perplexity.js";
@@ -8,6 +8,7 @@ import type { CublasHandle } from "../cuda/cublas.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { checkForwardStatus, elementwiseLaunch, rowsLaunch, type DeviceArray } from "../forward/launch.js";
+import { scoreFromPositionNll } from "../forward/gpu-perplexity.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "../forward/plan.js";
 
 /**
@@ -117,9 +118,7 @@ export class GpuLlamaForwardBf16 {
 
   /** perplexity.ts scoreWindow: the per-position terms added in position order. */
   scoreWindow(ids: Int32Array): WindowScore {
-    let nllSum = 0;
-    for (const term of this.positionNll(ids)) nllSum += term;
-    return { nllSum, scored: Math.max(0, ids.length - 1) };
+    return scoreFromPositionNll(this.positionNll(ids), ids.length);
   }
 
   /** Frees every device buffer (to the context's pool); later calls are refused. Safe to call twice. */
@@ -217,8 +216,11 @@ export class GpuLlamaForwardBf16 {
   }
 
   private uploadBf16(values: Float64Array): DeviceArray {
+    // Correctly rounded f64 → bf16: round-to-odd f32 first, then nearest even (formats/dense).
+    const wide = new Uint32Array(values.length);
+    f64ToF32BitsRoundToOdd(values, wide);
     const bits = new Uint16Array(values.length);
-    for (let i = 0; i < values.length; i++) bits[i] = f64ToBf16Bit(values[i]!);
+    f32BitsToBf16Bits(wide, bits);
     const array = this.alloc(bits.length, 2);
     this.engine.context.uploadInto(array.pointer, new Uint8Array(bits.buffer));
     return array;

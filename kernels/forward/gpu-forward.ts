@@ -8,6 +8,7 @@ import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { gemmF64 } from "../linalg/dgemm.js";
 import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
+import { scoreFromPositionNll } from "./gpu-perplexity.js";
 import { LINEAR_KEYS, uploadModel, type DeviceLinear, type DeviceModel } from "./device-model.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
 
@@ -105,9 +106,7 @@ export class GpuLlamaForward {
 
   /** perplexity.ts scoreWindow: the per-position terms added in position order, as windowNll adds them. */
   scoreWindow(ids: Int32Array): WindowScore {
-    let nllSum = 0;
-    for (const term of this.positionNll(ids)) nllSum += term;
-    return { nllSum, scored: Math.max(0, ids.length - 1) };
+    return scoreFromPositionNll(this.positionNll(ids), ids.length);
   }
 
   /** Frees every device buffer (to the context's pool); later calls are refused. Safe to call twice. */

@@ -14,3 +14,10 @@ export function gpuPerplexity(forward: { scoreWindow(ids: Int32Array): WindowSco
   const meanNll = scored > 0 ? nllSum / scored : NaN;
   return { perplexity: Math.exp(meanNll), meanNll, windows: windows.length, scored };
 }
+
+/** perplexity.ts scoreWindow from a GPU forward's per-position NLL: the terms added in position order, as windowNll adds them. */
+export function scoreFromPositionNll(nll: Float64Array, tokens: number): WindowScore {
+  let nllSum = 0;
+  for (const term of nll) nllSum += term;
+  return { nllSum, scored: Math.max(0, tokens - 1) };
+}

@@ -1,6 +1,7 @@
 import { KernelError } from "../../formats/errors.js";
-import type { CudaContext, DevicePointer } from "../cuda/driver.js";
+import type { CudaContext } from "../cuda/driver.js";
 import type { CudaModule, KernelArgument, LaunchShape } from "../cuda/module.js";
+import { launchChecks, type DeviceArray } from "../cuda/launch-checks.js";
 import { STATUS_BITS } from "../cuda/status.js";
 import type { GpuEngine } from "../engine.js";
 
@@ -18,31 +19,14 @@ import type { GpuEngine } from "../engine.js";
  *   row's sum is reduced inside one block in a fixed order (deterministic) and needs no atomics.
  */
 
-/** A device buffer and how many elements of its type it holds: what extents are checked against. */
-export interface DeviceArray {
-  pointer: DevicePointer;
-  elements: number;
-}
+export type { DeviceArray } from "../cuda/launch-checks.js";
 
 /** forward.cu LQ_FWD_THREADS. */
 export const FORWARD_THREADS = 256;
 /** The CUDA limit on gridDim.x. */
 const MAX_GRID_X = 2 ** 31 - 1;
 
-function refuse(kernel: string, detail: string, expected: unknown, actual: unknown): KernelError {
-  return new KernelError("LAUNCH_REFUSED", `forward ${kernel}: ${detail}`, { expected, actual });
-}
-
-function checkCount(kernel: string, name: string, value: number, minimum: number): void {
-  if (!(Number.isSafeInteger(value) && value >= minimum)) throw refuse(kernel, `${name} must be an integer ≥ ${minimum}`, `≥ ${minimum}`, value);
-}
-
-/** The kernel reads or writes elements 0 … needed−1 of `array`. */
-function checkExtent(kernel: string, name: string, array: DeviceArray, needed: number): void {
-  if (!Number.isSafeInteger(needed)) throw refuse(kernel, `${name}: the extent is past the safe integers`, "< 2^53", needed);
-  if (!(typeof array.pointer === "bigint" && array.pointer > 0n)) throw refuse(kernel, `${name} must be a device pointer`, "a non-null CUdeviceptr", array.pointer);
-  if (array.elements < needed) throw refuse(kernel, `${name} holds fewer elements than the launch touches`, `≥ ${needed}`, array.elements);
-}
+const { refuse, checkCount, checkExtent } = launchChecks("forward");
 
 /** One thread per element: ⌈count / 256⌉ blocks of 256. */
 export function elementwiseLaunch(kernel: string, count: number): LaunchShape {

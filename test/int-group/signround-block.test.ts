@@ -16,7 +16,7 @@ import { BLOCK_LINEARS, blockWeights, forwardBlock, type BlockContext, type Bloc
 import { LlamaForward } from "../../model/llama-forward.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * Block-wise SignRound on seeded random decoder blocks: the block forward is LlamaForward's
@@ -26,10 +26,6 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
  */
 
 const SEED = Number(process.env["LMPACK_SIGNROUND_SEED"] ?? 0xb10c) >>> 0;
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 /** float32-representable Gaussian values (checkpoint weights are widened float32). */
 const randn = (rng: Rng, n: number, sigma: number, mean = 0): Float64Array => Float64Array.from({ length: n }, () => Math.fround(mean + sigma * gaussian(rng)));

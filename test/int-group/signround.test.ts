@@ -8,7 +8,7 @@ import { linearDecayLr, quantizeSignRound, type SignRoundResult } from "../../fo
 import { layerLoss, SignRoundLayer, type SignRoundGradients } from "../../formats/int-group/quantizers/signround-grad.js";
 import { maxCode, type IntBits, type IntGroupParams, type IntGroupTensor } from "../../formats/int-group/types.js";
 import type { Hessian } from "../../formats/second-order/hessian.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * SignRound on seeded random layers with a random correlated SPD Hessian: never worse than RTN
@@ -18,10 +18,6 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
  */
 
 const SEED = Number(process.env["LMPACK_SIGNROUND_SEED"] ?? 0x5195) >>> 0;
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 /** Rows of different spread, a few outliers, every third row shifted (so asym grids differ from sym). */
 function randomWeight(rng: Rng, n: number, k: number): Float32Array {

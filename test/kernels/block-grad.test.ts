@@ -14,7 +14,7 @@ import { checkBlockWeights, checkWindow, planBlockGrad } from "../../kernels/blo
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { FIXTURE_MODEL } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * One decoder block's forward and ∂loss/∂W on the GPU (kernels/block-grad) against the CPU
@@ -24,10 +24,6 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
  */
 
 const TOLERANCE = 1e-9;
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 const randn = (rng: Rng, n: number, sigma: number, mean = 0): Float64Array => Float64Array.from({ length: n }, () => Math.fround(mean + sigma * gaussian(rng)));
 

@@ -16,7 +16,7 @@ import { logSumExp, windowNll } from "../../model/perplexity.js";
 import { loadTokenizer } from "../../model/tokenizer.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { CLI, FIXTURE_MODEL, SHARED_DIR, sharedModel } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * The decoder forward on the GPU (kernels/forward) against the CPU reference LlamaForward. The
@@ -44,10 +44,6 @@ async function textIds(folder: string, textFile: string, count: number): Promise
   const ids = (await loadTokenizer(folder)).encode(text);
   assert.ok(ids.length >= count, `${textFile} gives only ${ids.length} tokens`);
   return ids.slice(0, count);
-}
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
 }
 
 /** Float32 values (as the loader widens them), N(mean, sigma²). */

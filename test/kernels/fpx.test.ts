@@ -6,7 +6,7 @@ import { fpxFormat, parseFormat, type FpxFormat } from "../../formats/fpx/format
 import { dequantizeFpx } from "../../formats/fpx/reference.js";
 import { regionTableForKernel, tcPackedBytes, unpackTc } from "../../formats/fpx/tc-layout.js";
 import type { FpxTensor } from "../../formats/fpx/types.js";
-import { bytesOf, viewAs } from "../../formats/packed-array.js";
+import { viewAs } from "../../formats/packed-array.js";
 import { checkStatus } from "../../kernels/cuda/status.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { dequantFpxGpu } from "../../kernels/fpx/launch.js";

@@ -2,7 +2,6 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { f32BitsToF16Bits } from "../../formats/dense/float-bits.js";
 import { ggmlCodecByName } from "../../formats/ggml/registry.js";
 import type { GgmlTypeCodec } from "../../formats/ggml/types.js";
 import type { VerifyStats } from "../../kernels/cuda/verify.js";

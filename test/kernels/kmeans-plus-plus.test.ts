@@ -4,7 +4,7 @@ import { kMeansPlusPlus, mulberry32 as initStream, type InitData } from "../../f
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuKMeansPlusPlus } from "../../kernels/kmeans/plus-plus-gpu.js";
 import { expectCode } from "../helpers/gpu-assert.js";
-import { mulberry32 } from "../helpers/prng.js";
+import { gaussian, mulberry32 } from "../helpers/prng.js";
 
 /**
  * k-means++ seeding on the GPU (kernels/kmeans/plus-plus.cuh) against the CPU's pruned
@@ -40,7 +40,7 @@ function makeData(c: Case, seed: number): InitData {
   const rng = mulberry32(seed);
   const vectors = new Float64Array(c.count * c.dim);
   for (let i = 0; i < vectors.length; i++) {
-    const x = Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
+    const x = gaussian(rng);
     vectors[i] = c.grid > 0 ? Math.round(x / c.grid) * c.grid : x;
   }
   const partialFrom = c.partial?.from ?? c.count;

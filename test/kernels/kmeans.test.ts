@@ -8,7 +8,7 @@ import { quantizeVptq } from "../../formats/vptq/quantize.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuLloyd } from "../../kernels/kmeans/lloyd-gpu.js";
 import { gpuCodebookSearch } from "../../kernels/kmeans/search-gpu.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32 } from "../helpers/prng.js";
 
 /**
  * The k-means contract the GPU implements (formats/vptq/kmeans.ts KMeansBackend): exact arg-min
@@ -17,10 +17,6 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
  * the k-d tree path's result bit for bit, on data full of ties and duplicates. On a GPU,
  * kernels/kmeans must give it too, and VPTQ quantization must give the same bytes on both.
  */
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 interface Case {
   name: string;

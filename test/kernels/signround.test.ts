@@ -12,7 +12,7 @@ import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuSignRound, signRoundLaunches } from "../../kernels/signround/signround-gpu.js";
 import { assertSameBits, expectCode } from "../helpers/gpu-assert.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * SignRound's tuning loop through a SignRoundBackend. On the CPU: the plumbing (a backend that
@@ -21,10 +21,6 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
  * with one, only ΔW·H is summed in another order (cuBLAS or the own kernel), so the losses agree
  * to rounding and a few V whose gradient is within rounding of zero step the other way.
  */
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 /** Rows of different spread, a few outliers, every third row shifted; a zero run and a −0 where the shape allows. */
 function randomWeight(rng: Rng, n: number, k: number): Float32Array {

@@ -7,7 +7,7 @@ import { quantizeSpqr, type SpqrQuantizeOptions, type SpqrQuantizeResult } from 
 import { dequantizeSpqr } from "../../formats/spqr/reference.js";
 import { codeOf, fitFirstOrder, fitMinMax, groupScratch, leaveOneOutReduction, type GridSpec } from "../../formats/spqr/stats.js";
 import type { SpqrTensor } from "../../formats/spqr/types.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * The SpQR quantizer against what it promises: a valid representation (codes, statistics,
@@ -21,10 +21,6 @@ const SEED = Number(process.env["LMPACK_SPQR_SEED"] ?? 0x5b9a7) >>> 0;
 const M = 128;
 const N = 256;
 const half = halfValues();
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 /** N(0, 0.02²) weights, `heavy` of them eight times larger (the heavy tail outliers exist for). */
 function randomWeight(rng: Rng, m: number, n: number, heavy = 0.01): Float32Array {

@@ -8,7 +8,7 @@ import { weightedKMeans, type KMeansData, type KMeansInit } from "../../formats/
 import { quantizeVptq, type VptqQuantizeOptions, type VptqQuantizeResult } from "../../formats/vptq/quantize.js";
 import { dequantizeVptq } from "../../formats/vptq/reference.js";
 import type { VptqTensor } from "../../formats/vptq/types.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
 /**
  * The VPTQ quantizer against what it promises: a valid, deterministic tensor; a decoded weight
@@ -21,10 +21,6 @@ const SEED = Number(process.env["LMPACK_VPTQ_SEED"] ?? 0x7e51) >>> 0;
 const M = 128;
 const N = 256;
 const half = halfValues();
-
-function gaussian(rng: Rng): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 function randomWeight(rng: Rng, m: number, n: number): Float32Array {
   return Float32Array.from({ length: m * n }, () => Math.fround(0.02 * gaussian(rng)));

@@ -1,10 +1,8 @@
 import { UsageError } from "../../errors.js";
 import { BLOCK_LINEARS, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
 import { CpuBlockGradBackend, type BlockGradBackend, type BlockTuner } from "./block-grad-backend.js";
-import { fitGrid, quantizeCode } from "../grid.js";
-import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
-import { emptyIntGroupTensor } from "./rtn.js";
-import { defaultSignRoundLr, linearDecayLr, SIGNROUND_DEFAULT_ITERS, type SignRoundResult } from "./signround.js";
+import type { IntGroupParams } from "../types.js";
+import { defaultSignRoundLr, linearDecayLr, SIGNROUND_DEFAULT_ITERS, tensorFromParams, type SignRoundResult } from "./signround.js";
 import { groupExtremes, SignRoundLayer, type SignRoundParams } from "./signround-grad.js";
 
 /**
@@ -189,7 +187,8 @@ export function tuneBlockSignRound(ctx: BlockContext, params: IntGroupParams, da
   const linears = Object.fromEntries(
     BLOCK_LINEARS.map((key) => {
       const { weight, outFeatures, inFeatures } = ctx.layer[key];
-      const tensor = tensorFromParams(Float32Array.from(weight), outFeatures, inFeatures, params, tuned[key]);
+      const weight32 = Float32Array.from(weight);
+      const tensor = tensorFromParams(weight32, outFeatures, inFeatures, params, groupExtremes(weight32, outFeatures, inFeatures, params.groupSize), tuned[key]);
       return [key, { tensor, bestLoss, bestIter, initialLoss, tuned: tuned[key] }];
     }),
   ) as Record<BlockLinearKey, SignRoundResult>;
@@ -218,24 +217,6 @@ class HostBlockTuner implements BlockTuner {
   }
 
   release(): void {}
-}
-
-/** Same as signround.ts's (not exported there): codes, scales, zeros of `tuned` through fitGrid / quantizeCode. */
-export function tensorFromParams(weight: Float32Array, n: number, k: number, quant: IntGroupParams, tuned: SignRoundParams): IntGroupTensor {
-  const { groupMin, groupMax } = groupExtremes(weight, n, k, quant.groupSize);
-  const nGroups = groupCount(k, quant.groupSize);
-  const tensor = emptyIntGroupTensor(n, k, quant);
-  for (let row = 0; row < n; row++) {
-    for (let g = 0; g < nGroups; g++) {
-      const gi = row * nGroups + g;
-      const grid = fitGrid(groupMin[gi]!, groupMax[gi]!, quant, tuned.minScale[gi]!, tuned.maxScale[gi]!);
-      tensor.scales[g * n + row] = grid.scale;
-      tensor.zeros[g * n + row] = grid.zero;
-      const end = row * k + Math.min((g + 1) * quant.groupSize, k);
-      for (let i = row * k + g * quant.groupSize; i < end; i++) tensor.codes[i] = quantizeCode(weight[i]!, grid, quant, tuned.value[i]!);
-    }
-  }
-  return tensor;
 }
 
 /**

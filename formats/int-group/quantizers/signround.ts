@@ -125,8 +125,8 @@ export function linearDecayLr(lr: number, iters: number): Float64Array {
   return out;
 }
 
-/** The tensor of `tuned`, through the same fitGrid / quantizeCode as RTN. */
-function tensorFromParams(weight: Float32Array, n: number, k: number, quant: IntGroupParams, extremes: { groupMin: Float32Array; groupMax: Float32Array }, tuned: SignRoundParams): IntGroupTensor {
+/** The tensor of `tuned`, through the same fitGrid / quantizeCode as RTN (`extremes`: groupExtremes of `weight`). */
+export function tensorFromParams(weight: Float32Array, n: number, k: number, quant: IntGroupParams, extremes: { groupMin: Float32Array; groupMax: Float32Array }, tuned: SignRoundParams): IntGroupTensor {
   const nGroups = groupCount(k, quant.groupSize);
   const tensor = emptyIntGroupTensor(n, k, quant);
   for (let row = 0; row < n; row++) {
