@@ -117,15 +117,18 @@ export function linear(layer: Linear, x: Float64Array, tokens: number): Float64A
 /**
  * Causal grouped-query attention: query head h reads key/value head ⌊h / (heads/kvHeads)⌋,
  * scores scaled by 1/√headDim, softmax over positions ≤ t. Returns [tokens][heads·headDim].
+ * With `probs` ([heads][tokens][tokens]), each head's probabilities are left there.
  */
-export function attention(q: Float64Array, k: Float64Array, v: Float64Array, tokens: number, heads: number, kvHeads: number, headDim: number): Float64Array {
+export function attention(q: Float64Array, k: Float64Array, v: Float64Array, tokens: number, heads: number, kvHeads: number, headDim: number, probs?: Float64Array): Float64Array {
   const qStride = heads * headDim;
   const kvStride = kvHeads * headDim;
   const out = new Float64Array(tokens * qStride);
-  const scores = new Float64Array(tokens * tokens);
+  const scratch = probs === undefined ? new Float64Array(tokens * tokens) : undefined;
   const group = heads / kvHeads;
   for (let h = 0; h < heads; h++) {
     const kvOffset = Math.floor(h / group) * headDim;
+    // One head's scores, then its probabilities: kept per head in `probs` when given (the block backward reads them).
+    const scores = scratch ?? probs!.subarray(h * tokens * tokens, (h + 1) * tokens * tokens);
     scores.fill(0);
     gemmAdd({ data: scores, offset: 0, rowStride: tokens }, { data: q, offset: h * headDim, rowStride: qStride }, { data: k, offset: kvOffset, rowStride: kvStride, transposed: true }, tokens, headDim, tokens, 1 / Math.sqrt(headDim));
     for (let t = 0; t < tokens; t++) {
@@ -143,7 +146,8 @@ export function attention(q: Float64Array, k: Float64Array, v: Float64Array, tok
   return out;
 }
 
-function addInto(target: Float64Array, source: Float64Array): void {
+/** target += source, element by element (the residual stream). */
+export function addInto(target: Float64Array, source: Float64Array): void {
   for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
 }
 

@@ -32,7 +32,7 @@ export function forwardOnDevice(engine: GpuEngine, plan: BlockGradPlan, buffers:
   launchRope(engine, tape.q, frozen.cos, frozen.sin, T, heads, headDim);
   launchRope(engine, tape.k, frozen.cos, frozen.sin, T, kvHeads, headDim);
 
-  // attentionKeep, head by head: P_h = causal softmax(Q_h·K_gᵀ / √headDim) kept in probs, then
+  // model/block-grad forwardBlock's attention (llama-forward.ts attention with probs kept), head by head: P_h = causal softmax(Q_h·K_gᵀ / √headDim) kept in probs, then
   // attended[:, h] = P_h·V_g (g = ⌊h / (heads / kvHeads)⌋).
   const group = heads / kvHeads;
   const scale = 1 / Math.sqrt(headDim);

@@ -1,6 +1,5 @@
 import type { ModelConfig } from "../../converters/hf/config.js";
-import { gemmAdd } from "../../formats/second-order/matmul.js";
-import { linear } from "../llama-forward.js";
+import { addInto, attention, linear } from "../llama-forward.js";
 import type { DecoderLayerWeights, Linear } from "../llama-weights.js";
 import { applyRope, type RopeTable } from "../rope.js";
 
@@ -72,7 +71,7 @@ export function forwardBlock(ctx: BlockContext, weights: BlockLinearWeights, inp
   applyRope(q, tokens, config.numHeads, rope);
   applyRope(k, tokens, config.numKvHeads, rope);
   const probs = new Float64Array(config.numHeads * tokens * tokens);
-  const attended = attentionKeep(q, k, v, tokens, config.numHeads, config.numKvHeads, config.headDim, probs);
+  const attended = attention(q, k, v, tokens, config.numHeads, config.numKvHeads, config.headDim, probs);
   const h1 = input.slice();
   addInto(h1, linear(withWeight(layer.o, weights.o), attended, tokens));
   const invRms2 = new Float64Array(tokens);
@@ -100,33 +99,4 @@ function rmsNormKeep(x: Float64Array, tokens: number, size: number, weight: Floa
     for (let i = 0; i < size; i++) out[t * size + i] = x[t * size + i]! * scale * weight[i]!;
   }
   return out;
-}
-
-/** llama-forward's attention (same products, same softmax), keeping each head's probabilities in `probs`. */
-function attentionKeep(q: Float64Array, k: Float64Array, v: Float64Array, tokens: number, heads: number, kvHeads: number, headDim: number, probs: Float64Array): Float64Array {
-  const qStride = heads * headDim;
-  const kvStride = kvHeads * headDim;
-  const out = new Float64Array(tokens * qStride);
-  const group = heads / kvHeads;
-  for (let h = 0; h < heads; h++) {
-    const kvOffset = Math.floor(h / group) * headDim;
-    const base = h * tokens * tokens;
-    const scores = probs.subarray(base, base + tokens * tokens);
-    gemmAdd({ data: scores, offset: 0, rowStride: tokens }, { data: q, offset: h * headDim, rowStride: qStride }, { data: k, offset: kvOffset, rowStride: kvStride, transposed: true }, tokens, headDim, tokens, 1 / Math.sqrt(headDim));
-    for (let t = 0; t < tokens; t++) {
-      const row = t * tokens;
-      let max = -Infinity;
-      for (let s = 0; s <= t; s++) max = Math.max(max, scores[row + s]!);
-      let sum = 0;
-      for (let s = 0; s <= t; s++) sum += scores[row + s] = Math.exp(scores[row + s]! - max);
-      for (let s = 0; s <= t; s++) scores[row + s]! /= sum;
-      scores.fill(0, row + t + 1, row + tokens);
-    }
-    gemmAdd({ data: out, offset: h * headDim, rowStride: qStride }, { data: scores, offset: 0, rowStride: tokens }, { data: v, offset: kvOffset, rowStride: kvStride }, tokens, tokens, headDim);
-  }
-  return out;
-}
-
-function addInto(target: Float64Array, source: Float64Array): void {
-  for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
 }
