@@ -1,7 +1,7 @@
 import type { Stats } from "node:fs";
-import { open, readdir, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { ioErrorFor } from "../io/random-access.js";
-import { openCheckpoint } from "../open.js";
+import { openCheckpoint, readHead } from "../open.js";
 import { GGUF_MAGIC } from "../gguf/layout.js";
 import { MAGIC } from "../lmpack/layout.js";
 import { checkNameClaims } from "./claims.js";
@@ -112,13 +112,3 @@ async function structural(path: string, findings: Findings, deep: boolean): Prom
   return none;
 }
 
-async function readHead(path: string): Promise<Uint8Array> {
-  const handle = await open(path, "r");
-  try {
-    const head = new Uint8Array(9);
-    const { bytesRead } = await handle.read(head, 0, 9, 0);
-    return head.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}
