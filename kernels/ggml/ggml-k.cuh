@@ -22,7 +22,9 @@
 // operations are those of the TS codecs, in their order, each a separate IEEE operation
 // (__fmul_rn, __fsub_rn: no FMA contraction). The products are exact in float32 (an fp16 scale's 11
 // significant bits times integer factors of at most 12: formats/ggml/block-math.ts), so the only
-// rounding is the subtraction of `dmin · m` in Q2_K, Q4_K and Q5_K, as in the reference.
+// rounding is the subtraction of `dmin · m` in Q2_K, Q4_K and Q5_K, as in the reference. These
+// per-weight functions are the definitions; the kernels compute the same operations a lane's 8
+// weights at a time (ggml-k-lanes.cuh).
 #pragma once
 #include <stdint.h>
 #include "ggml-legacy.cuh"

@@ -99,7 +99,9 @@ __device__ __forceinline__ int lq_ggml_high_bit(const uint8_t* qh, int e) {
   return (qh[e >> 3] >> (e & 7)) & 1;
 }
 
-// The per-type dequants: weight e of block b, as formats/ggml/<type>.ts computes it.
+// The per-type dequants: weight e of block b, as formats/ggml/<type>.ts computes it. These are the
+// definitions; the kernels compute the same operations a lane's 8 weights at a time
+// (ggml-legacy-lanes.cuh), and lq_ggml_half_to_float is F16's.
 __device__ __forceinline__ float lq_ggml_f16(const lq_block_f16* b, int) {
   return lq_ggml_half_to_float(b->bits);
 }

@@ -17,17 +17,33 @@ import { runLaunches } from "../cuda/timing.js";
  * Block sizes and bytes come from the codecs (formats/ggml/registry.ts), never from a table here;
  * test/kernels/ggml.test.ts checks that the kernels' structs have the same sizes.
  *
- * Launch: THREADS threads per block (the kernel's shared-memory reduction is sized for 256), one
- * piece of 4 or 8 consecutive weights per thread and loop step, and enough blocks to fill the
- * device (BLOCKS_PER_SM per multiprocessor) over a grid-stride loop, capped by the piece count
- * (MIN_PIECE weights each): more blocks only add partials to sum.
+ * Launch: THREADS threads per block; each warp takes chunks of CHUNK consecutive weights over a
+ * warp-stride loop (ggml.cu), and the grid is one full wave of the kernel's blocks (as many as
+ * the multiprocessors hold at the occupancy its __launch_bounds__ sizes registers for), capped by
+ * the chunk count. A launch with a reference runs lq_ggml_<type>_dequant_verify, with or without
+ * the weights, so both give the same partials; one without runs lq_ggml_<type>_dequant.
  */
 
 /** LQ_GGML_THREADS in ggml.cu. */
 const THREADS = 256;
-const BLOCKS_PER_SM = 16;
-/** Weights per thread and loop step in ggml.cu's lq_ggml_pieces: 8 for fp16 output, 4 otherwise. */
-const MIN_PIECE = 4;
+/** LQ_GGML_CHUNK in ggml.cu: the weights one warp takes at a time (32 lanes × 8). */
+const CHUNK = 256;
+/** LQ_GGML_DEQUANT_BLOCKS and LQ_GGML_VERIFY_BLOCKS in ggml.cu: the blocks per multiprocessor each kernel's registers allow. */
+const DEQUANT_BLOCKS_PER_SM = 8;
+const VERIFY_BLOCKS_PER_SM = 6;
+/** LQ_GGML_MAX_WEIGHTS in ggml.cu: chunk indices are 32-bit there (2^39 weights, far beyond any device's memory). */
+const MAX_WEIGHTS = (2 ** 31 - 1) * CHUNK;
+
+/**
+ * Threads a multiprocessor holds at once, by compute capability (CUDA C++ Programming Guide,
+ * "Technical Specifications per Compute Capability"): 2048 on the data-centre parts (A100, H100,
+ * B200), 1536 on RTX 30xx/A10 (8.6), RTX 40xx/L4 (8.9) and RTX 50xx (12.x), 1024 on Turing (7.5).
+ */
+function threadsPerMultiprocessor(computeCapability: number): number {
+  if (computeCapability === 75) return 1024;
+  if (computeCapability === 86 || computeCapability === 89 || computeCapability >= 120) return 1536;
+  return 2048;
+}
 
 /** The types with a kernel in ggml.cu, by codec name: the types lmpack writes to GGUF, plus F16 and BF16. */
 export const GGML_KERNEL_TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0"] as const;
@@ -47,6 +63,11 @@ export function ggmlKernelName(type: GgmlKernelType): string {
   return `lq_ggml_${type.toLowerCase().replace(/_k$/, "_K")}_dequant_verify`;
 }
 
+/** The weights-only kernel of a type: `lq_ggml_q4_K_dequant` for Q4_K (no reference, no partials; more blocks per multiprocessor). */
+export function ggmlDequantKernelName(type: GgmlKernelType): string {
+  return ggmlKernelName(type).slice(0, -"_verify".length);
+}
+
 function hasKernel(name: string): name is GgmlKernelType {
   return (GGML_KERNEL_TYPES as readonly string[]).includes(name);
 }
@@ -57,17 +78,21 @@ export function dequantGgmlGpu(engine: GpuEngine, typeName: string, bytes: Uint8
   const where = { tensor: options.tensorName };
   const refuse = (detail: string, expected: unknown, actual: unknown) => new KernelError("LAUNCH_REFUSED", `ggml ${shape}: ${detail}`, { ...where, expected, actual });
   const codec = ggmlCodecByName(typeName);
-  const kernel = codec !== undefined && hasKernel(codec.name) ? ggmlKernelName(codec.name) : undefined;
-  if (codec === undefined || kernel === undefined) throw refuse(`no GPU kernel for ggml type ${typeName}`, GGML_KERNEL_TYPES.join(", "), typeName);
+  const type = codec !== undefined && hasKernel(codec.name) ? codec.name : undefined;
+  if (codec === undefined || type === undefined) throw refuse(`no GPU kernel for ggml type ${typeName}`, GGML_KERNEL_TYPES.join(", "), typeName);
   const { blockSize, typeSize } = codec;
   if (!(Number.isSafeInteger(nElements) && nElements > 0 && nElements % blockSize === 0)) throw refuse(`the element count is not a positive whole number of ${blockSize}-weight blocks`, `a positive multiple of ${blockSize}`, nElements);
   const nBlocks = nElements / blockSize;
   if (bytes.length !== nBlocks * typeSize) throw refuse(`byte length (${nBlocks} blocks of ${typeSize} bytes)`, nBlocks * typeSize, bytes.length);
+  if (nElements > MAX_WEIGHTS) throw refuse(`more than ${MAX_WEIGHTS} weights (the kernel's chunk indices are 32-bit)`, `at most ${MAX_WEIGHTS}`, nElements);
   if (options.reference !== undefined && options.reference.length !== nElements) throw refuse("reference length", nElements, options.reference.length);
 
   const context = engine.context;
   const module = engine.module("ggml");
-  const blocks = Math.max(1, Math.min(Math.ceil(nElements / (THREADS * MIN_PIECE)), context.info.multiprocessors * BLOCKS_PER_SM));
+  const verify = options.reference !== undefined;
+  const kernel = verify ? ggmlKernelName(type) : ggmlDequantKernelName(type);
+  const perSm = Math.min(verify ? VERIFY_BLOCKS_PER_SM : DEQUANT_BLOCKS_PER_SM, Math.floor(threadsPerMultiprocessor(context.info.computeCapability) / THREADS));
+  const blocks = Math.max(1, Math.min(Math.ceil(nElements / CHUNK / (THREADS / 32)), context.info.multiprocessors * perSm));
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (data: Uint8Array) => {
@@ -85,9 +110,11 @@ export function dequantGgmlGpu(engine: GpuEngine, typeName: string, bytes: Uint8
     const f16 = options.output === "f16";
     const out = wantWeights ? alloc(nElements * (f16 ? 2 : 4)) : 0n;
     const reference = options.reference === undefined ? 0n : upload(bytesOf(options.reference));
-    const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
+    const partials = verify ? alloc(blocks * VERIFY_PARTIAL_BYTES) : 0n;
     const status = alloc(4);
-    const args = [{ pointer: source }, { pointer: out }, { pointer: reference }, { pointer: partials }, { i64: nBlocks }, { i32: f16 ? 1 : 0 }, { pointer: status }];
+    const args = verify
+      ? [{ pointer: source }, { pointer: out }, { pointer: reference }, { pointer: partials }, { i64: nBlocks }, { i32: f16 ? 1 : 0 }, { pointer: status }]
+      : [{ pointer: source }, { pointer: out }, { i64: nBlocks }, { i32: f16 ? 1 : 0 }, { pointer: status }];
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS] }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "ggml", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
