@@ -4,10 +4,13 @@
  *
  *   node dist/bench/gpu-vptq.js [--shape 4096x11008] [--k 65536] [--res 256] [--init random]
  *                               [--kmeans-iters 100] [--cpu-iters 1] [--cpu-columns 32] [--cpu-vectors N]
+ *                               [--loop resident|host]
  *
  * GPU: the whole quantizeVptq (v8, k main centroids, a residual codebook) with Lloyd's
- * iterations and the column searches on kernels/kmeans, the GPTQ loop's deferred updates and
- * H's factorization on kernels/linalg. Printed: total wall time and where it went.
+ * iterations on kernels/kmeans, H's factorization on kernels/linalg, and the GPTQ loop either
+ * resident on the GPU (kernels/second-order, the default: searches, takes and updates never
+ * leave the device) or, with --loop host, on the host with the column searches and the deferred
+ * updates on the GPU. Printed: total wall time and where it went.
  *
  * CPU: the whole layer takes hours here (bench/RESULTS.md: 52 min for a 4096×4096 layer at
  * k 65536), so the same run times the CPU path on pieces of the same work and checks them
@@ -30,6 +33,8 @@ import { gpuLloyd } from "../kernels/kmeans/lloyd-gpu.js";
 import { gpuCodebookSearch } from "../kernels/kmeans/search-gpu.js";
 import { gpuFactorize } from "../kernels/linalg/cholesky-gpu.js";
 import { gpuDeferredUpdates } from "../kernels/linalg/gptq-deferred.js";
+import { gpuVptqLoop } from "../kernels/second-order/vptq-columns-gpu.js";
+import type { VptqResidentLoop } from "../formats/vptq/resident.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -45,6 +50,8 @@ const cpuIterations = Number(arg("cpu-iters", "1"));
 const cpuColumns = Number(arg("cpu-columns", "32"));
 /** Vectors of the k-means comparison (default: the layer's); fewer keep the CPU side short. */
 const cpuVectors = Number(arg("cpu-vectors", "0"));
+const loopKind = arg("loop", "resident");
+if (loopKind !== "resident" && loopKind !== "host") throw new Error(`--loop resident|host, not ${loopKind}`);
 
 const seconds = (from: number) => (performance.now() - from) / 1000;
 let started = performance.now();
@@ -54,7 +61,7 @@ const h = benchHessian(columns, random);
 console.log(`inputs: ${rows}×${columns} weight and H in ${seconds(started).toFixed(1)} s`);
 
 const engine = await GpuEngine.open();
-const timing = { lloyd: 0, lloydCalls: 0, search: 0, searchCalls: 0 };
+const timing = { lloyd: 0, lloydCalls: 0, search: 0, searchCalls: 0, loop: 0, loopCalls: 0 };
 const lloyd = gpuLloyd(engine);
 const timedLloyd: KMeansBackend = {
   description: lloyd.description,
@@ -85,23 +92,41 @@ const timedSearch: CodebookSearch = {
   },
 };
 const deferred = gpuDeferredUpdates(engine);
+const resident = gpuVptqLoop(engine);
+const timedLoop: VptqResidentLoop = {
+  description: resident.description,
+  accepts: (params) => resident.accepts(params),
+  run(...args) {
+    const t = performance.now();
+    const out = resident.run(...args);
+    timing.loop += seconds(t);
+    timing.loopCalls++;
+    return out;
+  },
+};
 started = performance.now();
 const result = quantizeVptq(weight, rows, columns, { size: columns, data: h }, {
   vectorLen: 8, numCentroids: k, numResCentroids: res, kmeansInit: init, kmeansIterations,
   kmeansBackend: timedLloyd, codebookSearch: timedSearch, deferred, factorize: gpuFactorize(engine),
+  ...(loopKind === "resident" ? { residentLoop: timedLoop } : {}),
 });
 const gpuTotal = seconds(started);
 deferred.release();
 search.release();
 const books = result.codebooks.map((c) => `${c.role} ${c.objectives.length} iterations${c.converged ? " (converged)" : ""}, ${c.reseeded} re-seeded`).join("; ");
-console.log(`\n# VPTQ v8 k${k} + residual ${res}, ${rows}×${columns}, init ${init}, on ${engine.describe()} (${new Date().toISOString().slice(0, 10)})\n`);
+console.log(`\n# VPTQ v8 k${k} + residual ${res}, ${rows}×${columns}, init ${init}, ${loopKind} GPTQ loop, on ${engine.describe()} (${new Date().toISOString().slice(0, 10)})\n`);
 console.log(`codebooks: ${books}; Hessian loss ${result.hessianLoss.toExponential(6)}\n`);
 console.log("| part | GPU s | notes |");
 console.log("|---|---|---|");
 console.log(`| whole layer (quantizeVptq) | ${gpuTotal.toFixed(2)} | goal ≤ 30 s |`);
 console.log(`| k-means: init on the CPU (${init}) + Lloyd on the GPU | ${timing.lloyd.toFixed(2)} (Lloyd) | ${timing.lloydCalls} codebooks |`);
-console.log(`| column searches | ${timing.search.toFixed(2)} | ${timing.searchCalls} columns, main + residual |`);
-console.log(`| the rest (norm, act-order, factorization, GPTQ loop's in-block work on the CPU, deferred updates) | ${(gpuTotal - timing.lloyd - timing.search).toFixed(2)} | |`);
+if (loopKind === "resident") {
+  console.log(`| GPTQ loop resident on the GPU (searches, takes, in-block and deferred updates, uploads and downloads) | ${timing.loop.toFixed(2)} | ${timing.loopCalls} passes × ${columns} columns: ${((timing.loop / Math.max(1, timing.loopCalls * columns)) * 1e6).toFixed(0)} µs a column |`);
+  console.log(`| the rest (norm, act-order, factorization) | ${(gpuTotal - timing.lloyd - timing.loop).toFixed(2)} | |`);
+} else {
+  console.log(`| column searches | ${timing.search.toFixed(2)} | ${timing.searchCalls} columns, main + residual |`);
+  console.log(`| the rest (norm, act-order, factorization, GPTQ loop's in-block work on the CPU, deferred updates) | ${(gpuTotal - timing.lloyd - timing.search).toFixed(2)} | |`);
+}
 
 // CPU pieces on the same kind of data: the main k-means's first iterations from one init.
 const full = Math.floor(rows / 8);

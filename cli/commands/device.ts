@@ -5,6 +5,7 @@ import type { HessianProducts } from "../../converters/hessians/calibrate.js";
 import type { SignRoundBackendFactory } from "../../formats/int-group/quantizers/signround-grad.js";
 import type { CodebookSearch } from "../../formats/vptq/codebook.js";
 import type { KMeansBackend } from "../../formats/vptq/kmeans.js";
+import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
 import type { GpuEngine } from "../../kernels/engine.js";
 
 /**
@@ -28,13 +29,15 @@ export interface QuantizerDevice {
   /** VPTQ's k-means (Lloyd) and codebook searches on the GPU (kernels/kmeans); the CPU's when undefined. */
   kmeans: KMeansBackend | undefined;
   codebookSearch: CodebookSearch | undefined;
+  /** VPTQ's whole GPTQ loop on the GPU (kernels/second-order/vptq-columns-gpu.ts); the host loop with the pieces above when undefined. */
+  vptqLoop: VptqResidentLoop | undefined;
   /** The GPU itself (sequential calibration runs its forward there); undefined on the CPU. */
   engine: GpuEngine | undefined;
   close(): void;
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, engine: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, vptqLoop: undefined, engine: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -48,6 +51,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
   const { gpuSignRound } = await import("../../kernels/signround/signround-gpu.js");
   const { gpuLloyd } = await import("../../kernels/kmeans/lloyd-gpu.js");
   const { gpuCodebookSearch } = await import("../../kernels/kmeans/search-gpu.js");
+  const { gpuVptqLoop } = await import("../../kernels/second-order/vptq-columns-gpu.js");
   const deferred = gpuDeferredUpdates(engine);
   const codebookSearch = gpuCodebookSearch(engine);
   return {
@@ -57,6 +61,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
     signround: gpuSignRound(engine),
     kmeans: gpuLloyd(engine),
     codebookSearch,
+    vptqLoop: gpuVptqLoop(engine),
     engine,
     close: () => {
       deferred.release();

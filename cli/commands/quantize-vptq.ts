@@ -62,12 +62,13 @@ async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device:
 }
 
 /** The device's parts of the VPTQ options (none on the CPU). */
-function deviceOptions(device: QuantizerDevice): Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch"> {
+function deviceOptions(device: QuantizerDevice): Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch" | "residentLoop"> {
   return {
     ...(device.deferred === undefined ? {} : { deferred: device.deferred }),
     ...(device.factorize === undefined ? {} : { factorize: device.factorize }),
     ...(device.kmeans === undefined ? {} : { kmeansBackend: device.kmeans }),
     ...(device.codebookSearch === undefined ? {} : { codebookSearch: device.codebookSearch }),
+    ...(device.vptqLoop === undefined ? {} : { residentLoop: device.vptqLoop }),
   };
 }
 

@@ -4,6 +4,7 @@ import type { Hessian } from "../second-order/hessian.js";
 import type { PrepareOptions } from "../second-order/prepare.js";
 import type { CodebookSearch } from "./codebook.js";
 import type { KMeansBackend, KMeansInit } from "./kmeans.js";
+import type { VptqResidentLoop } from "./resident.js";
 import { vectorRows, type VptqFloat, type VptqParams } from "./types.js";
 
 /**
@@ -43,6 +44,8 @@ export interface VptqQuantizeOptions {
   kmeansBackend?: KMeansBackend;
   /** Where each column's nearest-centroid searches run (the GPU: kernels/kmeans/search-gpu.ts); the k-d tree by default. Same indices either way. */
   codebookSearch?: CodebookSearch;
+  /** The whole GPTQ loop on a device (kernels/second-order/vptq-columns-gpu.ts) when refining and it accepts the layout; runGptqLoop by default. Same result either way. */
+  residentLoop?: VptqResidentLoop;
   kmeansInit?: KMeansInit;
   /** Lloyd assignment steps at most (the reference's kiter). Default 100. */
   kmeansIterations?: number;
@@ -61,7 +64,7 @@ export interface VptqQuantizeOptions {
 }
 
 /** Options that choose where work runs, not what it computes: no defaults. */
-type DeviceOptionKey = "layerName" | "deferred" | "factorize" | "kmeansBackend" | "codebookSearch";
+type DeviceOptionKey = "layerName" | "deferred" | "factorize" | "kmeansBackend" | "codebookSearch" | "residentLoop";
 
 export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions, DeviceOptionKey>>> = Object.freeze({
   vectorLen: 8,
@@ -84,11 +87,11 @@ export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions,
   dtype: "F16",
 });
 
-export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, DeviceOptionKey>> & Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch"> & { layerName: string | undefined };
+export type ResolvedVptqOptions = Required<Omit<VptqQuantizeOptions, DeviceOptionKey>> & Pick<VptqQuantizeOptions, "deferred" | "factorize" | "kmeansBackend" | "codebookSearch" | "residentLoop"> & { layerName: string | undefined };
 
 /** Options with their defaults filled in. */
 export function resolveVptqOptions(options: VptqQuantizeOptions): ResolvedVptqOptions {
-  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, deferred: options.deferred, factorize: options.factorize, kmeansBackend: options.kmeansBackend, codebookSearch: options.codebookSearch };
+  return { ...VPTQ_QUANTIZE_DEFAULTS, ...definedOnly(options), layerName: options.layerName, deferred: options.deferred, factorize: options.factorize, kmeansBackend: options.kmeansBackend, codebookSearch: options.codebookSearch, residentLoop: options.residentLoop };
 }
 
 function definedOnly(options: VptqQuantizeOptions): Partial<VptqQuantizeOptions> {

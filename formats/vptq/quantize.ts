@@ -1,5 +1,5 @@
 import { FormatError } from "../errors.js";
-import { runGptqLoop, type ColumnQuantizer, type LoopView } from "../second-order/gptq-loop.js";
+import { runGptqLoop, type LoopView } from "../second-order/gptq-loop.js";
 import type { Hessian } from "../second-order/hessian.js";
 import { invertPermutation, prepareSecondOrder } from "../second-order/prepare.js";
 import { concatBits, fitCodebook, vectorColumns, type Codebook, type ColumnBooks } from "./codebook.js";
@@ -88,7 +88,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
   const tensor = emptyTensor(params, rows, inFeatures, o.dtype, perm, norm, books);
   const pristine = params.numResCentroids > 0 ? weightT.slice() : undefined;
   try {
-    let pass = runPass(weightT, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, pristine !== undefined);
+    let pass = runPass(weightT, u, rows, inFeatures, tensor, books, o, pristine !== undefined);
     if (pristine !== undefined) {
       // The reference clusters qerror = w − q: each column's error as it was quantized, before
       // the 1/U[c,c] scaling that drives propagation. Then everything is redone from the start.
@@ -96,7 +96,7 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
       books.residual = Array.from({ length: groupNum }, (_, g) => fit(errorsT, "residual", g, ...groupColumns(g), params.numResCentroids));
       tensor.resCentroids = concatBits(books.residual);
       tensor.resIndices = new Uint32Array(tensor.mainIndices.length);
-      pass = runPass(pristine, u, rows, inFeatures, vectorColumns(tensor, books, o.codebookSearch), o, false);
+      pass = runPass(pristine, u, rows, inFeatures, tensor, books, o, false);
     }
     return { tensor, hessianLoss: pass.hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks };
   } finally {
@@ -168,10 +168,13 @@ interface PassResult {
 }
 
 /**
- * One VPTQ pass over weightT (updated in place to the quantized values): the GPTQ loop, or,
- * without refinement, each column on its own. errorsT is the reference's qerror.
+ * One VPTQ pass over weightT (updated in place to the quantized values) that writes the tensor's
+ * indices: the GPTQ loop (on the device when a resident loop takes the layout), or, without
+ * refinement, each column on its own. errorsT is the reference's qerror.
  */
-function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: number, quantizer: ColumnQuantizer, o: ResolvedVptqOptions, keepErrors: boolean): PassResult {
+function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: number, tensor: VptqTensor, books: ColumnBooks, o: ResolvedVptqOptions, keepErrors: boolean): PassResult {
+  if (o.refine && o.residentLoop?.accepts(tensor.params) === true) return o.residentLoop.run(weightT, u, rows, size, books, tensor, { blockSize: o.blockSize, keepErrors });
+  const quantizer = vectorColumns(tensor, books, o.codebookSearch);
   if (o.refine) {
     const loop = runGptqLoop(weightT, u, rows, size, quantizer, { blockSize: o.blockSize, keepScaledErrors: keepErrors, ...(o.deferred === undefined ? {} : { deferred: o.deferred }) });
     const errorsT = loop.scaledErrorsT;

@@ -1,6 +1,7 @@
 import { KernelError } from "../../formats/errors.js";
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
 import type { DevicePointer } from "../cuda/driver.js";
+import type { DeviceArray } from "../cuda/launch-checks.js";
 import type { GpuEngine } from "../engine.js";
 
 /**
@@ -22,7 +23,20 @@ import type { GpuEngine } from "../engine.js";
 const TILE = 64;
 const THREADS = 256;
 
-export function gpuDeferredUpdates(engine: GpuEngine): DeferredUpdates & { release(): void } {
+/**
+ * The device side, for a loop that keeps the whole weight resident (kernels/second-order/resident-loop.ts):
+ * after begin(), the weight [size][rows] and U [size][size] as device arrays, and the deferred
+ * product on scaled errors already on the device.
+ */
+export interface GpuDeferredUpdates extends DeferredUpdates {
+  weightPointer(): DeviceArray;
+  factorPointer(): DeviceArray;
+  /** Columns target … size−1 −= U[from:to, target:]ᵀ · errors, errors: (to − from) × rows doubles on the device. */
+  applyOnDevice(errors: DeviceArray, from: number, to: number, target: number): void;
+  release(): void;
+}
+
+export function gpuDeferredUpdates(engine: GpuEngine): GpuDeferredUpdates {
   const context = engine.context;
   const module = engine.module("linalg");
   let weight: DevicePointer | undefined;
@@ -35,6 +49,21 @@ export function gpuDeferredUpdates(engine: GpuEngine): DeferredUpdates & { relea
   const release = () => {
     for (const pointer of [weight, factor, errors]) if (pointer !== undefined) context.free(pointer);
     weight = factor = errors = undefined;
+  };
+  const begun = (what: string): { weight: DevicePointer; factor: DevicePointer } => {
+    if (weight === undefined || factor === undefined) throw new KernelError("LAUNCH_REFUSED", `gptq deferred updates: ${what} before begin`);
+    return { weight, factor };
+  };
+  /** The product on `blockErrors` (device, (to − from) × rows), after the caller's range checks. */
+  const launchProduct = (blockErrors: DevicePointer, from: number, to: number, target: number) => {
+    const { weight: w, factor: u } = begun("apply");
+    const columns = size - target;
+    module.launch("lq_gemm_f64_at_b_sub", { grid: [Math.ceil(rows / TILE), Math.ceil(columns / TILE)], block: [THREADS] }, [
+      { pointer: w + BigInt(target * rows * 8) },
+      { pointer: u + BigInt((from * size + target) * 8) },
+      { pointer: blockErrors },
+      { i64: columns }, { i64: rows }, { i64: to - from }, { i64: rows }, { i64: size }, { i64: rows },
+    ]);
   };
   return {
     begin(weightT, u, rowCount, columnCount) {
@@ -49,7 +78,7 @@ export function gpuDeferredUpdates(engine: GpuEngine): DeferredUpdates & { relea
     },
     apply(blockErrors, from, to, target) {
       if (to <= from || target >= size || rows === 0) return;
-      if (weight === undefined || factor === undefined) throw new KernelError("LAUNCH_REFUSED", "gptq deferred updates: apply before begin");
+      begun("apply");
       const errorBytes = (to - from) * rows * 8;
       if (errors === undefined || errorsBytes < errorBytes) {
         if (errors !== undefined) context.free(errors);
@@ -57,13 +86,20 @@ export function gpuDeferredUpdates(engine: GpuEngine): DeferredUpdates & { relea
         errorsBytes = errorBytes;
       }
       context.uploadInto(errors, bytes(blockErrors.subarray(0, (to - from) * rows)));
-      const columns = size - target;
-      module.launch("lq_gemm_f64_at_b_sub", { grid: [Math.ceil(rows / TILE), Math.ceil(columns / TILE)], block: [THREADS] }, [
-        { pointer: weight + BigInt(target * rows * 8) },
-        { pointer: factor + BigInt((from * size + target) * 8) },
-        { pointer: errors },
-        { i64: columns }, { i64: rows }, { i64: to - from }, { i64: rows }, { i64: size }, { i64: rows },
-      ]);
+      launchProduct(errors, from, to, target);
+    },
+    weightPointer: () => ({ pointer: begun("weightPointer").weight, elements: size * rows }),
+    factorPointer: () => ({ pointer: begun("factorPointer").factor, elements: size * size }),
+    applyOnDevice(blockErrors, from, to, target) {
+      if (to <= from || target >= size || rows === 0) return;
+      // The errors come from another module's buffer: the range is checked here, not trusted.
+      if (!(Number.isSafeInteger(from) && Number.isSafeInteger(to) && Number.isSafeInteger(target) && from >= 0 && to <= target && target <= size)) {
+        throw new KernelError("LAUNCH_REFUSED", "gptq deferred updates: block columns out of range", { expected: `0 ≤ from < to ≤ target ≤ ${size}`, actual: [from, to, target] });
+      }
+      if (!(blockErrors.pointer > 0n && blockErrors.elements >= (to - from) * rows)) {
+        throw new KernelError("LAUNCH_REFUSED", "gptq deferred updates: the errors buffer is smaller than the block", { expected: `≥ ${(to - from) * rows} doubles`, actual: blockErrors.elements });
+      }
+      launchProduct(blockErrors.pointer, from, to, target);
     },
     end(weightT, from) {
       this.fetch(weightT, from, size);
