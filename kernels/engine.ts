@@ -13,7 +13,7 @@ import { CudaModule } from "./cuda/module.js";
  */
 
 /** Kernel folders (kernels/<name>/<name>.cu): the formats, and linalg for the quantizers' products. */
-export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml" | "linalg" | "kmeans" | "signround" | "forward" | "forward-bf16" | "block-grad";
+export type KernelFormat = "int-group" | "fpx" | "spqr" | "vptq" | "ggml" | "linalg" | "kmeans" | "signround" | "forward" | "forward-bf16" | "block-grad" | "second-order" | "stream";
 
 const FATBIN_DIR = join(dirname(fileURLToPath(import.meta.url)));
 

@@ -19,7 +19,10 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * shared memory before writing it row by row; a warp is one chunk's 32 lanes), one thread per lane
  * of a 64×16 chunk (32 weights each), over a persistent grid: BLOCKS_PER_SM blocks per
  * multiprocessor, what the kernel's __launch_bounds__ guarantees to be resident together, so every
- * block starts at once and none waits for a second wave; capped by the lane count.
+ * block starts at once and none waits for a second wave; capped by the lane count. Except a plain
+ * float32 dequant (no reference): a block per THREADS lanes, scheduled by the hardware, which
+ * streams the larger writes faster (82 % of the copy against 79 %, H100, bench/RESULTS.md; the
+ * fp16 output and verify measured slower that way). The kernel gives the same weights on any grid.
  */
 
 /** LQ_VERIFY_THREADS and LQ_FPX_MIN_BLOCKS in fpx.cu (the kernel refuses other block sizes). */
@@ -76,7 +79,9 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
   const lanes = total / LANE_CODES;
   // sm_86 / sm_89 multiprocessors have 100 KB of shared memory: two blocks' staged tiles (36 KB each) fit, not four.
   const blocksPerSm = context.info.computeCapability === 86 || context.info.computeCapability === 89 ? 2 : BLOCKS_PER_SM;
-  const blocks = Math.max(1, Math.min(Math.ceil(lanes / THREADS), context.info.multiprocessors * blocksPerSm));
+  const laneBlocks = Math.ceil(lanes / THREADS);
+  const plainF32 = options.reference === undefined && options.output !== "f16";
+  const blocks = Math.max(1, plainF32 ? laneBlocks : Math.min(laneBlocks, context.info.multiprocessors * blocksPerSm));
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {

@@ -18,10 +18,15 @@ import { runLaunches } from "../cuda/timing.js";
  * test/kernels/ggml.test.ts checks that the kernels' structs have the same sizes.
  *
  * Launch: THREADS threads per block; each warp takes chunks of CHUNK consecutive weights over a
- * warp-stride loop (ggml.cu), and the grid is one full wave of the kernel's blocks (as many as
- * the multiprocessors hold at the occupancy its __launch_bounds__ sizes registers for), capped by
- * the chunk count. A launch with a reference runs lq_ggml_<type>_dequant_verify, with or without
- * the weights, so both give the same partials; one without runs lq_ggml_<type>_dequant.
+ * warp-stride loop (ggml.cu). A launch with a reference runs lq_ggml_<type>_dequant_verify, with
+ * or without the weights, so both give the same partials, over one full wave of blocks (as many
+ * as the multiprocessors hold at the occupancy its __launch_bounds__ sizes registers for, capped
+ * by the chunk count): one partial per block, and a read-only stream keeps DRAM busiest that way
+ * (95 % of the copy against 84–92 % with a block per 8 chunks, H100, bench/RESULTS.md). One
+ * without a reference runs lq_ggml_<type>_dequant with a block per 8 chunks, each warp one chunk:
+ * for a write-heavy stream the hardware's block scheduling beats a persistent wave (86–92 % of
+ * the copy against 78–85 %, same bench; bench/cuda/stream-ceiling.cu shows the same on a bare
+ * stream).
  */
 
 /** LQ_GGML_THREADS in ggml.cu. */
@@ -92,7 +97,8 @@ export function dequantGgmlGpu(engine: GpuEngine, typeName: string, bytes: Uint8
   const verify = options.reference !== undefined;
   const kernel = verify ? ggmlKernelName(type) : ggmlDequantKernelName(type);
   const perSm = Math.min(verify ? VERIFY_BLOCKS_PER_SM : DEQUANT_BLOCKS_PER_SM, Math.floor(threadsPerMultiprocessor(context.info.computeCapability) / THREADS));
-  const blocks = Math.max(1, Math.min(Math.ceil(nElements / CHUNK / (THREADS / 32)), context.info.multiprocessors * perSm));
+  const chunkBlocks = Math.ceil(nElements / CHUNK / (THREADS / 32));
+  const blocks = Math.max(1, verify ? Math.min(chunkBlocks, context.info.multiprocessors * perSm) : chunkBlocks);
   const wantWeights = options.weights ?? true;
   const allocated: DevicePointer[] = [];
   const upload = (data: Uint8Array) => {
