@@ -11,6 +11,7 @@ import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmb
 import { scoreFromPositionNll } from "./gpu-perplexity.js";
 import { LINEAR_KEYS, uploadModel, type DeviceLinear, type DeviceModel } from "./device-model.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
+import { allocateActivations, type Activations } from "./activations.js";
 
 /**
  * model/llama-forward.ts LlamaForward on the GPU, op for op: the same float32 weights (uploaded
@@ -24,26 +25,6 @@ import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
  * One window at a time, every buffer sized for `maxTokens` at construction: a window is one
  * upload of its ids, about 30 launches per layer, and one download of its per-position NLL.
  */
-
-/** [tokens][…] buffers of one window (maxTokens rows each), the rotary table, ids and the status word. */
-interface Activations {
-  hidden: DeviceArray;
-  normed: DeviceArray;
-  q: DeviceArray;
-  k: DeviceArray;
-  v: DeviceArray;
-  attended: DeviceArray;
-  gate: DeviceArray;
-  up: DeviceArray;
-  /** One head's [tokens][tokens] scores, reused head after head. */
-  scores: DeviceArray;
-  logits: DeviceArray;
-  nll: DeviceArray;
-  cos: DeviceArray;
-  sin: DeviceArray;
-  ids: DeviceArray;
-  status: DeviceArray;
-}
 
 export class GpuLlamaForward {
   readonly plan: ForwardPlan;
@@ -69,13 +50,7 @@ export class GpuLlamaForward {
     const table = ropeTable(inverseFrequencies(weights.config, file), plan.headDim, maxTokens);
     try {
       this.model = uploadModel(weights, plan.tiedHead, (values) => this.upload(values), this.uploadedFrom);
-      const T = maxTokens;
-      const f64 = (elements: number): DeviceArray => this.alloc(elements, 8);
-      this.act = {
-        hidden: f64(T * plan.hidden), normed: f64(T * plan.hidden), q: f64(T * plan.qOut), k: f64(T * plan.kvOut), v: f64(T * plan.kvOut), attended: f64(T * plan.qOut),
-        gate: f64(T * plan.intermediate), up: f64(T * plan.intermediate), scores: f64(T * T), logits: f64(T * plan.vocab), nll: f64(T),
-        cos: this.upload(table.cos), sin: this.upload(table.sin), ids: this.alloc(T, 4), status: this.alloc(1, 4),
-      };
+      this.act = allocateActivations(plan, maxTokens, table, (elements, elementBytes) => this.alloc(elements, elementBytes), (values) => this.upload(values));
     } catch (error) {
       this.release();
       throw error;

@@ -6,8 +6,11 @@
 //  - a mean is Σ w·x / Σ w over the cluster's members in vector order (a stable sort by label
 //    gives that order), coordinate by coordinate, over the vectors that have the coordinate;
 //  - the objective is summed in chunks of KM_OBJECTIVE_CHUNK vectors (kmeans.ts objectiveSum).
-// Host side: lloyd-gpu.ts and search-gpu.ts. No kernel prints or asserts; the host checks every
-// shape, and labels/members are produced here, never read from a file.
+// Two searches give that arg-min: km_nearest_partial here, every distance in float64, and
+// km_nearest_filtered (nearest-filter.cuh), a float32 filter that measures in float64 only the
+// centroids that could be the answer (filter-bound.cuh proves it); nearest.ts picks one.
+// Host side: nearest.ts, lloyd-gpu.ts and search-gpu.ts. No kernel prints or asserts; the host
+// checks every shape, and labels/members are produced here, never read from a file.
 #include <stdint.h>
 #include "radix-sort.cuh"
 #include "plus-plus.cuh"
@@ -17,27 +20,11 @@
 #define KM_TILE 128
 #define KM_OBJECTIVE_CHUNK 4096
 
-// The squared distance over the first `active` of DIM coordinates, in coordinate order.
-template <int DIM>
-__device__ __forceinline__ double km_distance(const double (&x)[DIM], const double* c, int active) {
-  double sum = 0.0;
-#pragma unroll
-  for (int d = 0; d < DIM; d++) {
-    if (d < active) {
-      const double diff = __dsub_rn(x[d], c[d]);
-      sum = __dadd_rn(sum, __dmul_rn(diff, diff));
-    }
-  }
-  return sum;
-}
+#include "distance.cuh"
+#include "nearest-filter.cuh"
 
-template <int DIM>
-__device__ __forceinline__ void km_load(double (&x)[DIM], const double* vectors, int64_t i, bool live) {
-#pragma unroll
-  for (int d = 0; d < DIM; d++) x[d] = live ? vectors[i * DIM + d] : 0.0;
-}
-
-// Nearest and second-nearest centroid of each listed vector within one slice of the centroids.
+// Nearest and second-nearest centroid of each listed vector within one slice of the centroids,
+// every distance in float64 (the exact path: small codebooks, and the reference for the filter).
 // Thread ↔ vector (slot); blockIdx.y ↔ slice of `slice_len` centroids, so that a short list
 // still fills the GPU. Centroids pass through shared memory KM_TILE at a time; every thread of
 // a warp reads the same one (a broadcast). The vector list is `todo[0 … *todo_count)` or, with
@@ -87,6 +74,11 @@ __device__ void km_nearest_partial(const double* __restrict__ vectors, int64_t c
 
 // Merges the slices of each listed vector in slice order (so ties still go to the lower index)
 // into its label, squared distance and lower bound on the distance to every other centroid.
+// A slice's second is the exact second-smallest d64 (km_nearest_partial) or only a lower bound on
+// the d64 of every centroid of the slice but its best, possibly below that best
+// (km_nearest_filtered: filter-bound.cuh (4)). The merge needs no more: every centroid of a slice
+// is ≥ the slice's best and every one but the best is ≥ its second, so the merged second still
+// bounds every centroid but the label from below, for either kernel.
 extern "C" __global__ void __launch_bounds__(KM_THREADS) km_nearest_reduce(
     int64_t count, const int32_t* __restrict__ todo, const uint32_t* __restrict__ todo_count, int slices,
     const double* __restrict__ part_best, const int32_t* __restrict__ part_index, const double* __restrict__ part_second,
@@ -117,7 +109,9 @@ extern "C" __global__ void __launch_bounds__(KM_THREADS) km_nearest_reduce(
 // inequality; lower bounds them before the update), except the listed movers, which moved more
 // and are measured. A vector that cannot be proven to keep its label goes on the todo list.
 // The margin keeps float64 rounding in the bound from ever skipping a search that could change
-// the answer. Skipping changes the cost, never the labels.
+// the answer. Skipping changes the cost, never the labels. `lower` needs only to be a lower bound
+// on the other centroids' distances, so the filtered search's looser second (filter-bound.cuh
+// (4): below the exact one by about the float32 error bound) is as valid; it only clears fewer.
 template <int DIM>
 __device__ void km_bound_check(const double* __restrict__ vectors, int64_t count, int64_t partial_from, int partial_dims,
                                const double* __restrict__ centroids, const int32_t* __restrict__ movers, int mover_count, double largest_other,
@@ -161,6 +155,13 @@ __device__ void km_bound_check(const double* __restrict__ vectors, int64_t count
       double* part_second) {                                                                                                \
     km_nearest_partial<D>(vectors, count, partial_from, partial_dims, centroids, k, slice_len, todo, todo_count, part_best, \
                           part_index, part_second);                                                                         \
+  }                                                                                                                         \
+  extern "C" __global__ void __launch_bounds__(KM_THREADS, KM_FILTER_MIN_BLOCKS(D)) km_nearest_filtered_d##D(              \
+      const double* vectors, int64_t count, int64_t partial_from, int partial_dims, const double* centroids, int k,         \
+      int slice_len, const int32_t* todo, const uint32_t* todo_count, double* part_best, int32_t* part_index,               \
+      double* part_second) {                                                                                                \
+    km_nearest_filtered<D, KM_FILTER_VECTORS>(vectors, count, partial_from, partial_dims, centroids, k, slice_len, todo,   \
+                                              todo_count, part_best, part_index, part_second);                              \
   }                                                                                                                         \
   extern "C" __global__ void __launch_bounds__(KM_THREADS) km_bound_check_d##D(                                            \
       const double* vectors, int64_t count, int64_t partial_from, int partial_dims, const double* centroids,                \
