@@ -166,29 +166,39 @@ __device__ __forceinline__ void lq_fpx_walk(const lq_fpx_args& a, bool f16, uint
   }
 }
 
+// The kernels' shape check and argument set-up: false (and LQ_STATUS_SHAPE reported) for a shape
+// or code width the layout cannot have. Every nbits-bit pattern is a code, so the shape is the only
+// thing the kernel can find wrong. Layers of 2^37 weights or more are refused too: chunk indices
+// stay 32-bit.
+__device__ __forceinline__ bool lq_fpx_setup(const uint32_t* packed, const uint16_t* scales, void* out, const float* reference, int64_t m_rows, int64_t n_cols,
+                                             int32_t ebits, int32_t mbits, uint32_t* status, lq_fpx_args& a, int& nbits) {
+  const bool fields_ok = ebits >= 1 && ebits <= LQ_FPX_MAX_EBITS && mbits >= 0 && mbits <= LQ_FPX_MAX_MBITS;
+  nbits = 1 + ebits + mbits;
+  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || m_rows > (INT64_C(1) << 37) / n_cols || !fields_ok ||
+      nbits < LQ_FPX_MIN_NBITS || nbits > LQ_FPX_MAX_NBITS || blockDim.x != LQ_VERIFY_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1) {
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return false;
+  }
+  // One bit of width is M·N/32 words (region y holds y of them), in the order 1, 2, 4.
+  const int64_t lanes = m_rows * n_cols / LQ_FPX_LANES;
+  const int has1 = nbits & 1, has2 = (nbits >> 1) & 1;
+  a = lq_fpx_args{packed, packed + has1 * lanes, packed + (has1 + 2 * has2) * lanes, scales, out, reference, lanes, (uint32_t)(n_cols / LQ_FPX_TILE_COLS), n_cols,
+                  lq_fpx_unbias(ebits), mbits, ebits + mbits};
+  return true;
+}
+
 // out (nullable): [M][N] weights, float32, or fp16 bits when out_f16 (RNE from the float32 value).
 // reference (nullable): float32 [M][N] source weights to compare with, the partials (one per
 // block) receiving max |w − ref|, Σ(w − ref)², Σ ref². Blocks of LQ_VERIFY_THREADS threads; any
-// grid gives the same weights.
+// grid gives the same weights. (Weights alone: lq_fpx_dequant, the same weights.)
 extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_dequant_verify(
     const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out, const float* __restrict__ reference,
     lq_verify_partial* __restrict__ partials, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, int32_t out_f16, uint32_t* status) {
   // The two staged tiles (float32 pitch, the larger); the verify reduction reuses the space at the end.
   __shared__ __align__(16) uint32_t staged[2 * 64 * LQ_FPX_PITCH_F32];
-  // Every nbits-bit pattern is a code, so the shape is the only thing the kernel can find wrong.
-  // Layers of 2^37 weights or more are refused too: chunk indices stay 32-bit.
-  const bool fields_ok = ebits >= 1 && ebits <= LQ_FPX_MAX_EBITS && mbits >= 0 && mbits <= LQ_FPX_MAX_MBITS;
-  const int nbits = 1 + ebits + mbits;
-  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || m_rows > (INT64_C(1) << 37) / n_cols || !fields_ok ||
-      nbits < LQ_FPX_MIN_NBITS || nbits > LQ_FPX_MAX_NBITS || blockDim.x != LQ_VERIFY_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1) {
-    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
-    return;
-  }
-  // One bit of width is M·N/32 words (region y holds y of them), in the order 1, 2, 4.
-  const int64_t lanes = m_rows * n_cols / LQ_FPX_LANES;
-  const int has1 = nbits & 1, has2 = (nbits >> 1) & 1;
-  const lq_fpx_args a{packed, packed + has1 * lanes, packed + (has1 + 2 * has2) * lanes, scales, out, reference, lanes, (uint32_t)(n_cols / LQ_FPX_TILE_COLS), n_cols,
-                      lq_fpx_unbias(ebits), mbits, ebits + mbits};
+  lq_fpx_args a;
+  int nbits;
+  if (!lq_fpx_setup(packed, scales, out, reference, m_rows, n_cols, ebits, mbits, status, a, nbits)) return;
   double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
   const bool f16 = out_f16 != 0;
   switch (nbits) {
@@ -200,4 +210,40 @@ extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCK
   }
   // Every thread is past its last read of `staged` (the write loop ends with __syncthreads).
   if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, reinterpret_cast<double*>(staged), partials);
+}
+
+// Weights alone (out not null, no reference): the write walks of lq_fpx_dequant_verify without
+// its verify paths, one kernel per output type so that ptxas allocates registers for each walk
+// alone: in the combined kernel the other walks' pressure made the allocation spill (FP6 float32
+// output: 9 local loads per round at 64 registers, sm_90), where these compile with none. Same
+// launch shape and grid rules as lq_fpx_dequant_verify, and the same weights.
+template <bool F16>
+__device__ __forceinline__ void lq_fpx_dequant_only(const uint32_t* packed, const uint16_t* scales, void* out, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
+  __shared__ __align__(16) uint32_t staged[2 * 64 * LQ_FPX_PITCH_F32];
+  lq_fpx_args a;
+  int nbits;
+  if (!lq_fpx_setup(packed, scales, out, nullptr, m_rows, n_cols, ebits, mbits, status, a, nbits)) return;
+  if (out == nullptr) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  double unused_max = 0.0, unused_err = 0.0, unused_ref = 0.0;
+  switch (nbits) {
+    case 3: lq_fpx_write_lanes<3, F16, false>(a, staged, unused_max, unused_err, unused_ref); break;
+    case 4: lq_fpx_write_lanes<4, F16, false>(a, staged, unused_max, unused_err, unused_ref); break;
+    case 5: lq_fpx_write_lanes<5, F16, false>(a, staged, unused_max, unused_err, unused_ref); break;
+    case 6: lq_fpx_write_lanes<6, F16, false>(a, staged, unused_max, unused_err, unused_ref); break;
+    default: lq_fpx_write_lanes<7, F16, false>(a, staged, unused_max, unused_err, unused_ref); break;
+  }
+}
+
+// out: [M][N] fp16 bits (RNE from the float32 value).
+extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_dequant_f16(
+    const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
+  lq_fpx_dequant_only<true>(packed, scales, out, m_rows, n_cols, ebits, mbits, status);
+}
+// out: [M][N] float32.
+extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_dequant_f32(
+    const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
+  lq_fpx_dequant_only<false>(packed, scales, out, m_rows, n_cols, ebits, mbits, status);
 }

@@ -107,7 +107,13 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
       { pointer: packed }, { pointer: scales }, { pointer: out }, { pointer: reference }, { pointer: partials },
       { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { i32: f16 ? 1 : 0 }, { pointer: status },
     ];
-    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, args), options);
+    // Weights alone: lq_fpx_dequant_f16 / _f32, the same walk as a kernel per output type (fpx.cu:
+    // its registers unspilled), same grid; anything with a reference: lq_fpx_dequant_verify.
+    const dequantArgs = [{ pointer: packed }, { pointer: scales }, { pointer: out }, { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { pointer: status }];
+    const launch = wantWeights && options.reference === undefined
+      ? () => module.launch(f16 ? "lq_fpx_dequant_f16" : "lq_fpx_dequant_f32", { grid: [blocks], block: [THREADS] }, dequantArgs)
+      : () => module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, args);
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, launch, options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "fpx", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);

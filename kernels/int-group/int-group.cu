@@ -3,13 +3,14 @@
 //
 // A streaming pass, bound by memory bandwidth, so the kernel is shaped for bytes in flight and
 // little else per weight:
-//   - a persistent grid (launch.ts: every block resident at once, each walking its share in
-//     rounds), so there are no waves of short blocks, and one verify partial per block;
+//   - lq_int_group_dequant_verify: a persistent grid (launch.ts: every block resident at once,
+//     each walking its share in rounds), one verify partial per block; a plain dequant without
+//     g_idx takes lq_int_group_dequant instead, a grid as large as the work (int-group-dequant.cuh);
 //   - per lane, all loads of a round (U pieces: codes, the piece's scale and zero, reference)
 //     issued before the first use;
 //   - per weight one PRMT and three FP32 operations (no I2F: lq_int_group_biased), and one packed
 //     conversion per two weights for the rounding to the scale dtype and the fp16 output.
-#include "int-group-paths.cuh"
+#include "int-group-dequant.cuh"
 #include "../common/status.h"
 
 // Threads per block, and the blocks per multiprocessor the register budget guarantees (≤ 64
@@ -91,4 +92,54 @@ extern "C" __global__ void __launch_bounds__(LQ_INT_GROUP_THREADS, LQ_INT_GROUP_
   if ((v.code_bits & lq_int_group_code_excess(max_code)) != 0) bad |= 1u;
   if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
   if (partials != nullptr) lq_verify_block_reduce(v.max_abs, v.sq_err, v.sq_ref, reduce_space, partials, (int64_t)blockIdx.x);
+}
+
+// Dequant alone, without g_idx (verify and act-order launches take lq_int_group_dequant_verify):
+// a grid as large as the work (int-group-dequant.cuh). Blocks of LQ_INT_GROUP_DEQUANT_THREADS
+// threads, ⌈N·K / P / (LQ_INT_GROUP_DEQUANT_THREADS · LQ_INT_GROUP_DEQUANT_PIECES)⌉ of them, P = 8
+// with fp16 output and 4 with float32; K and group_size multiples of P, max_code 2^bits − 1, N·K / P
+// and n_groups · N below 2^32, and (row_*, group_*) lq_make_divider(K / P) and
+// lq_make_divider(group_size) (launch.ts divider); anything else is LQ_STATUS_SHAPE, nothing written.
+// P is a template parameter so that the checks are shifts and masks, not divisions.
+template <int P>
+__device__ __forceinline__ void lq_int_group_dequant_grid(const lq_int_group_args& a, lq_divider row_of, uint32_t* status) {
+  constexpr uint32_t BLOCK_PIECES = LQ_INT_GROUP_DEQUANT_THREADS * LQ_INT_GROUP_DEQUANT_PIECES;
+  const int64_t K = a.K, G = a.G, pieces = a.n_rows * (K / P);
+  if (K % P != 0 || G % P != 0 || pieces > (int64_t)UINT32_MAX || a.n_groups * a.n_rows > (int64_t)UINT32_MAX || !lq_int_group_max_code_is_mask(a.max_code) ||
+      blockDim.x != LQ_INT_GROUP_DEQUANT_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1 ||
+      gridDim.x != (uint32_t)((pieces + BLOCK_PIECES - 1) / BLOCK_PIECES) || !lq_divider_is_exact((uint32_t)(K / P), row_of) || !lq_divider_is_exact((uint32_t)G, a.group_of)) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  uint32_t code_bits;
+  if (a.rounding == LQ_ROUND_F16) code_bits = lq_int_group_dequant_pieces<P, LQ_ROUND_F16>(a, (uint32_t)pieces, (uint32_t)(K / P), row_of);
+  else if (a.rounding == LQ_ROUND_BF16) code_bits = lq_int_group_dequant_pieces<P, LQ_ROUND_BF16>(a, (uint32_t)pieces, (uint32_t)(K / P), row_of);
+  else code_bits = lq_int_group_dequant_pieces<P, LQ_ROUND_F32>(a, (uint32_t)pieces, (uint32_t)(K / P), row_of);
+  if ((code_bits & lq_int_group_code_excess(a.max_code)) != 0) lq_report(status, LQ_STATUS_CODE_RANGE);
+}
+
+// ≤ 32 registers a thread: 8 blocks of 256 threads fill an H100/A100 multiprocessor (6 on the
+// 1,536-thread multiprocessors of sm_86, sm_89, sm_120, as ggml.cu does).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
+#define LQ_INT_GROUP_DEQUANT_MIN_BLOCKS 6
+#else
+#define LQ_INT_GROUP_DEQUANT_MIN_BLOCKS 8
+#endif
+extern "C" __global__ void __launch_bounds__(LQ_INT_GROUP_DEQUANT_THREADS, LQ_INT_GROUP_DEQUANT_MIN_BLOCKS) lq_int_group_dequant(
+    const uint8_t* __restrict__ codes, const float* __restrict__ scales, const uint16_t* __restrict__ zeros, void* __restrict__ out,
+    int64_t n_rows, int64_t k_cols, int64_t group_size, int64_t n_groups, uint32_t max_code, int32_t rounding, int32_t keep_negative_zero, int32_t out_f16,
+    uint32_t row_m, uint32_t row_shift1, uint32_t row_shift2, uint32_t group_m, uint32_t group_shift1, uint32_t group_shift2, uint32_t* status) {
+  // n_groups · group_size ≥ k_cols: every column has a group (a product, not a 64-bit division
+  // per thread; both factors < 2^31).
+  if (n_rows <= 0 || k_cols <= 0 || k_cols > LQ_INT_GROUP_MAX_COLS || group_size <= 0 || group_size > INT32_MAX || n_groups <= 0 || n_groups > INT32_MAX ||
+      n_groups * group_size < k_cols || out == nullptr) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  const bool keep = keep_negative_zero != 0;
+  const lq_int_group_args a{codes, scales, zeros, nullptr, out, nullptr, n_rows, n_groups, (int32_t)k_cols, (int32_t)group_size, {group_m, group_shift1, group_shift2},
+                            max_code, rounding, keep ? -0.0f : 0.0f, keep, out_f16 != 0};
+  const lq_divider row_of{row_m, row_shift1, row_shift2};
+  if (a.f16) lq_int_group_dequant_grid<8>(a, row_of, status);
+  else lq_int_group_dequant_grid<4>(a, row_of, status);
 }

@@ -15,6 +15,17 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
   const int rows = a.out_features - first_row < VL ? (int)(a.out_features - first_row) : VL;
   T2 zero, v[8][VL / 2];
   memset(&zero, 0, sizeof zero);
+  // The item's reference rows, fetched into L2 while the gathers are out (no registers held):
+  // the loads below then wait on L2, not on DRAM.
+  if (a.reference != nullptr) {
+#pragma unroll
+    for (int t = 0; t < VL; t++) {
+#pragma unroll
+      for (int p = 0; p < 8 / P; p++) {
+        if (t < rows) lq_vptq_prefetch_l2(a.reference + (first_row + t) * a.in + s.at[p]);
+      }
+    }
+  }
   // All 8 main gathers (L2) issued before any use, then the residuals (shared memory) added.
   // Entry 0 stands in for outlier, dead and bad columns (zeros below): every gather is in bounds.
   uint32_t ok = 0;  // bit c: column c is a group column with valid indices
@@ -50,38 +61,59 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
       for (int m = 0; m < VL / 2; m++) v[c][m] = lq_vptq_norm_pair(v[c][m], scale, bias, a.semantics);
     }
   }
+  // Rows in halves of H: the reference loads of a half (H · 8 / P of them, 16 bytes each) are all
+  // issued before the first is used, then its stores and sums. One load in flight per thread, as
+  // a load beside each row's use would be, leaves verify waiting on DRAM 2 · VL times per item.
+  constexpr int H = 2;
 #pragma unroll
-  for (int t = 0; t < VL; t++) {
-    if (t >= rows) break;
+  for (int t0 = 0; t0 < VL; t0 += H) {
+    if (t0 >= rows) break;
+    uint32_t ref[H][8 / P][P];
+    if (a.reference != nullptr) {
 #pragma unroll
-    for (int p = 0; p < 8 / P; p++) {
-      if (!s.live[p]) continue;
-      const int64_t at = (first_row + t) * a.in + s.at[p];
-      float f[P];
+      for (int t = t0; t < t0 + H; t++) {
 #pragma unroll
-      for (int e = 0; e < P; e++) f[e] = t % 2 == 0 ? __low2float(v[p * P + e][t / 2]) : __high2float(v[p * P + e][t / 2]);
-      if (a.out != nullptr) {
-        if constexpr (P == 8) {
-          uint32_t h[4];
+        for (int p = 0; p < 8 / P; p++) {
+          // Rows past the last and dead pieces: a row and a column that exist (at is clamped), unused.
+          const float* from = a.reference + (first_row + (t < rows ? t : 0)) * a.in + s.at[p];
+          if constexpr (P == 8) {
+            // Verify beside an fp16 output: two loads of half sectors, the second served by L1.
+            const uint4 r0 = *reinterpret_cast<const uint4*>(from), r1 = *reinterpret_cast<const uint4*>(from + 4);
+            const uint32_t words[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
 #pragma unroll
-          for (int e = 0; e < 4; e++) h[e] = lq_vptq_f16_word(v[2 * e][t / 2], v[2 * e + 1][t / 2], t % 2, f[2 * e], f[2 * e + 1]);
-          lq_vptq_store16(static_cast<__half*>(a.out) + at, h[0], h[1], h[2], h[3]);
-        } else {
-          lq_vptq_store16(static_cast<float*>(a.out) + at, __float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+            for (int e = 0; e < 8; e++) ref[t - t0][p][e] = words[e];
+          } else {
+            lq_vptq_stream_words<16>(from, ref[t - t0][p]);
+          }
         }
       }
-      if (a.reference != nullptr) {
-        uint32_t ref[P];
-        if constexpr (P == 8) {
-          // Verify beside an fp16 output: two loads of half sectors, the second served by L1.
-          const uint4 r0 = *reinterpret_cast<const uint4*>(a.reference + at), r1 = *reinterpret_cast<const uint4*>(a.reference + at + 4);
-          ref[0] = r0.x, ref[1] = r0.y, ref[2] = r0.z, ref[3] = r0.w, ref[4] = r1.x, ref[5] = r1.y, ref[6] = r1.z, ref[7] = r1.w;
-        } else {
-          lq_vptq_stream_words<16>(a.reference + at, ref);
-        }
+    }
 #pragma unroll
-        for (int e = 0; e < P; e++) {
-          if ((s.outliers >> (p * P + e) & 1u) == 0) lq_verify_accumulate(f[e], __uint_as_float(ref[e]), max_abs, sq_err, sq_ref);
+    for (int t = t0; t < t0 + H; t++) {
+      if (t >= rows) break;
+#pragma unroll
+      for (int p = 0; p < 8 / P; p++) {
+        if (!s.live[p]) continue;
+        const int64_t at = (first_row + t) * a.in + s.at[p];
+        float f[P];
+#pragma unroll
+        for (int e = 0; e < P; e++) f[e] = t % 2 == 0 ? __low2float(v[p * P + e][t / 2]) : __high2float(v[p * P + e][t / 2]);
+        if (a.out != nullptr) {
+          if constexpr (P == 8) {
+            uint32_t h[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) h[e] = lq_vptq_f16_word(v[2 * e][t / 2], v[2 * e + 1][t / 2], t % 2, f[2 * e], f[2 * e + 1]);
+            lq_vptq_store16(static_cast<__half*>(a.out) + at, h[0], h[1], h[2], h[3]);
+          } else {
+            lq_vptq_store16(static_cast<float*>(a.out) + at, __float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+          }
+        }
+        if (a.reference != nullptr) {
+          // Outlier columns: lq_vptq_outlier_column sums them.
+#pragma unroll
+          for (int e = 0; e < P; e++) {
+            if ((s.outliers >> (p * P + e) & 1u) == 0) lq_vptq_accumulate(f[e], __uint_as_float(ref[t - t0][p][e]), max_abs, sq_err, sq_ref);
+          }
         }
       }
     }

@@ -90,7 +90,7 @@ function genericBlocks(t: VptqTensor): number {
 
 /**
  * Columns kernel: one wave, COLUMNS_BLOCKS_PER_SM blocks on every multiprocessor (≤ 128 registers
- * under its launch bounds: 105-124 on sm_90), that walk the items (slab of WARP_COLUMNS columns,
+ * under its launch bounds: 120-128 on sm_90), that walk the items (slab of WARP_COLUMNS columns,
  * vector row) warp by warp, split evenly: 43 slabs × 512 rows = 22,016 items for out 4096 × in
  * 11008 at v8, 16 × 1376 for 11008 × 4096, 10 or 11 per warp on the H100's 132 multiprocessors.
  * A warp keeps its slab's perm, norm and groups in registers across rows; a wave of resident

@@ -10,7 +10,10 @@
 // L2) before adding the residuals (staged in shared memory when small enough), applies the norm
 // in pairs and writes each output row as 16-byte stores: every store, index load and reference
 // load of a warp covers whole 32-byte sectors, so that L2 sees one request per sector and the
-// gathers (one request each) are most of the rest. Outlier columns go through a scalar fix-up.
+// gathers (one request each) are most of the rest. With verify, the row's reference lines are
+// prefetched into L2 before the gathers and then loaded two rows at a time (all their loads issued
+// before the first use), so that a thread waits on memory a few times per row, not once per
+// reference load. Outlier columns go through a scalar fix-up.
 //
 // Generic kernel (lq_vptq_dequant_verify_*: any other vl or in): one thread per (vector row r,
 // original column j), scalar loads and stores, reading the [G][num_idx][gs] indices at k; one
