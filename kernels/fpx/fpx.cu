@@ -1,8 +1,9 @@
 // FPx dequant and dequant-verify (layout and formula in fpx.cuh). One thread per lane of a
 // (64-row, 16-column) chunk: it loads the lane's y words of each region (consecutive threads
 // read consecutive words, so a warp reads 128 contiguous bytes per word) and peels its 32 codes
-// with shifts known at compile time. A persistent grid (launch.ts: every block resident at once)
-// walks the lanes block-stride.
+// with shifts known at compile time. The grid walks the lanes block-stride: any grid gives the
+// same weights (launch.ts: a block per 256 lanes for weights alone, a persistent grid, every
+// block resident at once, for verify).
 //
 // A lane's weights are scattered (8 rows, pairs of columns), so to write them the four warps of
 // each half-block, four consecutive chunks of one slab (the chunk count per slab, N/16, is a
@@ -166,6 +167,14 @@ __device__ __forceinline__ void lq_fpx_walk(const lq_fpx_args& a, bool f16, uint
   }
 }
 
+// m_rows · n_cols ≤ 2^37 for positive sizes (what m_rows ≤ 2^37 / n_cols says), by a 128-bit
+// product instead of a 64-bit division: 2^37 does not fit 32 bits, so nvcc's division took its
+// slow subroutine call in every thread, a cost that a block per 256 lanes pays per block.
+__device__ __forceinline__ bool lq_fpx_weights_fit(int64_t m_rows, int64_t n_cols) {
+  const uint64_t m = (uint64_t)m_rows, n = (uint64_t)n_cols;
+  return __umul64hi(m, n) == 0 && m * n <= (UINT64_C(1) << 37);
+}
+
 // The kernels' shape check and argument set-up: false (and LQ_STATUS_SHAPE reported) for a shape
 // or code width the layout cannot have. Every nbits-bit pattern is a code, so the shape is the only
 // thing the kernel can find wrong. Layers of 2^37 weights or more are refused too: chunk indices
@@ -174,7 +183,7 @@ __device__ __forceinline__ bool lq_fpx_setup(const uint32_t* packed, const uint1
                                              int32_t ebits, int32_t mbits, uint32_t* status, lq_fpx_args& a, int& nbits) {
   const bool fields_ok = ebits >= 1 && ebits <= LQ_FPX_MAX_EBITS && mbits >= 0 && mbits <= LQ_FPX_MAX_MBITS;
   nbits = 1 + ebits + mbits;
-  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || m_rows > (INT64_C(1) << 37) / n_cols || !fields_ok ||
+  if (m_rows <= 0 || n_cols <= 0 || m_rows % LQ_FPX_SLAB_ROWS != 0 || n_cols % LQ_FPX_COL_MULTIPLE != 0 || !lq_fpx_weights_fit(m_rows, n_cols) || !fields_ok ||
       nbits < LQ_FPX_MIN_NBITS || nbits > LQ_FPX_MAX_NBITS || blockDim.x != LQ_VERIFY_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1) {
     if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
     return false;
@@ -216,7 +225,8 @@ extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCK
 // its verify paths, one kernel per output type so that ptxas allocates registers for each walk
 // alone: in the combined kernel the other walks' pressure made the allocation spill (FP6 float32
 // output: 9 local loads per round at 64 registers, sm_90), where these compile with none. Same
-// launch shape and grid rules as lq_fpx_dequant_verify, and the same weights.
+// launch shape as lq_fpx_dequant_verify, any grid (launch.ts: a block per 256 lanes), and the
+// same weights.
 template <bool F16>
 __device__ __forceinline__ void lq_fpx_dequant_only(const uint32_t* packed, const uint16_t* scales, void* out, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
   __shared__ __align__(16) uint32_t staged[2 * 64 * LQ_FPX_PITCH_F32];
@@ -246,4 +256,33 @@ extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCK
 extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_dequant_f32(
     const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, void* __restrict__ out, int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
   lq_fpx_dequant_only<false>(packed, scales, out, m_rows, n_cols, ebits, mbits, status);
+}
+
+// Verify alone (no weights): the barrier-free walk of lq_fpx_dequant_verify as a kernel of its
+// own, for the reason lq_fpx_dequant_f16 / _f32 have theirs: in the combined kernel the write
+// walks' pressure spilled the verify walk (268 bytes of spill stores at 64 registers, sm_90, local
+// loads in the inner loop); alone it keeps its 16 reference pairs (128 bytes a lane) and the lane's
+// words in registers. Same launch shape, grid and partials (one per block) as
+// lq_fpx_dequant_verify, so the same statistics.
+extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_verify(
+    const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, const float* __restrict__ reference, lq_verify_partial* __restrict__ partials,
+    int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
+  // verify.cuh's reduction needs 3 · 32 doubles.
+  __shared__ double reduce_space[3 * 32];
+  lq_fpx_args a;
+  int nbits;
+  if (!lq_fpx_setup(packed, scales, nullptr, reference, m_rows, n_cols, ebits, mbits, status, a, nbits)) return;
+  if (reference == nullptr || partials == nullptr) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
+  switch (nbits) {
+    case 3: lq_fpx_verify_lanes<3>(a, max_abs, sq_err, sq_ref); break;
+    case 4: lq_fpx_verify_lanes<4>(a, max_abs, sq_err, sq_ref); break;
+    case 5: lq_fpx_verify_lanes<5>(a, max_abs, sq_err, sq_ref); break;
+    case 6: lq_fpx_verify_lanes<6>(a, max_abs, sq_err, sq_ref); break;
+    default: lq_fpx_verify_lanes<7>(a, max_abs, sq_err, sq_ref); break;
+  }
+  lq_verify_block_reduce(max_abs, sq_err, sq_ref, reduce_space, partials);
 }

@@ -21,8 +21,15 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * multiprocessor, what the kernel's __launch_bounds__ guarantees to be resident together, so every
  * block starts at once and none waits for a second wave; capped by the lane count. Except a plain
  * float32 dequant (no reference): a block per THREADS lanes, scheduled by the hardware, which
- * streams the larger writes faster (82 % of the copy against 79 %, H100, bench/RESULTS.md; the
- * fp16 output and verify measured slower that way). The kernel gives the same weights on any grid.
+ * streams that write-heavy pass faster (91 % of the copy against 82 %, H100, bench/RESULTS.md).
+ * The fp16 output measured slower on that grid, with the combined kernel and again with
+ * lq_fpx_dequant_f16 on its own (77 % against 82 %), so it keeps the persistent grid, as verify
+ * does (a read-only stream, and one partial per block). The kernels give the same weights on any
+ * grid.
+ *
+ * Kernels: lq_fpx_dequant_f16 / _f32 for weights alone, lq_fpx_verify for verify alone (no
+ * weights), lq_fpx_dequant_verify for both; each a kernel of its own so that ptxas allocates its
+ * registers without the others' pressure (fpx.cu).
  */
 
 /** LQ_VERIFY_THREADS and LQ_FPX_MIN_BLOCKS in fpx.cu (the kernel refuses other block sizes). */
@@ -77,12 +84,14 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
   const module = engine.module("fpx");
   const total = M * N;
   const lanes = total / LANE_CODES;
-  // sm_86 / sm_89 multiprocessors have 100 KB of shared memory: two blocks' staged tiles (36 KB each) fit, not four.
-  const blocksPerSm = context.info.computeCapability === 86 || context.info.computeCapability === 89 ? 2 : BLOCKS_PER_SM;
-  const laneBlocks = Math.ceil(lanes / THREADS);
-  const plainF32 = options.reference === undefined && options.output !== "f16";
-  const blocks = Math.max(1, plainF32 ? laneBlocks : Math.min(laneBlocks, context.info.multiprocessors * blocksPerSm));
   const wantWeights = options.weights ?? true;
+  // sm_86 / sm_89 multiprocessors have 100 KB of shared memory: two blocks' staged tiles (36 KB
+  // each) fit, not four; verify alone (lq_fpx_verify) stages nothing.
+  const staging = wantWeights || options.reference === undefined;
+  const blocksPerSm = staging && (context.info.computeCapability === 86 || context.info.computeCapability === 89) ? 2 : BLOCKS_PER_SM;
+  const laneBlocks = Math.ceil(lanes / THREADS);
+  const plainDequant = options.reference === undefined && options.output !== "f16";
+  const blocks = Math.max(1, plainDequant ? laneBlocks : Math.min(laneBlocks, context.info.multiprocessors * blocksPerSm));
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
     const pointer = context.upload(bytes);
@@ -108,11 +117,13 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
       { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { i32: f16 ? 1 : 0 }, { pointer: status },
     ];
     // Weights alone: lq_fpx_dequant_f16 / _f32, the same walk as a kernel per output type (fpx.cu:
-    // its registers unspilled), same grid; anything with a reference: lq_fpx_dequant_verify.
+    // its registers unspilled); verify alone: lq_fpx_verify, likewise; both: lq_fpx_dequant_verify.
+    // The same block shape for all; one partial per block.
     const dequantArgs = [{ pointer: packed }, { pointer: scales }, { pointer: out }, { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { pointer: status }];
-    const launch = wantWeights && options.reference === undefined
-      ? () => module.launch(f16 ? "lq_fpx_dequant_f16" : "lq_fpx_dequant_f32", { grid: [blocks], block: [THREADS] }, dequantArgs)
-      : () => module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, args);
+    const verifyArgs = [{ pointer: packed }, { pointer: scales }, { pointer: reference }, { pointer: partials }, { i64: M }, { i64: N }, { i32: ebits }, { i32: mbits }, { pointer: status }];
+    let launch = () => module.launch("lq_fpx_dequant_verify", { grid: [blocks], block: [THREADS] }, args);
+    if (wantWeights && options.reference === undefined) launch = () => module.launch(f16 ? "lq_fpx_dequant_f16" : "lq_fpx_dequant_f32", { grid: [blocks], block: [THREADS] }, dequantArgs);
+    else if (!wantWeights && options.reference !== undefined) launch = () => module.launch("lq_fpx_verify", { grid: [blocks], block: [THREADS] }, verifyArgs);
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, launch, options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "fpx", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });

@@ -5,12 +5,14 @@
 // little else per weight:
 //   - lq_int_group_dequant_verify: a persistent grid (launch.ts: every block resident at once,
 //     each walking its share in rounds), one verify partial per block; a plain dequant without
-//     g_idx takes lq_int_group_dequant instead, a grid as large as the work (int-group-dequant.cuh);
+//     g_idx takes lq_int_group_dequant instead, a grid as large as the work (int-group-dequant.cuh),
+//     and verify alone without g_idx lq_int_group_verify, persistent (int-group-verify.cuh);
 //   - per lane, all loads of a round (U pieces: codes, the piece's scale and zero, reference)
 //     issued before the first use;
 //   - per weight one PRMT and three FP32 operations (no I2F: lq_int_group_biased), and one packed
 //     conversion per two weights for the rounding to the scale dtype and the fp16 output.
 #include "int-group-dequant.cuh"
+#include "int-group-verify.cuh"
 #include "../common/status.h"
 
 // Threads per block, and the blocks per multiprocessor the register budget guarantees (≤ 64
@@ -142,4 +144,40 @@ extern "C" __global__ void __launch_bounds__(LQ_INT_GROUP_DEQUANT_THREADS, LQ_IN
   const lq_divider row_of{row_m, row_shift1, row_shift2};
   if (a.f16) lq_int_group_dequant_grid<8>(a, row_of, status);
   else lq_int_group_dequant_grid<4>(a, row_of, status);
+}
+
+// Verify alone (no weights), without g_idx: the stream walk of int-group-verify.cuh on a
+// persistent grid (any gridDim.x ≥ 1; one partial per block, partials[blockIdx.x]). Blocks of
+// LQ_INT_GROUP_VERIFY_THREADS threads; K and group_size multiples of 4, max_code 2^bits − 1,
+// N·K / 4 and n_groups · N below 2^32, and (row_*, group_*) lq_make_divider(K / 4) and
+// lq_make_divider(group_size) (launch.ts divider); anything else is LQ_STATUS_SHAPE. Code words
+// outside max_code: LQ_STATUS_CODE_RANGE, as lq_int_group_dequant_verify reports them.
+extern "C" __global__ void __launch_bounds__(LQ_INT_GROUP_VERIFY_THREADS, LQ_INT_GROUP_MIN_BLOCKS) lq_int_group_verify(
+    const uint8_t* __restrict__ codes, const float* __restrict__ scales, const uint16_t* __restrict__ zeros, const float* __restrict__ reference,
+    lq_verify_partial* __restrict__ partials, int64_t n_rows, int64_t k_cols, int64_t group_size, int64_t n_groups, uint32_t max_code, int32_t rounding,
+    int32_t keep_negative_zero, uint32_t row_m, uint32_t row_shift1, uint32_t row_shift2, uint32_t group_m, uint32_t group_shift1, uint32_t group_shift2, uint32_t* status) {
+  // verify.cuh's reduction needs 3 · 32 doubles.
+  __shared__ double reduce_space[3 * 32];
+  constexpr int64_t P = 4;
+  const lq_divider row_of{row_m, row_shift1, row_shift2}, group_of{group_m, group_shift1, group_shift2};
+  // n_groups · group_size ≥ k_cols: every column has a group (both factors < 2^31); n_rows < 2^32
+  // keeps the products below int64's range.
+  const bool sizes_ok = n_rows > 0 && n_rows <= UINT32_MAX && k_cols > 0 && k_cols <= LQ_INT_GROUP_MAX_COLS && group_size > 0 && group_size <= INT32_MAX && n_groups > 0 && n_groups <= INT32_MAX &&
+                        n_groups * group_size >= k_cols && reference != nullptr && partials != nullptr;
+  const int64_t pieces = sizes_ok ? n_rows * (k_cols / P) : 0;
+  if (!sizes_ok || k_cols % P != 0 || group_size % P != 0 || pieces > (int64_t)UINT32_MAX || n_groups * n_rows > (int64_t)UINT32_MAX || !lq_int_group_max_code_is_mask(max_code) ||
+      blockDim.x != LQ_INT_GROUP_VERIFY_THREADS || blockDim.y != 1 || blockDim.z != 1 || gridDim.y != 1 || gridDim.z != 1 ||
+      !lq_divider_is_exact((uint32_t)(k_cols / P), row_of) || !lq_divider_is_exact((uint32_t)group_size, group_of)) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  const bool keep = keep_negative_zero != 0;
+  const lq_int_group_args a{codes, scales, zeros, nullptr, nullptr, reference, n_rows, n_groups, (int32_t)k_cols, (int32_t)group_size, group_of,
+                            max_code, rounding, keep ? -0.0f : 0.0f, keep, false};
+  lq_verify_sums v;
+  if (rounding == LQ_ROUND_F16) lq_int_group_verify_pieces<LQ_ROUND_F16>(a, (uint32_t)pieces, (uint32_t)(k_cols / P), row_of, v);
+  else if (rounding == LQ_ROUND_BF16) lq_int_group_verify_pieces<LQ_ROUND_BF16>(a, (uint32_t)pieces, (uint32_t)(k_cols / P), row_of, v);
+  else lq_int_group_verify_pieces<LQ_ROUND_F32>(a, (uint32_t)pieces, (uint32_t)(k_cols / P), row_of, v);
+  if ((v.code_bits & lq_int_group_code_excess(max_code)) != 0) lq_report(status, LQ_STATUS_CODE_RANGE);
+  lq_verify_block_reduce(v.max_abs, v.sq_err, v.sq_ref, reduce_space, partials);
 }

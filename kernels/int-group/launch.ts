@@ -18,8 +18,10 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * over a grid as large as the work: a block per BLOCK_THREADS · THREAD_PIECES pieces of P weights,
  * scheduled by the hardware, which streams a write-heavy pass faster than a persistent wave
  * (bench/cuda/stream-ceiling.cu on an H100: 91-92 % of the copy against 84-85 % for fp16 output
- * of byte codes, 89-90 % against 80-84 % for float32). Everything else (verify, act-order, odd
- * shapes) runs `lq_int_group_dequant_verify` (launchShape): a persistent grid of THREADS-thread
+ * of byte codes, 89-90 % against 80-84 % for float32). Verify alone without g_idx (verifyGrid)
+ * runs `lq_int_group_verify`, the layer as one stream of 4-weight pieces over a persistent grid
+ * (int-group-verify.cuh). Everything else (verify with weights, act-order, odd shapes) runs
+ * `lq_int_group_dequant_verify` (launchShape): a persistent grid of THREADS-thread
  * blocks, at most BLOCKS_PER_SM per multiprocessor (what its __launch_bounds__ guarantees to be
  * resident together), so every block starts at once and walks its share of the layer in rounds;
  * fewer where the layer has less work than that. One verify partial per block.
@@ -44,6 +46,9 @@ const BLOCK_THREADS = 256;
 const THREAD_PIECES = 2;
 /** lq_int_group_dequant indexes pieces and scales with uint32, and a grid has at most 2^31 − 1 blocks. */
 const MAX_U32 = 2 ** 32 - 1;
+/** LQ_INT_GROUP_VERIFY_THREADS and LQ_INT_GROUP_VERIFY_PIECES in int-group-verify.cuh: threads per block and pieces (of 4 weights) per thread and round of lq_int_group_verify. */
+const VERIFY_THREADS = 256;
+const VERIFY_PIECES = 4;
 const MAX_GRID_BLOCKS = 2 ** 31 - 1;
 
 /**
@@ -68,6 +73,19 @@ function dequantGrid(N: number, K: number, groupSize: number, groups: number, ac
   const pieces = (N * K) / P;
   const blocks = Math.ceil(pieces / (BLOCK_THREADS * THREAD_PIECES));
   return pieces <= MAX_U32 && groups * N <= MAX_U32 && blocks <= MAX_GRID_BLOCKS ? blocks : undefined;
+}
+
+/**
+ * The persistent grid of lq_int_group_verify (at most BLOCKS_PER_SM blocks per multiprocessor,
+ * what its __launch_bounds__ keeps resident together; fewer for a small layer), or undefined where
+ * the layer is not its shape (g_idx, K or the group size not a multiple of 4, more pieces or
+ * scales than uint32 indexes): then lq_int_group_dequant_verify verifies it.
+ */
+function verifyGrid(multiprocessors: number, N: number, K: number, groupSize: number, groups: number, actOrder: boolean): number | undefined {
+  if (actOrder || K % 4 !== 0 || groupSize % 4 !== 0 || groupSize > 2 ** 31 - 1) return undefined;
+  const pieces = (N * K) / 4;
+  if (pieces > MAX_U32 || groups * N > MAX_U32) return undefined;
+  return Math.max(1, Math.min(Math.ceil(pieces / (VERIFY_THREADS * VERIFY_PIECES)), multiprocessors * BLOCKS_PER_SM));
 }
 
 /**
@@ -140,7 +158,11 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
   const f16 = options.output === "f16";
   const wantWeights = options.weights ?? true;
   const grid = wantWeights && options.reference === undefined ? dequantGrid(N, K, groupSize, groups, t.gIdx !== undefined, f16) : undefined;
-  const { blocks, sharedBytes } = launchShape(context.info.multiprocessors, N, K, groupSize, groups, t.gIdx !== undefined, f16, options.reference !== undefined);
+  const verifyAlone = !wantWeights && options.reference !== undefined ? verifyGrid(context.info.multiprocessors, N, K, groupSize, groups, t.gIdx !== undefined) : undefined;
+  const walkLaunch = launchShape(context.info.multiprocessors, N, K, groupSize, groups, t.gIdx !== undefined, f16, options.reference !== undefined);
+  // The partials: one per block of the kernel launched.
+  const blocks = verifyAlone ?? walkLaunch.blocks;
+  const sharedBytes = walkLaunch.sharedBytes;
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
     const pointer = context.upload(bytes);
@@ -176,6 +198,15 @@ export function dequantIntGroupGpu(engine: GpuEngine, t: IntGroupTensor, options
         ...dividers, { pointer: status },
       ];
       launch = () => module.launch("lq_int_group_dequant", { grid: [grid], block: [BLOCK_THREADS] }, dequantArgs);
+    } else if (verifyAlone !== undefined) {
+      // The dividers for K / 4 (a piece's row) and the group size (its group).
+      const dividers = [...divider(K / 4), ...divider(groupSize)].map((u32) => ({ u32 }));
+      const verifyArgs = [
+        { pointer: codes }, { pointer: scales }, { pointer: zeros }, { pointer: reference }, { pointer: partials },
+        { i64: N }, { i64: K }, { i64: groupSize }, { i64: groups }, { u32: maxCode(bits) }, { i32: rounding }, { i32: options.negativeZero === "keep" ? 1 : 0 },
+        ...dividers, { pointer: status },
+      ];
+      launch = () => module.launch("lq_int_group_verify", { grid: [verifyAlone], block: [VERIFY_THREADS] }, verifyArgs);
     }
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, launch, options);
     checkStatus(context, status, { format: "int-group", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });

@@ -81,10 +81,14 @@ if (!probe.ok) {
         sqErr += e * e;
         sqRef += source[j]! * source[j]!;
       }
-      assert.is(stats!.maxAbsError, maxAbs);
       // Float64 sums of n non-negative terms in two orders differ by at most 2·(n − 1)·2⁻⁵³ relative.
       const bound = 2 * cpu.length * 2 ** -53;
-      assert.ok(Math.abs(stats!.sumSquaredError - sqErr) <= bound * sqErr && Math.abs(stats!.sumSquaredReference - sqRef) <= bound * sqRef, JSON.stringify({ stats, sqErr, sqRef }));
+      // Verify with the weights and verify alone run different kernels: both must give the CPU's statistics.
+      const alone = dequantIntGroupGpu(engine, t, { reference: source, weights: false }).stats;
+      for (const [what, got] of [["verify with weights", stats], ["verify alone", alone]] as const) {
+        assert.is(got!.maxAbsError, maxAbs, what);
+        assert.ok(Math.abs(got!.sumSquaredError - sqErr) <= bound * sqErr && Math.abs(got!.sumSquaredReference - sqRef) <= bound * sqRef, `${what}: ${JSON.stringify({ got, sqErr, sqRef })}`);
+      }
     });
   }
   gpu("refusals: a g_idx out of range never reaches the kernel (LAUNCH_REFUSED); a code wider than bits is reported by the kernel (KERNEL_STATUS)", ({ engine }) => {
