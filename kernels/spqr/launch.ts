@@ -30,7 +30,7 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  *   rows, walked in batches of `batch` rows (spqr.cu says why). The most rows per batch first
  *   (rows in flight), then the longest stripe (one 16-byte load of a group's 16 scale codes). At
  *   n = 4096, 16-column groups: batches of 4 rows, stripes of 8 (1,376 blocks on an 11008-row
- *   layer: 2.6 waves of four resident blocks per multiprocessor on the H100).
+ *   layer: 3.5 waves of three resident blocks per multiprocessor on the H100, LQ_SPQR_BLOCKS_PER_SM).
  * - otherwise `lq_spqr_dequant_verify`: one thread per weight over a grid-stride loop (enough
  *   blocks to fill the device, BLOCKS_PER_SM per multiprocessor), each finding its row's outliers
  *   by binary search.

@@ -20,8 +20,8 @@
 //     row, 16-byte stores (fp16 or float32), 16-byte reference loads for verify.
 // Three barriers per batch. The next batch's codes and first outlier entries are loaded before
 // step 3 (with verify, in step 1: the reference loads need those registers), so their latency
-// hides behind the stores; four blocks of 256 threads per multiprocessor (≤ 64 registers, ≤ 48 KiB
-// of shared memory each) keep 4 × batch rows in flight per multiprocessor.
+// hides behind the stores; LQ_SPQR_BLOCKS_PER_SM blocks of 256 threads per multiprocessor (≤ 80
+// registers, ≤ 48 KiB of shared memory each) keep 3 × batch rows in flight per multiprocessor.
 //
 // out: [m][n] weights, float32 or fp16 bits (the kernel's name says which, or none). reference
 // (verify kernels): float32 [m][n] source weights in the output's column order, the partials (one
@@ -147,7 +147,7 @@ __device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, co
 // The arguments of every stripe kernel; `out` and `reference` are ignored by kernels that write
 // no weights or verify nothing.
 #define LQ_SPQR_STRIPE_KERNEL(name, OUT, VERIFY)                                                                                                       \
-  extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, 4) name(                                                                               \
+  extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, LQ_SPQR_BLOCKS_PER_SM) name(                                                           \
       const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,                              \
       const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,                                   \
       const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out, const float* __restrict__ reference,         \

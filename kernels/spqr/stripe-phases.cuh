@@ -8,6 +8,10 @@
 #include "../common/verify.cuh"
 
 #define LQ_SPQR_THREADS 256
+// Resident blocks per multiprocessor the kernels are compiled for: 3 leaves each thread 80 registers,
+// which every stripe kernel's phases fit in without spilling (at 4, i.e. 64 registers, they spilled
+// 44 … 92 bytes per thread to local memory, reloaded in the batch loop: more instructions per byte).
+#define LQ_SPQR_BLOCKS_PER_SM 3
 // Items per thread whose codes are loaded a phase ahead, in registers (2 each).
 #define LQ_SPQR_AHEAD 8
 // Rows of a batch and of a stripe at most (launch.ts chooses them; the kernel checks).
@@ -21,8 +25,9 @@
 __device__ __forceinline__ int lq_spqr_align16(int bytes) { return (bytes + 15) & ~15; }
 
 // A compiler-only fence between the items of a phase: without it the shared-memory loads of all
-// unrolled items are hoisted to the front, which takes far more registers than the 64 that four
-// blocks per multiprocessor leave (the global loads that should overlap are issued before it).
+// unrolled items are hoisted to the front, which takes far more registers than the 80 that
+// LQ_SPQR_BLOCKS_PER_SM blocks per multiprocessor leave (the global loads that should overlap
+// are issued before it).
 __device__ __forceinline__ void lq_spqr_in_order() { asm volatile("" ::: "memory"); }
 
 // The walk over a thread's items: (row, piece) of item t, then + T at each step.
