@@ -72,7 +72,8 @@ function copyBandwidth(moved = 2 ** 31): number {
 
 /**
  * The streaming ceiling (kernels/stream/stream.cu): GB/s of a kernel that only reads `readBytes`
- * and writes `writeBytes`, interleaved as a dequant kernel interleaves them, one wave of blocks.
+ * and writes `writeBytes`, interleaved as a dequant kernel interleaves them, a block per 256
+ * vectors.
  */
 function ceilingBandwidth(readBytes: number, writeBytes: number): number {
   const module = engine.module("stream");
@@ -82,7 +83,9 @@ function ceilingBandwidth(readBytes: number, writeBytes: number): number {
   const sink = context.alloc(16);
   try {
     context.zero(src, Math.max(16, readVectors * 16));
-    const grid = [context.info.multiprocessors * 8] as [number];
+    // A block per 256 vectors of the larger side: bench/cuda/stream-ceiling.cu measured this grid
+    // 7–9 points of the copy above a persistent wave for write-heavy mixes on the H100.
+    const grid = [Math.max(1, Math.ceil(Math.max(readVectors, writeVectors) / 256))] as [number];
     const launch = () => module.launch("lq_stream_mix", { grid, block: [256] }, [{ pointer: src }, { i64: readVectors }, { pointer: dst }, { i64: writeVectors }, { pointer: sink }]);
     launch();
     const times = timeBatches(launch, TIMING);
