@@ -41,6 +41,6 @@ export function viewAs<T extends Int32Array | Uint32Array | Uint16Array | Float3
 }
 
 /** Little-endian bytes of a typed array (a view, no copy). */
-export function bytesOf(array: Int32Array | Uint32Array | Uint16Array | Float32Array): Uint8Array {
+export function bytesOf(array: Int32Array | Uint32Array | Uint16Array | Float32Array | Float64Array): Uint8Array {
   return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 }

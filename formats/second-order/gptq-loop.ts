@@ -99,8 +99,7 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
   let blockEnd = Math.min(blockSize, columnCount);
   for (let c = 0; c < columnCount; c++) {
     const span = quantizer.columnsRead?.(c) ?? 1;
-    // End the block early when the quantizer looks past it, so what it reads is up to date.
-    if (c === blockEnd || (c > blockStart && c + span > blockEnd)) {
+    if (blockEndsAt(c, span, blockStart, blockEnd)) {
       deferred.apply(blockErrors, blockStart, c, blockEnd);
       blockStart = c;
       blockEnd = Math.min(c + blockSize, columnCount);
@@ -118,6 +117,15 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
   let hessianLoss = 0;
   for (let c = 0; c < columnCount; c++) hessianLoss += columnLoss[c]!;
   return { hessianLoss, columnLoss, scaledErrorsT };
+}
+
+/**
+ * Whether column c (reading `span` columns) starts a new block: at the block's end, or early when
+ * the quantizer looks past it, so that what it reads is up to date. Shared with the device loop
+ * (kernels/second-order/resident-loop.ts), whose deferred products must round as these do.
+ */
+export function blockEndsAt(c: number, span: number, blockStart: number, blockEnd: number): boolean {
+  return c === blockEnd || (c > blockStart && c + span > blockEnd);
 }
 
 function checkArguments(weightT: Float64Array, u: Float64Array, rows: number, size: number, blockSize: number, columnCount: number): void {

@@ -145,6 +145,37 @@ export const cpuCodebookSearch: CodebookSearch = {
   },
 };
 
+/** Column `column`'s codebooks (in quantization order): the outlier book, or its group's main and residual books. */
+export interface ColumnCodebooks {
+  book: Codebook;
+  residual: Codebook | undefined;
+  outlier: boolean;
+  /** The column's group (0 for an outlier column). */
+  group: number;
+}
+
+export function columnCodebooks(p: VptqParams, books: ColumnBooks, column: number): ColumnCodebooks {
+  if (column < p.outlierSize) return { book: books.outlier!, residual: undefined, outlier: true, group: 0 };
+  const group = Math.floor((column - p.outlierSize) / p.groupSize);
+  return { book: books.main[group]!, residual: books.residual?.[group], outlier: false, group };
+}
+
+/**
+ * Writes vector `r` of column `column`'s indices into `tensor`: the outlier index, or the main
+ * index (position e of row r of group g's [numIdx][groupSize] block) and, with a residual
+ * codebook, the residual index.
+ */
+export function writeColumnIndices(tensor: VptqTensor, cb: ColumnCodebooks, column: number, r: number, main: number, res: number | undefined): void {
+  const p = tensor.params;
+  if (cb.outlier) {
+    tensor.outlierIndices![r * p.outlierSize + column] = main;
+    return;
+  }
+  const at = (cb.group * vectorRows(tensor.outFeatures, p.vectorLen) + r) * p.groupSize + column - p.outlierSize - cb.group * p.groupSize;
+  tensor.mainIndices[at] = main;
+  if (res !== undefined) tensor.resIndices![at] = res;
+}
+
 /**
  * Per column (channel-independent, tech report §3.1: H⁻¹ is constant within a column, so plain
  * Euclidean distance is right): each vector takes its nearest centroid, then, with a residual
@@ -153,21 +184,15 @@ export const cpuCodebookSearch: CodebookSearch = {
  * is compared over its real rows only.
  */
 export function vectorColumns(tensor: VptqTensor, books: ColumnBooks, search: CodebookSearch = cpuCodebookSearch): ColumnQuantizer {
-  const p: VptqParams = tensor.params;
   const rows = tensor.outFeatures;
   const { round, value } = floatCodec(tensor.dtype);
-  const numIdx = vectorRows(rows, p.vectorLen);
   // A column has at most `rows` vectors, whichever codebook (and vector length) it uses.
   const mainFound = new Int32Array(rows);
   const resFound = new Int32Array(mainFound.length);
   return {
     quantizeColumn(column, current, quantized): void {
-      const outlier = column < p.outlierSize;
-      const g = outlier ? 0 : Math.floor((column - p.outlierSize) / p.groupSize);
-      const book = outlier ? books.outlier! : books.main[g]!;
-      const resBook = outlier ? undefined : books.residual?.[g];
-      // Position e of row r of group g's [numIdx][groupSize] index block.
-      const e = column - p.outlierSize - g * p.groupSize;
+      const cb = columnCodebooks(tensor.params, books, column);
+      const { book, residual: resBook } = cb;
       const vl = book.vectorLen;
       const count = vectorRows(rows, vl);
       search.nearest(book, resBook, current, count, rows - (count - 1) * vl, mainFound, resBook === undefined ? undefined : resFound);
@@ -175,14 +200,12 @@ export function vectorColumns(tensor: VptqTensor, books: ColumnBooks, search: Co
         const active = Math.min(vl, rows - start);
         const main = mainFound[r]!;
         const base = main * vl;
-        if (outlier) tensor.outlierIndices![r * p.outlierSize + column] = main;
-        else tensor.mainIndices[(g * numIdx + r) * p.groupSize + e] = main;
+        writeColumnIndices(tensor, cb, column, r, main, resBook === undefined ? undefined : resFound[r]!);
         if (resBook === undefined) {
           for (let t = 0; t < active; t++) quantized[start + t] = book.values[base + t]!;
           continue;
         }
         const res = resFound[r]!;
-        tensor.resIndices![(g * numIdx + r) * p.groupSize + e] = res;
         // The decoder's 16-bit add (__hadd2), rounded once: the f64 sum of two fp16 values is exact.
         for (let t = 0; t < active; t++) quantized[start + t] = value(round(book.values[base + t]! + resBook.values[res * vl + t]!));
       }

@@ -173,14 +173,16 @@ interface PassResult {
  * refinement, each column on its own. errorsT is the reference's qerror.
  */
 function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: number, tensor: VptqTensor, books: ColumnBooks, o: ResolvedVptqOptions, keepErrors: boolean): PassResult {
-  if (o.refine && o.residentLoop?.accepts(tensor.params) === true) return o.residentLoop.run(weightT, u, rows, size, books, tensor, { blockSize: o.blockSize, keepErrors });
-  const quantizer = vectorColumns(tensor, books, o.codebookSearch);
   if (o.refine) {
-    const loop = runGptqLoop(weightT, u, rows, size, quantizer, { blockSize: o.blockSize, keepScaledErrors: keepErrors, ...(o.deferred === undefined ? {} : { deferred: o.deferred }) });
+    const resident = o.residentLoop?.accepts(tensor.params) === true ? o.residentLoop : undefined;
+    const loop = resident !== undefined
+      ? resident.run(weightT, u, rows, size, books, tensor, { blockSize: o.blockSize, keepScaledErrors: keepErrors })
+      : runGptqLoop(weightT, u, rows, size, vectorColumns(tensor, books, o.codebookSearch), { blockSize: o.blockSize, keepScaledErrors: keepErrors, ...(o.deferred === undefined ? {} : { deferred: o.deferred }) });
     const errorsT = loop.scaledErrorsT;
     if (errorsT !== undefined) for (let c = 0; c < size; c++) for (let r = 0, d = u[c * size + c]!; r < rows; r++) errorsT[c * rows + r]! *= d;
     return { hessianLoss: loop.hessianLoss, errorsT };
   }
+  const quantizer = vectorColumns(tensor, books, o.codebookSearch);
   const errorsT = keepErrors ? new Float64Array(rows * size) : undefined;
   const quantized = new Float64Array(rows);
   const view: LoopView = { weightT, u, rows, size };

@@ -1,3 +1,4 @@
+import type { LoopOptions, LoopResult } from "../second-order/gptq-loop.js";
 import type { ColumnBooks } from "./codebook.js";
 import type { VptqParams, VptqTensor } from "./types.js";
 
@@ -9,19 +10,8 @@ import type { VptqParams, VptqTensor } from "./types.js";
  * deferred updates and search: test/kernels/vptq-resident.test.ts).
  */
 
-export interface VptqResidentLoopOptions {
-  /** Columns per deferred update (VptqQuantizeOptions.blockSize). */
-  blockSize: number;
-  /** Return errorsT (the residual codebook's training data). */
-  keepErrors: boolean;
-}
-
-export interface VptqResidentLoopResult {
-  /** The loop's Σ ((w − q)/U[c,c])², summed over columns in order as runGptqLoop does. */
-  hessianLoss: number;
-  /** [K][rows] w − q of each column as it was quantized (the reference's qerror: the scaled error times U[c,c]), when asked for. */
-  errorsT: Float64Array | undefined;
-}
+/** runGptqLoop's options that a resident loop honours: the block size and whether to keep the scaled errors. */
+export type VptqResidentLoopOptions = Required<Pick<LoopOptions, "blockSize" | "keepScaledErrors">>;
 
 export interface VptqResidentLoop {
   readonly description: string;
@@ -31,7 +21,7 @@ export interface VptqResidentLoop {
    * One pass over `weightT` ([size][rows] in quantization order, updated in place to the quantized
    * values) with U, the upper Cholesky factor of the damped H⁻¹: writes every column's indices
    * into `tensor` (mainIndices, resIndices with books.residual, outlierIndices) exactly as
-   * vectorColumns does.
+   * vectorColumns does. Returns what runGptqLoop returns.
    */
-  run(weightT: Float64Array, u: Float64Array, rows: number, size: number, books: ColumnBooks, tensor: VptqTensor, options: VptqResidentLoopOptions): VptqResidentLoopResult;
+  run(weightT: Float64Array, u: Float64Array, rows: number, size: number, books: ColumnBooks, tensor: VptqTensor, options: VptqResidentLoopOptions): LoopResult;
 }

@@ -1,4 +1,5 @@
 import { KernelError } from "../../formats/errors.js";
+import { bytesOf } from "../../formats/packed-array.js";
 import type { DeviceInputObserver } from "../../converters/hessians/calibrate.js";
 import { checkSlidingWindow, type LinearInputObserver } from "../../model/llama-forward.js";
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
@@ -278,8 +279,4 @@ export class GpuLlamaForward {
 /** The device address of element `offset` of a float64 array. */
 function at(array: DeviceArray, offset: number): DevicePointer {
   return array.pointer + BigInt(offset * 8);
-}
-
-function bytesOf(values: Float64Array): Uint8Array {
-  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }

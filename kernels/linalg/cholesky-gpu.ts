@@ -1,3 +1,4 @@
+import { bytesOf } from "../../formats/packed-array.js";
 import { KernelError } from "../../formats/errors.js";
 import { notPositiveDefinite, type CholeskyOptions } from "../../formats/second-order/cholesky.js";
 import type { PrepareOptions } from "../../formats/second-order/prepare.js";
@@ -167,8 +168,4 @@ function checkSize(h: Float64Array, size: number, options: CholeskyOptions): voi
     throw new KernelError("LAUNCH_REFUSED", `upper Cholesky of the inverse on the GPU: size must be an integer in 0…${MAX_SIZE} (a grid row of ${TILE}-wide tiles per ${TILE} rows)`, { ...tensor, actual: size });
   }
   if (h.length < size * size) throw new KernelError("LAUNCH_REFUSED", "upper Cholesky of the inverse on the GPU: the matrix has fewer than size² elements", { ...tensor, expected: size * size, actual: h.length });
-}
-
-function bytesOf(a: Float64Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }

@@ -1,3 +1,4 @@
+import { bytesOf } from "../../formats/packed-array.js";
 import { KernelError } from "../../formats/errors.js";
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
 import type { DevicePointer } from "../cuda/driver.js";
@@ -45,7 +46,6 @@ export function gpuDeferredUpdates(engine: GpuEngine): GpuDeferredUpdates {
   let errorsBytes = 0;
   let rows = 0;
   let size = 0;
-  const bytes = (a: Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   const release = () => {
     for (const pointer of [weight, factor, errors]) if (pointer !== undefined) context.free(pointer);
     weight = factor = errors = undefined;
@@ -69,12 +69,12 @@ export function gpuDeferredUpdates(engine: GpuEngine): GpuDeferredUpdates {
     begin(weightT, u, rowCount, columnCount) {
       release();
       [rows, size] = [rowCount, columnCount];
-      weight = context.upload(bytes(weightT));
-      factor = context.upload(bytes(u));
+      weight = context.upload(bytesOf(weightT));
+      factor = context.upload(bytesOf(u));
     },
     fetch(weightT, from, to) {
       if (weight === undefined) throw new KernelError("LAUNCH_REFUSED", "gptq deferred updates: fetch before begin");
-      if (to > from) context.download(weight + BigInt(from * rows * 8), bytes(weightT.subarray(from * rows, to * rows)));
+      if (to > from) context.download(weight + BigInt(from * rows * 8), bytesOf(weightT.subarray(from * rows, to * rows)));
     },
     apply(blockErrors, from, to, target) {
       if (to <= from || target >= size || rows === 0) return;
@@ -85,7 +85,7 @@ export function gpuDeferredUpdates(engine: GpuEngine): GpuDeferredUpdates {
         errors = context.alloc(errorBytes);
         errorsBytes = errorBytes;
       }
-      context.uploadInto(errors, bytes(blockErrors.subarray(0, (to - from) * rows)));
+      context.uploadInto(errors, bytesOf(blockErrors.subarray(0, (to - from) * rows)));
       launchProduct(errors, from, to, target);
     },
     weightPointer: () => ({ pointer: begun("weightPointer").weight, elements: size * rows }),

@@ -1,3 +1,4 @@
+import { bytesOf } from "../../formats/packed-array.js";
 import type { HessianProducts } from "../../converters/hessians/calibrate.js";
 import { KernelError } from "../../formats/errors.js";
 import type { DevicePointer } from "../cuda/driver.js";
@@ -70,7 +71,6 @@ export function launchSyrk(engine: GpuEngine, h: DevicePointer, x: DevicePointer
   engine.module("linalg").launch(SYRK_KERNEL, shape, [{ pointer: h }, { pointer: x }, { i64: d }, { i64: tokens }, { i64: ldx }, { i64: doubleBits(scale) }]);
 }
 
-const bytesOf = (a: Float32Array | Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** One device H per layer input, by key (the input's stored name). */
 export class GpuHessians implements HessianProducts {

@@ -1,4 +1,5 @@
-import type { LoopResult } from "../../formats/second-order/gptq-loop.js";
+import { bytesOf } from "../../formats/packed-array.js";
+import { blockEndsAt, type LoopResult } from "../../formats/second-order/gptq-loop.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import { launchChecks, type DeviceArray } from "../cuda/launch-checks.js";
 import { checkStatus } from "../cuda/status.js";
@@ -97,7 +98,7 @@ export function runResidentLoop(engine: GpuEngine, weightT: Float64Array, u: Flo
     for (let c = 0; c < size; c++) {
       const span = quantizer.columnsRead?.(c) ?? 1;
       // runGptqLoop's block boundaries, so that the deferred products (and their rounding) are its own.
-      if (c === blockEnd || (c > blockStart && c + span > blockEnd)) {
+      if (blockEndsAt(c, span, blockStart, blockEnd)) {
         closeBlock(blockStart, c, blockEnd);
         blockStart = c;
         blockEnd = Math.min(c + blockSize, size);
@@ -125,10 +126,6 @@ export function runResidentLoop(engine: GpuEngine, weightT: Float64Array, u: Flo
       deferred.release();
     }
   }
-}
-
-function bytesOf(a: Float64Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** Everything the loop's launch extents follow from, checked before any device work (LAUNCH_REFUSED). */

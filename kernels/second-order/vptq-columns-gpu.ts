@@ -1,6 +1,6 @@
-import type { Codebook, ColumnBooks } from "../../formats/vptq/codebook.js";
+import { columnCodebooks, writeColumnIndices, type Codebook, type ColumnBooks } from "../../formats/vptq/codebook.js";
 import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
-import { vectorRows, type VptqParams, type VptqTensor } from "../../formats/vptq/types.js";
+import { vectorRows, type VptqTensor } from "../../formats/vptq/types.js";
 import type { CudaContext, DevicePointer } from "../cuda/driver.js";
 import type { CudaModule } from "../cuda/module.js";
 import { launchChecks, type DeviceArray } from "../cuda/launch-checks.js";
@@ -38,20 +38,9 @@ export function gpuVptqLoop(engine: GpuEngine): VptqResidentLoop {
       // Every refusal before the first device call.
       checkResidentLoop(weightT, u, rows, size, options.blockSize);
       checkLayout(rows, size, books, tensor);
-      const loop = runResidentLoop(engine, weightT, u, rows, size, vptqDeviceColumns(engine, tensor, books), { blockSize: options.blockSize, keepScaledErrors: options.keepErrors });
-      const errorsT = loop.scaledErrorsT;
-      // quantize.ts runPass's units (w − q), with its very expression.
-      if (errorsT !== undefined) for (let c = 0; c < size; c++) for (let r = 0, d = u[c * size + c]!; r < rows; r++) errorsT[c * rows + r]! *= d;
-      return { hessianLoss: loop.hessianLoss, errorsT };
+      return runResidentLoop(engine, weightT, u, rows, size, vptqDeviceColumns(engine, tensor, books), options);
     },
   };
-}
-
-/** The codebooks of column c (vectorColumns' choice). */
-function columnBooks(p: VptqParams, books: ColumnBooks, c: number): { book: Codebook; residual: Codebook | undefined; g: number } {
-  if (c < p.outlierSize) return { book: books.outlier!, residual: undefined, g: 0 };
-  const g = Math.floor((c - p.outlierSize) / p.groupSize);
-  return { book: books.main[g]!, residual: books.residual?.[g], g };
 }
 
 /** The device column quantizer of `tensor`'s layout (what begin() uploads: every codebook of `books`). */
@@ -91,7 +80,7 @@ export function vptqDeviceColumns(engine: GpuEngine, tensor: VptqTensor, books: 
     quantizeColumn(c: number, step: DeviceColumnStep) {
       if (state === undefined) throw refuse("quantizeColumn", "called before begin", "begin() first", c);
       const context = state.context;
-      const { book, residual } = columnBooks(p, books, c);
+      const { book, residual } = columnCodebooks(p, books, c);
       const vl = book.vectorLen;
       const count = vectorRows(rows, vl);
       const lastActive = rows - (count - 1) * vl;
@@ -147,22 +136,13 @@ export function vptqDeviceColumns(engine: GpuEngine, tensor: VptqTensor, books: 
   };
 }
 
-/** vectorColumns' index writes, for every column at once from the [K][stride] labels. */
+/** vectorColumns' index writes (codebook.ts writeColumnIndices), for every column at once from the [K][stride] labels. */
 function scatterLabels(tensor: VptqTensor, books: ColumnBooks, main: Int32Array, res: Int32Array | undefined, stride: number): void {
-  const p = tensor.params;
   const rows = tensor.outFeatures;
-  const numIdx = vectorRows(rows, p.vectorLen);
   for (let c = 0; c < tensor.inFeatures; c++) {
-    const { book, residual, g } = columnBooks(p, books, c);
-    const outlier = c < p.outlierSize;
-    const e = c - p.outlierSize - g * p.groupSize;
-    const count = vectorRows(rows, book.vectorLen);
-    for (let r = 0; r < count; r++) {
-      const label = main[c * stride + r]!;
-      if (outlier) tensor.outlierIndices![r * p.outlierSize + c] = label;
-      else tensor.mainIndices[(g * numIdx + r) * p.groupSize + e] = label;
-      if (residual !== undefined && res !== undefined) tensor.resIndices![(g * numIdx + r) * p.groupSize + e] = res[c * stride + r]!;
-    }
+    const cb = columnCodebooks(tensor.params, books, c);
+    const count = vectorRows(rows, cb.book.vectorLen);
+    for (let r = 0; r < count; r++) writeColumnIndices(tensor, cb, c, r, main[c * stride + r]!, cb.residual !== undefined && res !== undefined ? res[c * stride + r]! : undefined);
   }
 }
 

@@ -1,3 +1,4 @@
+import { bytesOf } from "../../formats/packed-array.js";
 import { KernelError } from "../../formats/errors.js";
 import { scaleThreshold } from "../../formats/int-group/grid.js";
 import type { SignRoundBackend, SignRoundBackendFactory, SignRoundParams, SignRoundProblem } from "../../formats/int-group/quantizers/signround-grad.js";
@@ -84,7 +85,6 @@ function doubleBits(value: number): bigint {
   return new BigInt64Array(new Float64Array([value]).buffer)[0]!;
 }
 
-const bytesOf = (a: Float32Array | Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 export class GpuSignRoundLayer implements SignRoundBackend {
   private readonly launches: SignRoundLaunches;
