@@ -18,6 +18,7 @@
 // the status word (common/status.h) is the second line for block shapes.
 #include <stdint.h>
 #include "../common/status.h"
+#include "../common/block-reduce.cuh"
 
 // Threads per block for every kernel here; the row kernels' tree reductions assume exactly this.
 #define LQ_BG_THREADS 256
@@ -37,21 +38,13 @@ __device__ double lq_bg_block_sum(double value, double* scratch) {
   return scratch[0];
 }
 
-// The row kernels need exactly LQ_BG_THREADS threads; the test is uniform over the block, so the
-// early return cannot leave a barrier half-reached.
-__device__ __forceinline__ bool lq_bg_block_ok(uint32_t* status) {
-  if (blockDim.x == LQ_BG_THREADS && blockDim.y == 1 && blockDim.z == 1) return true;
-  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
-  return false;
-}
-
 // forward.ts rmsNormKeep, one block per token: out = x · r · weight with r = 1 / √(Σx² / size + eps),
 // multiplied left to right as the CPU does; r is kept in inv_rms[token] for the backward.
 extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_rms_norm_keep(
     const double* __restrict__ x, const double* __restrict__ weight, double* __restrict__ out,
     double* __restrict__ inv_rms, int64_t size, double eps, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_BG_THREADS];
-  if (!lq_bg_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_BG_THREADS>(status)) return;
   const double* row = x + (int64_t)blockIdx.x * size;
   double* dst = out + (int64_t)blockIdx.x * size;
   double squares = 0.0;
@@ -70,7 +63,7 @@ extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_rms_norm_backw
     double* __restrict__ dx, const double* __restrict__ dy, const double* __restrict__ x,
     const double* __restrict__ inv_rms, const double* __restrict__ weight, int64_t size, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_BG_THREADS];
-  if (!lq_bg_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_BG_THREADS>(status)) return;
   const int64_t at = (int64_t)blockIdx.x * size;
   double dot = 0.0;
   for (int64_t i = threadIdx.x; i < size; i += LQ_BG_THREADS) dot = __dadd_rn(dot, __dmul_rn(__dmul_rn(dy[at + i], weight[i]), x[at + i]));
@@ -90,7 +83,7 @@ extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_rms_norm_backw
 extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_causal_softmax_backward(
     double* __restrict__ d_scores, const double* __restrict__ probs, int64_t tokens, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_BG_THREADS];
-  if (!lq_bg_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_BG_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
   double* row = d_scores + t * tokens;
   const double* p = probs + t * tokens;
@@ -143,7 +136,7 @@ extern "C" __global__ void __launch_bounds__(LQ_BG_THREADS) lq_bg_mse_grad(
     const double* __restrict__ output, const double* __restrict__ target, double* __restrict__ d_output,
     double* __restrict__ row_sq, int64_t size, double count, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_BG_THREADS];
-  if (!lq_bg_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_BG_THREADS>(status)) return;
   const int64_t base = (int64_t)blockIdx.x * size;
   double partial = 0.0;
   for (int64_t i = threadIdx.x; i < size; i += LQ_BG_THREADS) {

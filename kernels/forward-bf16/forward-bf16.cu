@@ -15,36 +15,9 @@
 // word (common/status.h) is the second line for token ids and block shapes.
 #include <stdint.h>
 #include "../common/status.h"
+#include "../common/block-reduce.cuh"
 
 #define LQ_FB_THREADS 256
-
-// Math.max's NaN rule: NaN wins whichever side it is on (fmaxf would drop it).
-template <typename T>
-__device__ __forceinline__ T lq_fb_max(T a, T b) {
-  return (a != a || a > b) ? a : b;
-}
-
-__device__ __forceinline__ bool lq_fb_block_ok(uint32_t* status) {
-  if (blockDim.x == LQ_FB_THREADS && blockDim.y == 1 && blockDim.z == 1) return true;
-  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
-  return false;
-}
-
-// Sum (or max) over the block in a fixed tree (thread i adds i + stride, stride 128 … 1).
-template <typename T, bool IS_MAX>
-__device__ T lq_fb_block_reduce(T value, T* scratch) {
-  __syncthreads();
-  scratch[threadIdx.x] = value;
-  __syncthreads();
-  for (int stride = LQ_FB_THREADS / 2; stride > 0; stride >>= 1) {
-    if ((int)threadIdx.x < stride) {
-      const T other = scratch[threadIdx.x + stride];
-      scratch[threadIdx.x] = IS_MAX ? lq_fb_max<T>(scratch[threadIdx.x], other) : scratch[threadIdx.x] + other;
-    }
-    __syncthreads();
-  }
-  return scratch[0];
-}
 
 // bf16 bits → float32 (exact), `count` values: a linear's weight before its SGEMM.
 extern "C" __global__ void __launch_bounds__(LQ_FB_THREADS) lq_fb_widen(const uint16_t* __restrict__ bf16, float* __restrict__ out, int64_t count) {
@@ -75,12 +48,12 @@ extern "C" __global__ void __launch_bounds__(LQ_FB_THREADS) lq_fb_rms_norm(
     const float* __restrict__ x, const float* __restrict__ weight, float* __restrict__ out,
     int64_t size, float eps, uint32_t* __restrict__ status) {
   __shared__ float scratch[LQ_FB_THREADS];
-  if (!lq_fb_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FB_THREADS>(status)) return;
   const float* row = x + (int64_t)blockIdx.x * size;
   float* dst = out + (int64_t)blockIdx.x * size;
   float squares = 0.0f;
   for (int64_t i = threadIdx.x; i < size; i += LQ_FB_THREADS) squares = fmaf(row[i], row[i], squares);
-  const float total = lq_fb_block_reduce<float, false>(squares, scratch);
+  const float total = lq_block_reduce<LQ_FB_THREADS, float, false>(squares, scratch);
   const float scale = rsqrtf(total / (float)size + eps);
   for (int64_t i = threadIdx.x; i < size; i += LQ_FB_THREADS) dst[i] = row[i] * scale * weight[i];
 }
@@ -113,19 +86,19 @@ extern "C" __global__ void __launch_bounds__(LQ_FB_THREADS) lq_fb_rope(
 extern "C" __global__ void __launch_bounds__(LQ_FB_THREADS) lq_fb_causal_softmax(
     float* __restrict__ scores, int64_t tokens, uint32_t* __restrict__ status) {
   __shared__ float scratch[LQ_FB_THREADS];
-  if (!lq_fb_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FB_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
   float* row = scores + t * tokens;
   float max = -HUGE_VALF;
-  for (int64_t s = threadIdx.x; s <= t; s += LQ_FB_THREADS) max = lq_fb_max<float>(max, row[s]);
-  max = lq_fb_block_reduce<float, true>(max, scratch);
+  for (int64_t s = threadIdx.x; s <= t; s += LQ_FB_THREADS) max = lq_js_max<float>(max, row[s]);
+  max = lq_block_reduce<LQ_FB_THREADS, float, true>(max, scratch);
   float sum = 0.0f;
   for (int64_t s = threadIdx.x; s <= t; s += LQ_FB_THREADS) {
     const float e = expf(row[s] - max);
     row[s] = e;
     sum += e;
   }
-  sum = lq_fb_block_reduce<float, false>(sum, scratch);
+  sum = lq_block_reduce<LQ_FB_THREADS, float, false>(sum, scratch);
   for (int64_t s = threadIdx.x; s <= t; s += LQ_FB_THREADS) row[s] = row[s] / sum;
   for (int64_t s = t + 1 + threadIdx.x; s < tokens; s += LQ_FB_THREADS) row[s] = 0.0f;
 }
@@ -145,15 +118,15 @@ extern "C" __global__ void __launch_bounds__(LQ_FB_THREADS) lq_fb_nll(
     int64_t vocab, uint32_t* __restrict__ status) {
   __shared__ float max_scratch[LQ_FB_THREADS];
   __shared__ double scratch[LQ_FB_THREADS];
-  if (!lq_fb_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FB_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
   const float* row = logits + t * vocab;
   float row_max = -HUGE_VALF;
-  for (int64_t j = threadIdx.x; j < vocab; j += LQ_FB_THREADS) row_max = lq_fb_max<float>(row_max, row[j]);
-  const double max = (double)lq_fb_block_reduce<float, true>(row_max, max_scratch);
+  for (int64_t j = threadIdx.x; j < vocab; j += LQ_FB_THREADS) row_max = lq_js_max<float>(row_max, row[j]);
+  const double max = (double)lq_block_reduce<LQ_FB_THREADS, float, true>(row_max, max_scratch);
   double sum = 0.0;
   for (int64_t j = threadIdx.x; j < vocab; j += LQ_FB_THREADS) sum += exp((double)row[j] - max);
-  sum = lq_fb_block_reduce<double, false>(sum, scratch);
+  sum = lq_block_reduce<LQ_FB_THREADS, double, false>(sum, scratch);
   if (threadIdx.x != 0) return;
   const int32_t target = ids[t + 1];
   if (target < 0 || (int64_t)target >= vocab) {

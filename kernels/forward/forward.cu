@@ -17,40 +17,10 @@
 // status word (common/status.h) is the second line for token ids and block shapes.
 #include <stdint.h>
 #include "../common/status.h"
+#include "../common/block-reduce.cuh"
 
 // Threads per block for every kernel here; the row kernels' tree reductions assume exactly this.
 #define LQ_FWD_THREADS 256
-
-// Math.max's NaN rule: NaN wins whichever side it is on (fmax would drop it).
-__device__ __forceinline__ double lq_fwd_max(double a, double b) {
-  return (a != a || a > b) ? a : b;
-}
-
-// Sum (or max) of one value per thread over the block, in a fixed tree: thread i adds i + stride
-// for stride = 128, 64, …, 1. Every thread returns the result. The leading barrier keeps a second
-// reduction from overwriting `scratch` before every thread has read the first one's result.
-template <bool IS_MAX>
-__device__ double lq_fwd_block_reduce(double value, double* scratch) {
-  __syncthreads();
-  scratch[threadIdx.x] = value;
-  __syncthreads();
-  for (int stride = LQ_FWD_THREADS / 2; stride > 0; stride >>= 1) {
-    if ((int)threadIdx.x < stride) {
-      const double other = scratch[threadIdx.x + stride];
-      scratch[threadIdx.x] = IS_MAX ? lq_fwd_max(scratch[threadIdx.x], other) : __dadd_rn(scratch[threadIdx.x], other);
-    }
-    __syncthreads();
-  }
-  return scratch[0];
-}
-
-// The row kernels need exactly LQ_FWD_THREADS threads; the test is uniform over the block, so the
-// early return cannot leave a barrier half-reached.
-__device__ __forceinline__ bool lq_fwd_block_ok(uint32_t* status) {
-  if (blockDim.x == LQ_FWD_THREADS && blockDim.y == 1 && blockDim.z == 1) return true;
-  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) lq_report(status, LQ_STATUS_SHAPE);
-  return false;
-}
 
 // LlamaForward.embed: hidden[t][j] = embed[ids[t]][j], one thread per element. An id outside the
 // vocabulary (the host refuses those first) sets the index bit and leaves NaN, never a read.
@@ -75,12 +45,12 @@ extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_rms_norm(
     const double* __restrict__ x, const double* __restrict__ weight, double* __restrict__ out,
     int64_t size, double eps, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_FWD_THREADS];
-  if (!lq_fwd_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FWD_THREADS>(status)) return;
   const double* row = x + (int64_t)blockIdx.x * size;
   double* dst = out + (int64_t)blockIdx.x * size;
   double squares = 0.0;
   for (int64_t i = threadIdx.x; i < size; i += LQ_FWD_THREADS) squares = __dadd_rn(squares, __dmul_rn(row[i], row[i]));
-  const double total = lq_fwd_block_reduce<false>(squares, scratch);
+  const double total = lq_block_reduce<LQ_FWD_THREADS, double, false>(squares, scratch);
   const double scale = __ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(__ddiv_rn(total, (double)size), eps)));
   for (int64_t i = threadIdx.x; i < size; i += LQ_FWD_THREADS) dst[i] = __dmul_rn(__dmul_rn(row[i], scale), weight[i]);
 }
@@ -121,19 +91,19 @@ extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_rope(
 extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_causal_softmax(
     double* __restrict__ scores, int64_t tokens, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_FWD_THREADS];
-  if (!lq_fwd_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FWD_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
   double* row = scores + t * tokens;
   double max = -HUGE_VAL;
-  for (int64_t s = threadIdx.x; s <= t; s += LQ_FWD_THREADS) max = lq_fwd_max(max, row[s]);
-  max = lq_fwd_block_reduce<true>(max, scratch);
+  for (int64_t s = threadIdx.x; s <= t; s += LQ_FWD_THREADS) max = lq_js_max<double>(max, row[s]);
+  max = lq_block_reduce<LQ_FWD_THREADS, double, true>(max, scratch);
   double sum = 0.0;
   for (int64_t s = threadIdx.x; s <= t; s += LQ_FWD_THREADS) {
     const double e = exp(__dsub_rn(row[s], max));
     row[s] = e;
     sum = __dadd_rn(sum, e);
   }
-  sum = lq_fwd_block_reduce<false>(sum, scratch);
+  sum = lq_block_reduce<LQ_FWD_THREADS, double, false>(sum, scratch);
   for (int64_t s = threadIdx.x; s <= t; s += LQ_FWD_THREADS) row[s] = __ddiv_rn(row[s], sum);
   for (int64_t s = t + 1 + threadIdx.x; s < tokens; s += LQ_FWD_THREADS) row[s] = 0.0;
 }
@@ -155,15 +125,15 @@ extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_nll(
     const double* __restrict__ logits, const int32_t* __restrict__ ids, double* __restrict__ nll,
     int64_t vocab, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_FWD_THREADS];
-  if (!lq_fwd_block_ok(status)) return;
+  if (!lq_block_shape_ok<LQ_FWD_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
   const double* row = logits + t * vocab;
   double max = -HUGE_VAL;
-  for (int64_t j = threadIdx.x; j < vocab; j += LQ_FWD_THREADS) max = lq_fwd_max(max, row[j]);
-  max = lq_fwd_block_reduce<true>(max, scratch);
+  for (int64_t j = threadIdx.x; j < vocab; j += LQ_FWD_THREADS) max = lq_js_max<double>(max, row[j]);
+  max = lq_block_reduce<LQ_FWD_THREADS, double, true>(max, scratch);
   double sum = 0.0;
   for (int64_t j = threadIdx.x; j < vocab; j += LQ_FWD_THREADS) sum = __dadd_rn(sum, exp(__dsub_rn(row[j], max)));
-  sum = lq_fwd_block_reduce<false>(sum, scratch);
+  sum = lq_block_reduce<LQ_FWD_THREADS, double, false>(sum, scratch);
   if (threadIdx.x != 0) return;
   const int32_t target = ids[t + 1];
   if (target < 0 || (int64_t)target >= vocab) {

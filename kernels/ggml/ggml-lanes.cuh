@@ -35,6 +35,7 @@
 #pragma once
 #include <stdint.h>
 #include <cuda_fp16.h>
+#include "../common/half2-bits.cuh"
 
 // Loads through the read-only path. The block structs have 2-byte alignment (cuMemAlloc's
 // 256-byte alignment of the tensor keeps that for every block), so a word of a type whose block
@@ -102,24 +103,14 @@ __device__ __forceinline__ uint32_t lq_ggml_half2_bits(float lo, float hi) {
 // gives the bits that rounding the float32 weight gives, for two weights an instruction and no
 // conversion. Code bytes 2p and 2p + 1 of `word` (< 256) become the fp16 pair 1024 + code by a
 // PRMT, and subtracting 1024 + bias from it is exact, −0 never arising where (float)0 is +0.
-__device__ __forceinline__ __half2 lq_ggml_bits_half2(uint32_t bits) {
-  __half2 h;
-  memcpy(&h, &bits, sizeof h);
-  return h;
-}
-__device__ __forceinline__ uint32_t lq_ggml_half2_as_bits(__half2 h) {
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof bits);
-  return bits;
-}
 template <int bias>
 __device__ __forceinline__ uint32_t lq_ggml_scaled_pair(uint32_t word, int p, __half2 d2) {
   static_assert(bias >= 0 && bias < 256, "1024 + bias is an fp16 integer with exponent 10");
-  const __half2 codes = lq_ggml_bits_half2(__byte_perm(word, lq_ggml_exponents, p == 0 ? 0x5150u : 0x5352u));
-  const __half2 offset = lq_ggml_bits_half2((0x6400u + bias) * 0x00010001u);
-  return lq_ggml_half2_as_bits(__hmul2_rn(__hsub2(codes, offset), d2));
+  const __half2 codes = lq_bits_as_half2(__byte_perm(word, lq_ggml_exponents, p == 0 ? 0x5150u : 0x5352u));
+  const __half2 offset = lq_bits_as_half2((0x6400u + bias) * 0x00010001u);
+  return lq_half2_as_bits(__hmul2_rn(__hsub2(codes, offset), d2));
 }
 // The fp16 scale d in both halves.
 __device__ __forceinline__ __half2 lq_ggml_scale_half2(uint32_t bits) {
-  return lq_ggml_bits_half2((bits & 0xFFFFu) * 0x00010001u);
+  return lq_bits_as_half2((bits & 0xFFFFu) * 0x00010001u);
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cuda_fp16.h>
+#include "../common/half2-bits.cuh"
 
 // Rows per PTCSR block (spqr_cuda.cpp init_ptcsr), whatever beta1 is.
 #define LQ_SPQR_PTCSR_ROWS 16
@@ -48,17 +49,6 @@ __device__ __forceinline__ float lq_spqr_grid(uint32_t code, float scale, float 
   return lq_spqr_h(__fmul_rn(scale, lq_spqr_h(__fsub_rn((float)code, zero))));
 }
 
-// Two fp16 values in one 32-bit word, and back (bit copies).
-__device__ __forceinline__ __half2 lq_spqr_as_half2(uint32_t bits) {
-  __half2 h;
-  memcpy(&h, &bits, sizeof h);
-  return h;
-}
-__device__ __forceinline__ uint32_t lq_spqr_half2_bits(__half2 h) {
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof bits);
-  return bits;
-}
 
 // lq_spqr_grid for two (code, scale, zero) at once in fp16x2 arithmetic, bit for bit the same:
 // `biased` holds two fp16 0x6400 | code = 1024 + code (code ≤ 255), so subtracting 1024 gives the
@@ -66,7 +56,7 @@ __device__ __forceinline__ uint32_t lq_spqr_half2_bits(__half2 h) {
 // it to float32 first and then to fp16 (24 ≥ 2·11 + 2 bits: double rounding is innocuous for − and
 // ×, and the product of two fp16 is exact in float32 anyway). The _rn forms are never contracted.
 __device__ __forceinline__ __half2 lq_spqr_grid2(uint32_t biased, __half2 scale, __half2 zero) {
-  const __half2 code = __hsub2_rn(lq_spqr_as_half2(biased), lq_spqr_as_half2(0x64006400u));
+  const __half2 code = __hsub2_rn(lq_bits_as_half2(biased), lq_bits_as_half2(0x64006400u));
   return __hmul2_rn(__hsub2_rn(code, zero), scale);
 }
 

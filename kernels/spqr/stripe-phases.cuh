@@ -96,7 +96,7 @@ __device__ __forceinline__ void lq_spqr_build_table(__half2* sz, const uint8_t* 
       if (rr >= rows) break;
       if (!one_tile) so = __ldg(tile_stats + (r0 + rr) / beta1);
       const uint32_t code_s = (qs[rr / 4] >> (8 * (rr % 4))) & 0xFFu, code_z = (qz[rr / 4] >> (8 * (rr % 4))) & 0xFFu;
-      sz[rr * groups + g] = lq_spqr_grid2(0x64006400u | code_s | (code_z << 16), lq_spqr_as_half2(so.x), lq_spqr_as_half2(so.y));
+      sz[rr * groups + g] = lq_spqr_grid2(0x64006400u | code_s | (code_z << 16), lq_bits_as_half2(so.x), lq_bits_as_half2(so.y));
     }
   }
 }
@@ -118,10 +118,10 @@ __device__ __forceinline__ void lq_spqr_decode_piece(uint2 q, int row, int piece
   const __half2 sz = sz_batch[row * sh.groups + sh.group_of(piece)];
   const __half2 s = __low2half2(sz), z = __high2half2(sz);
   // __byte_perm picks code bytes (0 … 3) and 0x64 (byte 4 of the second word) into 1024 + code.
-  const uint4 bits = make_uint4(lq_spqr_half2_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4140), s, z)),
-                                lq_spqr_half2_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4342), s, z)),
-                                lq_spqr_half2_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4140), s, z)),
-                                lq_spqr_half2_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4342), s, z)));
+  const uint4 bits = make_uint4(lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4140), s, z)),
+                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4342), s, z)),
+                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4140), s, z)),
+                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4342), s, z)));
   reinterpret_cast<uint4*>(rows_buf)[row * sh.pieces + piece] = bits;
 }
 
@@ -251,8 +251,8 @@ __device__ __forceinline__ void lq_spqr_emit(const uint16_t* rows_buf, int64_t r
       const int o = at[u].row * n + 8 * at[u].piece;
       if (OUT == 1) *reinterpret_cast<uint4*>(out16 + o) = h;
       if (OUT == 2 || VERIFY) {
-        const float2 a = __half22float2(lq_spqr_as_half2(h.x)), b = __half22float2(lq_spqr_as_half2(h.y));
-        const float2 c = __half22float2(lq_spqr_as_half2(h.z)), d = __half22float2(lq_spqr_as_half2(h.w));
+        const float2 a = __half22float2(lq_bits_as_half2(h.x)), b = __half22float2(lq_bits_as_half2(h.y));
+        const float2 c = __half22float2(lq_bits_as_half2(h.z)), d = __half22float2(lq_bits_as_half2(h.w));
         if (OUT == 2) {
           float4* to = reinterpret_cast<float4*>(out32 + o);
           to[0] = make_float4(a.x, a.y, b.x, b.y);
