@@ -187,46 +187,33 @@ export class SequentialHessians implements HessianSource {
 
   private observeWith(accumulator: HessianAccumulator, layer: number, group: number | undefined): void {
     const last = group ?? LAST_GROUP;
-    const observer = (linear: Linear, input: Float64Array, tokens: number): void => {
+    /** Hands a linear's input to `record` when it is one of `group`'s, and stops the layer after the last group wanted. */
+    const filtered = (linear: Linear, record: () => void): void => {
       const seen = this.sites.get(linear.name)!.group;
       if (group !== undefined && seen !== group) return;
-      accumulator.observe(linear, input, tokens);
+      record();
       if (seen === last) throw SEEN_ENOUGH;
     };
     // A GPU forward and GPU products: the inputs never leave the device, and the state is not changed.
-    if (this.forward.observeLayerOnDevice !== undefined && accumulator.takesDeviceInputs) {
-      const onDevice: DeviceInputObserver = (linear, input, elements, tokens) => {
-        const seen = this.sites.get(linear.name)!.group;
-        if (group !== undefined && seen !== group) return;
-        accumulator.observeOnDevice(linear, input, elements, tokens);
-        if (seen === last) throw SEEN_ENOUGH;
-      };
-      this.windows.forEach((ids, w) => {
-        try {
-          this.forward.observeLayerOnDevice!(layer, this.states[w]!, ids.length, onDevice);
-        } catch (error) {
-          if (error !== SEEN_ENOUGH) throw error;
-        }
-      });
-      this.keep(accumulator);
-      return;
-    }
+    const onDevice = this.forward.observeLayerOnDevice !== undefined && accumulator.takesDeviceInputs ? this.forward.observeLayerOnDevice.bind(this.forward) : undefined;
+    const deviceObserver: DeviceInputObserver = (linear, input, elements, tokens) => filtered(linear, () => accumulator.observeOnDevice(linear, input, elements, tokens));
+    const hostObserver: LinearInputObserver = (linear, input, tokens) => filtered(linear, () => accumulator.observe(linear, input, tokens));
     let scratch = new Float64Array(0);
     this.windows.forEach((ids, w) => {
       const state = this.states[w]!;
-      // The layer adds into its input in place; the state must stay at the layer boundary.
-      if (scratch.length !== state.length) scratch = new Float64Array(state.length);
-      scratch.set(state);
       try {
-        this.forward.layer(layer, scratch, ids.length, observer);
+        if (onDevice !== undefined) {
+          onDevice(layer, state, ids.length, deviceObserver);
+          return;
+        }
+        // The layer adds into its input in place; the state must stay at the layer boundary.
+        if (scratch.length !== state.length) scratch = new Float64Array(state.length);
+        scratch.set(state);
+        this.forward.layer(layer, scratch, ids.length, hostObserver);
       } catch (error) {
         if (error !== SEEN_ENOUGH) throw error;
       }
     });
-    this.keep(accumulator);
-  }
-
-  private keep(accumulator: HessianAccumulator): void {
     for (const entry of accumulator.result()) {
       for (const name of [entry.name, ...entry.aliases]) this.cache.set(name, entry.hessian);
     }
