@@ -74,17 +74,21 @@ __device__ __forceinline__ float lq_fpx_unbias(int ebits) {
   return __uint_as_float((uint32_t)(254 - bias) << 23);
 }
 
-// One weight from its code (low nbits of `code`), sign at bit `sign_shift` = ebits + mbits.
+// One weight from its code (low NBITS bits of `code`), sign at bit NBITS − 1 (= ebits + mbits,
+// so a compile-time constant: the sign goes to bit 31 and the magnitude is masked with constant
+// shifts and masks, which ptxas folds into the field extraction of lq_fpx_code; only the
+// magnitude's shift, 23 − mbits, is a runtime value, uniform over the grid).
 // The code's e and m fields, put at the bottom of a float32's exponent and mantissa with the sign
 // at bit 31, make a float32 worth decode(code)·2^(bias − 127) exactly: FPx normals become f32
 // normals of exponent e, FPx subnormals (e = 0) f32 subnormals of the same m/2^mbits. `unbias`
 // restores the value (a power of two, exact: without --use_fast_math the kernels do not flush
 // subnormals), then one product with the scale. __fmul_rn keeps the two as separate IEEE products
 // (no contraction into anything else), so signed zeros and Inf follow the reference.
-__device__ __forceinline__ float lq_fpx_weight(uint32_t code, int mbits, int sign_shift, float unbias, float scale) {
-  const uint32_t sign = (code >> sign_shift) & 1u;
-  const uint32_t magnitude = code & ((1u << sign_shift) - 1u);
-  const float scaled_down = __uint_as_float((sign << 31) | (magnitude << (23 - mbits)));
+template <int NBITS>
+__device__ __forceinline__ float lq_fpx_weight(uint32_t code, int magnitude_shift, float unbias, float scale) {
+  const uint32_t sign_bit = (code << (32 - NBITS)) & 0x80000000u;
+  const uint32_t magnitude = code & ((1u << (NBITS - 1)) - 1u);
+  const float scaled_down = __uint_as_float(sign_bit | (magnitude << magnitude_shift));
   return __fmul_rn(__fmul_rn(scaled_down, unbias), scale);
 }
 
@@ -102,7 +106,12 @@ struct lq_fpx_args {
   uint32_t tiles;
   int64_t n_cols;
   float unbias;
-  int mbits, sign_shift;
+  // 23 − mbits: where the magnitude's low bit goes in a float32 (lq_fpx_weight).
+  int magnitude_shift;
+  // The fp16 path (fpx-half.cuh, ebits ≤ 4 only): 5 − ebits, the magnitude's shift right in a
+  // half, and 2^(15 − bias) in both halves of a half2, as bits.
+  uint32_t half_right;
+  uint32_t half_unbias2;
 };
 
 // The words one chunk-lane holds: 1, 2 and 4 of the regions of width 1, 2, 4 (those NBITS has;
@@ -113,19 +122,24 @@ struct lq_fpx_lane_words {
 };
 
 // Lane i = chunk·32 + lane's words: word w of region y is word 32·(chunk·y + w) + lane, so
-// consecutive lanes read consecutive words (a warp: 128 contiguous bytes a load).
+// consecutive lanes read consecutive words (a warp: 128 contiguous bytes a load). i < 2^32: the
+// kernels refuse layers of 2^37 weights or more.
 template <int NBITS>
-__device__ __forceinline__ lq_fpx_lane_words<NBITS> lq_fpx_load_words(const lq_fpx_args& a, int64_t i) {
-  const int64_t chunk = i / LQ_FPX_LANES, lane = i % LQ_FPX_LANES;
+__device__ __forceinline__ lq_fpx_lane_words<NBITS> lq_fpx_load_words(const lq_fpx_args& a, uint32_t i) {
+  // Word 0 of region y for the lane: 32·chunk·y + lane = y·(i − lane) + lane.
+  const uint32_t lane = i % LQ_FPX_LANES;
+  const uint64_t chunk_first = i - lane;
   lq_fpx_lane_words<NBITS> w{0, {0, 0}, {0, 0, 0, 0}};
   if constexpr ((NBITS & 1) != 0) w.w1 = __ldg(a.region1 + i);
   if constexpr ((NBITS & 2) != 0) {
+    const uint32_t* at = a.region2 + (chunk_first * 2 + lane);
 #pragma unroll
-    for (int j = 0; j < 2; j++) w.w2[j] = __ldg(a.region2 + LQ_FPX_LANES * (chunk * 2 + j) + lane);
+    for (int j = 0; j < 2; j++) w.w2[j] = __ldg(at + LQ_FPX_LANES * j);
   }
   if constexpr ((NBITS & 4) != 0) {
+    const uint32_t* at = a.region4 + (chunk_first * 4 + lane);
 #pragma unroll
-    for (int j = 0; j < 4; j++) w.w4[j] = __ldg(a.region4 + LQ_FPX_LANES * (chunk * 4 + j) + lane);
+    for (int j = 0; j < 4; j++) w.w4[j] = __ldg(at + LQ_FPX_LANES * j);
   }
   return w;
 }
@@ -169,6 +183,6 @@ __device__ __forceinline__ float lq_fpx_scale(const uint32_t scale2[4], int k, i
 template <int NBITS>
 __device__ __forceinline__ float2 lq_fpx_pair(const lq_fpx_args& a, const lq_fpx_lane_words<NBITS>& w, const uint32_t scale2[4], int q) {
   const float scale = lq_fpx_scale(scale2, q >> 2, q & 1);
-  return make_float2(lq_fpx_weight(lq_fpx_code<NBITS>(w, 2 * q), a.mbits, a.sign_shift, a.unbias, scale),
-                     lq_fpx_weight(lq_fpx_code<NBITS>(w, 2 * q + 1), a.mbits, a.sign_shift, a.unbias, scale));
+  return make_float2(lq_fpx_weight<NBITS>(lq_fpx_code<NBITS>(w, 2 * q), a.magnitude_shift, a.unbias, scale),
+                     lq_fpx_weight<NBITS>(lq_fpx_code<NBITS>(w, 2 * q + 1), a.magnitude_shift, a.unbias, scale));
 }

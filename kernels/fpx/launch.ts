@@ -17,15 +17,14 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  *
  * Launch: THREADS threads per block (two half-blocks that each stage four chunks, a 64×64 tile, in
  * shared memory before writing it row by row; a warp is one chunk's 32 lanes), one thread per lane
- * of a 64×16 chunk (32 weights each), over a persistent grid: BLOCKS_PER_SM blocks per
- * multiprocessor, what the kernel's __launch_bounds__ guarantees to be resident together, so every
- * block starts at once and none waits for a second wave; capped by the lane count. Except a plain
- * float32 dequant (no reference): a block per THREADS lanes, scheduled by the hardware, which
- * streams that write-heavy pass faster (91 % of the copy against 82 %, H100, bench/RESULTS.md).
- * The fp16 output measured slower on that grid, with the combined kernel and again with
- * lq_fpx_dequant_f16 on its own (77 % against 82 %), so it keeps the persistent grid, as verify
- * does (a read-only stream, and one partial per block). The kernels give the same weights on any
- * grid.
+ * of a 64×16 chunk (32 weights each). Verify (alone or with the weights) runs over a persistent
+ * grid: BLOCKS_PER_SM blocks per multiprocessor, what the kernel's __launch_bounds__ guarantees to
+ * be resident together, so every block starts at once and none waits for a second wave; capped by
+ * the lane count (a read-only stream, and one partial per block). A plain dequant, float32 or fp16,
+ * runs a block per THREADS lanes, scheduled by the hardware, which streams that write-heavy pass
+ * faster. Measured on the H100 (bench/RESULTS.md), fp16: 88.3 % of the copy on that grid, 87.0 %
+ * with two rounds per block, 81.3 % on a persistent grid of 6 blocks per multiprocessor; float32:
+ * 91 % against 82 %. The kernels give the same weights on any grid.
  *
  * Kernels: lq_fpx_dequant_f16 / _f32 for weights alone, lq_fpx_verify for verify alone (no
  * weights), lq_fpx_dequant_verify for both; each a kernel of its own so that ptxas allocates its
@@ -90,8 +89,11 @@ export function dequantFpxGpu(engine: GpuEngine, t: FpxTensor, options: FpxGpuOp
   const staging = wantWeights || options.reference === undefined;
   const blocksPerSm = staging && (context.info.computeCapability === 86 || context.info.computeCapability === 89) ? 2 : BLOCKS_PER_SM;
   const laneBlocks = Math.ceil(lanes / THREADS);
-  const plainDequant = options.reference === undefined && options.output !== "f16";
-  const blocks = Math.max(1, plainDequant ? laneBlocks : Math.min(laneBlocks, context.info.multiprocessors * blocksPerSm));
+  const plainDequant = options.reference === undefined && wantWeights;
+  const blocks = Math.max(
+    1,
+    !plainDequant ? Math.min(laneBlocks, context.info.multiprocessors * blocksPerSm) : laneBlocks,
+  );
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
     const pointer = context.upload(bytes);
