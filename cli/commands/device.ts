@@ -7,6 +7,7 @@ import type { CodebookSearch } from "../../formats/vptq/codebook.js";
 import type { KMeansBackend } from "../../formats/vptq/kmeans.js";
 import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
 import type { GpuEngine } from "../../kernels/engine.js";
+import type { LayerEnergyBackend } from "../../converters/int-group/layer-errors.js";
 
 /**
  * `--device auto|cuda|cpu` for the second-order quantizers (GPTQ, SpQR, VPTQ) and SignRound: with
@@ -31,13 +32,15 @@ export interface QuantizerDevice {
   codebookSearch: CodebookSearch | undefined;
   /** VPTQ's whole GPTQ loop on the GPU (kernels/second-order/vptq-columns-gpu.ts); the host loop with the pieces above when undefined. */
   vptqLoop: VptqResidentLoop | undefined;
+  /** The per-layer report's tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) on the GPU (kernels/linalg/energies-gpu.ts); the CPU's when undefined. */
+  energies: LayerEnergyBackend | undefined;
   /** The GPU itself (sequential calibration runs its forward there); undefined on the CPU. */
   engine: GpuEngine | undefined;
   close(): void;
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, vptqLoop: undefined, engine: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, vptqLoop: undefined, energies: undefined, engine: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -52,6 +55,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
   const { gpuLloyd } = await import("../../kernels/kmeans/lloyd-gpu.js");
   const { gpuCodebookSearch } = await import("../../kernels/kmeans/search-gpu.js");
   const { gpuVptqLoop } = await import("../../kernels/second-order/vptq-columns-gpu.js");
+  const { gpuLayerEnergies } = await import("../../kernels/linalg/energies-gpu.js");
   const deferred = gpuDeferredUpdates(engine);
   const codebookSearch = gpuCodebookSearch(engine);
   return {
@@ -62,6 +66,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
     kmeans: gpuLloyd(engine),
     codebookSearch,
     vptqLoop: gpuVptqLoop(engine),
+    energies: gpuLayerEnergies(engine),
     engine,
     close: () => {
       deferred.release();

@@ -29,6 +29,7 @@ async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device:
     const quantized = followQuantized(store, quantizeSpqrCheckpoint(checkpoint, {
       hessians: store,
       journal,
+      ...(device.energies === undefined ? {} : { energies: device.energies }),
       quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
       onLayer: (r) => {
         layers.push(r);

@@ -40,6 +40,7 @@ async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device:
     const quantized = followQuantized(store, quantizeVptqCheckpoint(checkpoint, {
       hessians: store,
       journal,
+      ...(device.energies === undefined ? {} : { energies: device.energies }),
       quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
       onLayer: (r) => {
         layers.push(r);

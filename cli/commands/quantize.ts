@@ -126,6 +126,7 @@ export const quantizeCommand = {
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
         ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
         ...(device?.signround === undefined ? {} : { signroundBackend: device.signround }),
+        ...(device?.energies === undefined ? {} : { energies: device.energies }),
         ...(precomputed === undefined ? {} : { precomputed }),
         journal,
         onLayer: (r) => {

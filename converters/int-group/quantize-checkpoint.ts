@@ -11,7 +11,7 @@ import type { PrepareOptions } from "../../formats/second-order/prepare.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { journaled, type LayerJournal } from "../io/journal.js";
 import { intGroupEntry } from "./entry.js";
-import { layerErrors, type LayerErrors } from "./layer-errors.js";
+import { layerErrors, type LayerEnergyBackend, type LayerErrors } from "./layer-errors.js";
 
 export type IntMethod = "rtn" | "gptq" | "signround";
 
@@ -41,6 +41,8 @@ export interface QuantizeCheckpointOptions {
    * params) instead of being quantized alone; the others are quantized as usual.
    */
   precomputed?: ReadonlyMap<string, { tensor: IntGroupTensor }>;
+  /** Where the report's output error is computed (the GPU: kernels/linalg/energies-gpu.ts); the CPU by default. */
+  energies?: LayerEnergyBackend;
   /** Which linears to quantize (default: every 2-D `*_proj.weight` of the decoder layers). */
   select?: (name: string) => boolean;
   /** Called as each layer finishes (quantization happens as exporters pull layers, one at a time). */
@@ -120,7 +122,7 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
   } else {
     tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }), ...(options.signroundBackend === undefined ? {} : { backend: options.signroundBackend }) }).tensor;
   }
-  const errors = layerErrors(weight, dequantize(tensor, { precision: "f32" }), N, K, hessian);
+  const errors = layerErrors(weight, dequantize(tensor, { precision: "f32" }), N, K, hessian, options.energies);
   return { tensor, report: { name: entry.name, method: options.method, outFeatures: N, inFeatures: K, seconds: (performance.now() - started) / 1000, hessian: hessian !== undefined, ...errors } };
 }
 

@@ -8,7 +8,7 @@ import type { HessianSource } from "../../formats/second-order/hessian.js";
 import { journaled, type LayerJournal } from "../io/journal.js";
 import type { Checkpoint, PackedSpqr, TensorEntry } from "../checkpoint.js";
 import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
-import { layerErrors, type LayerErrors } from "../int-group/layer-errors.js";
+import { layerErrors, type LayerEnergyBackend, type LayerErrors } from "../int-group/layer-errors.js";
 import { spqrEntry } from "./entry.js";
 import { spqrQuantizationSummary } from "./hf-config.js";
 
@@ -16,6 +16,8 @@ export interface SpqrQuantizeCheckpointOptions {
   hessians: HessianSource;
   /** Quantizer options (formats/spqr/quantize.ts); bits/beta1/beta2 stay at the layout's 3/16/16. */
   quantizer?: Omit<SpqrQuantizeOptions, "bits" | "beta1" | "beta2" | "layerName">;
+  /** Where the report's output error is computed (the GPU: kernels/linalg/energies-gpu.ts); the CPU by default. */
+  energies?: LayerEnergyBackend;
   select?: (name: string) => boolean;
   onLayer?: (report: SpqrLayerReport) => void;
   /** Finished layers of an interrupted run are loaded from here, and new ones recorded (converters/io/journal.ts). */
@@ -80,7 +82,7 @@ async function quantizeLayer(entry: TensorEntry, m: number, n: number, options: 
   if (options.onLayer === undefined) return { tensor: result.tensor, report: undefined };
   const halves = dequantizeSpqr(result.tensor);
   const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), "F16", "F32").buffer);
-  const errors = layerErrors(weight, deq, m, n, hessian);
+  const errors = layerErrors(weight, deq, m, n, hessian, options.energies);
   const outlierShare = result.outlierCount / (m * n);
   const bitsPerWeight = paperBitsPerWeight({ params: result.tensor.params, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount });
   return { tensor: result.tensor, report: { name: entry.name, outFeatures: m, inFeatures: n, outlierCount: result.outlierCount, outlierShare, bitsPerWeight, seconds: (performance.now() - started) / 1000, ...errors } };

@@ -8,13 +8,15 @@ import type { HessianSource } from "../../formats/second-order/hessian.js";
 import { journaled, type LayerJournal } from "../io/journal.js";
 import type { Checkpoint, PackedVptq, TensorEntry } from "../checkpoint.js";
 import { isDecoderLinear } from "../int-group/quantize-checkpoint.js";
-import { layerErrors, type LayerErrors } from "../int-group/layer-errors.js";
+import { layerErrors, type LayerEnergyBackend, type LayerErrors } from "../int-group/layer-errors.js";
 import { vptqEntry } from "./entry.js";
 import { vptqQuantizationSummary } from "./hf-config.js";
 
 export interface VptqQuantizeCheckpointOptions {
   hessians: HessianSource;
   quantizer: Omit<VptqQuantizeOptions, "layerName">;
+  /** Where the report's output error is computed (the GPU: kernels/linalg/energies-gpu.ts); the CPU by default. */
+  energies?: LayerEnergyBackend;
   select?: (name: string) => boolean;
   onLayer?: (report: VptqLayerReport) => void;
   /** Finished layers of an interrupted run are loaded from here, and new ones recorded (converters/io/journal.ts). */
@@ -96,5 +98,5 @@ async function quantizeLayer(entry: TensorEntry, out: number, inFeatures: number
   const halves = dequantizeVptq(tensor);
   const deq = new Float32Array(convertFloatBytes(new Uint8Array(halves.buffer), tensor.dtype, "F32").buffer);
   const bits = vptqBitsPerWeight(tensor.params, out, inFeatures);
-  return { tensor, report: { name: entry.name, outFeatures: out, inFeatures, indexBitsPerWeight: bits.indexBits, codebookBitsPerWeight: bits.codebookBits, bitsPerWeight: bits.total, seconds: (performance.now() - started) / 1000, ...layerErrors(weight, deq, out, inFeatures, hessian) } };
+  return { tensor, report: { name: entry.name, outFeatures: out, inFeatures, indexBitsPerWeight: bits.indexBits, codebookBitsPerWeight: bits.codebookBits, bitsPerWeight: bits.total, seconds: (performance.now() - started) / 1000, ...layerErrors(weight, deq, out, inFeatures, hessian, options.energies) } };
 }
