@@ -8,6 +8,7 @@ import type { Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { Checkpoint, TensorEntry } from "../checkpoint.js";
 import { HessianAccumulator, type DeviceInputObserver, type HessianProducts } from "./calibrate.js";
 import { quantizedOnce } from "./quantize-once.js";
+import type { ResidentStates } from "../../kernels/forward/resident-states.js";
 
 /**
  * Sequential calibration (GPTQ's llama.py, SpQR's and VPTQ's default): layer l's Hessians come
@@ -44,6 +45,11 @@ export interface SequentialOptions {
   forward?: (weights: LlamaWeights, maxTokens: number, file: string | undefined) => LayerForward;
   /** Where each layer's H += XᵀX runs: a fresh accumulator per layer pass, released after (default: host memory). */
   products?: () => HessianProducts & { release(): void };
+  /**
+   * Keep the hidden states on the device when the forward offers it (LayerForward.residentStates)
+   * and the products take device inputs (default true; false keeps the per-window host path).
+   */
+  resident?: boolean;
 }
 
 /** What sequential calibration needs of a forward: LlamaForward's embed and layer. */
@@ -52,6 +58,8 @@ export interface LayerForward {
   layer(index: number, hidden: Float64Array, tokens: number, observe?: LinearInputObserver): void;
   /** A GPU forward's: layer() for observation only, inputs handed over in device memory, `hidden` left as it is. */
   observeLayerOnDevice?(index: number, hidden: Float64Array, tokens: number, observe: DeviceInputObserver): void;
+  /** A GPU forward's: every window's state on the device, layers run over batches of windows; undefined when they do not fit. */
+  residentStates?(windows: readonly Int32Array[]): ResidentStates | undefined;
   /** Frees what the forward holds (a GPU forward's device buffers). */
   release?(): void;
 }
@@ -79,7 +87,9 @@ const SEEN_ENOUGH = Symbol("seen enough");
 
 export class SequentialHessians implements HessianSource {
   private readonly forward: LayerForward;
+  /** Every window's hidden state on the host, or empty when `resident` holds them. */
   private readonly states: Float64Array[];
+  private readonly resident: ResidentStates | undefined;
   private readonly trueSequential: boolean;
   private readonly sites = new Map<string, Site>();
   /** Linears of layer ≥ the current one, in model order, with their full-precision weights. */
@@ -96,15 +106,16 @@ export class SequentialHessians implements HessianSource {
   /** Takes `weights` over: its linears are replaced by their quantized versions as layers finish. */
   constructor(weights: LlamaWeights, private readonly windows: readonly Int32Array[], private readonly options: SequentialOptions = {}) {
     if (windows.length === 0) throw new UsageError("BAD_ARGUMENT", "sequential calibration needs at least one window");
-    const hidden = weights.config.hiddenSize;
-    const stateBytes = windows.reduce((sum, w) => sum + w.length, 0) * hidden * 8;
-    const cap = options.maxStateBytes ?? Math.min(SEQUENTIAL_STATE_MAX_BYTES, STATE_MEMORY_SHARE * totalmem());
-    if (stateBytes > cap) {
-      throw new UsageError("BAD_ARGUMENT", `sequential calibration keeps every window's hidden state in float64: ${(stateBytes / 2 ** 30).toFixed(2)} GiB for ${windows.length} windows, more than the ${(cap / 2 ** 30).toFixed(2)} GiB cap (use fewer --samples or a shorter --seq-len)`, { expected: `≤ ${cap} bytes`, actual: stateBytes });
-    }
     this.trueSequential = options.trueSequential ?? true;
     const maxTokens = Math.max(...windows.map((w) => w.length));
     this.forward = options.forward === undefined ? new LlamaForward(weights, maxTokens, options.file) : options.forward(weights, maxTokens, options.file);
+    try {
+      this.resident = options.resident !== false && productsTakeDeviceInputs(options.products) ? this.forward.residentStates?.(windows) : undefined;
+      if (this.resident === undefined) checkHostStateBytes(windows, weights.config.hiddenSize, options.maxStateBytes);
+    } catch (error) {
+      this.forward.release?.();
+      throw error;
+    }
     weights.layers.forEach((w, layer) => {
       const groups = [[w.q, w.k, w.v], [w.o], [w.gate, w.up], [w.down]];
       groups.forEach((linears, group) => linears.forEach((linear) => {
@@ -112,7 +123,7 @@ export class SequentialHessians implements HessianSource {
         this.originals.set(linear.name, linear.weight);
       }));
     });
-    this.states = windows.map((ids) => this.forward.embed(ids));
+    this.states = this.resident === undefined ? windows.map((ids) => this.forward.embed(ids)) : [];
   }
 
   /**
@@ -127,6 +138,7 @@ export class SequentialHessians implements HessianSource {
 
   /** Releases the forward (the quantize commands close their Hessian source when done). */
   async close(): Promise<void> {
+    this.resident?.release();
     this.forward.release?.();
   }
 
@@ -198,8 +210,9 @@ export class SequentialHessians implements HessianSource {
     const onDevice = this.forward.observeLayerOnDevice !== undefined && accumulator.takesDeviceInputs ? this.forward.observeLayerOnDevice.bind(this.forward) : undefined;
     const deviceObserver: DeviceInputObserver = (linear, input, elements, tokens) => filtered(linear, () => accumulator.observeOnDevice(linear, input, elements, tokens));
     const hostObserver: LinearInputObserver = (linear, input, tokens) => filtered(linear, () => accumulator.observe(linear, input, tokens));
+    if (this.resident !== undefined) this.resident.observe(layer, deviceObserver, (error) => error === SEEN_ENOUGH);
     let scratch = new Float64Array(0);
-    this.windows.forEach((ids, w) => {
+    if (this.resident === undefined) this.windows.forEach((ids, w) => {
       const state = this.states[w]!;
       try {
         if (onDevice !== undefined) {
@@ -224,7 +237,8 @@ export class SequentialHessians implements HessianSource {
     const started = performance.now();
     const layer = this.current;
     this.useWeights(layer, GROUP_COUNT);
-    this.windows.forEach((ids, w) => this.forward.layer(layer, this.states[w]!, ids.length));
+    if (this.resident !== undefined) this.resident.advance(layer);
+    else this.windows.forEach((ids, w) => this.forward.layer(layer, this.states[w]!, ids.length));
     for (const [name, site] of this.sites) {
       if (site.layer !== layer) continue;
       // The layer is final now: its full-precision weights are no longer needed.
@@ -247,6 +261,26 @@ export class SequentialHessians implements HessianSource {
       if (!this.quantized.has(name)) throw new UsageError("BAD_ARGUMENT", "sequential calibration needs this linear quantized first (internal ordering error)", { tensor: name });
       site.linear.weight = this.quantized.get(name) ?? this.originals.get(name)!;
     }
+  }
+}
+
+/** Whether `products` accumulate inputs handed over in device memory (the resident states hand over nothing else). */
+function productsTakeDeviceInputs(products: SequentialOptions["products"]): boolean {
+  if (products === undefined) return false;
+  const probe = products();
+  try {
+    return probe.addOnDevice !== undefined;
+  } finally {
+    probe.release();
+  }
+}
+
+/** The host states' bytes against their cap (SEQUENTIAL_STATE_MAX_BYTES or a quarter of this machine's memory). */
+function checkHostStateBytes(windows: readonly Int32Array[], hidden: number, maxStateBytes: number | undefined): void {
+  const stateBytes = windows.reduce((sum, w) => sum + w.length, 0) * hidden * 8;
+  const cap = maxStateBytes ?? Math.min(SEQUENTIAL_STATE_MAX_BYTES, STATE_MEMORY_SHARE * totalmem());
+  if (stateBytes > cap) {
+    throw new UsageError("BAD_ARGUMENT", `sequential calibration keeps every window's hidden state in float64: ${(stateBytes / 2 ** 30).toFixed(2)} GiB for ${windows.length} windows, more than the ${(cap / 2 ** 30).toFixed(2)} GiB cap (use fewer --samples or a shorter --seq-len)`, { expected: `≤ ${cap} bytes`, actual: stateBytes });
   }
 }
 

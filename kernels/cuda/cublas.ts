@@ -121,6 +121,7 @@ interface CublasLibrary {
   cublasDestroy_v2: Fn;
   cublasSetStream_v2: Fn;
   cublasDgemm_v2: Fn;
+  cublasDgemmStridedBatched: Fn;
   cublasSgemm_v2: Fn;
 }
 
@@ -130,6 +131,8 @@ const PROTOTYPES = {
   cublasSetStream_v2: "int cublasSetStream_v2(cublasContext *handle, void *stream)",
   // Device pointers as uint64_t, as cuda/driver.ts passes CUdeviceptr: the same 8-byte integer argument.
   cublasDgemm_v2: "int cublasDgemm_v2(cublasContext *handle, int transa, int transb, int m, int n, int k, const double *alpha, uint64_t a, int lda, uint64_t b, int ldb, const double *beta, uint64_t c, int ldc)",
+  // A batch of equal products at fixed strides (the forward's attention over a batch of windows); cuBLAS ≥ 8.
+  cublasDgemmStridedBatched: "int cublasDgemmStridedBatched(cublasContext *handle, int transa, int transb, int m, int n, int k, const double *alpha, uint64_t a, int lda, int64_t strideA, uint64_t b, int ldb, int64_t strideB, const double *beta, uint64_t c, int ldc, int64_t strideC, int batchCount)",
   // Float32 products (the bf16 forward): without a math-mode call cuBLAS keeps TF32 off, so these are true float32.
   cublasSgemm_v2: "int cublasSgemm_v2(cublasContext *handle, int transa, int transb, int m, int n, int k, const float *alpha, uint64_t a, int lda, uint64_t b, int ldb, const float *beta, uint64_t c, int ldc)",
   cublasGetProperty: "int cublasGetProperty(int type, _Out_ int *value)",
@@ -237,6 +240,13 @@ export class CublasHandle {
     if (this.handle === null) throw new KernelError("LAUNCH_REFUSED", "cublasDgemm_v2 on a destroyed handle");
     const status = this.library.cublasDgemm_v2(this.handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, Float64Array.of(alpha), a, lda, b, ldb, Float64Array.of(beta), c, ldc);
     checkCublas(`cublasDgemm_v2(${m}×${n}×${k}, lda ${lda}, ldb ${ldb}, ldc ${ldc})`, status);
+  }
+
+  /** `batch` column-major DGEMMs, product i on a + i·strideA, b + i·strideB, c + i·strideC (element strides). Asynchronous. */
+  dgemmStridedBatched(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: DevicePointer, lda: number, strideA: number, b: DevicePointer, ldb: number, strideB: number, beta: number, c: DevicePointer, ldc: number, strideC: number, batch: number): void {
+    if (this.handle === null) throw new KernelError("LAUNCH_REFUSED", "cublasDgemmStridedBatched on a destroyed handle");
+    const status = this.library.cublasDgemmStridedBatched(this.handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, Float64Array.of(alpha), a, lda, BigInt(strideA), b, ldb, BigInt(strideB), Float64Array.of(beta), c, ldc, BigInt(strideC), batch);
+    checkCublas(`cublasDgemmStridedBatched(${batch} × ${m}×${n}×${k}, lda ${lda}, ldb ${ldb}, ldc ${ldc})`, status);
   }
 
   /** Column-major SGEMM (float32 in and out, float32 accumulation), as dgemm. Asynchronous. */

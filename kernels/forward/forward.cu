@@ -70,13 +70,15 @@ extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_broadcast_ro
 
 // rope.ts applyRope, one thread per (token, head, i < half): dimension i pairs with i + half;
 //   x₁' = x₁·cos − x₂·sin, x₂' = x₂·cos + x₁·sin, each product rounded, as the CPU's.
+// `tokens` rows may be several windows of `period` tokens back to back: a row's position is its
+// index within its window.
 extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_rope(
     double* __restrict__ x, const double* __restrict__ cos_table, const double* __restrict__ sin_table,
-    int64_t tokens, int64_t heads, int64_t half) {
+    int64_t tokens, int64_t heads, int64_t half, int64_t period) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= tokens * heads * half) return;
   const int64_t f = i % half, token_head = i / half;
-  const int64_t t = token_head / heads;
+  const int64_t t = (token_head / heads) % period;
   const int64_t at = token_head * 2 * half;
   const double c = cos_table[t * half + f], s = sin_table[t * half + f];
   const double a = x[at + f], b = x[at + half + f];
@@ -88,12 +90,13 @@ extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_rope(
 // (already scaled by 1/√head_dim in the product): over s ≤ t, e = exp(score − max), then e / Σe;
 // the future positions s > t become 0, so P·V adds nothing from them. Each thread rewrites only
 // the elements it read, so no barrier is needed between the passes besides the reductions'.
+// blockIdx.y walks a batch of windows' score matrices, stored one after the other.
 extern "C" __global__ void __launch_bounds__(LQ_FWD_THREADS) lq_fwd_causal_softmax(
     double* __restrict__ scores, int64_t tokens, uint32_t* __restrict__ status) {
   __shared__ double scratch[LQ_FWD_THREADS];
   if (!lq_block_shape_ok<LQ_FWD_THREADS>(status)) return;
   const int64_t t = blockIdx.x;
-  double* row = scores + t * tokens;
+  double* row = scores + ((int64_t)blockIdx.y * tokens + t) * tokens;
   double max = -HUGE_VAL;
   for (int64_t s = threadIdx.x; s <= t; s += LQ_FWD_THREADS) max = lq_js_max<double>(max, row[s]);
   max = lq_block_reduce<LQ_FWD_THREADS, double, true>(max, scratch);

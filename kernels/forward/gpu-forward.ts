@@ -7,12 +7,13 @@ import type { WindowScore } from "../../model/perplexity.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
-import { gemmF64 } from "../linalg/dgemm.js";
+import { gemmF64, gemmF64Batched } from "../linalg/dgemm.js";
 import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
 import { scoreFromPositionNll } from "./gpu-perplexity.js";
 import { LINEAR_KEYS, uploadModel, type DeviceLinear, type DeviceModel } from "./device-model.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
 import { allocateActivations, type Activations } from "./activations.js";
+import { openResidentStates, type LayerActivations, type ResidentOptions, type ResidentStates } from "./resident-states.js";
 
 /**
  * model/llama-forward.ts LlamaForward on the GPU, op for op: the same float32 weights (uploaded
@@ -121,7 +122,7 @@ export class GpuLlamaForward {
     this.syncLayerWeights(index);
     this.engine.context.zero(act.status.pointer, 4);
     this.engine.context.uploadInto(act.hidden.pointer, bytesOf(hidden));
-    this.runLayer(index, tokens, observe);
+    this.runLayer(index, act, tokens, 1, observe);
     this.engine.context.download(act.hidden.pointer, bytesOf(hidden));
     checkForwardStatus(this.engine.context, act.status, `layer ${index} of a ${tokens}-token window`);
   }
@@ -137,8 +138,24 @@ export class GpuLlamaForward {
     this.syncLayerWeights(index);
     this.engine.context.zero(this.act.status.pointer, 4);
     this.engine.context.uploadInto(this.act.hidden.pointer, bytesOf(hidden));
-    this.runLayer(index, tokens, undefined, observe);
+    this.runLayer(index, this.act, tokens, 1, undefined, observe);
     checkForwardStatus(this.engine.context, this.act.status, `layer ${index} of a ${tokens}-token window`);
+  }
+
+  /**
+   * Sequential calibration's states kept on the device and run in batches of windows
+   * (resident-states.ts), or undefined when they do not fit (the caller keeps them on the host).
+   */
+  residentStates(windows: readonly Int32Array[], options?: ResidentOptions): ResidentStates | undefined {
+    if (this.released) throw new KernelError("LAUNCH_REFUSED", "gpu forward: used after release()");
+    const { engine, plan, act, model } = this;
+    return openResidentStates({
+      engine, plan, embed: model.embed, cos: act.cos, sin: act.sin, status: act.status,
+      checkIds: (ids) => checkWindowIds(ids, plan),
+      syncLayerWeights: (index) => this.syncLayerWeights(index),
+      runLayer: (index, batchAct, tokens, windows, observe) => this.runLayer(index, batchAct, tokens, windows, undefined, observe),
+      checkStatus: (what) => checkForwardStatus(engine.context, act.status, what),
+    }, windows, options);
   }
 
   /** Runs the window up to the logits on the device; returns its token count. */
@@ -154,7 +171,7 @@ export class GpuLlamaForward {
   /** The decoder layers on the window (hidden states left in act.hidden); returns its token count. */
   private decoder(ids: Int32Array, observe: LinearInputObserver | undefined): number {
     const T = this.embedOnDevice(ids);
-    for (let index = 0; index < this.model.layers.length; index++) this.runLayer(index, T, observe);
+    for (let index = 0; index < this.model.layers.length; index++) this.runLayer(index, this.act, T, 1, observe);
     return T;
   }
 
@@ -179,37 +196,39 @@ export class GpuLlamaForward {
   }
 
   /**
-   * llama-forward.ts layer(): act.hidden [T][hidden] through decoder layer `index`, in place.
-   * Each distinct linear input goes to `observe` downloaded, or to `observeOnDevice` where it lies.
+   * llama-forward.ts layer(): act.hidden, `windows` windows of T tokens back to back, through
+   * decoder layer `index`, in place. Each distinct linear input goes to `observe` downloaded, or
+   * to `observeOnDevice` where it lies.
    */
-  private runLayer(index: number, T: number, observe: LinearInputObserver | undefined, observeOnDevice?: DeviceInputObserver): void {
-    const { engine, plan, act } = this;
+  private runLayer(index: number, act: LayerActivations, T: number, windows: number, observe: LinearInputObserver | undefined, observeOnDevice?: DeviceInputObserver): void {
+    const { engine, plan } = this;
+    const rows = T * windows;
     const layer = this.model.layers[index]!;
     const host = this.hostLayers[index]!;
     const show = (linear: Linear, from: DeviceArray, features: number): void => {
-      if (observeOnDevice !== undefined) return observeOnDevice(linear, from.pointer, T * features, T);
+      if (observeOnDevice !== undefined) return observeOnDevice(linear, from.pointer, rows * features, rows);
       if (observe === undefined) return;
-      const input = new Float64Array(T * features);
+      const input = new Float64Array(rows * features);
       engine.context.download(from.pointer, bytesOf(input));
-      observe(linear, input, T);
+      observe(linear, input, rows);
     };
-    launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+    launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, rows, plan.hidden, plan.eps, act.status);
     show(host.q, act.normed, plan.hidden);
-    this.linear(layer.q, act.normed, act.q, T, false);
-    this.linear(layer.k, act.normed, act.k, T, false);
-    this.linear(layer.v, act.normed, act.v, T, false);
-    launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim);
-    launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim);
-    this.attention(T);
+    this.linear(layer.q, act.normed, act.q, rows, false);
+    this.linear(layer.k, act.normed, act.k, rows, false);
+    this.linear(layer.v, act.normed, act.v, rows, false);
+    launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim, windows);
+    launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim, windows);
+    this.attention(act, T, windows);
     show(host.o, act.attended, plan.qOut);
-    this.linear(layer.o, act.attended, act.hidden, T, true);
-    launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, T, plan.hidden, plan.eps, act.status);
+    this.linear(layer.o, act.attended, act.hidden, rows, true);
+    launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, rows, plan.hidden, plan.eps, act.status);
     show(host.gate, act.normed, plan.hidden);
-    this.linear(layer.gate, act.normed, act.gate, T, false);
-    this.linear(layer.up, act.normed, act.up, T, false);
-    launchSwiglu(engine, act.gate, act.up, T * plan.intermediate);
+    this.linear(layer.gate, act.normed, act.gate, rows, false);
+    this.linear(layer.up, act.normed, act.up, rows, false);
+    launchSwiglu(engine, act.gate, act.up, rows * plan.intermediate);
     show(host.down, act.gate, plan.intermediate);
-    this.linear(layer.down, act.gate, act.hidden, T, true);
+    this.linear(layer.down, act.gate, act.hidden, rows, true);
   }
 
   /**
@@ -246,17 +265,20 @@ export class GpuLlamaForward {
    * llama-forward.ts attention, head by head: scores = Q_h·K_gᵀ / √headDim (g = ⌊h / (heads /
    * kvHeads)⌋), the causal softmax, then attended[:, h] = P·V_g. Q, K, V and the output are read
    * and written in place through their row strides (qOut, kvOut), as the CPU's gemmAdd views.
+   * Several windows back to back are one strided batch per product (window w's scores at w·T²).
    */
-  private attention(T: number): void {
-    const { engine, plan, act } = this;
+  private attention(act: LayerActivations, T: number, windows: number): void {
+    const { engine, plan } = this;
     const { heads, kvHeads, headDim, qOut, kvOut } = plan;
     const group = heads / kvHeads;
     const scale = 1 / Math.sqrt(headDim);
+    if (act.scores.elements < windows * T * T) throw new KernelError("LAUNCH_REFUSED", "gpu forward: the scores buffer is smaller than the batch's", { expected: windows * T * T, actual: act.scores.elements });
+    const strides = (a: number, b: number, c: number) => ({ batch: windows, strideA: a, strideB: b, strideC: c });
     for (let h = 0; h < heads; h++) {
       const kvOffset = Math.floor(h / group) * headDim;
-      gemmF64(engine, { m: T, n: T, k: headDim, alpha: scale, beta: 0, a: at(act.q, h * headDim), lda: qOut, b: at(act.k, kvOffset), ldb: kvOut, transB: true, c: act.scores.pointer, ldc: T });
-      launchCausalSoftmax(engine, act.scores, T, act.status);
-      gemmF64(engine, { m: T, n: headDim, k: T, alpha: 1, beta: 0, a: act.scores.pointer, lda: T, b: at(act.v, kvOffset), ldb: kvOut, c: at(act.attended, h * headDim), ldc: qOut });
+      gemmF64Batched(engine, { m: T, n: T, k: headDim, alpha: scale, beta: 0, a: at(act.q, h * headDim), lda: qOut, b: at(act.k, kvOffset), ldb: kvOut, transB: true, c: act.scores.pointer, ldc: T, ...strides(T * qOut, T * kvOut, T * T) });
+      launchCausalSoftmax(engine, act.scores, T, act.status, windows);
+      gemmF64Batched(engine, { m: T, n: headDim, k: T, alpha: 1, beta: 0, a: act.scores.pointer, lda: T, b: at(act.v, kvOffset), ldb: kvOut, c: at(act.attended, h * headDim), ldc: qOut, ...strides(T * T, T * kvOut, T * qOut) });
     }
   }
 

@@ -23,8 +23,9 @@ export type { DeviceArray } from "../cuda/launch-checks.js";
 
 /** forward.cu LQ_FWD_THREADS. */
 export const FORWARD_THREADS = 256;
-/** The CUDA limit on gridDim.x. */
+/** The CUDA limits on gridDim.x and gridDim.y. */
 const MAX_GRID_X = 2 ** 31 - 1;
+const MAX_GRID_Y = 65535;
 
 const { refuse, checkCount, checkExtent } = launchChecks("forward");
 
@@ -88,25 +89,29 @@ export function launchBroadcastRows(engine: GpuEngine, y: DeviceArray, bias: Dev
 }
 
 /** Rotates x [tokens][heads·headDim] in place with the table [≥ tokens][headDim/2]. */
-export function launchRope(engine: GpuEngine, x: DeviceArray, cos: DeviceArray, sin: DeviceArray, tokens: number, heads: number, headDim: number): void {
+export function launchRope(engine: GpuEngine, x: DeviceArray, cos: DeviceArray, sin: DeviceArray, tokens: number, heads: number, headDim: number, windows = 1): void {
   const kernel = "lq_fwd_rope";
   checkCount(kernel, "heads", heads, 1);
+  checkCount(kernel, "windows", windows, 1);
   if (!(Number.isSafeInteger(headDim) && headDim >= 2 && headDim % 2 === 0)) throw refuse(kernel, "the head dimension must be even and ≥ 2", "even ≥ 2", headDim);
   const half = headDim / 2;
-  const shape = elementwiseLaunch(kernel, tokens * heads * half);
-  checkExtent(kernel, "x", x, tokens * heads * headDim);
+  const rows = tokens * windows;
+  const shape = elementwiseLaunch(kernel, rows * heads * half);
+  checkExtent(kernel, "x", x, rows * heads * headDim);
   checkExtent(kernel, "cos", cos, tokens * half);
   checkExtent(kernel, "sin", sin, tokens * half);
-  forwardModule(engine).launch(kernel, shape, [ptr(x), ptr(cos), ptr(sin), { i64: tokens }, { i64: heads }, { i64: half }]);
+  forwardModule(engine).launch(kernel, shape, [ptr(x), ptr(cos), ptr(sin), { i64: rows }, { i64: heads }, { i64: half }, { i64: tokens }]);
 }
 
-/** Causal softmax of scores [tokens][tokens] in place, row by row. */
-export function launchCausalSoftmax(engine: GpuEngine, scores: DeviceArray, tokens: number, status: DeviceArray): void {
+/** Causal softmax of scores [windows][tokens][tokens] in place, row by row (blockIdx.y: the window). */
+export function launchCausalSoftmax(engine: GpuEngine, scores: DeviceArray, tokens: number, status: DeviceArray, windows = 1): void {
   const kernel = "lq_fwd_causal_softmax";
   const shape = rowsLaunch(kernel, tokens);
-  checkExtent(kernel, "scores", scores, tokens * tokens);
+  checkCount(kernel, "windows", windows, 1);
+  if (windows > MAX_GRID_Y) throw refuse(kernel, "more windows than the grid allows", `≤ ${MAX_GRID_Y}`, windows);
+  checkExtent(kernel, "scores", scores, windows * tokens * tokens);
   checkExtent(kernel, "status", status, 1);
-  forwardModule(engine).launch(kernel, shape, [ptr(scores), { i64: tokens }, ptr(status)]);
+  forwardModule(engine).launch(kernel, { grid: [shape.grid[0]!, windows], block: shape.block }, [ptr(scores), { i64: tokens }, ptr(status)]);
 }
 
 /** gate = silu(gate) · up over `count` elements. */

@@ -65,6 +65,42 @@ export function gemmF64(engine: GpuEngine, args: GemmF64Args): void {
   launchOwn(engine, args);
 }
 
+/** A batch of equal products: item i's operands start `i · stride` elements after item 0's. */
+export interface GemmF64BatchedArgs extends GemmF64Args {
+  batch: number;
+  strideA: number;
+  strideB: number;
+  strideC: number;
+}
+
+/**
+ * `batch` products C_i = alpha·op(A_i)·op(B_i) + beta·C_i (row-major, as gemmF64): one
+ * cublasDgemmStridedBatched call when cuBLAS is found and the batch is large enough, otherwise
+ * gemmF64 item by item. Each item is checked as gemmF64 checks it, so a stride that would reach
+ * past the safe integers or a null operand is refused before any launch. Items must not overlap
+ * in C (the caller's strides say where they lie; cuBLAS runs them concurrently).
+ */
+export function gemmF64Batched(engine: GpuEngine, args: GemmF64BatchedArgs): void {
+  const { batch } = args;
+  if (!(Number.isSafeInteger(batch) && batch >= 0)) throw refuse(args, "the batch must be a count", "an integer ≥ 0", batch);
+  for (const [name, stride] of [["strideA", args.strideA], ["strideB", args.strideB], ["strideC", args.strideC]] as const) {
+    if (!(Number.isSafeInteger(stride) && stride >= 0 && Number.isSafeInteger(stride * Math.max(0, batch - 1)))) throw refuse(args, `${name} must be an element count within the safe integers`, "an integer ≥ 0", stride);
+  }
+  const item = (i: number): GemmF64Args => ({ ...args, a: args.a + BigInt(i * args.strideA * 8), b: args.b + BigInt(i * args.strideB * 8), c: args.c + BigInt(i * args.strideC * 8) });
+  for (let i = 0; i < batch; i++) checkGemm(item(i));
+  if (batch === 0 || args.m === 0 || args.n === 0) return;
+  // One item is gemmF64's own call, so a batch of one sums exactly as an unbatched product.
+  if (batch === 1) return gemmF64(engine, item(0));
+  if (batch * args.m * args.n * args.k >= CUBLAS_MIN_VOLUME && args.alpha !== 0 && fitsCublas(args) && batch <= CUBLAS_MAX_INT) {
+    const blas = engine.cublas();
+    if (blas.ok) {
+      blas.handle.dgemmStridedBatched(args.transB === true, args.transA === true, args.n, args.m, args.k, args.alpha, args.b, args.ldb, args.strideB, args.a, args.lda, args.strideA, args.beta, args.c, args.ldc, args.strideC, batch);
+      return;
+    }
+  }
+  for (let i = 0; i < batch; i++) gemmF64(engine, item(i));
+}
+
 /**
  * gemmF64 on a chosen backend, whatever the size: for tests and benchmarks that compare the two.
  * KernelError NO_DEVICE when "cublas" is asked for and the engine has none (the reason is named).

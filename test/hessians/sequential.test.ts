@@ -31,9 +31,10 @@ const WINDOWS = 3;
 const GROUPS: (keyof DecoderLayerWeights)[][] = [["q", "k", "v"], ["o"], ["gate", "up"], ["down"]];
 const GPTQ = { method: "gptq" as const, bits: 4 as const, groupSize: 64, sym: false, percDamp: 0.01 };
 
-function calibrationWindows(): Int32Array[] {
+/** WINDOWS windows of TOKENS tokens, or of the given lengths. */
+function calibrationWindows(lengths: readonly number[] = Array.from({ length: WINDOWS }, () => TOKENS)): Int32Array[] {
   const ids = readNpy(join(SHARED_DIR, "models", "token-ids", "lmpack-fixture-2m.docs-valid.ids.npy")).data;
-  return Array.from({ length: WINDOWS }, (_, w) => Int32Array.from(ids.subarray(w * 1000, w * 1000 + TOKENS)));
+  return lengths.map((length, w) => Int32Array.from(ids.subarray(w * 1000, w * 1000 + length)));
 }
 
 async function withFixture<T>(use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
@@ -46,8 +47,8 @@ async function withFixture<T>(use: (checkpoint: Checkpoint) => Promise<T>): Prom
 }
 
 /** Quantizes the fixture with GPTQ on sequential Hessians, pulling layers in `order`; records every H handed out. */
-async function quantizeSequentially(checkpoint: Checkpoint, trueSequential: boolean, order: "storage" | "reversed", gpu: Pick<SequentialOptions, "forward" | "products"> = {}): Promise<{ view: Checkpoint; handed: Map<string, Hessian>; close(): Promise<void> }> {
-  const sequential = new SequentialHessians(await loadLlamaWeights(checkpoint), calibrationWindows(), { trueSequential, ...gpu });
+async function quantizeSequentially(checkpoint: Checkpoint, trueSequential: boolean, order: "storage" | "reversed", gpu: Pick<SequentialOptions, "forward" | "products" | "resident"> = {}, windows = calibrationWindows()): Promise<{ view: Checkpoint; handed: Map<string, Hessian>; close(): Promise<void> }> {
+  const sequential = new SequentialHessians(await loadLlamaWeights(checkpoint), windows, { trueSequential, ...gpu });
   const handed = new Map<string, Hessian>();
   const recording: HessianSource = {
     get: async (name, inFeatures) => {
@@ -204,22 +205,39 @@ const onGpu = suite("hessians: sequential calibration on the GPU");
 if (!probe.ok) {
   onGpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
 } else {
-  onGpu("true-sequential on the GPU: every H matches calibration with the earlier linears replaced by the exported weights", async () => {
+  /**
+   * True-sequential on the GPU over `lengths` windows: every H matches calibration with the earlier
+   * linears replaced by the exported weights. `batchBytes` bounds the resident states' batches;
+   * `expectResident` says whether the states must have stayed on the device.
+   */
+  const checkOnGpu = async (lengths: readonly number[], expectResident: boolean, batchBytes?: number) => {
     const engine = await GpuEngine.open();
     const dir = await tempDir();
+    let residentOpened = 0;
     try {
       await withFixture(async (checkpoint) => {
-        const gpu: Pick<SequentialOptions, "forward" | "products"> = {
-          forward: (weights, maxTokens, file) => new GpuLlamaForward(engine, weights, maxTokens, file),
+        const gpu: Pick<SequentialOptions, "forward" | "products" | "resident"> = {
+          forward: (weights, maxTokens, file) => {
+            const forward = new GpuLlamaForward(engine, weights, maxTokens, file);
+            const open = forward.residentStates.bind(forward);
+            forward.residentStates = (windows) => {
+              const states = open(windows, batchBytes === undefined ? {} : { batchBytes });
+              if (states !== undefined) residentOpened++;
+              return states;
+            };
+            return forward;
+          },
           products: () => new GpuHessians(engine),
+          resident: expectResident,
         };
-        const run = await quantizeSequentially(checkpoint, true, "storage", gpu);
+        const run = await quantizeSequentially(checkpoint, true, "storage", gpu, calibrationWindows(lengths));
         const out = join(dir.path, "seq-gpu.lmpack");
         try {
           await exportLmpack(run.view, out, { overwrite: false });
         } finally {
           await run.close();
         }
+        assert.is(residentOpened, expectResident ? 1 : 0, "resident states opened");
         const exported = await openCheckpoint(out);
         const quantized = await loadLlamaWeights(exported).finally(() => exported.close());
         const full = await loadLlamaWeights(checkpoint);
@@ -227,7 +245,7 @@ if (!probe.ok) {
         for (const [name, h] of run.handed) {
           const [, layerText, kind] = /layers\.(\d+)\.\w+\.(\w+)_proj$/.exec(name)!;
           const group = GROUPS.findIndex((g) => g.includes(kind as keyof DecoderLayerWeights));
-          const explicit = hessianIn(calibrateHessians(new LlamaForward(mixed(full, quantized, Number(layerText), group), TOKENS), calibrationWindows()), name);
+          const explicit = hessianIn(calibrateHessians(new LlamaForward(mixed(full, quantized, Number(layerText), group), Math.max(...lengths)), calibrationWindows(lengths)), name);
           let largest = 0;
           let worst = 0;
           explicit.forEach((value, i) => {
@@ -235,21 +253,34 @@ if (!probe.ok) {
             worst = Math.max(worst, Math.abs(value - h.data[i]!));
           });
           assert.ok(worst <= 1e-6 * largest, `${name}: worst |ΔH| ${worst} against max |H| ${largest}`);
-          assert.is(h.nSamples, WINDOWS * TOKENS);
+          assert.is(h.nSamples, lengths.reduce((a, b) => a + b, 0));
         }
       });
     } finally {
       await dir.cleanup();
       engine.close();
     }
+  };
+
+  onGpu("true-sequential on the GPU, states resident on the device (one batch): every H matches calibration with the earlier linears replaced by the exported weights", () => checkOnGpu(Array.from({ length: WINDOWS }, () => TOKENS), true));
+
+  onGpu("the same with windows of unequal lengths and one window per batch (batches cut at a length change and at the memory bound)", async () => {
+    // One window's buffers: TOKENS rows of the layer's activations and TOKENS² scores, float64.
+    const weights = await withFixture((checkpoint) => loadLlamaWeights(checkpoint));
+    const { hiddenSize: h, numHeads, numKvHeads, headDim, intermediateSize: i } = weights.config;
+    const oneWindow = 8 * (TOKENS * (2 * h + 2 * numHeads * headDim + 2 * numKvHeads * headDim + 2 * i!) + TOKENS * TOKENS);
+    await checkOnGpu([TOKENS, TOKENS, 30, TOKENS], true, oneWindow);
   });
+
+  onGpu("the per-window host path (resident: false) gives the same Hs", () => checkOnGpu(Array.from({ length: WINDOWS }, () => TOKENS), false));
 
   onGpu("inputs handed to H += XᵀX in device memory give the same H, bit for bit, as inputs downloaded and narrowed on the host", async () => {
     const engine = await GpuEngine.open();
     try {
       await withFixture(async (checkpoint) => {
         const forward: SequentialOptions["forward"] = (weights, maxTokens, file) => new GpuLlamaForward(engine, weights, maxTokens, file);
-        const onDevice = await quantizeSequentially(checkpoint, true, "storage", { forward, products: () => new GpuHessians(engine) });
+        // Per window (resident: false), so that both runs take the same forward path.
+        const onDevice = await quantizeSequentially(checkpoint, true, "storage", { forward, products: () => new GpuHessians(engine), resident: false });
         await onDevice.close();
         // The same products without addOnDevice: every input is downloaded, narrowed here and uploaded.
         const hostProducts = () => {

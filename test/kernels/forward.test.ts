@@ -10,6 +10,7 @@ import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
 import { elementwiseLaunch, rowsLaunch } from "../../kernels/forward/launch.js";
 import { checkWindowIds, planForward } from "../../kernels/forward/plan.js";
+import { planBatches } from "../../kernels/forward/resident-states.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights, type Linear, type LlamaWeights } from "../../model/llama-weights.js";
 import { logSumExp, windowNll } from "../../model/perplexity.js";
@@ -139,6 +140,14 @@ host("launch shapes: 256 threads, one per element or one block per row; empty an
   expectCode(() => elementwiseLaunch("k", 0), "LAUNCH_REFUSED");
   expectCode(() => elementwiseLaunch("k", 256 * 2 ** 31), "LAUNCH_REFUSED");
   expectCode(() => rowsLaunch("k", 2 ** 31), "LAUNCH_REFUSED");
+});
+
+host("resident states' batches: consecutive equal-length windows, cut at a length change and at the capacity; empty windows skipped", () => {
+  const windows = [4, 4, 4, 2, 2, 0, 4, 4].map((n) => new Int32Array(n));
+  assert.equal(planBatches(windows, 2), [{ from: 0, to: 2 }, { from: 2, to: 3 }, { from: 3, to: 5 }, { from: 6, to: 8 }]);
+  assert.equal(planBatches(windows, 8), [{ from: 0, to: 3 }, { from: 3, to: 5 }, { from: 6, to: 8 }]);
+  assert.equal(planBatches(windows, 1).length, 7);
+  assert.equal(planBatches([], 4), []);
 });
 
 host.run();
