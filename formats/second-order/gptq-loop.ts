@@ -101,9 +101,13 @@ export function runGptqLoop(weightT: Float64Array, u: Float64Array, rows: number
     const span = quantizer.columnsRead?.(c) ?? 1;
     if (blockEndsAt(c, span, blockStart, blockEnd)) {
       deferred.apply(blockErrors, blockStart, c, blockEnd);
+      // Columns c … blockEnd−1 (a block ended early) already hold the block's in-block updates on
+      // the host, which a device copy lacks: only the columns the product targeted are fetched,
+      // through the new block and every column the quantizer reads (a group wider than a block).
+      const fetchFrom = Math.max(c, blockEnd);
       blockStart = c;
       blockEnd = Math.min(c + blockSize, columnCount);
-      deferred.fetch(weightT, blockStart, blockEnd);
+      deferred.fetch(weightT, fetchFrom, Math.max(blockEnd, Math.min(c + span, size)));
     }
     const current = weightT.subarray(c * rows, (c + 1) * rows);
     quantizer.quantizeColumn(c, current, quantized, view);

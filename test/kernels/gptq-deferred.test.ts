@@ -70,6 +70,20 @@ for (const actOrder of [false, true]) {
     assert.is(device.fetched, 384 - 128, "every column after the first block fetched once");
   });
 }
+// g100 makes blocks end early (a group straddles the block's end: the columns the block already
+// updated must not be fetched back stale); g256 and per-channel groups are wider than a block (the
+// group's columns past the block's end must be fetched before its grid is fitted).
+for (const groupSize of [100, 256, 384]) {
+  host(`200×384 4-bit g${groupSize} act-order, block 128: bit-identical codes, scales and loss to the default path`, () => {
+    const { weight, h } = layer(groupSize, 200, 384);
+    const options = { params: { ...params, groupSize }, actOrder: true };
+    const reference = quantizeGptq(weight, 200, 384, h, options);
+    const moved = quantizeGptq(weight, 200, 384, h, { ...options, deferred: emulatedDevice() });
+    assert.ok(moved.tensor.codes.every((c, i) => c === reference.tensor.codes[i]), "codes differ");
+    assert.ok(moved.tensor.scales.every((s, i) => Object.is(s, reference.tensor.scales[i])), "scales differ");
+    assert.ok(Object.is(moved.hessianLoss, reference.hessianLoss), `loss ${moved.hessianLoss} vs ${reference.hessianLoss}`);
+  });
+}
 host.run();
 
 const probe = await gpuAvailable();
