@@ -6,6 +6,7 @@ import type { SignRoundBackendFactory } from "../../formats/int-group/quantizers
 import type { CodebookSearch } from "../../formats/vptq/codebook.js";
 import type { KMeansBackend } from "../../formats/vptq/kmeans.js";
 import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
+import type { GptqResidentLoop } from "../../formats/int-group/quantizers/gptq-resident.js";
 import type { GpuEngine } from "../../kernels/engine.js";
 import type { LayerEnergyBackend } from "../../converters/int-group/layer-errors.js";
 
@@ -32,6 +33,8 @@ export interface QuantizerDevice {
   codebookSearch: CodebookSearch | undefined;
   /** VPTQ's whole GPTQ loop on the GPU (kernels/second-order/vptq-columns-gpu.ts); the host loop with the pieces above when undefined. */
   vptqLoop: VptqResidentLoop | undefined;
+  /** GPTQ's whole column loop on the GPU (kernels/second-order/int-columns-gpu.ts); the host loop with `deferred` when undefined. */
+  gptqLoop: GptqResidentLoop | undefined;
   /** The per-layer report's tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) on the GPU (kernels/linalg/energies-gpu.ts); the CPU's when undefined. */
   energies: LayerEnergyBackend | undefined;
   /** The GPU itself (sequential calibration runs its forward there); undefined on the CPU. */
@@ -40,7 +43,7 @@ export interface QuantizerDevice {
 }
 
 export async function openQuantizerDevice(choice: DeviceChoice): Promise<QuantizerDevice> {
-  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, vptqLoop: undefined, energies: undefined, engine: undefined, close: () => undefined };
+  const cpu: QuantizerDevice = { description: "cpu", deferred: undefined, factorize: undefined, signround: undefined, kmeans: undefined, codebookSearch: undefined, vptqLoop: undefined, gptqLoop: undefined, energies: undefined, engine: undefined, close: () => undefined };
   if (choice === "cpu") return cpu;
   const { GpuEngine, gpuAvailable } = await import("../../kernels/engine.js");
   const probe = await gpuAvailable();
@@ -56,6 +59,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
   const { gpuCodebookSearch } = await import("../../kernels/kmeans/search-gpu.js");
   const { gpuVptqLoop } = await import("../../kernels/second-order/vptq-columns-gpu.js");
   const { gpuLayerEnergies } = await import("../../kernels/linalg/energies-gpu.js");
+  const { gpuGptqLoop } = await import("../../kernels/second-order/int-columns-gpu.js");
   const deferred = gpuDeferredUpdates(engine);
   const codebookSearch = gpuCodebookSearch(engine);
   return {
@@ -66,6 +70,7 @@ export async function openQuantizerDevice(choice: DeviceChoice): Promise<Quantiz
     kmeans: gpuLloyd(engine),
     codebookSearch,
     vptqLoop: gpuVptqLoop(engine),
+    gptqLoop: gpuGptqLoop(engine),
     energies: gpuLayerEnergies(engine),
     engine,
     close: () => {

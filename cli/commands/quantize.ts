@@ -124,6 +124,7 @@ export const quantizeCommand = {
         percDamp: args.damp ?? 0.01,
         iters: args.iters,
         ...(device?.deferred === undefined ? {} : { deferred: device.deferred }),
+        ...(device?.gptqLoop === undefined ? {} : { residentLoop: device.gptqLoop }),
         ...(device?.factorize === undefined ? {} : { factorize: device.factorize }),
         ...(device?.signround === undefined ? {} : { signroundBackend: device.signround }),
         ...(device?.energies === undefined ? {} : { energies: device.energies }),

@@ -7,6 +7,7 @@ import { dequantize } from "../../formats/int-group/reference.js";
 import type { IntBits, IntGroupTensor, ScaleDType } from "../../formats/int-group/types.js";
 import type { Hessian, HessianSource } from "../../formats/second-order/hessian.js";
 import type { DeferredUpdates } from "../../formats/second-order/gptq-loop.js";
+import type { GptqResidentLoop } from "../../formats/int-group/quantizers/gptq-resident.js";
 import type { PrepareOptions } from "../../formats/second-order/prepare.js";
 import type { Checkpoint, PackedIntGroup, TensorEntry } from "../checkpoint.js";
 import { journaled, type LayerJournal } from "../io/journal.js";
@@ -28,6 +29,8 @@ export interface QuantizeCheckpointOptions {
   percDamp?: number;
   /** GPTQ: where the loop's deferred updates run (the GPU); host memory by default. */
   deferred?: DeferredUpdates;
+  /** GPTQ: the whole column loop on the GPU (kernels/second-order/int-columns-gpu.ts), in place of the host loop with `deferred`. */
+  residentLoop?: GptqResidentLoop;
   /** GPTQ: U = chol(H⁻¹)ᵀ on the GPU (kernels/linalg/cholesky-gpu.ts); the CPU's by default. */
   factorize?: PrepareOptions["factorize"];
   /** SignRound */
@@ -118,7 +121,7 @@ async function quantizeLayer(entry: TensorEntry, N: number, K: number, params: I
     tensor = quantizeRtn(weight, N, K, params);
   } else if (options.method === "gptq") {
     if (hessian === undefined) throw new UsageError("BAD_ARGUMENT", "GPTQ needs a Hessian for every layer (--hessians <store> or --hessians embedding-proxy)", { tensor: entry.name });
-    tensor = quantizeGptq(weight, N, K, hessian, { params, actOrder: options.actOrder ?? false, percDamp: options.percDamp ?? 0.01, layerName: module, ...(options.deferred === undefined ? {} : { deferred: options.deferred }), ...(options.factorize === undefined ? {} : { factorize: options.factorize }) }).tensor;
+    tensor = quantizeGptq(weight, N, K, hessian, { params, actOrder: options.actOrder ?? false, percDamp: options.percDamp ?? 0.01, layerName: module, ...(options.deferred === undefined ? {} : { deferred: options.deferred }), ...(options.residentLoop === undefined ? {} : { residentLoop: options.residentLoop }), ...(options.factorize === undefined ? {} : { factorize: options.factorize }) }).tensor;
   } else {
     tensor = quantizeSignRound(weight, N, K, params, { ...(hessian === undefined ? {} : { hessian }), ...(options.iters === undefined ? {} : { iters: options.iters }), ...(options.signroundBackend === undefined ? {} : { backend: options.signroundBackend }) }).tensor;
   }

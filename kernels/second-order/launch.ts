@@ -9,8 +9,8 @@ import type { GpuEngine } from "../engine.js";
  * KernelError LAUNCH_REFUSED naming the kernel; the status word is the kernels' second line.
  *
  * Launch configuration: SO_THREADS = 256 threads per block (second-order.cu), one thread per row
- * for the take, per (row, SO_PROPAGATE_COLUMNS columns) for the propagation, per column for the
- * losses.
+ * for the takes and the int-group grid fits, per (row, SO_PROPAGATE_COLUMNS columns) for the
+ * propagation, per column for the losses.
  */
 
 /** second-order.cu SO_THREADS and SO_PROPAGATE_COLUMNS. */
@@ -120,5 +120,84 @@ export function launchColumnLoss(engine: GpuEngine, errors: DeviceArray, errorsO
   checkExtent(kernel, "loss", loss, columns, lossOffset);
   secondOrderModule(engine).launch(kernel, { grid: [blocks], block: [SO_THREADS] }, [
     { pointer: errors.pointer + BigInt(errorsOffset * 8) }, { i64: rows }, { i64: columns }, { pointer: loss.pointer + BigInt(lossOffset * 8) },
+  ]);
+}
+
+/** signround.cuh LQ_SCALE_*, the scale dtype codes int-columns.cuh's grid fit takes. */
+export const SO_SCALE_DTYPE = { F32: 0, F16: 1, BF16: 2 } as const;
+
+/** An int-group grid: what so_fit_int_grids and so_take_int_column share. */
+export interface IntGridShape {
+  bits: number;
+  sym: boolean;
+  scaleDtype: keyof typeof SO_SCALE_DTYPE;
+}
+
+/** One group's grids on the device: rows float32 scales and zeros from `offset` of the [group][row] tables. */
+export interface IntGridTable {
+  scales: DeviceArray;
+  zeros: DeviceArray;
+  offset: number;
+}
+
+function checkIntGrid(kernel: string, grid: IntGridShape): void {
+  if (!(Number.isInteger(grid.bits) && grid.bits >= 2 && grid.bits <= 8)) throw refuse(kernel, "code width out of range", "2 … 8", grid.bits);
+  if (!Object.hasOwn(SO_SCALE_DTYPE, grid.scaleDtype)) throw refuse(kernel, "unknown scale dtype", Object.keys(SO_SCALE_DTYPE), grid.scaleDtype);
+}
+
+/**
+ * so_fit_int_grids: the grid of each row over columns first … first+width−1 of the [size][rows]
+ * weight into the table's group (gptq.ts fitGroupGrids). `thresh` is grid.ts scaleThreshold.
+ */
+export function launchFitIntGrids(engine: GpuEngine, weight: DeviceArray, rows: number, first: number, width: number, grid: IntGridShape, thresh: number, table: IntGridTable, status: DeviceArray): void {
+  const kernel = "so_fit_int_grids";
+  const blocks = rowBlocks(kernel, rows);
+  checkIntGrid(kernel, grid);
+  checkCount(kernel, "first column", first, 0);
+  checkCount(kernel, "width", width, 1);
+  checkExtent(kernel, "weight", weight, width * rows, first * rows);
+  checkExtent(kernel, "scales", table.scales, rows, table.offset);
+  checkExtent(kernel, "zeros", table.zeros, rows, table.offset);
+  checkExtent(kernel, "status", status, 1);
+  secondOrderModule(engine).launch(kernel, { grid: [blocks], block: [SO_THREADS] }, [
+    { pointer: weight.pointer + BigInt(first * rows * 8) }, { i64: rows }, { i64: width }, { i32: grid.bits }, { i32: grid.sym ? 1 : 0 }, { i32: SO_SCALE_DTYPE[grid.scaleDtype] }, { f32: thresh },
+    { pointer: table.scales.pointer + BigInt(table.offset * 4) }, { pointer: table.zeros.pointer + BigInt(table.offset * 4) }, { pointer: status.pointer },
+  ]);
+}
+
+export interface TakeIntColumn {
+  /** The weight, and where the column starts in it (elements). */
+  weight: DeviceArray;
+  columnOffset: number;
+  rows: number;
+  grid: IntGridShape;
+  /** The column's group's grids. */
+  table: IntGridTable;
+  /** U[c,c]. */
+  diagonal: number;
+  /** uint8 codes: rows bytes from codesOffset. */
+  codes: DeviceArray;
+  codesOffset: number;
+  /** Where the column's scaled errors go (rows elements from errorsOffset). */
+  errors: DeviceArray;
+  errorsOffset: number;
+  status: DeviceArray;
+}
+
+/** so_take_int_column: codes on the grids, q into the column, (w − q)/U[c,c] into the errors. */
+export function launchTakeIntColumn(engine: GpuEngine, a: TakeIntColumn): void {
+  const kernel = "so_take_int_column";
+  const blocks = rowBlocks(kernel, a.rows);
+  checkIntGrid(kernel, a.grid);
+  checkExtent(kernel, "weight", a.weight, a.rows, a.columnOffset);
+  checkExtent(kernel, "scales", a.table.scales, a.rows, a.table.offset);
+  checkExtent(kernel, "zeros", a.table.zeros, a.rows, a.table.offset);
+  checkExtent(kernel, "codes", a.codes, a.rows, a.codesOffset);
+  checkExtent(kernel, "errors", a.errors, a.rows, a.errorsOffset);
+  checkExtent(kernel, "status", a.status, 1);
+  secondOrderModule(engine).launch(kernel, { grid: [blocks], block: [SO_THREADS] }, [
+    { pointer: a.weight.pointer + BigInt(a.columnOffset * 8) }, { i64: a.rows },
+    { pointer: a.table.scales.pointer + BigInt(a.table.offset * 4) }, { pointer: a.table.zeros.pointer + BigInt(a.table.offset * 4) }, { i32: a.grid.bits }, { i32: a.grid.sym ? 1 : 0 },
+    { f64: a.diagonal }, { pointer: a.codes.pointer + BigInt(a.codesOffset) }, { pointer: a.errors.pointer + BigInt(a.errorsOffset * 8) }, { pointer: a.status.pointer },
   ]);
 }

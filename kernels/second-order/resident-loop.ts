@@ -35,7 +35,7 @@ export interface DeviceColumnStep {
   status: DeviceArray;
 }
 
-/** A column quantizer whose work runs on the device (kernels/second-order/vptq-columns-gpu.ts). */
+/** A column quantizer whose work runs on the device (vptq-columns-gpu.ts, int-columns-gpu.ts). */
 export interface DeviceColumnQuantizer {
   /** As ColumnQuantizer.columnsRead: columns from `column` on that it reads (default 1). */
   columnsRead?(column: number): number;

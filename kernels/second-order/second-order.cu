@@ -2,7 +2,8 @@
 // the weight never leaves the GPU between columns: a column's take (its quantized values in, its
 // scaled errors out), the error's propagation to the rest of the block, and the block's column
 // losses. The deferred product after each block is kernels/linalg's lq_gemm_f64_at_b_sub.
-// Host side: launch.ts (extents checked before every launch), resident-loop.ts, vptq-columns-gpu.ts.
+// Host side: launch.ts (extents checked before every launch), resident-loop.ts, vptq-columns-gpu.ts,
+// int-columns-gpu.ts. GPTQ's int-group grids and take are in int-columns.cuh, included at the end.
 //
 // Bit for bit the CPU loop's arithmetic: float64 with one explicit __d*_rn per operation (nvcc would
 // otherwise contract w − u·e into an FMA, which rounds once where JavaScript rounds twice), in the
@@ -114,3 +115,6 @@ extern "C" __global__ void __launch_bounds__(SO_THREADS) so_column_loss(
   for (int64_t n = 0; n < rows; n++) sum = __dadd_rn(sum, __dmul_rn(e[n], e[n]));
   loss[i] = sum;
 }
+
+// GPTQ's int-group column quantizer (so_fit_int_grids, so_take_int_column).
+#include "int-columns.cuh"

@@ -1,9 +1,10 @@
 import { FormatError, UsageError } from "../../errors.js";
-import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates, type LoopView } from "../../second-order/gptq-loop.js";
+import { runGptqLoop, type ColumnQuantizer, type DeferredUpdates, type LoopOptions, type LoopResult, type LoopView } from "../../second-order/gptq-loop.js";
 import type { Hessian } from "../../second-order/hessian.js";
 import { invertPermutation, prepareSecondOrder, scatterFromColumnMajor, type PrepareOptions } from "../../second-order/prepare.js";
 import { dequantizeCode, fitGrid, quantizeCode, type Grid } from "../grid.js";
 import { groupCount, type IntGroupParams, type IntGroupTensor } from "../types.js";
+import type { GptqPass, GptqResidentLoop, GptqStaticGrids } from "./gptq-resident.js";
 import { checkQuantizerArgs, emptyIntGroupTensor } from "./rtn.js";
 
 /**
@@ -36,7 +37,16 @@ export interface GptqOptions {
   deferred?: DeferredUpdates;
   /** Computes U = chol_upper(H⁻¹) (the GPU: kernels/linalg/cholesky-gpu.ts); formats/second-order's CPU function by default. */
   factorize?: PrepareOptions["factorize"];
+  /**
+   * The whole column loop on a device (kernels/second-order/int-columns-gpu.ts gpuGptqLoop), in place
+   * of runGptqLoop when it accepts the parameters: bit for bit the host loop's result with that
+   * device's deferred product (test/kernels/gptq-resident.test.ts). `deferred` is then unused.
+   */
+  residentLoop?: GptqResidentLoop;
 }
+
+/** runGptqLoop's default block size, which a resident loop must be given explicitly. */
+const DEFAULT_BLOCK_SIZE = 128;
 
 export interface GptqResult {
   /** Codes in original column order; `gIdx` set for act-order without static groups. */
@@ -63,16 +73,24 @@ export function quantizeGptq(weight: Float32Array, outFeatures: number, inFeatur
     ...(options.factorize === undefined ? {} : { factorize: options.factorize }),
   });
   const tensor = emptyIntGroupTensor(outFeatures, inFeatures, params);
-  const codesT = new Uint8Array(inFeatures * outFeatures);
-  const quantizer =
-    options.staticGroups === true
-      ? staticGroupQuantizer(prepared.weightT, prepared.perm, tensor, codesT)
-      : currentGroupQuantizer(tensor, codesT);
-  const loop = runGptqLoop(prepared.weightT, prepared.u, outFeatures, inFeatures, quantizer, {
-    ...(options.blockSize === undefined ? {} : { blockSize: options.blockSize }),
-    ...(options.deferred === undefined ? {} : { deferred: options.deferred }),
-  });
-  scatterFromColumnMajor(codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
+  const pass: GptqPass = {
+    weightT: prepared.weightT,
+    u: prepared.u,
+    rows: outFeatures,
+    size: inFeatures,
+    tensor,
+    codesT: new Uint8Array(inFeatures * outFeatures),
+    staticGrids: options.staticGroups === true ? fitStaticGrids(prepared.weightT, prepared.perm, tensor) : undefined,
+  };
+  // An empty layer has no column to put on a device: the host loop handles it.
+  const resident = outFeatures > 0 && inFeatures > 0 && options.residentLoop?.accepts(params) === true ? options.residentLoop : undefined;
+  const loop = resident !== undefined
+    ? resident.run(pass, { blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE })
+    : runGptqPassOnHost(pass, {
+      ...(options.blockSize === undefined ? {} : { blockSize: options.blockSize }),
+      ...(options.deferred === undefined ? {} : { deferred: options.deferred }),
+    });
+  scatterFromColumnMajor(pass.codesT, tensor.codes, outFeatures, inFeatures, prepared.perm);
   if (prepared.perm !== undefined && options.staticGroups !== true) tensor.gIdx = permutedGroupIndex(prepared.perm, params.groupSize);
   return { tensor, hessianLoss: loop.hessianLoss, perm: prepared.perm, deadColumns: prepared.deadColumns, damp: prepared.damp };
 }
@@ -84,6 +102,18 @@ function checkGptqInputs(hessian: Hessian, inFeatures: number, options: GptqOpti
   }
   const percDamp = options.percDamp ?? 0.01;
   if (!Number.isFinite(percDamp) || percDamp < 0) throw new UsageError("BAD_ARGUMENT", "percDamp must be a finite number ≥ 0", { ...tensor, actual: percDamp });
+  // runGptqLoop's own check, made here so that a resident loop never sees a bad block size either.
+  const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new UsageError("BAD_ARGUMENT", "GPTQ block size must be a positive integer", { ...tensor, expected: ">= 1", actual: blockSize });
+}
+
+/**
+ * The pass on the host: runGptqLoop with the column quantizer of `pass` (static or current
+ * groups), writing pass.codesT and, for current groups, the tensor's scales and zeros.
+ */
+export function runGptqPassOnHost(pass: GptqPass, options: LoopOptions = {}): LoopResult {
+  const quantizer = pass.staticGrids === undefined ? currentGroupQuantizer(pass.tensor, pass.codesT) : staticGroupQuantizer(pass.tensor, pass.codesT, pass.staticGrids);
+  return runGptqLoop(pass.weightT, pass.u, pass.rows, pass.size, quantizer, options);
 }
 
 /**
@@ -107,8 +137,11 @@ function currentGroupQuantizer(tensor: IntGroupTensor, codesT: Uint8Array): Colu
   };
 }
 
-/** AutoGPTQ static_groups: the grids of original group g are fitted before the loop on original columns g·groupSize …. */
-function staticGroupQuantizer(weightT: Float64Array, perm: Int32Array | undefined, tensor: IntGroupTensor, codesT: Uint8Array): ColumnQuantizer {
+/**
+ * AutoGPTQ static_groups: the grids of original group g, fitted before the loop on original columns
+ * g·groupSize … and stored in the tensor, and the group of each column in quantization order.
+ */
+function fitStaticGrids(weightT: Float64Array, perm: Int32Array | undefined, tensor: IntGroupTensor): GptqStaticGrids {
   const { params, outFeatures: rows, inFeatures: size } = tensor;
   const groupSize = params.groupSize;
   const position = perm === undefined ? undefined : invertPermutation(perm);
@@ -121,10 +154,16 @@ function staticGroupQuantizer(weightT: Float64Array, perm: Int32Array | undefine
     storeGrids(tensor, g, grids);
     gridsByGroup.push(grids);
   }
+  const groupOfColumn = Int32Array.from({ length: size }, (_, column) => Math.floor((perm === undefined ? column : perm[column]!) / groupSize));
+  return { grids: gridsByGroup, groupOfColumn };
+}
+
+/** Static groups: every column on its original group's grids, fitted before the loop. */
+function staticGroupQuantizer(tensor: IntGroupTensor, codesT: Uint8Array, staticGrids: GptqStaticGrids): ColumnQuantizer {
+  const { params, outFeatures: rows } = tensor;
   return {
     quantizeColumn(column: number, current: Float64Array, quantized: Float64Array): void {
-      const original = perm === undefined ? column : perm[column]!;
-      const grids = gridsByGroup[Math.floor(original / groupSize)]!;
+      const grids = staticGrids.grids[staticGrids.groupOfColumn[column]!]!;
       quantizeOnGrids(current, grids, params, codesT.subarray(column * rows, (column + 1) * rows), quantized);
     },
   };
