@@ -5,10 +5,9 @@ import { checkSlidingWindow, type LinearInputObserver } from "../../model/llama-
 import type { DecoderLayerWeights, Linear, LlamaWeights } from "../../model/llama-weights.js";
 import type { WindowScore } from "../../model/perplexity.js";
 import { inverseFrequencies, ropeTable } from "../../model/rope.js";
-import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
-import { gemmF64, gemmF64Batched } from "../linalg/dgemm.js";
-import { checkForwardStatus, launchBroadcastRows, launchCausalSoftmax, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
+import { checkForwardStatus, launchEmbed, launchNll, launchRmsNorm, launchRope, launchSwiglu, type DeviceArray } from "./launch.js";
+import { attentionOn, linearOn } from "./layer-ops.js";
 import { scoreFromPositionNll } from "./gpu-perplexity.js";
 import { LINEAR_KEYS, uploadModel, type DeviceLinear, type DeviceModel } from "./device-model.js";
 import { checkWindowIds, planForward, type ForwardPlan } from "./plan.js";
@@ -164,7 +163,7 @@ export class GpuLlamaForward {
     if (T === 0) return 0;
     const { plan, act, model } = this;
     launchRmsNorm(this.engine, act.hidden, model.finalNorm, act.normed, T, plan.hidden, plan.eps, act.status);
-    this.linear({ inFeatures: plan.hidden, outFeatures: plan.vocab, weight: model.head, bias: undefined }, act.normed, act.logits, T, false);
+    linearOn(this.engine, { inFeatures: plan.hidden, outFeatures: plan.vocab, weight: model.head, bias: undefined }, act.normed, act.logits, T, false);
     return T;
   }
 
@@ -214,21 +213,21 @@ export class GpuLlamaForward {
     };
     launchRmsNorm(engine, act.hidden, layer.inputNorm, act.normed, rows, plan.hidden, plan.eps, act.status);
     show(host.q, act.normed, plan.hidden);
-    this.linear(layer.q, act.normed, act.q, rows, false);
-    this.linear(layer.k, act.normed, act.k, rows, false);
-    this.linear(layer.v, act.normed, act.v, rows, false);
+    linearOn(this.engine, layer.q, act.normed, act.q, rows, false);
+    linearOn(this.engine, layer.k, act.normed, act.k, rows, false);
+    linearOn(this.engine, layer.v, act.normed, act.v, rows, false);
     launchRope(engine, act.q, act.cos, act.sin, T, plan.heads, plan.headDim, windows);
     launchRope(engine, act.k, act.cos, act.sin, T, plan.kvHeads, plan.headDim, windows);
-    this.attention(act, T, windows);
+    attentionOn(engine, plan, act, T, windows);
     show(host.o, act.attended, plan.qOut);
-    this.linear(layer.o, act.attended, act.hidden, rows, true);
+    linearOn(this.engine, layer.o, act.attended, act.hidden, rows, true);
     launchRmsNorm(engine, act.hidden, layer.postAttentionNorm, act.normed, rows, plan.hidden, plan.eps, act.status);
     show(host.gate, act.normed, plan.hidden);
-    this.linear(layer.gate, act.normed, act.gate, rows, false);
-    this.linear(layer.up, act.normed, act.up, rows, false);
+    linearOn(this.engine, layer.gate, act.normed, act.gate, rows, false);
+    linearOn(this.engine, layer.up, act.normed, act.up, rows, false);
     launchSwiglu(engine, act.gate, act.up, rows * plan.intermediate);
     show(host.down, act.gate, plan.intermediate);
-    this.linear(layer.down, act.gate, act.hidden, rows, true);
+    linearOn(this.engine, layer.down, act.gate, act.hidden, rows, true);
   }
 
   /**
@@ -249,39 +248,6 @@ export class GpuLlamaForward {
     }
   }
 
-  /**
-   * y [tokens][out] = x · Wᵀ + b, or y += x · Wᵀ + b into the residual stream (`accumulate`: the
-   * CPU's addInto of linear's result, folded into the product as beta = 1).
-   */
-  private linear(layer: DeviceLinear, x: DeviceArray, y: DeviceArray, tokens: number, accumulate: boolean): void {
-    const { inFeatures, outFeatures } = layer;
-    if (x.elements < tokens * inFeatures || y.elements < tokens * outFeatures) throw new KernelError("LAUNCH_REFUSED", "gpu forward: a linear layer's activations are shorter than the window", { expected: [tokens * inFeatures, tokens * outFeatures], actual: [x.elements, y.elements] });
-    if (layer.bias !== undefined) launchBroadcastRows(this.engine, y, layer.bias, tokens, outFeatures, accumulate);
-    const beta = accumulate || layer.bias !== undefined ? 1 : 0;
-    gemmF64(this.engine, { m: tokens, n: outFeatures, k: inFeatures, alpha: 1, beta, a: x.pointer, lda: inFeatures, b: layer.weight.pointer, ldb: inFeatures, transB: true, c: y.pointer, ldc: outFeatures });
-  }
-
-  /**
-   * llama-forward.ts attention, head by head: scores = Q_h·K_gᵀ / √headDim (g = ⌊h / (heads /
-   * kvHeads)⌋), the causal softmax, then attended[:, h] = P·V_g. Q, K, V and the output are read
-   * and written in place through their row strides (qOut, kvOut), as the CPU's gemmAdd views.
-   * Several windows back to back are one strided batch per product (window w's scores at w·T²).
-   */
-  private attention(act: LayerActivations, T: number, windows: number): void {
-    const { engine, plan } = this;
-    const { heads, kvHeads, headDim, qOut, kvOut } = plan;
-    const group = heads / kvHeads;
-    const scale = 1 / Math.sqrt(headDim);
-    if (act.scores.elements < windows * T * T) throw new KernelError("LAUNCH_REFUSED", "gpu forward: the scores buffer is smaller than the batch's", { expected: windows * T * T, actual: act.scores.elements });
-    const strides = (a: number, b: number, c: number) => ({ batch: windows, strideA: a, strideB: b, strideC: c });
-    for (let h = 0; h < heads; h++) {
-      const kvOffset = Math.floor(h / group) * headDim;
-      gemmF64Batched(engine, { m: T, n: T, k: headDim, alpha: scale, beta: 0, a: at(act.q, h * headDim), lda: qOut, b: at(act.k, kvOffset), ldb: kvOut, transB: true, c: act.scores.pointer, ldc: T, ...strides(T * qOut, T * kvOut, T * T) });
-      launchCausalSoftmax(engine, act.scores, T, act.status, windows);
-      gemmF64Batched(engine, { m: T, n: headDim, k: T, alpha: 1, beta: 0, a: act.scores.pointer, lda: T, b: at(act.v, kvOffset), ldb: kvOut, c: at(act.attended, h * headDim), ldc: qOut, ...strides(T * T, T * kvOut, T * qOut) });
-    }
-  }
-
   private alloc(elements: number, elementBytes: number): DeviceArray {
     const array = { pointer: this.engine.context.alloc(elements * elementBytes), elements };
     this.allocated.push(array);
@@ -296,9 +262,4 @@ export class GpuLlamaForward {
     this.engine.context.uploadInto(array.pointer, bytesOf(source));
     return array;
   }
-}
-
-/** The device address of element `offset` of a float64 array. */
-function at(array: DeviceArray, offset: number): DevicePointer {
-  return array.pointer + BigInt(offset * 8);
 }
