@@ -24,13 +24,21 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * column, which keeps the order in which equal columns add up.
  *
  * Launch (stripeLaunch): THREADS threads per block (the kernels are written for 256).
- * - `lq_spqr_stripes_<output>[_verify]` whenever n and beta2 are multiples of 8 and a batch of rows
- *   fits in shared memory (≤ SHARED_LIMIT_BYTES: the stripe's CSR offsets, (s, z) of each (row of
- *   the stripe, group), and 2n bytes per row of the batch): one block per stripe of `stripe`
- *   rows, walked in batches of `batch` rows (spqr.cu says why). The most rows per batch first
- *   (rows in flight), then the longest stripe (one 16-byte load of a group's 16 scale codes). At
- *   n = 4096, 16-column groups: batches of 4 rows, stripes of 8 (1,376 blocks on an 11008-row
- *   layer: 3.5 waves of three resident blocks per multiprocessor on the H100, LQ_SPQR_BLOCKS_PER_SM).
+ * - `lq_spqr_stripes_<output>[_verify]_r<R>[s]` whenever n and beta2 are multiples of 8 and a batch
+ *   of rows fits in shared memory (≤ SHARED_LIMIT_BYTES: the stripe's CSR offsets, (s, z) of each
+ *   (row of the stripe, group), and 2n bytes per row of the batch): one block per stripe of
+ *   `stripe` rows, walked in batches of R rows (spqr.cu says why). The most rows per batch first,
+ *   then the longest stripe up to 8 rows (one vector load of a group's scale codes per stripe).
+ *   fp16 out and neither output nor verify: R = 4, 2, 1. float32 out and verify: R = 4 with 4
+ *   columns per item ("s", kernels/spqr/stripe-emit.cuh), then R = 2, 1 with 8, only where 4
+ *   rows do not fit in shared memory (n above about 5.4K at 16-column groups). At n = 4096,
+ *   16-column groups: R = 4, stripes of 8 (1,376 blocks on an 11008-row layer: 3.5 waves of three
+ *   resident blocks per multiprocessor on the H100, LQ_SPQR_BLOCKS_PER_SM).
+ *   Measured (issue 9, H100, 2026-11-23; % of a ~3000 GB/s copy in one run, fp16 / float32 /
+ *   verify; all bit-exact, memcheck and racecheck clean): the chosen kernels 72.0 / 82.2 / 75.1;
+ *   float32 at R = 4, 2, 1 with 8-column items 68.6, 71.2, 72.2; verify at R = 2, 1 with them
+ *   74.5, 63.5, at R = 2 with 4 columns 71.1; the old main kernel 64.5 / 74.6 / 76.3. The fp16
+ *   kernel, the same throughout, read 71.5 … 72.1: about a point is noise.
  * - otherwise `lq_spqr_dequant_verify`: one thread per weight over a grid-stride loop (enough
  *   blocks to fill the device, BLOCKS_PER_SM per multiprocessor), each finding its row's outliers
  *   by binary search.
@@ -38,9 +46,21 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
 
 const THREADS = 256;
 const BLOCKS_PER_SM = 16;
-/** Rows per batch and per stripe of the stripe kernel (LQ_SPQR_MAX_BATCH, LQ_SPQR_MAX_STRIPE), the most first. */
-const BATCH_ROWS = [8, 4, 2, 1] as const;
-const STRIPE_ROWS = [16, 8, 4, 2, 1] as const;
+/** Rows per stripe of the stripe kernel, the most first. */
+const STRIPE_ROWS = [8, 4, 2, 1] as const;
+/** A batch: its rows R, and whether the output takes 4 columns per item (kernel name suffix "s"). */
+type Batch = { rows: number; split: boolean };
+/** fp16 out, and neither output nor verify: R = 4, 2, 1, 8-column items (the kernels spqr.cu instantiates). */
+const BATCHES: readonly Batch[] = [4, 2, 1].map((rows) => ({ rows, split: false }));
+/**
+ * float32 out, and verify with any output: R = 4 with 4-column items (the fastest measured, the
+ * comment at the top), then R = 2 and 1 with 8-column items where 4 rows do not fit in shared memory.
+ */
+const WIDE_BATCHES: readonly Batch[] = [{ rows: 4, split: true }, { rows: 2, split: false }, { rows: 1, split: false }];
+/** The batches to try for an output kind and verify, the most rows first. */
+function batchChoices(output: "f16" | "f32" | undefined, verify: boolean): readonly Batch[] {
+  return verify || output === "f32" ? WIDE_BATCHES : BATCHES;
+}
 /** Dynamic shared memory a launch may ask for without cuFuncSetAttribute (which the driver binding lacks). */
 const SHARED_LIMIT_BYTES = 48 * 1024;
 /** The stripe's CSR offsets, LQ_SPQR_OFFSET_BYTES of spqr.cu. */
@@ -154,13 +174,13 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
 function stripeLaunch(m: number, n: number, beta2: number, multiprocessors: number, output: "f16" | "f32" | undefined, verify: boolean): { kernel: string; blocks: number; sharedBytes: number; rows?: { stripe: number; batch: number } } {
   if (n % 8 === 0 && beta2 % 8 === 0) {
     const groups = n / beta2;
-    for (const batch of BATCH_ROWS) {
+    for (const { rows: batch, split } of batchChoices(output, verify)) {
       for (const stripe of STRIPE_ROWS) {
         if (stripe < batch) continue;
         const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch * 2 * n);
         if (sharedBytes > SHARED_LIMIT_BYTES) continue;
         // One kernel per output kind and verify (spqr.cu says why).
-        const kernel = output === undefined ? (verify ? "lq_spqr_stripes_verify" : "lq_spqr_stripes_check") : `lq_spqr_stripes_${output}${verify ? "_verify" : ""}`;
+        const kernel = `${output === undefined ? (verify ? "lq_spqr_stripes_verify" : "lq_spqr_stripes_check") : `lq_spqr_stripes_${output}${verify ? "_verify" : ""}`}_r${batch}${split ? "s" : ""}`;
         return { kernel, blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), sharedBytes, rows: { stripe, batch } };
       }
     }

@@ -3,44 +3,47 @@
 // launch.ts), else the per-element one of elements.cuh.
 //
 // Stripe kernels: block b owns the `stripe` (≤ 16) consecutive rows from b · stripe, T = 256
-// threads, and walks them in batches of `batch` rows, each row of a batch decoded whole into
-// shared memory (the output gathers across the row; stripe-phases.cuh has the phases):
+// threads, and walks them in batches of R (4, 2 or 1) rows, decoded whole into shared memory,
+// column-interleaved (the R rows of a stored column adjacent; the output gathers across the row;
+// stripe-phases.cuh has the layout and the phases, stripe-emit.cuh the output):
 //  0. once per stripe: (s, z) of every (row, group) decoded once into shared memory, from one
 //     vector load of the stripe's scale codes of a group (16 bytes at a 16-row stripe; likewise
 //     the zero codes) and one 8-byte load of the tile's statistics; the stripe's CSR offsets;
 //     the permutation checked (every stored index < n, so the gathers need no clamp);
-//  1. decode: 8 stored columns per item, one 8-byte code load, four fp16x2 grid operations per
-//     pair of weights (lq_spqr_grid2: bit for bit the float32 path's roundings), one 16-byte
-//     shared store;
+//  1. decode: one piece (8 stored columns) of all R rows per item, R 8-byte code loads, four
+//     fp16x2 grid operations per row (lq_spqr_grid2: bit for bit the float32 path's roundings),
+//     byte permutes into column order, R 16-byte shared stores;
 //  2. outliers: one thread per CSR entry of the batch; the first of a run of equal columns (rows
 //     sorted by column, stably, on the host) adds the run in entry order in float32 onto the
 //     dense fp16 and rounds once: W = h(dense + v₁ + …); no search, no atomics, no second pass
 //     over the output;
-//  3. emit: 8 original columns per item, one 16-byte inv_perm load, 8 gathers from the shared
-//     row, 16-byte stores (fp16 or float32), 16-byte reference loads for verify.
+//  3. emit, piece-major: a thread takes 8 original columns (one 16-byte inv_perm load, their 8
+//     shared addresses made once) for all R rows: 8 gathers of 2R bytes, byte permutes into rows,
+//     per row a 16-byte fp16 store or two float32 ones (16-byte reference loads for verify).
 // Three barriers per batch. The next batch's codes and first outlier entries are loaded before
 // step 3 (with verify, in step 1: the reference loads need those registers), so their latency
 // hides behind the stores; LQ_SPQR_BLOCKS_PER_SM blocks of 256 threads per multiprocessor (≤ 80
-// registers, ≤ 48 KiB of shared memory each) keep 3 × batch rows in flight per multiprocessor.
+// registers, ≤ 48 KiB of shared memory each) keep 3 × R rows in flight per multiprocessor.
 //
 // out: [m][n] weights, float32 or fp16 bits (the kernel's name says which, or none). reference
 // (verify kernels): float32 [m][n] source weights in the output's column order, the partials (one
 // per block) receiving max |w − ref|, Σ(w − ref)², Σ ref². row_offsets (nullable): no outliers
 // (dense only). inv_perm (nullable): stored column order out. ptcsr: reproduce the PTCSR quirk
 // (m % 16 == 0). Dynamic shared memory: [LQ_SPQR_OFFSET_BYTES: the stripe's offsets][align16(stripe
-// · G · 4) bytes: (s, z)][batch · 2n bytes: the rows], at least the 96 doubles of the verify
+// · G · 4) bytes: (s, z)][R · 2n bytes: the rows], at least the 96 doubles of the verify
 // reduction, which reuses it at the end.
 #include "spqr.cuh"
 #include "stripe-phases.cuh"
+#include "stripe-emit.cuh"
 #include "elements.cuh"
 #include "../common/status.h"
 #include "../common/verify.cuh"
 
-template <int OUT, bool VERIFY>
+template <int OUT, bool VERIFY, int R, int C>
 __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats, const int32_t* row_offsets,
                                                 const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out, const float* reference,
                                                 lq_verify_partial* partials, int64_t m, int n, int64_t beta1, int beta2, int64_t nnz, uint32_t over, bool ptcsr,
-                                                int stripe, int batch, uint32_t* status) {
+                                                int stripe, uint32_t* status) {
   extern __shared__ __align__(16) unsigned char lq_spqr_shared[];
   constexpr int T = LQ_SPQR_THREADS;
   // Verify keeps its registers for the reference loads: no codes held across the barriers.
@@ -49,10 +52,9 @@ __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint
   lq_spqr_shape sh;
   sh.n = n, sh.pieces = n / 8, sh.groups = n / beta2, sh.group_pieces = beta2 / 8;
   sh.group_shift = (sh.group_pieces & (sh.group_pieces - 1)) == 0 ? __ffs(sh.group_pieces) - 1 : -1;
-  sh.first_row = t / sh.pieces, sh.first_piece = t % sh.pieces, sh.step_rows = T / sh.pieces, sh.step_pieces = T % sh.pieces;
   int32_t* offsets = reinterpret_cast<int32_t*>(lq_spqr_shared);
   __half2* sz = reinterpret_cast<__half2*>(lq_spqr_shared + LQ_SPQR_OFFSET_BYTES);
-  uint16_t* rows_buf = reinterpret_cast<uint16_t*>(lq_spqr_shared + LQ_SPQR_OFFSET_BYTES + lq_spqr_align16(stripe * sh.groups * 4));
+  unsigned char* rows_buf = lq_spqr_shared + LQ_SPQR_OFFSET_BYTES + lq_spqr_align16(stripe * sh.groups * 4);
   const bool outliers = row_offsets != nullptr;
   double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
   uint32_t bad = 0;
@@ -60,7 +62,7 @@ __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint
   for (int64_t s = blockIdx.x; s * stripe < m; s += gridDim.x) {
     const int64_t r0 = s * stripe;
     const int rows = (int)min((int64_t)stripe, m - r0);
-    int rb = min(batch, rows);
+    int rb = min(R, rows);
     // 0. Loads first (offsets, the first batch's codes, statistics, permutation), then their uses.
     bool index_bad = false;
     if (outliers && t < 32) {
@@ -70,8 +72,8 @@ __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint
       index_bad = t <= rows && (offset < 0 || offset > nnz || (t > 0 && offset < previous));
       if (t <= rows) offsets[t] = offset;
     }
-    uint2 ahead[LQ_SPQR_AHEAD];
-    if (PREFETCH) lq_spqr_load_ahead(ahead, codes, r0, rb, sh);
+    uint2 ahead[8 / R][R];
+    if (PREFETCH) lq_spqr_load_ahead<R>(ahead, codes, r0, rb, sh);
     lq_spqr_build_table(sz, scale_codes, zero_codes, stats, m, beta1, stripe, r0, rows, sh.groups);
     for (int p = t; inv_perm != nullptr && p < sh.pieces; p += T) {
       const uint4 v = __ldg(reinterpret_cast<const uint4*>(inv_perm + 8 * p));
@@ -89,21 +91,21 @@ __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint
       const int64_t r = r0 + b0;
       // 1. Dense rows (loads first).
       if (!PREFETCH) {
-        lq_spqr_load_ahead(ahead, codes, r, rb, sh);
+        lq_spqr_load_ahead<R>(ahead, codes, r, rb, sh);
         if (outliers) lq_spqr_load_entry(entry, offsets[b0] + t, offsets + b0, rb, cols, values);
       }
-      lq_spqr_decode(ahead, codes, r, rb, rows_buf, sz + b0 * sh.groups, sh, over, bad);
+      lq_spqr_decode<R>(ahead, codes, r, rb, rows_buf, sz + b0 * sh.groups, sh, over, bad);
       __syncthreads();
       // 2. Outliers.
-      if (outliers) lq_spqr_outliers(entry, offsets + b0, rb, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+      if (outliers) lq_spqr_outliers<R>(entry, offsets + b0, rb, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
       __syncthreads();
       // 3. Out, with the next batch's loads in flight.
-      const int next = b0 + rb, next_rb = min(batch, rows - next);
+      const int next = b0 + rb, next_rb = min(R, rows - next);
       if (PREFETCH && next < rows) {
-        lq_spqr_load_ahead(ahead, codes, r0 + next, next_rb, sh);
+        lq_spqr_load_ahead<R>(ahead, codes, r0 + next, next_rb, sh);
         if (outliers) lq_spqr_load_entry(entry, offsets[next] + t, offsets + next, next_rb, cols, values);
       }
-      lq_spqr_emit<OUT, VERIFY>(rows_buf, r, rb, sh, inv_perm, out, reference, max_abs, sq_err, sq_ref);
+      lq_spqr_emit<OUT, VERIFY, R, C>(rows_buf, r, rb, sh, inv_perm, out, reference, max_abs, sq_err, sq_ref);
       b0 = next, rb = next_rb;
       // The next batch overwrites the rows only after every thread has read them.
       if (b0 < rows) __syncthreads();
@@ -121,7 +123,7 @@ __device__ __forceinline__ void lq_spqr_stripes(const uint8_t* codes, const uint
 
 // The launch's checks, then the body. One kernel per output kind and verify (named below): as one
 // kernel with a switch the six bodies would share one register allocation and spill far more.
-template <int OUT, bool VERIFY>
+template <int OUT, bool VERIFY, int R, int C>
 __device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats,
                                                         const int32_t* row_offsets, const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out,
                                                         const float* reference, lq_verify_partial* partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz,
@@ -130,7 +132,7 @@ __device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, co
   asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(shared_bytes));
   const bool stripe_ok = stripe_rows == 1 || stripe_rows == 2 || stripe_rows == 4 || stripe_rows == 8 || stripe_rows == 16;
   const bool sizes_ok = m > 0 && n > 0 && n <= 65536 && n % 8 == 0 && beta1 > 0 && beta2 > 0 && beta2 % 8 == 0 && m % beta1 == 0 && n % beta2 == 0 && nnz >= 0 &&
-                        nnz <= INT32_MAX - 4 * LQ_SPQR_THREADS && stripe_ok && batch_rows >= 1 && batch_rows <= min(stripe_rows, LQ_SPQR_MAX_BATCH) &&
+                        nnz <= INT32_MAX - 4 * LQ_SPQR_THREADS && stripe_ok && batch_rows == R && R <= stripe_rows &&
                         blockDim.x == LQ_SPQR_THREADS && (ptcsr == 0 || m % LQ_SPQR_PTCSR_ROWS == 0) && (max_code & (max_code + 1)) == 0 &&
                         (OUT == 0 || out != nullptr) && (!VERIFY || (reference != nullptr && partials != nullptr));
   // The shared memory the host gave must hold the offsets, the table and the rows (and the reduction's 96 doubles).
@@ -140,28 +142,48 @@ __device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, co
   }
   // Bits that no code of the format's width sets, in each byte (max_code = 2^bits − 1).
   const uint32_t over = max_code >= 255u ? 0u : ~(max_code * 0x01010101u);
-  lq_spqr_stripes<OUT, VERIFY>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz, over,
-                               ptcsr != 0, stripe_rows, batch_rows, status);
+  lq_spqr_stripes<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz,
+                                  over, ptcsr != 0, stripe_rows, status);
 }
 
 // The arguments of every stripe kernel; `out` and `reference` are ignored by kernels that write
 // no weights or verify nothing.
-#define LQ_SPQR_STRIPE_KERNEL(name, OUT, VERIFY)                                                                                                       \
+#define LQ_SPQR_STRIPE_KERNEL(name, OUT, VERIFY, R, C)                                                                                                     \
   extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, LQ_SPQR_BLOCKS_PER_SM) name(                                                           \
       const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,                              \
       const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,                                   \
       const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out, const float* __restrict__ reference,         \
       lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr,    \
       int32_t stripe_rows, int32_t batch_rows, uint32_t* status) {                                                                                     \
-    lq_spqr_stripes_checked<OUT, VERIFY>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n,   \
+    lq_spqr_stripes_checked<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n,   \
                                          beta1, beta2, nnz, max_code, ptcsr, stripe_rows, batch_rows, status);                                      \
   }
 
-// Output kind: 0 none, 1 fp16 bits, 2 float32.
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16, 1, false)
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32, 2, false)
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_verify, 0, true)
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16_verify, 1, true)
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32_verify, 2, true)
-// Neither: the kernel only checks (codes in range, indices), as a launch asking for nothing does.
-LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_check, 0, false)
+// Output kind: 0 none, 1 fp16 bits, 2 float32; then R, the rows of a batch; then C, the columns of
+// an emit item (stripe-emit.cuh). The names end in _r<R>, and "s" for C = 4. launch.ts takes the
+// first that fits in shared memory of, per mode:
+//  - fp16 out, and neither output nor verify (the kernel only checks: codes in range, indices, as
+//    a launch asking for nothing does): R = 4, 2, 1 with 8-column items;
+//  - float32 out, and verify with any output: R = 4 with 4-column items (_r4s), then R = 2, 1 with
+//    8-column items, the fallbacks where 4 rows of 2n bytes do not fit in 48 KiB (above about 5.4K
+//    columns at 16-column groups). fp16 keeps 8-column items: a warp's 16-byte stores are already
+//    512 contiguous bytes, which C = 4 gives float32 (stripe-emit.cuh).
+// Why (issue 9, H100, 2026-11-23, % of a ~3000 GB/s copy, one run, fp16 / float32 / verify): 4s
+// 72.0 / 82.2 / 75.1; float32 at R = 4, 2, 1 with 8-column items 68.6, 71.2, 72.2 (verify at R = 4
+// with them spilled 44 … 76 bytes per thread); verify at R = 2, 1 with them 74.5, 63.5, at 2s
+// 71.1; the old main kernel 64.5 / 74.6 / 76.3. The fp16 kernel, the same in every run, read
+// 71.5 … 72.1: differences of about a point are noise (4s verify vs the old kernel's included).
+#define LQ_SPQR_KERNELS(R)                                          \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16_r##R, 1, false, R, 8)   \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_check_r##R, 0, false, R, 8)
+#define LQ_SPQR_WIDE_KERNELS(R, C, suffix)                                    \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32_r##suffix, 2, false, R, C)        \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_verify_r##suffix, 0, true, R, C)      \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f16_verify_r##suffix, 1, true, R, C)  \
+  LQ_SPQR_STRIPE_KERNEL(lq_spqr_stripes_f32_verify_r##suffix, 2, true, R, C)
+LQ_SPQR_KERNELS(4)
+LQ_SPQR_KERNELS(2)
+LQ_SPQR_KERNELS(1)
+LQ_SPQR_WIDE_KERNELS(4, 4, 4s)
+LQ_SPQR_WIDE_KERNELS(2, 8, 2)
+LQ_SPQR_WIDE_KERNELS(1, 8, 1)

@@ -1,8 +1,13 @@
 // The phases of the stripe kernel (spqr.cu): what one thread does between two block barriers.
-// A batch is `rb` consecutive rows of the block's stripe; its items are (row, piece) pairs, a
-// piece being 8 consecutive columns (stored order when decoding, original order when writing).
-// Thread t takes items t, t + T, t + 2T, … of the batch's rb · P (P = n / 8 pieces per row); the
-// walk below steps through them without a division.
+// A batch is R consecutive rows of the block's stripe (the last batch of a stripe may hold fewer,
+// rb: its other rows are decoded from zero codes and never written out). An item is a piece, 8
+// consecutive columns (stored order when decoding, original order when writing), of all R rows;
+// thread t takes pieces t, t + T, t + 2T, … (P = n / 8 pieces per row).
+//
+// The batch's rows sit in shared memory column-interleaved: the R values of one stored column
+// (rows 0 … R − 1) are adjacent, so the emit's gather of one column fetches all R rows in one
+// 2R-byte load (R = 4: one 8-byte load for 4 output weights where row-major rows need four 2-byte
+// loads, a quarter of the shared-memory instructions and wavefronts). lq_spqr_slot has the layout.
 #pragma once
 #include "spqr.cuh"
 #include "../common/verify.cuh"
@@ -12,10 +17,8 @@
 // which every stripe kernel's phases fit in without spilling (at 4, i.e. 64 registers, they spilled
 // 44 … 92 bytes per thread to local memory, reloaded in the batch loop: more instructions per byte).
 #define LQ_SPQR_BLOCKS_PER_SM 3
-// Items per thread whose codes are loaded a phase ahead, in registers (2 each).
-#define LQ_SPQR_AHEAD 8
-// Rows of a batch and of a stripe at most (launch.ts chooses them; the kernel checks).
-#define LQ_SPQR_MAX_BATCH 8
+// Rows of a stripe at most (launch.ts chooses it; the kernel checks); rows of a batch: R, 1, 2 or 4.
+#define LQ_SPQR_MAX_BATCH 4
 #define LQ_SPQR_MAX_STRIPE 16
 // Shared memory for the stripe's CSR offsets (LQ_SPQR_MAX_STRIPE + 1 int32, 16-byte aligned).
 #define LQ_SPQR_OFFSET_BYTES 80
@@ -30,32 +33,21 @@ __device__ __forceinline__ int lq_spqr_align16(int bytes) { return (bytes + 15) 
 // are issued before it).
 __device__ __forceinline__ void lq_spqr_in_order() { asm volatile("" ::: "memory"); }
 
-// The walk over a thread's items: (row, piece) of item t, then + T at each step.
-struct lq_spqr_walk {
-  int row, piece;
-  __device__ __forceinline__ void step(int step_rows, int step_pieces, int pieces) {
-    row += step_rows;
-    piece += step_pieces;
-    if (piece >= pieces) {
-      piece -= pieces;
-      row++;
-    }
-  }
-};
-
 struct lq_spqr_shape {
   int n, pieces, groups, group_pieces, group_shift;  // group_shift: log2(group_pieces), or −1
-  int first_row, first_piece, step_rows, step_pieces;
   __device__ __forceinline__ int group_of(int piece) const { return group_shift >= 0 ? piece >> group_shift : piece / group_pieces; }
-  // An opaque copy: each phase recomputes its walk (a few integer operations) rather than keeping
-  // the walk of an earlier phase (the same items) alive in registers across the barriers.
-  __device__ __forceinline__ lq_spqr_walk start() const {
-    lq_spqr_walk w;
-    asm volatile("mov.b32 %0, %2;\n\tmov.b32 %1, %3;" : "=r"(w.row), "=r"(w.piece) : "r"(first_row), "r"(first_piece));
-    return w;
-  }
-  __device__ __forceinline__ void step(lq_spqr_walk& w) const { w.step(step_rows, step_pieces, pieces); }
 };
+
+// Byte offset in the batch's rows of (row 0, stored column j); row i is 2i bytes further. Piece
+// p = j / 8 holds 16R bytes, R 16-byte units of 8 / R columns × R rows each, column-major; unit u
+// of piece p lies at unit u ^ ((p / 2) mod R), a swizzle inside the piece (so within 0 … 2Rn) that
+// spreads the columns a warp gathers over the banks: with a strided permutation (the benchmark's
+// jo · c mod n) a half-warp's 16 eight-byte loads would otherwise meet in 2 bank pairs, 8-way
+// conflicts; swizzled they meet in 8 (2-way). A random permutation stays random.
+template <int R>
+__device__ __forceinline__ uint32_t lq_spqr_slot(uint32_t j) {
+  return (j * (2u * R)) ^ (j & ((R - 1u) << 4));
+}
 
 // Statistics of the stripe's rows r0 … r0 + rows − 1 into sz[rr · G + g] = (s, z) of (row r0 + rr,
 // group g), as two fp16: each thread takes groups g, g + T, …; the stripe's scale (zero) codes of one
@@ -101,43 +93,76 @@ __device__ __forceinline__ void lq_spqr_build_table(__half2* sz, const uint8_t* 
   }
 }
 
-// The codes of the thread's first LQ_SPQR_AHEAD items of the batch starting at row `r`.
-__device__ __forceinline__ void lq_spqr_load_ahead(uint2 ahead[LQ_SPQR_AHEAD], const uint8_t* codes, int64_t r, int rb, const lq_spqr_shape& sh) {
-  lq_spqr_walk w = sh.start();
+// The codes of the thread's first 8 / R items of the batch starting at row `r` (8 registers each
+// way: R rows × 8 bytes per item); rows from rb on read as zero codes.
+template <int R>
+__device__ __forceinline__ void lq_spqr_load_ahead(uint2 ahead[8 / R][R], const uint8_t* codes, int64_t r, int rb, const lq_spqr_shape& sh) {
 #pragma unroll
-  for (int k = 0; k < LQ_SPQR_AHEAD; k++) {
-    ahead[k] = w.row < rb ? __ldg(reinterpret_cast<const uint2*>(codes + (r + w.row) * sh.n + 8 * w.piece)) : make_uint2(0u, 0u);
-    sh.step(w);
+  for (int k = 0; k < 8 / R; k++) {
+    const int piece = (int)threadIdx.x + k * LQ_SPQR_THREADS;
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+      ahead[k][i] = i < rb && piece < sh.pieces ? __ldg(reinterpret_cast<const uint2*>(codes + (r + i) * sh.n + 8 * piece)) : make_uint2(0u, 0u);
+    }
   }
 }
 
-// 8 dense weights h(s·h(q − z)) of one piece into the batch's shared rows (16-byte store);
-// `over` has the bits no code of the format's width sets.
-__device__ __forceinline__ void lq_spqr_decode_piece(uint2 q, int row, int piece, uint16_t* rows_buf, const __half2* sz_batch, const lq_spqr_shape& sh, uint32_t over, uint32_t& bad) {
-  bad |= ((q.x | q.y) & over) != 0u ? 1u : 0u;
-  const __half2 sz = sz_batch[row * sh.groups + sh.group_of(piece)];
-  const __half2 s = __low2half2(sz), z = __high2half2(sz);
-  // __byte_perm picks code bytes (0 … 3) and 0x64 (byte 4 of the second word) into 1024 + code.
-  const uint4 bits = make_uint4(lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4140), s, z)),
-                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.x, 0x64646464u, 0x4342), s, z)),
-                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4140), s, z)),
-                                lq_half2_as_bits(lq_spqr_grid2(__byte_perm(q.y, 0x64646464u, 0x4342), s, z)));
-  reinterpret_cast<uint4*>(rows_buf)[row * sh.pieces + piece] = bits;
+// Two dense weights h(s·h(q − z)) of one row (code bytes b, b + 1 of `codes`, 0 … 3) as fp16x2;
+// __byte_perm picks the code bytes and 0x64 (byte 4 of the second word) into 1024 + code.
+__device__ __forceinline__ uint32_t lq_spqr_pair(uint32_t codes, uint32_t selector, __half2 s, __half2 z) {
+  return lq_half2_as_bits(lq_spqr_grid2(__byte_perm(codes, 0x64646464u, selector), s, z));
 }
 
-__device__ __forceinline__ void lq_spqr_decode(const uint2 ahead[LQ_SPQR_AHEAD], const uint8_t* codes, int64_t r, int rb, uint16_t* rows_buf, const __half2* sz_batch,
+// The 8 × R dense weights of one piece into the batch's rows: R 16-byte stores, unit by unit (each
+// needs one word of every row). `over` has the bits no code of the format's width sets.
+template <int R>
+__device__ __forceinline__ void lq_spqr_decode_piece(const uint2 q[R], int piece, unsigned char* rows_buf, const __half2* sz_batch, int rb, const lq_spqr_shape& sh,
+                                                     uint32_t over, uint32_t& bad) {
+  __half2 s[R], z[R];
+  const int g = sh.group_of(piece);
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    bad |= ((q[i].x | q[i].y) & over) != 0u ? 1u : 0u;
+    // Rows past rb (zero codes, never written out) take row rb − 1's statistics: inside the table.
+    const __half2 sz = sz_batch[min(i, rb - 1) * sh.groups + g];
+    s[i] = __low2half2(sz), z[i] = __high2half2(sz);
+  }
+  unsigned char* chunk = rows_buf + piece * 16 * R;
+#pragma unroll
+  for (int u = 0; u < R; u++) {
+    // Word m of row i holds columns 2m, 2m + 1 (m = 0 … 3): code word m / 2, bytes 2(m % 2), +1.
+    const auto word = [&](int i, int m) { return lq_spqr_pair(m < 2 ? q[i].x : q[i].y, (m & 1) ? 0x4342u : 0x4140u, s[i], z[i]); };
+    uint4 v;
+    if constexpr (R == 1) {
+      v = make_uint4(word(0, 0), word(0, 1), word(0, 2), word(0, 3));
+    } else if constexpr (R == 2) {
+      // Unit u: columns 4u … 4u + 3, each (row 0, row 1).
+      const uint32_t a0 = word(0, 2 * u), a1 = word(1, 2 * u), b0 = word(0, 2 * u + 1), b1 = word(1, 2 * u + 1);
+      v = make_uint4(__byte_perm(a0, a1, 0x5410), __byte_perm(a0, a1, 0x7632), __byte_perm(b0, b1, 0x5410), __byte_perm(b0, b1, 0x7632));
+    } else {
+      // Unit u: columns 2u, 2u + 1, each (rows 0, 1), (rows 2, 3).
+      const uint32_t w0 = word(0, u), w1 = word(1, u), w2 = word(2, u), w3 = word(3, u);
+      v = make_uint4(__byte_perm(w0, w1, 0x5410), __byte_perm(w2, w3, 0x5410), __byte_perm(w0, w1, 0x7632), __byte_perm(w2, w3, 0x7632));
+    }
+    *reinterpret_cast<uint4*>(chunk + ((u ^ ((piece >> 1) & (R - 1))) << 4)) = v;
+  }
+}
+
+template <int R>
+__device__ __forceinline__ void lq_spqr_decode(const uint2 ahead[8 / R][R], const uint8_t* codes, int64_t r, int rb, unsigned char* rows_buf, const __half2* sz_batch,
                                                const lq_spqr_shape& sh, uint32_t over, uint32_t& bad) {
-  lq_spqr_walk w = sh.start();
 #pragma unroll
-  for (int k = 0; k < LQ_SPQR_AHEAD; k++) {
-    if (w.row < rb) lq_spqr_decode_piece(ahead[k], w.row, w.piece, rows_buf, sz_batch, sh, over, bad);
+  for (int k = 0; k < 8 / R; k++) {
+    const int piece = (int)threadIdx.x + k * LQ_SPQR_THREADS;
+    if (piece < sh.pieces) lq_spqr_decode_piece<R>(ahead[k], piece, rows_buf, sz_batch, rb, sh, over, bad);
     lq_spqr_in_order();
-    sh.step(w);
   }
-  // Rows longer than LQ_SPQR_AHEAD · T / rb pieces: the rest, loaded here.
-  for (; w.row < rb; sh.step(w)) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(codes + (r + w.row) * sh.n + 8 * w.piece));
-    lq_spqr_decode_piece(q, w.row, w.piece, rows_buf, sz_batch, sh, over, bad);
+  // Rows longer than 8 / R · T pieces: the rest, loaded here.
+  for (int piece = (int)threadIdx.x + (8 / R) * LQ_SPQR_THREADS; piece < sh.pieces; piece += LQ_SPQR_THREADS) {
+    uint2 q[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) q[i] = i < rb ? __ldg(reinterpret_cast<const uint2*>(codes + (r + i) * sh.n + 8 * piece)) : make_uint2(0u, 0u);
+    lq_spqr_decode_piece<R>(q, piece, rows_buf, sz_batch, rb, sh, over, bad);
   }
 }
 
@@ -169,14 +194,15 @@ __device__ __forceinline__ void lq_spqr_load_entry(lq_spqr_entry& en, int32_t e,
 }
 
 // W = h(dense + v₁ + v₂ + …) at the run's column, adds in entry order, each rounded to float32.
-__device__ __forceinline__ void lq_spqr_apply_entry(const lq_spqr_entry& en, const int32_t* offsets, uint16_t* rows_buf, int n, const uint16_t* cols, const uint16_t* values,
+template <int R>
+__device__ __forceinline__ void lq_spqr_apply_entry(const lq_spqr_entry& en, const int32_t* offsets, unsigned char* rows_buf, int n, const uint16_t* cols, const uint16_t* values,
                                                     const int32_t* row_offsets, int64_t r, bool ptcsr, uint32_t& bad) {
   if (en.col == LQ_SPQR_NO_COLUMN || en.col == en.prev) return;
   if (en.col >= (uint32_t)n) {
     bad |= 2u;
     return;
   }
-  uint16_t* at = rows_buf + en.row * n + en.col;
+  uint16_t* at = reinterpret_cast<uint16_t*>(rows_buf + lq_spqr_slot<R>(en.col)) + en.row;
   float x = __fadd_rn(lq_spqr_f16(*at), lq_spqr_f16((uint16_t)en.value));
   // A repeated column (never in files SpQR writes): the rest of the run.
   for (int32_t e = en.e + 1; en.next == en.col && e < offsets[en.row + 1] && __ldg(cols + e) == en.col; e++) x = __fadd_rn(x, lq_spqr_f16(__ldg(values + e)));
@@ -185,86 +211,22 @@ __device__ __forceinline__ void lq_spqr_apply_entry(const lq_spqr_entry& en, con
   *at = __half_as_ushort(__float2half_rn(x));
 }
 
-__device__ __forceinline__ void lq_spqr_outliers(const lq_spqr_entry& first, const int32_t* offsets, int rb, uint16_t* rows_buf, int n, const uint16_t* cols,
+template <int R>
+__device__ __forceinline__ void lq_spqr_outliers(const lq_spqr_entry& first, const int32_t* offsets, int rb, unsigned char* rows_buf, int n, const uint16_t* cols,
                                                  const uint16_t* values, const int32_t* row_offsets, int64_t r, bool ptcsr, uint32_t& bad) {
-  lq_spqr_apply_entry(first, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+  lq_spqr_apply_entry<R>(first, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
   for (int32_t e = first.e + LQ_SPQR_THREADS; e < offsets[rb]; e += LQ_SPQR_THREADS) {
     lq_spqr_entry en;
     lq_spqr_load_entry(en, e, offsets, rb, cols, values);
-    lq_spqr_apply_entry(en, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+    lq_spqr_apply_entry<R>(en, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
   }
   // The PTCSR +0 on a column 0 without outliers (sorted rows: then none is at column 0), thread k for row k.
   const int k = (int)threadIdx.x;
   if (ptcsr && k < rb) {
     const int32_t lo = offsets[k], hi = offsets[k + 1];
     if ((lo == hi || __ldg(cols + lo) != 0) && lq_spqr_ptcsr_padded(row_offsets, r + k)) {
-      uint16_t* at = rows_buf + k * n;
+      uint16_t* at = reinterpret_cast<uint16_t*>(rows_buf + lq_spqr_slot<R>(0u)) + k;
       *at = __half_as_ushort(__float2half_rn(__fadd_rn(lq_spqr_f16(*at), 0.0f)));
-    }
-  }
-}
-
-// Original column order out, pieces of 8: one 16-byte inv_perm load, 8 gathers from the shared
-// row, one 16-byte fp16 store or two float32 ones, two 16-byte reference loads for verify. The
-// loads of U items go first, so their latencies overlap. OUT: 0 none, 1 fp16, 2 float32.
-template <int OUT, bool VERIFY>
-__device__ __forceinline__ void lq_spqr_emit(const uint16_t* rows_buf, int64_t r, int rb, const lq_spqr_shape& sh, const uint16_t* inv_perm, void* out, const float* reference,
-                                             double& max_abs, double& sq_err, double& sq_ref) {
-  constexpr int U = 2;
-  const int n = sh.n;
-  // The batch's first row in the output and the reference; item offsets from there fit 32 bits.
-  uint16_t* out16 = OUT == 1 ? static_cast<uint16_t*>(out) + r * n : nullptr;
-  float* out32 = OUT == 2 ? static_cast<float*>(out) + r * n : nullptr;
-  const float* ref_rows = VERIFY ? reference + r * n : nullptr;
-  lq_spqr_walk w = sh.start();
-  while (w.row < rb) {
-    lq_spqr_walk at[U];
-    uint4 index[U];
-    float4 ref[U][2];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      at[u] = w;
-      index[u] = make_uint4(0u, 0u, 0u, 0u);
-      ref[u][0] = ref[u][1] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (w.row < rb) {
-        if (inv_perm != nullptr) index[u] = __ldg(reinterpret_cast<const uint4*>(inv_perm + 8 * w.piece));
-        if (VERIFY) {
-          const float4* from = reinterpret_cast<const float4*>(ref_rows + (w.row * n + 8 * w.piece));
-          ref[u][0] = __ldg(from), ref[u][1] = __ldg(from + 1);
-        }
-      }
-      sh.step(w);
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      if (at[u].row >= rb) break;
-      lq_spqr_in_order();
-      const uint16_t* src = rows_buf + at[u].row * n;
-      uint4 h;
-      if (inv_perm != nullptr) {
-        // Two stored indices per word: the low one masked, the high one moved down by a byte permute.
-        const auto pair = [&](uint32_t j) { return (uint32_t)src[j & 0xFFFFu] | ((uint32_t)src[__byte_perm(j, 0u, 0x4432)] << 16); };
-        h = make_uint4(pair(index[u].x), pair(index[u].y), pair(index[u].z), pair(index[u].w));
-      } else {
-        h = *reinterpret_cast<const uint4*>(src + 8 * at[u].piece);
-      }
-      const int o = at[u].row * n + 8 * at[u].piece;
-      if (OUT == 1) *reinterpret_cast<uint4*>(out16 + o) = h;
-      if (OUT == 2 || VERIFY) {
-        const float2 a = __half22float2(lq_bits_as_half2(h.x)), b = __half22float2(lq_bits_as_half2(h.y));
-        const float2 c = __half22float2(lq_bits_as_half2(h.z)), d = __half22float2(lq_bits_as_half2(h.w));
-        if (OUT == 2) {
-          float4* to = reinterpret_cast<float4*>(out32 + o);
-          to[0] = make_float4(a.x, a.y, b.x, b.y);
-          to[1] = make_float4(c.x, c.y, d.x, d.y);
-        }
-        if (VERIFY) {
-          const float f[8] = {a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y};
-          const float g[8] = {ref[u][0].x, ref[u][0].y, ref[u][0].z, ref[u][0].w, ref[u][1].x, ref[u][1].y, ref[u][1].z, ref[u][1].w};
-#pragma unroll
-          for (int e = 0; e < 8; e++) lq_verify_accumulate(f[e], g[e], max_abs, sq_err, sq_ref);
-        }
-      }
     }
   }
 }
