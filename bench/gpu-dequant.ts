@@ -19,7 +19,9 @@
  * own byte count (what a copy that short reaches: launch gaps and the ramp of one short wave),
  * and the streaming ceiling (kernels/stream/stream.cu), a kernel that only reads and writes the
  * row's bytes in the row's proportions. A format below its ceiling has work left in the kernel;
- * a ceiling below the goal says the byte mix itself cannot reach it on this GPU.
+ * a ceiling below the goal says the byte mix itself cannot reach it on this GPU. VPTQ rows also
+ * get a gather ceiling (gatherCeilingBandwidth): the same streams plus the codebook gathers
+ * (16 bytes per 8 weights from L1/L2), the bound on what its kernels can reach.
  *
  * Bytes counted per launch:
  *   dequant   the arrays the kernel reads (lmpack's in-memory representation: int-group codes are
@@ -95,7 +97,49 @@ function ceilingBandwidth(readBytes: number, writeBytes: number): number {
   }
 }
 
-interface Row { format: string; mode: string; bytes: number; milliseconds: number; hostBound?: boolean; writtenBytes?: number }
+/** A VPTQ row's traffic for its gather ceiling (gatherCeilingBandwidth). */
+interface GatherTraffic { mode: "f16" | "f32" | "verify"; vectors: number; tableVectors: number }
+
+interface Row { format: string; mode: string; bytes: number; milliseconds: number; hostBound?: boolean; writtenBytes?: number; gather?: GatherTraffic }
+/** LQ_STREAM_GATHER_VERIFY_BLOCKS in kernels/stream/stream.cu: the verify gather kernel's resident blocks per multiprocessor. */
+const GATHER_VERIFY_BLOCKS_PER_SM = 4;
+
+/**
+ * The gather ceiling of a VPTQ row (kernels/stream/stream.cu lq_stream_gather_{f16,f32,verify}):
+ * a kernel with exactly the memory traffic of VPTQ dequant and no arithmetic. Per vector of 8
+ * weights it reads 3 index bytes as a stream, gathers 16 bytes from a table of the main
+ * codebook's size (L1/L2, 32-byte sectors) at an index that depends on them, and writes 16
+ * (fp16) or 32 (float32) bytes or reads 32 of reference (verify), on the grid that streams
+ * such traffic fastest (a block per 256 items when writing, a resident wave for verify). Returned as GB/s of the row's own byte count, so that it compares with the
+ * row's GB/s directly: the streaming ceiling says what the bytes allow, this one what the bytes
+ * and the gathers together allow; a VPTQ kernel far below it has work left in the kernel.
+ */
+function gatherCeilingBandwidth(g: GatherTraffic, rowBytes: number): number {
+  const module = engine.module("stream");
+  // Whole warps of 8-vector items: a warp's stores and reference loads cover its 32 items' span.
+  const items = 32 * Math.ceil(g.vectors / 8 / 32);
+  const vectors = 8 * items;
+  if (!(g.tableVectors > 0 && (g.tableVectors & (g.tableVectors - 1)) === 0)) throw new Error(`gather table of ${g.tableVectors} vectors: a power of two`);
+  const bytes = { indices: 3 * vectors, table: 16 * g.tableVectors, stream: 16 * vectors * (g.mode === "f16" ? 1 : 2), sink: 16 };
+  const [indices, table, stream, sink] = [bytes.indices, bytes.table, bytes.stream, bytes.sink].map((n) => context.alloc(n));
+  try {
+    // Zeros: the gather addresses come from a hash of each vector's number (stream.cu st_gather_at).
+    context.zero(indices!, bytes.indices);
+    context.zero(table!, bytes.table);
+    if (g.mode === "verify") context.zero(stream!, bytes.stream);
+    const shape = g.mode === "verify" ? { multiprocessors: context.info.multiprocessors } : undefined;
+    const launch =
+      shape === undefined
+        ? () => module.launch(`lq_stream_gather_${g.mode}`, { grid: [Math.max(1, Math.ceil(items / 256))], block: [256] }, [{ pointer: indices! }, { pointer: table! }, { u32: g.tableVectors - 1 }, { pointer: stream! }, { i64: vectors }])
+        : () => module.launch("lq_stream_gather_verify", { grid: [shape.multiprocessors * GATHER_VERIFY_BLOCKS_PER_SM], block: [256] }, [{ pointer: indices! }, { pointer: table! }, { u32: g.tableVectors - 1 }, { pointer: stream! }, { i64: vectors }, { pointer: sink! }]);
+    launch();
+    const times = timeBatches(launch, TIMING);
+    return rowBytes / (median(times.milliseconds) / 1000) / 1e9;
+  } finally {
+    for (const pointer of [indices, table, stream, sink]) context.free(pointer!);
+  }
+}
+
 const rows: Row[] = [];
 
 /**
@@ -209,9 +253,14 @@ function vptq(): void {
   // Stored: 16-bit main and 8-bit residual indices per vector (lmpack's in-memory widths on the device), codebooks, perm, norm.
   const arrays = indexCount * (2 + 2) + 2 * vl * (k + kRes) + 2 * K * 3;
   const name = "VPTQ v8 k65536 + res 256";
+  // Their gather ceiling: the codebook as a table of 16-byte vectors (k of them for v8).
+  const gather = (mode: GatherTraffic["mode"]) => (rows[rows.length - 1]!.gather = { mode, vectors: indexCount, tableVectors: (k * vl * 2) / 16 });
   timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantVptqGpu(engine, t, { output: "f16", ...timing }));
+  gather("f16");
   timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantVptqGpu(engine, t, { ...timing }));
+  gather("f32");
   timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantVptqGpu(engine, t, { reference, weights: false, ...timing }));
+  gather("verify");
 }
 
 const copy = copyBandwidth();
@@ -224,18 +273,20 @@ vptq();
 for (const type of ["Q8_0", "Q4_0", "Q4_K", "Q6_K"]) ggml(type);
 
 console.log(`# GPU dequant on ${engine.describe()}: ${N}×${K} layers, median of ${BATCHES} batches of ${PER_BATCH} back-to-back launches; device-to-device copy ${copy.toFixed(0)} GB/s (read + write, 1 GiB buffer)\n`);
-console.log("Columns: % of copy (the goal's yardstick); the same bytes copied by cuMemcpyDtoD; the streaming ceiling (a kernel that only moves the row's bytes, reads and writes interleaved) and the kernel as % of it.\n");
-console.log("| format | mode | MB moved | ms | GB/s | % of copy | same-size copy GB/s | ceiling GB/s (% of copy) | % of ceiling |");
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("Columns: % of copy (the goal's yardstick); the same bytes copied by cuMemcpyDtoD; the streaming ceiling (a kernel that only moves the row's bytes, reads and writes interleaved) and the kernel as % of it; for VPTQ also the gather ceiling (the streams plus one 16-byte codebook gather per 8 weights, no arithmetic: kernels/stream/stream.cu lq_stream_gather_*) and the kernel as % of it.\n");
+console.log("| format | mode | MB moved | ms | GB/s | % of copy | same-size copy GB/s | ceiling GB/s (% of copy) | % of ceiling | gather ceiling GB/s (% of copy) | % of gather ceiling |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   const rate = r.bytes / (r.milliseconds / 1000) / 1e9;
   if (r.mode.startsWith("CPU")) {
-    console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | | | | |`);
+    console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | | | | | | |`);
     continue;
   }
   const written = r.writtenBytes ?? 0;
   const sameSize = copyBandwidth(r.bytes);
   const ceiling = ceilingBandwidth(r.bytes - written, written);
-  console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${((100 * rate) / copy).toFixed(1)} %${r.hostBound ? " (host-bound)" : ""} | ${sameSize.toFixed(0)} | ${ceiling.toFixed(0)} (${((100 * ceiling) / copy).toFixed(1)} %) | ${((100 * rate) / ceiling).toFixed(1)} % |`);
+  const gatherCeiling = r.gather === undefined ? undefined : gatherCeilingBandwidth(r.gather, r.bytes);
+  const gatherCells = gatherCeiling === undefined ? " | " : `${gatherCeiling.toFixed(0)} (${((100 * gatherCeiling) / copy).toFixed(1)} %) | ${((100 * rate) / gatherCeiling).toFixed(1)} %`;
+  console.log(`| ${r.format} | ${r.mode} | ${(r.bytes / 1e6).toFixed(1)} | ${r.milliseconds.toFixed(3)} | ${rate.toFixed(0)} | ${((100 * rate) / copy).toFixed(1)} %${r.hostBound ? " (host-bound)" : ""} | ${sameSize.toFixed(0)} | ${ceiling.toFixed(0)} (${((100 * ceiling) / copy).toFixed(1)} %) | ${((100 * rate) / ceiling).toFixed(1)} % | ${gatherCells} |`);
 }
 engine.close();
