@@ -2,7 +2,7 @@ import { KernelError } from "../../formats/errors.js";
 import type { DeviceInputObserver } from "../../converters/hessians/calibrate.js";
 import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
-import type { Activations } from "./activations.js";
+import { allocateLayerBuffers, layerBufferBytesPerWindow, type Activations } from "./activations.js";
 import { launchEmbed, type DeviceArray } from "./launch.js";
 import type { ForwardPlan } from "./plan.js";
 
@@ -68,11 +68,6 @@ interface Batch {
 
 const MAX_BATCH_BYTES = 4 * 2 ** 30;
 
-/** Float64 elements of a batch's buffers per window of `tokens` tokens. */
-function elementsPerWindow(plan: ForwardPlan, tokens: number): number {
-  return tokens * (2 * plan.hidden + 2 * plan.qOut + 2 * plan.kvOut + 2 * plan.intermediate) + tokens * tokens;
-}
-
 /**
  * The states of `windows`, embedded on the device, or undefined when they do not fit in a quarter
  * of the device's memory beside one window's batch buffers (the caller keeps them on the host then).
@@ -85,7 +80,7 @@ export function openResidentStates(host: ResidentHost, windows: readonly Int32Ar
   if (maxTokens === 0 || maxTokens > plan.maxTokens) return undefined;
   for (const ids of windows) host.checkIds(ids);
   const stateBytes = windows.reduce((sum, w) => sum + w.length, 0) * plan.hidden * 8;
-  const windowBytes = elementsPerWindow(plan, maxTokens) * 8;
+  const windowBytes = layerBufferBytesPerWindow(plan, maxTokens);
   const batchBytes = options.batchBytes ?? Math.min(MAX_BATCH_BYTES, total / 8);
   if (stateBytes + windowBytes > total / 4 || windowBytes > batchBytes) return undefined;
   const capacity = Math.max(1, Math.min(65535, Math.floor(batchBytes / windowBytes), windows.length));
@@ -100,14 +95,8 @@ export function openResidentStates(host: ResidentHost, windows: readonly Int32Ar
   };
   context.zero(host.status.pointer, 4);
   try {
-    const rows = capacity * maxTokens;
-    const f64 = (elements: number) => alloc(elements, 8);
-    const act: LayerActivations = {
-      hidden: f64(rows * plan.hidden), normed: f64(rows * plan.hidden), q: f64(rows * plan.qOut), k: f64(rows * plan.kvOut), v: f64(rows * plan.kvOut),
-      attended: f64(rows * plan.qOut), gate: f64(rows * plan.intermediate), up: f64(rows * plan.intermediate), scores: f64(capacity * maxTokens * maxTokens),
-      cos: host.cos, sin: host.sin, status: host.status,
-    };
-    const ids = alloc(rows, 4);
+    const act: LayerActivations = { ...allocateLayerBuffers(plan, maxTokens, capacity, alloc), cos: host.cos, sin: host.sin, status: host.status };
+    const ids = alloc(capacity * maxTokens, 4);
     const batches = planBatches(windows, capacity).map(({ from, to }): Batch => {
       const tokens = windows[from]!.length;
       const states = alloc((to - from) * tokens * plan.hidden, 8).pointer;

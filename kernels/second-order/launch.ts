@@ -44,21 +44,25 @@ export interface TakeBook {
   labels: DeviceArray;
 }
 
-export interface TakeVptqColumn {
+/** What every take kernel reads and writes besides its quantizer's own tables. */
+export interface TakeColumn {
   /** The weight, and where the column starts in it (elements). */
   weight: DeviceArray;
   columnOffset: number;
   rows: number;
-  vectorLen: number;
-  main: TakeBook;
-  residual: TakeBook | undefined;
-  dtype: keyof typeof SO_DTYPE;
   /** U[c,c]. */
   diagonal: number;
   /** Where the column's scaled errors go (rows elements from errorsOffset). */
   errors: DeviceArray;
   errorsOffset: number;
   status: DeviceArray;
+}
+
+export interface TakeVptqColumn extends TakeColumn {
+  vectorLen: number;
+  main: TakeBook;
+  residual: TakeBook | undefined;
+  dtype: keyof typeof SO_DTYPE;
 }
 
 /** so_take_vptq_column: q from the labels into the column, (w − q)/U[c,c] into the errors. */
@@ -165,23 +169,13 @@ export function launchFitIntGrids(engine: GpuEngine, weight: DeviceArray, rows: 
   ]);
 }
 
-export interface TakeIntColumn {
-  /** The weight, and where the column starts in it (elements). */
-  weight: DeviceArray;
-  columnOffset: number;
-  rows: number;
+export interface TakeIntColumn extends TakeColumn {
   grid: IntGridShape;
   /** The column's group's grids. */
   table: IntGridTable;
-  /** U[c,c]. */
-  diagonal: number;
   /** uint8 codes: rows bytes from codesOffset. */
   codes: DeviceArray;
   codesOffset: number;
-  /** Where the column's scaled errors go (rows elements from errorsOffset). */
-  errors: DeviceArray;
-  errorsOffset: number;
-  status: DeviceArray;
 }
 
 /** so_take_int_column: codes on the grids, q into the column, (w − q)/U[c,c] into the errors. */

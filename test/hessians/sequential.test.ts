@@ -8,6 +8,8 @@ import { calibrateHessians } from "../../converters/hessians/calibrate.js";
 import { SequentialHessians, type SequentialOptions } from "../../converters/hessians/sequential.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
+import { layerBufferBytesPerWindow } from "../../kernels/forward/activations.js";
+import { planForward } from "../../kernels/forward/plan.js";
 import { GpuHessians } from "../../kernels/linalg/hessian-accumulate.js";
 import { quantizeCheckpoint } from "../../converters/int-group/quantize-checkpoint.js";
 import { exportLmpack } from "../../converters/lmpack/export.js";
@@ -265,11 +267,9 @@ if (!probe.ok) {
   onGpu("true-sequential on the GPU, states resident on the device (one batch): every H matches calibration with the earlier linears replaced by the exported weights", () => checkOnGpu(Array.from({ length: WINDOWS }, () => TOKENS), true));
 
   onGpu("the same with windows of unequal lengths and one window per batch (batches cut at a length change and at the memory bound)", async () => {
-    // One window's buffers: TOKENS rows of the layer's activations and TOKENS² scores, float64.
+    // A batch budget of exactly one TOKENS-token window's layer buffers.
     const weights = await withFixture((checkpoint) => loadLlamaWeights(checkpoint));
-    const { hiddenSize: h, numHeads, numKvHeads, headDim, intermediateSize: i } = weights.config;
-    const oneWindow = 8 * (TOKENS * (2 * h + 2 * numHeads * headDim + 2 * numKvHeads * headDim + 2 * i!) + TOKENS * TOKENS);
-    await checkOnGpu([TOKENS, TOKENS, 30, TOKENS], true, oneWindow);
+    await checkOnGpu([TOKENS, TOKENS, 30, TOKENS], true, layerBufferBytesPerWindow(planForward(weights, TOKENS), TOKENS));
   });
 
   onGpu("the per-window host path (resident: false) gives the same Hs", () => checkOnGpu(Array.from({ length: WINDOWS }, () => TOKENS), false));

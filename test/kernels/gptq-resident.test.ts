@@ -4,12 +4,12 @@ import type { Grid } from "../../formats/int-group/grid.js";
 import { quantizeGptq, runGptqPassOnHost, type GptqOptions } from "../../formats/int-group/quantizers/gptq.js";
 import type { GptqPass, GptqResidentLoop } from "../../formats/int-group/quantizers/gptq-resident.js";
 import type { IntBits, IntGroupParams } from "../../formats/int-group/types.js";
-import type { Hessian, LoopResult } from "../../formats/second-order/index.js";
+import type { LoopResult } from "../../formats/second-order/index.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { gpuGptqLoop } from "../../kernels/second-order/int-columns-gpu.js";
 import { assertSameBits, expectCode } from "../helpers/gpu-assert.js";
-import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { randomLayer, untouchableEngine } from "../helpers/resident-loop.js";
 
 /**
  * GPTQ's int-group loop resident on the GPU (kernels/second-order int-columns) against the host
@@ -18,34 +18,9 @@ import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
  * touched, and quantizeGptq's resident branch ends as its host branch does.
  */
 
-/** H = XᵀX / samples of correlated features; the `dead` features are always 0 (their H rows and columns too). */
-function hessian(rng: Rng, size: number, samples: number, dead: readonly number[] = []): Hessian {
-  const x = new Float64Array(samples * size);
-  for (let t = 0; t < samples; t++) for (let j = 0; j < size; j++) x[t * size + j] = dead.includes(j) ? 0 : gaussian(rng) + (j > 0 ? 0.5 * x[t * size + j - 1]! : 0);
-  const data = new Float64Array(size * size);
-  for (let t = 0; t < samples; t++) {
-    for (let i = 0; i < size; i++) {
-      const xi = x[t * size + i]! / samples;
-      if (xi !== 0) for (let j = 0; j < size; j++) data[i * size + j]! += xi * x[t * size + j]!;
-    }
-  }
-  return { size, data };
-}
-
-function layer(seed: number, rows: number, columns: number, dead: readonly number[] = []): { weight: Float32Array; h: Hessian } {
-  const rng = mulberry32(seed);
-  const weight = Float32Array.from({ length: rows * columns }, () => Math.fround(0.02 * gaussian(rng) * (rng() > 0.97 ? 6 : 1)));
-  return { weight, h: hessian(rng, columns, 2 * columns, dead) };
-}
 
 const params = (bits: IntBits, groupSize: number, sym: boolean, scaleDtype: IntGroupParams["scaleDtype"]): IntGroupParams => ({ bits, groupSize, sym, scaleDtype });
 
-/** A GpuEngine that fails the test if anything reaches for the GPU. */
-const untouchable = new Proxy({}, {
-  get: (_, key) => {
-    throw new Error(`the GPU was touched (${String(key)}) before the checks`);
-  },
-}) as GpuEngine;
 
 /** An independent copy of a pass (the static grids are only read, and shared). */
 function clonePass(pass: GptqPass): GptqPass {
@@ -55,7 +30,7 @@ function clonePass(pass: GptqPass): GptqPass {
 
 /** The pass quantizeGptq hands a resident loop (and its block size), captured from a small CPU run. */
 function capturedPass(staticGroups: boolean): { pass: GptqPass; blockSize: number } {
-  const { weight, h } = layer(5, 24, 40);
+  const { weight, h } = randomLayer(5, 24, 40);
   let captured: { pass: GptqPass; blockSize: number } | undefined;
   const capture: GptqResidentLoop = {
     description: "capture",
@@ -75,7 +50,7 @@ function capturedPass(staticGroups: boolean): { pass: GptqPass; blockSize: numbe
 
 const cpu = suite("GPTQ resident loop: refusals and the resident branch (no GPU needed)");
 cpu("refuses bad passes with LAUNCH_REFUSED before touching the GPU", () => {
-  const loop = gpuGptqLoop(untouchable);
+  const loop = gpuGptqLoop(untouchableEngine);
   const { pass, blockSize } = capturedPass(false);
   const run = (p: GptqPass, size = blockSize) => () => loop.run(p, { blockSize: size });
   const tensor = pass.tensor;
@@ -101,7 +76,7 @@ cpu("refuses bad passes with LAUNCH_REFUSED before touching the GPU", () => {
   assert.is(loop.accepts({ ...params(4, 128, false, "F16"), scaleDtype: "F8" as IntGroupParams["scaleDtype"] }), false);
 });
 cpu("the resident branch ends as the host branch: a loop that declines, and one that runs the host pass", () => {
-  const { weight, h } = layer(6, 24, 40, [3]);
+  const { weight, h } = randomLayer(6, 24, 40, [3]);
   const declining: GptqResidentLoop = { description: "declines", accepts: () => false, run: () => assert.unreachable("run() of a loop that declined") as never };
   let runs = 0;
   const onHost: GptqResidentLoop = { description: "host", accepts: () => true, run: (pass, options) => (runs++, runGptqPassOnHost(pass, options)) };
@@ -162,7 +137,7 @@ if (!probe.ok) {
   });
   CASES.forEach((c, i) => {
     gpu(`${c.name}: the resident loop's result equals the host loop's bit for bit`, ({ engine }) => {
-      const { weight, h } = layer(200 + i, c.rows, c.columns, c.dead);
+      const { weight, h } = randomLayer(200 + i, c.rows, c.columns, c.dead);
       const deferred = gpuDeferredUpdates(engine);
       const loop = gpuGptqLoop(engine);
       let passes = 0;

@@ -1,6 +1,5 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import type { Hessian } from "../../formats/second-order/index.js";
 import type { ColumnBooks } from "../../formats/vptq/codebook.js";
 import { quantizeVptq, type VptqQuantizeOptions } from "../../formats/vptq/quantize.js";
 import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
@@ -11,7 +10,7 @@ import { gpuCodebookSearch } from "../../kernels/kmeans/search-gpu.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { gpuVptqLoop } from "../../kernels/second-order/vptq-columns-gpu.js";
 import { expectCode } from "../helpers/gpu-assert.js";
-import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { randomLayer, untouchableEngine } from "../helpers/resident-loop.js";
 
 /**
  * VPTQ's GPTQ loop resident on the GPU (kernels/second-order) against the host loop driving the
@@ -20,36 +19,11 @@ import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
  * touched, and a loop that declines a layout leaves quantization to the host loop.
  */
 
-/** H = XᵀX / samples of correlated features; the `dead` features are always 0 (their H rows and columns too). */
-function hessian(rng: Rng, size: number, samples: number, dead: readonly number[] = []): Hessian {
-  const x = new Float64Array(samples * size);
-  for (let t = 0; t < samples; t++) for (let j = 0; j < size; j++) x[t * size + j] = dead.includes(j) ? 0 : gaussian(rng) + (j > 0 ? 0.5 * x[t * size + j - 1]! : 0);
-  const data = new Float64Array(size * size);
-  for (let t = 0; t < samples; t++) {
-    for (let i = 0; i < size; i++) {
-      const xi = x[t * size + i]! / samples;
-      if (xi !== 0) for (let j = 0; j < size; j++) data[i * size + j]! += xi * x[t * size + j]!;
-    }
-  }
-  return { size, data };
-}
 
-function layer(seed: number, rows: number, columns: number, dead: readonly number[] = []): { weight: Float32Array; h: Hessian } {
-  const rng = mulberry32(seed);
-  const weight = Float32Array.from({ length: rows * columns }, () => Math.fround(0.02 * gaussian(rng) * (rng() > 0.97 ? 6 : 1)));
-  return { weight, h: hessian(rng, columns, 2 * columns, dead) };
-}
-
-/** A GpuEngine that fails the test if anything reaches for the GPU. */
-const untouchable = new Proxy({}, {
-  get: (_, key) => {
-    throw new Error(`the GPU was touched (${String(key)}) before the checks`);
-  },
-}) as GpuEngine;
 
 /** The arguments quantizeVptq hands a resident loop, captured from a small CPU run. */
 function capturedPass(): Parameters<VptqResidentLoop["run"]> {
-  const { weight, h } = layer(5, 24, 40);
+  const { weight, h } = randomLayer(5, 24, 40);
   let captured: Parameters<VptqResidentLoop["run"]> | undefined;
   const capture: VptqResidentLoop = {
     description: "capture",
@@ -70,7 +44,7 @@ function capturedPass(): Parameters<VptqResidentLoop["run"]> {
 const cpu = suite("VPTQ resident loop: refusals and the fallback (no GPU needed)");
 cpu("refuses bad shapes with LAUNCH_REFUSED before touching the GPU", () => {
   const [weightT, u, rows, size, books, tensor, options] = capturedPass();
-  const loop = gpuVptqLoop(untouchable);
+  const loop = gpuVptqLoop(untouchableEngine);
   const withBooks = (b: ColumnBooks) => () => loop.run(weightT, u, rows, size, b, tensor, options);
   const withTensor = (t: VptqTensor) => () => loop.run(weightT, u, rows, size, books, t, options);
   expectCode(() => loop.run(weightT.subarray(1), u, rows, size, books, tensor, options), "LAUNCH_REFUSED", "short weight");
@@ -92,7 +66,7 @@ cpu("refuses bad shapes with LAUNCH_REFUSED before touching the GPU", () => {
   assert.is(loop.accepts(tensor.params), true);
 });
 cpu("a loop that declines the layout leaves the pass to the host loop: the same result", () => {
-  const { weight, h } = layer(6, 24, 40);
+  const { weight, h } = randomLayer(6, 24, 40);
   const options: VptqQuantizeOptions = { vectorLen: 4, numCentroids: 16, numResCentroids: 4, kmeansIterations: 3 };
   const declining: VptqResidentLoop = { description: "declines", accepts: () => false, run: () => assert.unreachable("run() of a loop that declined") as never };
   assert.equal(quantizeVptq(weight, 24, 40, h, { ...options, residentLoop: declining }), quantizeVptq(weight, 24, 40, h, options));
@@ -125,7 +99,7 @@ if (!probe.ok) {
   });
   CASES.forEach((c, i) => {
     gpu(`${c.name}: the resident loop's tensor and loss equal the host loop's bit for bit`, ({ engine }) => {
-      const { weight, h } = layer(100 + i, c.rows, c.columns, c.dead);
+      const { weight, h } = randomLayer(100 + i, c.rows, c.columns, c.dead);
       const deferred = gpuDeferredUpdates(engine);
       const search = gpuCodebookSearch(engine);
       const loop = gpuVptqLoop(engine);
