@@ -27,6 +27,20 @@ export function choleskyLower(a: Float64Array, size: number, options: CholeskyOp
   return l;
 }
 
+/** Solves L·Lᵀ·x = b in place (x holds b on entry), for a lower Cholesky factor L as choleskyLower returns. */
+export function solveWithCholesky(l: Float64Array, x: Float64Array, size: number): void {
+  for (let i = 0; i < size; i++) {
+    let s = x[i]!;
+    for (let j = 0; j < i; j++) s -= l[i * size + j]! * x[j]!;
+    x[i] = s / l[i * size + i]!;
+  }
+  for (let i = size - 1; i >= 0; i--) {
+    let s = x[i]!;
+    for (let j = i + 1; j < size; j++) s -= l[j * size + i]! * x[j]!;
+    x[i] = s / l[i * size + i]!;
+  }
+}
+
 /** L⁻¹ of a lower-triangular L with non-zero diagonal (lower; the strict upper triangle is zero). */
 export function invertLowerTriangular(l: Float64Array, size: number): Float64Array {
   const x = l.slice(0, size * size);

@@ -81,6 +81,14 @@ export function dampHessian(h: Float64Array, size: number, percDamp: number): nu
   return damp;
 }
 
+/** H ← D·H·D in place for D = diag(scale): the Hessian of the inputs of a weight stored divided by `scale` per column. */
+export function scaleHessian(h: Float64Array, size: number, scale: Float64Array): void {
+  for (let i = 0; i < size; i++) {
+    const si = scale[i]!;
+    for (let j = 0; j < size; j++) h[i * size + j]! *= si * scale[j]!;
+  }
+}
+
 /** Act-order: columns by decreasing diag H; ties keep their original order (a stable argsort). */
 export function actOrderPermutation(h: Float64Array, size: number): Int32Array {
   const order = Array.from({ length: size }, (_, c) => c);
@@ -113,6 +121,13 @@ export interface PrepareOptions {
   actOrder?: boolean;
   /** An explicit column order (position i quantizes original column perm[i]). */
   perm?: Int32Array;
+  /**
+   * Per-column factors d (original numbering) of a weight that the loop quantizes as W·D⁻¹: H is
+   * taken as D·H·D, so the loop's loss is still the true tr(ΔW·H·ΔWᵀ) (VPTQ's column norm).
+   */
+  columnScale?: Float64Array;
+  /** Return the damped, permuted H too (size² doubles kept alive while the caller holds it). */
+  keepHessian?: boolean;
   /** Named in HESSIAN_NOT_PD errors. */
   layerName?: string;
   /** Computes U from the damped H in quantization order, as `upperCholeskyOfInverse` (the default) does; the GPU's is kernels/linalg/cholesky-gpu.ts. */
@@ -130,6 +145,8 @@ export interface PreparedLayer {
   deadColumns: number[];
   /** The amount added to diag H. */
   damp: number;
+  /** With `keepHessian`: the damped H in quantization order (size × size) that U was factored from. */
+  h?: Float64Array;
 }
 
 /**
@@ -141,6 +158,7 @@ export function prepareSecondOrder(weight: Float32Array | Float64Array, rows: nu
   const size = hessian.size;
   checkShapes(weight, rows, hessian, options);
   let h: Float64Array = hessian.data.slice(0, size * size);
+  if (options.columnScale !== undefined) scaleHessian(h, size, options.columnScale);
   const deadColumns = fixDeadColumns(h, size, undefined, rows);
   const perm = options.perm ?? (options.actOrder === true ? actOrderPermutation(h, size) : undefined);
   const weightT = toColumnMajor(weight, rows, size, perm);
@@ -152,7 +170,7 @@ export function prepareSecondOrder(weight: Float32Array | Float64Array, rows: nu
   }
   const damp = dampHessian(h, size, options.percDamp ?? 0.01);
   const u = (options.factorize ?? upperCholeskyOfInverse)(h, size, { ...(options.layerName === undefined ? {} : { layerName: options.layerName }), ...(perm === undefined ? {} : { columnLabels: perm }) });
-  return { weightT, u, perm, deadColumns, damp };
+  return { weightT, u, perm, deadColumns, damp, ...(options.keepHessian === true ? { h } : {}) };
 }
 
 function checkShapes(weight: Float32Array | Float64Array, rows: number, hessian: Hessian, options: PrepareOptions): void {
@@ -162,6 +180,7 @@ function checkShapes(weight: Float32Array | Float64Array, rows: number, hessian:
     throw new FormatError("SHAPE_SIZE_MISMATCH", "Hessian data is not size × size", { ...tensor, expected: size * size, actual: hessian.data.length });
   }
   if (weight.length !== rows * size) throw new FormatError("SHAPE_SIZE_MISMATCH", "weight is not rows × Hessian size", { ...tensor, expected: rows * size, actual: weight.length });
+  if (options.columnScale !== undefined && options.columnScale.length !== size) throw new UsageError("BAD_ARGUMENT", "columnScale has the wrong length", { ...tensor, expected: size, actual: options.columnScale.length });
   const perm = options.perm;
   if (perm === undefined) return;
   const seen = new Uint8Array(size);

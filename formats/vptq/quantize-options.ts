@@ -55,6 +55,19 @@ export interface VptqQuantizeOptions {
   kmeansWeighting?: VptqKMeansWeighting;
   /** Seed of the k-means initialisation (uint32). Default 0. */
   seed?: number;
+  /**
+   * With the norm, quantize against D·H·D (D = the column scales): the Hessian of the normalised
+   * weight, so that the loop and k-means minimise the true tr(ΔW·H·ΔWᵀ). The reference uses H
+   * itself, weighing every normalised column's error as if its scale were 1. Default true.
+   */
+  normHessian?: boolean;
+  /**
+   * After the loop, refit the main (and residual) codebooks by least squares to the loop's
+   * objective (codebook-refit.ts). "auto" (the default): without a residual codebook only, where
+   * it lowered docs-llama-16m's perplexity (v4 k256: 32.76 → 31.94); with a residual k16 it raised
+   * it (23.62 → 23.75) although the calibration loss fell (bench/RESULTS.md).
+   */
+  refitCodebooks?: boolean | "auto";
   /** false: every vector takes its nearest centroid with no error propagation (an ablation). Default true. */
   refine?: boolean;
   /** Codebook and norm dtype. Default "F16" (the published models). */
@@ -84,6 +97,8 @@ export const VPTQ_QUANTIZE_DEFAULTS: Readonly<Required<Omit<VptqQuantizeOptions,
   kmeansWeighting: "hessian",
   seed: 0,
   refine: true,
+  normHessian: true,
+  refitCodebooks: "auto",
   dtype: "F16",
 });
 
@@ -157,6 +172,8 @@ export function checkArguments(weight: Float32Array, rows: number, inFeatures: n
   oneOf("kmeansInit", o.kmeansInit, ["kmeans++", "random"]);
   oneOf("kmeansWeighting", o.kmeansWeighting, ["hessian", "uniform"]);
   oneOf("dtype", o.dtype, ["F16", "BF16"]);
+  oneOf("refitCodebooks", o.refitCodebooks, [true, false, "auto"]);
+  oneOf("normHessian", o.normHessian, [true, false]);
   const tensor = o.layerName === undefined ? {} : { tensor: o.layerName };
   if (hessian.size !== inFeatures || hessian.data.length !== inFeatures * inFeatures) throw new FormatError("SHAPE_SIZE_MISMATCH", "Hessian size does not match the layer's input features", { ...tensor, expected: inFeatures, actual: hessian.size });
   for (let i = 0; i < weight.length; i++) {

@@ -3,6 +3,7 @@ import { runGptqLoop, type LoopView } from "../second-order/gptq-loop.js";
 import type { Hessian } from "../second-order/hessian.js";
 import { invertPermutation, prepareSecondOrder } from "../second-order/prepare.js";
 import { concatBits, fitCodebook, vectorColumns, type Codebook, type ColumnBooks } from "./codebook.js";
+import { refitCodebooks, type RefitReport } from "./codebook-refit.js";
 import { checkArguments, planLayout, resolveVptqOptions, type ResolvedVptqOptions, type VptqQuantizeOptions } from "./quantize-options.js";
 import { floatCodec, vectorRows, type VptqFloat, type VptqParams, type VptqTensor } from "./types.js";
 
@@ -24,6 +25,10 @@ export { VPTQ_QUANTIZE_DEFAULTS, type VptqKMeansWeighting, type VptqQuantizeOpti
  *  - k-means sample weights are diag of the damped H (the reference's basic_preprocess diag,
  *    up to its uniform scale), but 0 for dead columns, whose inputs are always 0;
  *  - k-means is our own (kmeans.ts), k-means++ by default; "random" is cuML's init, not its stream.
+ * And two that lower the layer's output error (and docs-llama-16m's perplexity, bench/RESULTS.md):
+ *  - with the norm, the loop, act-order, damping and k-means see D·H·D, the Hessian of the
+ *    normalised weight (normHessian); the reference uses H, as if every column's scale were 1;
+ *  - after the loop the codebooks are refitted by least squares to the whole H (codebook-refit.ts).
  */
 
 export interface VptqCodebookReport {
@@ -46,6 +51,8 @@ export interface VptqQuantizeResult {
   /** The amount added to diag H. */
   damp: number;
   codebooks: VptqCodebookReport[];
+  /** The least-squares codebook refit (codebook-refit.ts), when it ran. */
+  refit?: RefitReport;
 }
 
 /** Quantizes a row-major [outFeatures][inFeatures] weight with VPTQ against the input Hessian H. */
@@ -55,7 +62,9 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
   const params = planLayout(outFeatures, inFeatures, o);
   checkArguments(weight, rows, inFeatures, hessian, o);
   const norm = o.enableNorm ? columnNorm(weight, rows, inFeatures, o) : undefined;
-  const prepared = prepareSecondOrder(weight, rows, hessian, { percDamp: o.percDamp, actOrder: o.enablePerm, ...(o.layerName === undefined ? {} : { layerName: o.layerName }), ...(o.factorize === undefined ? {} : { factorize: o.factorize }) });
+  const columnScale = norm !== undefined && o.normHessian ? norm.scale : undefined;
+  const refit = o.refine && (o.refitCodebooks === "auto" ? params.numResCentroids === 0 : o.refitCodebooks);
+  const prepared = prepareSecondOrder(weight, rows, hessian, { percDamp: o.percDamp, actOrder: o.enablePerm, keepHessian: refit, ...(columnScale === undefined ? {} : { columnScale }), ...(o.layerName === undefined ? {} : { layerName: o.layerName }), ...(o.factorize === undefined ? {} : { factorize: o.factorize }) });
   const { weightT, u, perm } = prepared;
   const position = perm === undefined ? undefined : invertPermutation(perm);
   const dead = new Uint8Array(inFeatures);
@@ -66,7 +75,8 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
     if (norm !== undefined) for (let r = 0; r < rows; r++) weightT[i * rows + r] = (weightT[i * rows + r]! - norm.bias[j]!) / norm.scale[j]!;
     // Dead columns quantize to Q = 0 (the reference zeroes them after the norm).
     if (dead[i] === 1) weightT.fill(0, i * rows, (i + 1) * rows);
-    sampleWeights[i] = o.kmeansWeighting === "uniform" ? 1 : dead[i] === 1 ? 0 : hessian.data[j * inFeatures + j]! + prepared.damp;
+    const scaleSquared = columnScale === undefined ? 1 : columnScale[j]! ** 2;
+    sampleWeights[i] = o.kmeansWeighting === "uniform" ? 1 : dead[i] === 1 ? 0 : scaleSquared * hessian.data[j * inFeatures + j]! + prepared.damp;
   }
   const codebooks: VptqCodebookReport[] = [];
   const fit = (sourceT: Float64Array, role: VptqCodebookReport["role"], group: number, from: number, to: number, k: number): Codebook => {
@@ -86,19 +96,28 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
     residual: undefined,
   };
   const tensor = emptyTensor(params, rows, inFeatures, o.dtype, perm, norm, books);
-  const pristine = params.numResCentroids > 0 ? weightT.slice() : undefined;
+  const residual = params.numResCentroids > 0;
+  const pristine = residual || refit ? weightT.slice() : undefined;
   try {
-    let pass = runPass(weightT, u, rows, inFeatures, tensor, books, o, pristine !== undefined);
-    if (pristine !== undefined) {
+    let pass = runPass(weightT, u, rows, inFeatures, tensor, books, o, residual);
+    if (residual && pristine !== undefined) {
       // The reference clusters qerror = w − q: each column's error as it was quantized, before
       // the 1/U[c,c] scaling that drives propagation. Then everything is redone from the start.
       const errorsT = pass.errorsT!;
       books.residual = Array.from({ length: groupNum }, (_, g) => fit(errorsT, "residual", g, ...groupColumns(g), params.numResCentroids));
       tensor.resCentroids = concatBits(books.residual);
       tensor.resIndices = new Uint32Array(tensor.mainIndices.length);
-      pass = runPass(pristine, u, rows, inFeatures, tensor, books, o, false);
+      // The refit still needs the starting weight after this pass.
+      pass = runPass(refit ? pristine.slice() : pristine, u, rows, inFeatures, tensor, books, o, false);
     }
-    return { tensor, hessianLoss: pass.hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks };
+    let hessianLoss = pass.hessianLoss;
+    let refitReport: RefitReport | undefined;
+    if (refit && pristine !== undefined && prepared.h !== undefined) {
+      const outlierValuesT = params.outlierSize > 0 ? pass.quantizedT.slice(0, params.outlierSize * rows) : undefined;
+      refitReport = refitCodebooks({ targetT: pristine, h: prepared.h, rows, size: inFeatures, tensor, books, outlierValuesT });
+      hessianLoss -= refitReport.reduction;
+    }
+    return { tensor, hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks, ...(refitReport === undefined ? {} : { refit: refitReport }) };
   } finally {
     // The next layer's codebooks are new objects: the search's copies of these would only pile up.
     for (const book of [books.outlier, ...books.main, ...(books.residual ?? [])]) if (book !== undefined) o.codebookSearch?.forget?.(book);
@@ -163,6 +182,8 @@ function emptyTensor(params: VptqParams, rows: number, inFeatures: number, dtype
 
 interface PassResult {
   hessianLoss: number;
+  /** The pass's weightT, now holding the quantized (decoded, normalised) values. */
+  quantizedT: Float64Array;
   /** [K][rows] w − q of every column at the moment it was quantized, when asked for. */
   errorsT: Float64Array | undefined;
 }
@@ -180,7 +201,7 @@ function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: num
       : runGptqLoop(weightT, u, rows, size, vectorColumns(tensor, books, o.codebookSearch), { blockSize: o.blockSize, keepScaledErrors: keepErrors, ...(o.deferred === undefined ? {} : { deferred: o.deferred }) });
     const errorsT = loop.scaledErrorsT;
     if (errorsT !== undefined) for (let c = 0; c < size; c++) for (let r = 0, d = u[c * size + c]!; r < rows; r++) errorsT[c * rows + r]! *= d;
-    return { hessianLoss: loop.hessianLoss, errorsT };
+    return { hessianLoss: loop.hessianLoss, quantizedT: weightT, errorsT };
   }
   const quantizer = vectorColumns(tensor, books, o.codebookSearch);
   const errorsT = keepErrors ? new Float64Array(rows * size) : undefined;
@@ -192,5 +213,5 @@ function runPass(weightT: Float64Array, u: Float64Array, rows: number, size: num
     for (let r = 0; r < rows; r++) if (errorsT !== undefined) errorsT[c * rows + r] = current[r]! - quantized[r]!;
     current.set(quantized);
   }
-  return { hessianLoss: NaN, errorsT };
+  return { hessianLoss: NaN, quantizedT: weightT, errorsT };
 }

@@ -84,8 +84,13 @@ quantize("produces the representation types.ts describes: shapes, index ranges, 
   assert.is(t.mainIndices.length, (M / 8) * N);
   assert.ok(t.mainIndices.every((i) => i < 64) && t.resIndices!.every((i) => i < 16));
   assert.equal([...t.perm!].sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i));
-  // Act-order: diag H decreasing along the permutation.
-  for (let k = 1; k < N; k++) assert.ok(H.data[t.perm![k - 1]! * (N + 1)]! >= H.data[t.perm![k]! * (N + 1)]!);
+  // Act-order on the normalised weight's Hessian D·H·D (normHessian): s_j²·H[j,j] decreasing along
+  // the permutation; on H itself, as the reference, with normHessian false.
+  const scaled = (j: number): number => half[t.weightScale![j]!]! ** 2 * H.data[j * (N + 1)]!;
+  for (let k = 1; k < N; k++) assert.ok(scaled(t.perm![k - 1]!) >= scaled(t.perm![k]!), `position ${k}`);
+  const plain = run({ numResCentroids: 16, normHessian: false }).tensor;
+  for (let k = 1; k < N; k++) assert.ok(H.data[plain.perm![k - 1]! * (N + 1)]! >= H.data[plain.perm![k]! * (N + 1)]!);
+  assert.not.equal([...plain.perm!], [...t.perm!]);
   for (const j of [0, 17, 255]) {
     let min = Infinity;
     let max = -Infinity;
