@@ -5,7 +5,7 @@
  * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
  * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...]
  *
  * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
  * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
@@ -264,13 +264,19 @@ function vptq(): void {
 }
 
 const copy = copyBandwidth();
-intGroup(4, 128);
-intGroup(2, 64);
-intGroup(8, 128);
-fpx();
-spqr();
-vptq();
-for (const type of ["Q8_0", "Q4_0", "Q4_K", "Q6_K"]) ggml(type);
+/** `--only vptq,fp6`: the formats whose row names contain one of these words (case-insensitive); all by default. */
+const onlyAt = process.argv.indexOf("--only");
+const only = onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? "").toLowerCase().split(",").filter((w) => w !== "") : undefined;
+const selected = (name: string): boolean => only === undefined || only.some((w) => name.toLowerCase().includes(w));
+if (selected("int-group")) {
+  intGroup(4, 128);
+  intGroup(2, 64);
+  intGroup(8, 128);
+}
+if (selected("FP6 e3m2")) fpx();
+if (selected("SpQR")) spqr();
+if (selected("VPTQ")) vptq();
+for (const type of ["Q8_0", "Q4_0", "Q4_K", "Q6_K"]) if (selected(`ggml ${type}`)) ggml(type);
 
 console.log(`# GPU dequant on ${engine.describe()}: ${N}×${K} layers, median of ${BATCHES} batches of ${PER_BATCH} back-to-back launches; device-to-device copy ${copy.toFixed(0)} GB/s (read + write, 1 GiB buffer)\n`);
 console.log("Columns: % of copy (the goal's yardstick); the same bytes copied by cuMemcpyDtoD; the streaming ceiling (a kernel that only moves the row's bytes, reads and writes interleaved) and the kernel as % of it; for VPTQ also the gather ceiling (the streams plus one 16-byte codebook gather per 8 weights, no arithmetic: kernels/stream/stream.cu lq_stream_gather_*) and the kernel as % of it.\n");
