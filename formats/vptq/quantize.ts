@@ -44,7 +44,10 @@ export interface VptqCodebookReport {
 
 export interface VptqQuantizeResult {
   tensor: VptqTensor;
-  /** The final loop's Σ ((w − q)/U[c,c])²: tr(ΔQ·H_damped·ΔQᵀ) in the normalised space; NaN without refinement. */
+  /**
+   * The final loop's Σ ((w − q)/U[c,c])² less the refit's reduction: tr(ΔQ·H'·ΔQᵀ) in the
+   * normalised space, H' the damped D·H·D (H with normHessian false); NaN without refinement.
+   */
   hessianLoss: number;
   /** Columns with diag H = 0 (original numbering). */
   deadColumns: number[];
