@@ -23,8 +23,8 @@ export const FINISHED = 1;
 export const STATES = 2;
 const STALL_MS = 30_000;
 
-/** Below this much work (multiply-adds), threads cost more than they save. */
-export const PARALLEL_MIN_WORK = 2 ** 24;
+/** Below this much work (additions), threads cost more than they save. */
+export const PARALLEL_MIN_WORK = 2 ** 22;
 
 /** What a worker receives: shared buffers and the shapes. */
 export interface RefitTask {
@@ -39,9 +39,9 @@ export interface RefitTask {
 
 let workers: Worker[] | undefined;
 
-/** Threads besides the caller: the cores less one, at most 7; none on one core. */
+/** Threads besides the caller: the cores less one, at most 15 (there are at most 16 chunks); none on one core. */
 function helperCount(): number {
-  return Math.max(0, Math.min(7, availableParallelism() - 1));
+  return Math.max(0, Math.min(15, availableParallelism() - 1));
 }
 
 function pool(): Worker[] {

@@ -47,11 +47,13 @@ export function planChunks(fullBlocks: number, data: Pick<RefitData, "unknowns" 
 export interface RefitScratch {
   z: Float64Array;
   inBlock: Uint8Array;
+  /** Row b of y as [size][vl]. */
   yb: Float64Array;
+  dots: Float64Array;
 }
 
 export function refitScratch(data: RefitData): RefitScratch {
-  return { z: new Float64Array(data.unknowns * data.size), inBlock: new Uint8Array(data.unknowns), yb: new Float64Array(data.vectorLen * data.size) };
+  return { z: new Float64Array(data.unknowns * data.size), inBlock: new Uint8Array(data.unknowns), yb: new Float64Array(data.vectorLen * data.size), dots: new Float64Array(data.vectorLen) };
 }
 
 /**
@@ -61,7 +63,7 @@ export function refitScratch(data: RefitData): RefitScratch {
  */
 export function accumulateSystems(data: RefitData, from: number, to: number, active: number, out: Float64Array, scratch: RefitScratch): void {
   const { h, y, variables, rows, size, vectorLen: vl, unknowns, outlierSize, hasResidual } = data;
-  const { z, inBlock, yb } = scratch;
+  const { z, inBlock, yb, dots } = scratch;
   out.fill(0);
   const rhsAt = unknowns * unknowns;
   const used: number[] = [];
@@ -81,20 +83,41 @@ export function accumulateSystems(data: RefitData, from: number, to: number, act
         for (let j = 0; j < size; j++) z[zx + j]! += h[hi + j]!;
       }
     }
-    // Row b of y as [active][size]: contiguous, where y strides by rows.
-    for (let t = 0; t < active; t++) for (let j = 0; j < size; j++) yb[t * size + j] = y[j * rows + b * vl + t]!;
+    // Row b of y as [size][vl]: the coordinates of one column side by side, where y strides by rows.
+    yb.fill(0);
+    for (let j = 0; j < size; j++) for (let t = 0; t < active; t++) yb[j * vl + t] = y[j * rows + b * vl + t]!;
     for (const x of used) {
       const zx = x * size;
       const ax = x * unknowns;
-      // Row x of Z_b·P_b: Z_b[x, j] lands on the unknowns column j uses.
-      for (let j = outlierSize; j < size; j++) out[ax + vars[2 * j]!]! += z[zx + j]!;
-      if (hasResidual) for (let j = outlierSize; j < size; j++) out[ax + vars[2 * j + 1]!]! += z[zx + j]!;
-      for (let t = 0; t < active; t++) {
-        const yt = t * size;
-        let dot = 0;
-        for (let j = 0; j < size; j++) dot += z[zx + j]! * yb[yt + j]!;
-        out[rhsAt + t * unknowns + x]! += dot;
+      // One pass over row x of Z_b: Z_b[x, j] lands on the unknowns column j uses (Z_b·P_b), and
+      // meets row b of y in every coordinate's dot product (rhs). Coordinates past `active` meet
+      // zeros. Four coordinates (v4, the common case) in registers.
+      if (vl === 4) {
+        let d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        for (let j = 0; j < size; j++) {
+          const value = z[zx + j]!;
+          d0 += value * yb[4 * j]!;
+          d1 += value * yb[4 * j + 1]!;
+          d2 += value * yb[4 * j + 2]!;
+          d3 += value * yb[4 * j + 3]!;
+          const main = vars[2 * j]!;
+          if (main >= 0) out[ax + main]! += value;
+        }
+        out[rhsAt + x]! += d0;
+        out[rhsAt + unknowns + x]! += d1;
+        out[rhsAt + 2 * unknowns + x]! += d2;
+        out[rhsAt + 3 * unknowns + x]! += d3;
+      } else {
+        dots.fill(0);
+        for (let j = 0; j < size; j++) {
+          const value = z[zx + j]!;
+          for (let t = 0; t < vl; t++) dots[t]! += value * yb[j * vl + t]!;
+          const main = vars[2 * j]!;
+          if (main >= 0) out[ax + main]! += value;
+        }
+        for (let t = 0; t < active; t++) out[rhsAt + t * unknowns + x]! += dots[t]!;
       }
+      if (hasResidual) for (let j = outlierSize; j < size; j++) out[ax + vars[2 * j + 1]!]! += z[zx + j]!;
       z.fill(0, zx, zx + size);
       inBlock[x] = 0;
     }

@@ -57,28 +57,31 @@ function randomData(seed: number, o: { rows: number; size: number; vectorLen: nu
   };
 }
 
-systems("accumulateSystems is Σ_b P_bᵀ·H·P_b and P_bᵀ·H·y_{b·v+t}, with explicit one-hot P_b (residual, outlier columns, a partial row)", () => {
-  const d = randomData(11, { rows: 22, size: 24, vectorLen: 4, k: 6, kr: 3, outlierSize: 5 });
-  const { size, unknowns, vectorLen: vl } = d;
-  // Rows 0…19 fill vector-rows 0…4; vector-row 5 has 2 real rows.
-  for (const [from, to, active] of [[0, 5, 4], [5, 6, 2], [2, 4, 4]] as const) {
-    const out = new Float64Array(partialLength(d));
-    accumulateSystems(d, from, to, active, out, refitScratch(d));
-    const a = new Float64Array(unknowns * unknowns);
-    const rhs = new Float64Array(vl * unknowns);
-    for (let b = from; b < to; b++) {
-      const p = new Float64Array(size * unknowns);
-      for (let j = 0; j < size; j++) for (let s = 0; s < 2; s++) {
-        const x = d.variables[2 * (b * size + j) + s]!;
-        if (x >= 0) p[j * unknowns + x] = 1;
+systems("accumulateSystems is Σ_b P_bᵀ·H·P_b and P_bᵀ·H·y_{b·v+t}, with explicit one-hot P_b (residual, outlier columns, a partial row; v4 and v8)", () => {
+  // v4: rows 0…19 fill vector-rows 0…4, vector-row 5 has 2 real rows. v8: 0…15 fill 0…1, 2 has 6.
+  const ranges = { 4: [[0, 5, 4], [5, 6, 2], [2, 4, 4]], 8: [[0, 2, 8], [2, 3, 6]] } as const;
+  for (const vectorLen of [4, 8] as const) {
+    const d = randomData(11, { rows: 22, size: 24, vectorLen, k: 6, kr: 3, outlierSize: 5 });
+    const { size, unknowns, vectorLen: vl } = d;
+    for (const [from, to, active] of ranges[vectorLen]) {
+      const out = new Float64Array(partialLength(d));
+      accumulateSystems(d, from, to, active, out, refitScratch(d));
+      const a = new Float64Array(unknowns * unknowns);
+      const rhs = new Float64Array(vl * unknowns);
+      for (let b = from; b < to; b++) {
+        const p = new Float64Array(size * unknowns);
+        for (let j = 0; j < size; j++) for (let s = 0; s < 2; s++) {
+          const x = d.variables[2 * (b * size + j) + s]!;
+          if (x >= 0) p[j * unknowns + x] = 1;
+        }
+        for (let x = 0; x < unknowns; x++) {
+          for (let z = 0; z < unknowns; z++) for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) a[x * unknowns + z]! += p[i * unknowns + x]! * d.h[i * size + j]! * p[j * unknowns + z]!;
+          for (let t = 0; t < active; t++) for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) rhs[t * unknowns + x]! += p[i * unknowns + x]! * d.h[i * size + j]! * d.y[j * d.rows + b * vl + t]!;
+        }
       }
-      for (let x = 0; x < unknowns; x++) {
-        for (let z = 0; z < unknowns; z++) for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) a[x * unknowns + z]! += p[i * unknowns + x]! * d.h[i * size + j]! * p[j * unknowns + z]!;
-        for (let t = 0; t < active; t++) for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) rhs[t * unknowns + x]! += p[i * unknowns + x]! * d.h[i * size + j]! * d.y[j * d.rows + b * vl + t]!;
-      }
+      const expected = [...a, ...rhs];
+      out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) <= 1e-12 * (1 + Math.abs(expected[i]!)), `v${vl} [${from}, ${to}) entry ${i}: ${v} vs ${expected[i]}`));
     }
-    const expected = [...a, ...rhs];
-    out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) <= 1e-12 * (1 + Math.abs(expected[i]!)), `[${from}, ${to}) entry ${i}: ${v} vs ${expected[i]}`));
   }
 });
 
