@@ -41,7 +41,7 @@ async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device:
       hessians: store,
       journal,
       ...(device.energies === undefined ? {} : { energies: device.energies }),
-      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, refitCodebooks: args.codebookRefit === "auto" ? "auto" : args.codebookRefit === "on", normHessian: args.normHessian, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
+      quantizer: { vectorLen: args.vectorLen, numCentroids: args.centroids, numResCentroids: args.resCentroids, outlierPercent: args.outlierPct, seed: args.seed, kmeansIterations: args.kmeansIters, kmeansInit: args.kmeansInit, refitCodebooks: args.codebookRefit === "auto" ? "auto" : args.codebookRefit === "on", refitRounds: args.refitRounds, normHessian: args.normHessian, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...deviceOptions(device) },
       onLayer: (r) => {
         layers.push(r);
         const from = r.resumed === true ? ", from the journal" : "";

@@ -48,6 +48,7 @@ export interface QuantizeArgs extends SequentialCalibrationArgs {
   kmeansIters: number;
   kmeansInit: "kmeans++" | "random";
   codebookRefit: "auto" | "on" | "off";
+  refitRounds: number;
   normHessian: boolean;
   to: (typeof TARGETS)[number];
   out: string;
@@ -87,6 +88,7 @@ export const quantizeCommand = {
       .option("kmeans-iters", { type: "number", default: 100, describe: "vptq: k-means iteration cap" })
       .option("kmeans-init", { choices: ["kmeans++", "random"] as const, default: "kmeans++" as const, describe: "vptq: k-means seeding: kmeans++ (on the GPU with --device auto|cuda, the CPU's centres bit for bit; on the CPU minutes at 65,536 centroids), or random, the reference's (cuML init='random')" })
       .option("codebook-refit", { choices: ["auto", "on", "off"] as const, default: "auto" as const, describe: "vptq: after the loop, refit the codebooks by least squares to the whole Hessian (auto: without a residual codebook, where it lowers perplexity)" })
+      .option("refit-rounds", { type: "number", default: 2, describe: "vptq: refit rounds, each after the first redoing the loop with the refitted codebooks" })
       .option("norm-hessian", { type: "boolean", default: true, describe: "vptq: quantize the normalised weight against D·H·D, the true output error (--no-norm-hessian: H itself, as the reference)" })
       .option("to", { choices: TARGETS, demandOption: true, describe: "output layout: lmpack, or hf-gptq / hf-autoround / hf-awq for integer methods, hf-fp6 for --method fp6, hf-spqr for --method spqr, hf-vptq for --method vptq" })
       .option("out", { type: "string", demandOption: true, describe: "output: .lmpack file or HF directory" })
@@ -172,7 +174,7 @@ export async function hessianSource(spec: string | undefined, checkpoint: Awaite
 }
 
 /** Options that can change a quantized layer's values: a journal made under other values is discarded. */
-const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrder", "damp", "iters", "format", "codesFrom", "outlierThreshold", "permutation", "vectorLen", "centroids", "resCentroids", "outlierPct", "seed", "kmeansIters", "kmeansInit", "codebookRefit", "normHessian"] as const;
+const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrder", "damp", "iters", "format", "codesFrom", "outlierThreshold", "permutation", "vectorLen", "centroids", "resCentroids", "outlierPct", "seed", "kmeansIters", "kmeansInit", "codebookRefit", "refitRounds", "normHessian"] as const;
 
 /**
  * The resume journal beside --out (converters/io/journal.ts), keyed to the layer options, the

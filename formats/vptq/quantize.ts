@@ -28,7 +28,8 @@ export { VPTQ_QUANTIZE_DEFAULTS, type VptqKMeansWeighting, type VptqQuantizeOpti
  * And two that lower the layer's output error (and docs-llama-16m's perplexity, bench/RESULTS.md):
  *  - with the norm, the loop, act-order, damping and k-means see D·H·D, the Hessian of the
  *    normalised weight (normHessian); the reference uses H, as if every column's scale were 1;
- *  - after the loop the codebooks are refitted by least squares to the whole H (codebook-refit.ts).
+ *  - after the loop the codebooks are refitted by least squares to the whole H (codebook-refit.ts),
+ *    and by default the loop is run once more with them and they are refitted again.
  */
 
 export interface VptqCodebookReport {
@@ -54,8 +55,8 @@ export interface VptqQuantizeResult {
   /** The amount added to diag H. */
   damp: number;
   codebooks: VptqCodebookReport[];
-  /** The least-squares codebook refit (codebook-refit.ts), when it ran. */
-  refit?: RefitReport;
+  /** The last round of the least-squares codebook refit (codebook-refit.ts) and how many rounds ran, when it ran. */
+  refit?: RefitReport & { rounds: number };
 }
 
 /** Quantizes a row-major [outFeatures][inFeatures] weight with VPTQ against the input Hessian H. */
@@ -115,12 +116,21 @@ export function quantizeVptq(weight: Float32Array, outFeatures: number, inFeatur
     }
     let hessianLoss = pass.hessianLoss;
     let refitReport: RefitReport | undefined;
-    if (refit && pristine !== undefined && prepared.h !== undefined) {
+    let rounds = 0;
+    for (let round = 0; refit && pristine !== undefined && prepared.h !== undefined && round < o.refitRounds; round++) {
+      if (round > 0) {
+        // The loop again from the start, its searches against the refitted codebooks (new indices).
+        if (refitReport?.kept !== true) break;
+        for (const book of [...books.main, ...(books.residual ?? [])]) o.codebookSearch?.forget?.(book);
+        pass = runPass(pristine.slice(), u, rows, inFeatures, tensor, books, o, false);
+        hessianLoss = pass.hessianLoss;
+      }
       const outlierValuesT = params.outlierSize > 0 ? pass.quantizedT.slice(0, params.outlierSize * rows) : undefined;
       refitReport = refitCodebooks({ targetT: pristine, h: prepared.h, rows, size: inFeatures, tensor, books, outlierValuesT });
       hessianLoss -= refitReport.reduction;
+      rounds++;
     }
-    return { tensor, hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks, ...(refitReport === undefined ? {} : { refit: refitReport }) };
+    return { tensor, hessianLoss, deadColumns: prepared.deadColumns, damp: prepared.damp, codebooks, ...(refitReport === undefined ? {} : { refit: { ...refitReport, rounds } }) };
   } finally {
     // The next layer's codebooks are new objects: the search's copies of these would only pile up.
     for (const book of [books.outlier, ...books.main, ...(books.residual ?? [])]) if (book !== undefined) o.codebookSearch?.forget?.(book);

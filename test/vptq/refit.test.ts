@@ -111,7 +111,8 @@ quantize("the refit lowers the decoded error by exactly what it reports, and the
   const cases: VptqQuantizeOptions[] = [{}, { groupNum: 2, outlierPercent: 5, outlierVectorLen: 3, outlierNumCentroids: 16 }, { numResCentroids: 8, refitCodebooks: true }];
   for (const options of cases) {
     // No norm: the decode is the fp16 centroids, so the errors are exact (as in quantize.test.ts).
-    const on = run({ ...options, enableNorm: false });
+    // One round: the loop is not redone, so the indices are the unrefitted run's.
+    const on = run({ ...options, enableNorm: false, refitRounds: 1 });
     const off = run({ ...options, enableNorm: false, refitCodebooks: false });
     const label = JSON.stringify(options);
     assert.equal([...on.tensor.mainIndices], [...off.tensor.mainIndices], `${label}: the refit keeps the indices`);
@@ -126,6 +127,20 @@ quantize("the refit lowers the decoded error by exactly what it reports, and the
     // The outlier codebook is not refitted.
     if (options.outlierPercent !== undefined) assert.equal([...on.tensor.outlierCentroids!], [...off.tensor.outlierCentroids!]);
   }
+});
+
+quantize("a second round redoes the loop against the refitted codebooks (new indices), and the loop loss is still the decoded error", () => {
+  for (const options of [{}, { groupNum: 2, outlierPercent: 5, outlierVectorLen: 3, outlierNumCentroids: 16 }] as VptqQuantizeOptions[]) {
+    const one = run({ ...options, enableNorm: false, refitRounds: 1 });
+    const two = run({ ...options, enableNorm: false, refitRounds: 2 });
+    const label = JSON.stringify(options);
+    assert.not.equal([...two.tensor.mainIndices], [...one.tensor.mainIndices], label);
+    const decoded = decodedError(two.tensor, layer.weight, layer.h, two.damp);
+    assert.ok(Math.abs(decoded - two.hessianLoss) <= 1e-9 * decoded, `${label}: loop loss ${two.hessianLoss} vs decoded ${decoded}`);
+    assert.ok(two.refit?.kept === true && two.refit.rounds === 2, label);
+  }
+  assert.equal(run({}).tensor.centroids, run({ refitRounds: 2 }).tensor.centroids, "2 rounds by default");
+  assert.throws(() => run({ refitRounds: 0 }), /refitRounds must be a positive integer/);
 });
 
 quantize("\"auto\" refits without a residual codebook only; refine: false never refits", () => {
