@@ -69,9 +69,12 @@ export function refitCodebooks(input: RefitInput): RefitReport {
   if (blocks * size * size > REFIT_MAX_WORK) return { reduction: 0, kept: false, skipped: `${blocks} vector-rows × ${size}² additions > ${REFIT_MAX_WORK}` };
   const tail = rows - (blocks - 1) * vl;
   const variables = columnVariables(tensor, blocks);
-  // y = target − fixed outlier values: only main columns depend on the unknowns.
-  const y = targetT.slice();
-  if (outlierValuesT !== undefined) for (let i = 0; i < p.outlierSize * rows; i++) y[i]! -= outlierValuesT[i]!;
+  // y = target − fixed outlier values: only main columns depend on the unknowns. A copy only when there are outlier columns.
+  let y = targetT;
+  if (outlierValuesT !== undefined) {
+    y = targetT.slice();
+    for (let i = 0; i < p.outlierSize * rows; i++) y[i]! -= outlierValuesT[i]!;
+  }
 
   const data: RefitData = { h, y, variables, rows, size, vectorLen: vl, unknowns, outlierSize: p.outlierSize, hasResidual: kr > 0 };
   const fullBlocks = tail === vl ? blocks : blocks - 1;

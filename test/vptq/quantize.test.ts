@@ -6,9 +6,9 @@ import { halfValues, toHalfBits } from "../../formats/spqr/half.js";
 import { kMeansPlusPlus, mulberry32 as initStream, seedCentroid, SumTree, type InitData } from "../../formats/vptq/kmeans-init.js";
 import { weightedKMeans, type KMeansData, type KMeansInit } from "../../formats/vptq/kmeans.js";
 import { quantizeVptq, type VptqQuantizeOptions, type VptqQuantizeResult } from "../../formats/vptq/quantize.js";
-import { dequantizeVptq } from "../../formats/vptq/reference.js";
 import type { VptqTensor } from "../../formats/vptq/types.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { decodedError } from "../helpers/vptq-decoded-error.js";
 
 /**
  * The VPTQ quantizer against what it promises: a valid, deterministic tensor; a decoded weight
@@ -47,24 +47,6 @@ function calibrationHessian(rng: Rng, n: number, samples: number): Hessian {
   return { size: n, data };
 }
 
-const value = (t: VptqTensor, bits: number): number => (t.dtype === "F16" ? half[bits]! : new Float32Array(new Uint32Array([bits << 16]).buffer)[0]!);
-
-/** tr(ΔW·H·ΔWᵀ) of the reference decode (CUDA semantics) against `weight`, with `damp` added to diag H. */
-function decodedError(t: VptqTensor, weight: Float32Array, h: Hessian, damp = 0): number {
-  const { outFeatures: m, inFeatures: n } = t;
-  const decoded = dequantizeVptq(t);
-  let total = 0;
-  const delta = new Float64Array(n);
-  for (let r = 0; r < m; r++) {
-    for (let j = 0; j < n; j++) delta[j] = value(t, decoded[r * n + j]!) - weight[r * n + j]!;
-    for (let i = 0; i < n; i++) {
-      let s = damp * delta[i]!;
-      for (let j = 0; j < n; j++) s += h.data[i * n + j]! * delta[j]!;
-      total += delta[i]! * s;
-    }
-  }
-  return total;
-}
 
 const rng = mulberry32(SEED);
 const W = randomWeight(rng, M, N);

@@ -1,40 +1,18 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import type { Hessian } from "../../formats/second-order/index.js";
 import { prepareSecondOrder } from "../../formats/second-order/prepare.js";
-import { halfValues } from "../../formats/spqr/half.js";
 import { quantizeVptq, type VptqQuantizeOptions } from "../../formats/vptq/quantize.js";
 import { computeChunks, PARALLEL_MIN_WORK } from "../../formats/vptq/refit-pool.js";
 import { accumulateSystems, partialLength, planChunks, refitScratch, type RefitData } from "../../formats/vptq/refit-systems.js";
-import { dequantizeVptq } from "../../formats/vptq/reference.js";
-import type { VptqTensor } from "../../formats/vptq/types.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { correlatedHessian, randomLayer } from "../helpers/resident-loop.js";
+import { decodedError } from "../helpers/vptq-decoded-error.js";
 
 /**
- * VPTQ's two departures from the reference that change its result (quantize-options.ts
+ * VPTQ's departures from the reference that change its result (quantize-options.ts
  * normHessian, codebook-refit.ts): the normalised weight quantized against D·H·D, and the
- * least-squares codebook refit, checked against explicit sums and brute-force decoded errors.
+ * least-squares codebook refit and its rounds, checked against explicit sums and brute-force decoded errors.
  */
-
-const half = halfValues();
-
-/** tr(ΔW·(H + damp·I)·ΔWᵀ) of the reference decode against `weight`. */
-function decodedError(t: VptqTensor, weight: Float32Array, h: Hessian, damp = 0): number {
-  const { outFeatures: m, inFeatures: n } = t;
-  const decoded = dequantizeVptq(t);
-  const delta = new Float64Array(n);
-  let total = 0;
-  for (let r = 0; r < m; r++) {
-    for (let j = 0; j < n; j++) delta[j] = half[decoded[r * n + j]!]! - weight[r * n + j]!;
-    for (let i = 0; i < n; i++) {
-      let s = damp * delta[i]!;
-      for (let j = 0; j < n; j++) s += h.data[i * n + j]! * delta[j]!;
-      total += delta[i]! * s;
-    }
-  }
-  return total;
-}
 
 const systems = suite("vptq refit: the normal systems");
 
