@@ -5,7 +5,7 @@
  * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
  * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes]
  *
  * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
  * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
@@ -39,6 +39,7 @@ import { dequantFpxGpu } from "../kernels/fpx/launch.js";
 import { dequantGgmlGpu } from "../kernels/ggml/launch.js";
 import { dequantIntGroupGpu } from "../kernels/int-group/launch.js";
 import { dequantSpqrGpu } from "../kernels/spqr/launch.js";
+import type { SpqrKernelPath } from "../kernels/spqr/launch-shape.js";
 import { dequantVptqGpu } from "../kernels/vptq/launch.js";
 import { SPQR_DEFAULTS, type SpqrTensor } from "../formats/spqr/types.js";
 import { vectorRows, type VptqTensor } from "../formats/vptq/types.js";
@@ -230,11 +231,16 @@ function spqr(): void {
     outlierStorage: "csr",
   };
   const arrays = m * n + 2 * groups * m + 8 * tiles + 4 * (m + 1) + 4 * cols.length + 2 * n;
-  const name = "SpQR 3-bit 16×16, 1 % outliers";
-  timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", ...timing }));
-  timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { ...timing }));
-  timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, ...timing }));
+  for (const path of spqrPaths) {
+    const name = `SpQR 3-bit 16×16, 1 % outliers${path === undefined ? "" : ` (${path})`}`;
+    timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", path, ...timing }));
+    timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { path, ...timing }));
+    timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, path, ...timing }));
+  }
 }
+/** `--spqr-paths pipeline,stripes`: time these SpQR kernel kinds (kernels/spqr/launch-shape.ts), each forced; the chosen one by default. */
+const spqrPathsAt = process.argv.indexOf("--spqr-paths");
+const spqrPaths: (SpqrKernelPath | undefined)[] = spqrPathsAt >= 0 ? ((process.argv[spqrPathsAt + 1] ?? "").split(",") as SpqrKernelPath[]) : [undefined];
 
 /** A random VPTQ layer at the paper's 7B setting: v8, 65,536 centroids, residual 256, norm, perm. */
 function vptq(): void {

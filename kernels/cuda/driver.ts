@@ -31,6 +31,8 @@ const CUDA_ERROR_OUT_OF_MEMORY = 2;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR = 81;
+const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
 
 export type Fn = (...args: unknown[]) => number;
 
@@ -49,6 +51,8 @@ export interface Driver {
   cuModuleLoadData: Fn;
   cuModuleUnload: Fn;
   cuModuleGetFunction: Fn;
+  cuFuncSetAttribute: Fn;
+  cuOccupancyMaxActiveBlocksPerMultiprocessor: Fn;
   cuMemAlloc_v2: Fn;
   cuMemFree_v2: Fn;
   cuMemcpyHtoD_v2: Fn;
@@ -78,6 +82,8 @@ const PROTOTYPES: Record<keyof Driver, string> = {
   cuModuleLoadData: "int cuModuleLoadData(_Out_ CUmod_st **module, const void *image)",
   cuModuleUnload: "int cuModuleUnload(CUmod_st *module)",
   cuModuleGetFunction: "int cuModuleGetFunction(_Out_ CUfunc_st **function, CUmod_st *module, const char *name)",
+  cuFuncSetAttribute: "int cuFuncSetAttribute(CUfunc_st *function, int attribute, int value)",
+  cuOccupancyMaxActiveBlocksPerMultiprocessor: "int cuOccupancyMaxActiveBlocksPerMultiprocessor(_Out_ int *blocks, CUfunc_st *function, int blockSize, size_t sharedBytes)",
   cuMemAlloc_v2: "int cuMemAlloc_v2(_Out_ uint64_t *pointer, size_t bytes)",
   cuMemFree_v2: "int cuMemFree_v2(uint64_t pointer)",
   cuMemcpyHtoD_v2: "int cuMemcpyHtoD_v2(uint64_t destination, const void *source, size_t bytes)",
@@ -148,6 +154,10 @@ export interface DeviceInfo {
   /** e.g. 90 for sm_90. */
   computeCapability: number;
   multiprocessors: number;
+  /** Dynamic shared memory one block may have once its kernel opts in (cuFuncSetAttribute; 48 KiB without). */
+  sharedBytesPerBlockOptin: number;
+  /** Shared memory of one multiprocessor, for all its resident blocks together. */
+  sharedBytesPerMultiprocessor: number;
   totalBytes: number;
 }
 
@@ -202,7 +212,15 @@ export class CudaContext {
     check("cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain(context, device[0]));
     check("cuCtxSetCurrent", d.cuCtxSetCurrent(context[0]));
     const name = new TextDecoder().decode(nameBytes.subarray(0, Math.max(0, nameBytes.indexOf(0))));
-    const info = { ordinal, name, computeCapability: attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) * 10 + attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR), multiprocessors: attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT), totalBytes: Number(total[0]) };
+    const info = {
+      ordinal,
+      name,
+      computeCapability: attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) * 10 + attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+      multiprocessors: attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+      sharedBytesPerBlockOptin: attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+      sharedBytesPerMultiprocessor: attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR),
+      totalBytes: Number(total[0]),
+    };
     return new CudaContext(info, context[0]);
   }
 

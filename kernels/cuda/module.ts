@@ -16,8 +16,14 @@ export interface LaunchShape {
   sharedBytes?: number;
 }
 
+/** Dynamic shared memory every kernel may have per block without opting in. */
+export const DEFAULT_SHARED_LIMIT_BYTES = 48 * 1024;
+const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+
 export class CudaModule {
   private readonly functions = new Map<string, unknown>();
+  /** The dynamic shared memory each kernel has been opted in to, where above the default. */
+  private readonly optedIn = new Map<string, number>();
 
   private constructor(private readonly module: unknown) {}
 
@@ -32,14 +38,9 @@ export class CudaModule {
   /** Launches `name` on the default stream (asynchronous: synchronize or download to wait). */
   launch(name: string, shape: LaunchShape, args: readonly KernelArgument[]): void {
     const d = driver();
-    let fn = this.functions.get(name);
-    if (fn === undefined) {
-      const out: unknown[] = [null];
-      const result = d.cuModuleGetFunction(out, this.module, name);
-      if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `kernel ${name} is not in the loaded image (${errorName(d, result)})`, { actual: result });
-      fn = out[0];
-      this.functions.set(name, fn);
-    }
+    const fn = this.function(name);
+    const sharedBytes = shape.sharedBytes ?? 0;
+    if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) this.optIn(name, fn, sharedBytes);
     // cuLaunchKernel takes an array of pointers, one to each argument's value.
     const values = args.map((a) =>
       "pointer" in a ? new BigUint64Array([a.pointer])
@@ -51,7 +52,40 @@ export class CudaModule {
     );
     const [gx, gy = 1, gz = 1] = shape.grid;
     const [bx, by = 1, bz = 1] = shape.block;
-    check(`cuLaunchKernel(${name}, grid ${gx}×${gy}×${gz}, block ${bx}×${by}×${bz})`, d.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, shape.sharedBytes ?? 0, null, values, null));
+    check(`cuLaunchKernel(${name}, grid ${gx}×${gy}×${gz}, block ${bx}×${by}×${bz})`, d.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, sharedBytes, null, values, null));
+  }
+
+  /**
+   * Blocks of `name` that one multiprocessor holds at once with `threads` threads and
+   * `sharedBytes` of dynamic shared memory each (its registers, shared memory and launch bounds
+   * decide; 0 when one block does not fit). Opts the kernel in to that much shared memory first.
+   */
+  residentBlocks(name: string, threads: number, sharedBytes: number): number {
+    const fn = this.function(name);
+    if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) this.optIn(name, fn, sharedBytes);
+    const blocks = [0];
+    check(`cuOccupancyMaxActiveBlocksPerMultiprocessor(${name}, ${threads} threads, ${sharedBytes} B shared)`, driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks, fn, threads, sharedBytes));
+    return blocks[0]!;
+  }
+
+  private function(name: string): unknown {
+    let fn = this.functions.get(name);
+    if (fn === undefined) {
+      const out: unknown[] = [null];
+      const d = driver();
+      const result = d.cuModuleGetFunction(out, this.module, name);
+      if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `kernel ${name} is not in the loaded image (${errorName(d, result)})`, { actual: result });
+      fn = out[0];
+      this.functions.set(name, fn);
+    }
+    return fn;
+  }
+
+  /** Above 48 KiB of dynamic shared memory a kernel must opt in (once; the largest asked so far stays). */
+  private optIn(name: string, fn: unknown, sharedBytes: number): void {
+    if ((this.optedIn.get(name) ?? 0) >= sharedBytes) return;
+    check(`cuFuncSetAttribute(${name}, max dynamic shared memory ${sharedBytes} B)`, driver().cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes));
+    this.optedIn.set(name, sharedBytes);
   }
 
   unload(): void {

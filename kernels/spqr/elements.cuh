@@ -1,5 +1,5 @@
 // The fallback SpQR kernel (spqr.cu launches the stripe kernel whenever the shape allows, see
-// launch.ts): one thread per output weight over a grid-stride loop, in ORIGINAL column order: the
+// launch-shape.ts): one thread per output weight over a grid-stride loop, in ORIGINAL column order: the
 // output and the reference are read and written coalesced, and each thread gathers its stored
 // column j = inv_perm[jo] (codes, statistics and the row's outliers stay in L1/L2 while a block
 // works along a row) and finds the row's outliers at j by binary search. Each thread computes its

@@ -6,10 +6,12 @@ import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
+import { chooseLaunch, THREADS, type SpqrKernelPath } from "./launch-shape.js";
+import { pipelineStatistics } from "./pipeline-layout.js";
 
 /**
  * Host side of kernels/spqr/spqr.cu: checks the tensor, uploads its fields, launches one of its
- * kernels (stripeLaunch), and returns the weights ([m, n] in original column order, float32
+ * kernels (launch-shape.ts), and returns the weights ([m, n] in original column order, float32
  * with the values of formats/spqr/reference.ts, whose fp16 results it widens, or those fp16 bits)
  * and, given the source weights, the verify statistics.
  *
@@ -23,52 +25,10 @@ import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/
  * rows whose outlier columns are not sorted (never so in files SpQR writes), a stable sort by
  * column, which keeps the order in which equal columns add up.
  *
- * Launch (stripeLaunch): THREADS threads per block (the kernels are written for 256).
- * - `lq_spqr_stripes_<output>[_verify]_r<R>[s]` whenever n and beta2 are multiples of 8 and a batch
- *   of rows fits in shared memory (≤ SHARED_LIMIT_BYTES: the stripe's CSR offsets, (s, z) of each
- *   (row of the stripe, group), and 2n bytes per row of the batch): one block per stripe of
- *   `stripe` rows, walked in batches of R rows (spqr.cu says why). The most rows per batch first,
- *   then the longest stripe up to 8 rows (one vector load of a group's scale codes per stripe).
- *   fp16 out and neither output nor verify: R = 4, 2, 1. float32 out and verify: R = 4 with 4
- *   columns per item ("s", kernels/spqr/stripe-emit.cuh), then R = 2, 1 with 8, only where 4
- *   rows do not fit in shared memory (n above about 5.4K at 16-column groups). At n = 4096,
- *   16-column groups: R = 4, stripes of 8 (1,376 blocks on an 11008-row layer: 3.5 waves of three
- *   resident blocks per multiprocessor on the H100, LQ_SPQR_BLOCKS_PER_SM).
- *   Measured (issue 9, H100, 2026-11-23; % of a ~3000 GB/s copy in one run, fp16 / float32 /
- *   verify; all bit-exact, memcheck and racecheck clean): the chosen kernels 72.0 / 82.2 / 75.1;
- *   float32 at R = 4, 2, 1 with 8-column items 68.6, 71.2, 72.2; verify at R = 2, 1 with them
- *   74.5, 63.5, at R = 2 with 4 columns 71.1; the old main kernel 64.5 / 74.6 / 76.3. The fp16
- *   kernel, the same throughout, read 71.5 … 72.1: about a point is noise.
- * - otherwise `lq_spqr_dequant_verify`: one thread per weight over a grid-stride loop (enough
- *   blocks to fill the device, BLOCKS_PER_SM per multiprocessor), each finding its row's outliers
- *   by binary search.
+ * Launch: the kernel, grid and shared memory come from launch-shape.ts (chooseLaunch), which says
+ * which of the three kinds takes which shapes.
  */
 
-const THREADS = 256;
-const BLOCKS_PER_SM = 16;
-/** Rows per stripe of the stripe kernel, the most first. */
-const STRIPE_ROWS = [8, 4, 2, 1] as const;
-/** A batch: its rows R, and whether the output takes 4 columns per item (kernel name suffix "s"). */
-type Batch = { rows: number; split: boolean };
-/** fp16 out, and neither output nor verify: R = 4, 2, 1, 8-column items (the kernels spqr.cu instantiates). */
-const BATCHES: readonly Batch[] = [4, 2, 1].map((rows) => ({ rows, split: false }));
-/**
- * float32 out, and verify with any output: R = 4 with 4-column items (the fastest measured, the
- * comment at the top), then R = 2 and 1 with 8-column items where 4 rows do not fit in shared memory.
- */
-const WIDE_BATCHES: readonly Batch[] = [{ rows: 4, split: true }, { rows: 2, split: false }, { rows: 1, split: false }];
-/** The batches to try for an output kind and verify, the most rows first. */
-function batchChoices(output: "f16" | "f32" | undefined, verify: boolean): readonly Batch[] {
-  return verify || output === "f32" ? WIDE_BATCHES : BATCHES;
-}
-/** Dynamic shared memory a launch may ask for without cuFuncSetAttribute (which the driver binding lacks). */
-const SHARED_LIMIT_BYTES = 48 * 1024;
-/** The stripe's CSR offsets, LQ_SPQR_OFFSET_BYTES of spqr.cu. */
-const OFFSET_BYTES = 80;
-/** The verify reduction's 96 doubles, which the stripe kernel places in the same shared memory. */
-const REDUCTION_BYTES = 96 * 8;
-/** CUDA's limit on gridDim.x; the kernels walk further stripes or elements with a block-stride loop. */
-const MAX_GRID_X = 2 ** 31 - 1;
 /** The permutation (SpQR's in_perm halves) and the outlier columns are uint16. */
 const MAX_COLUMNS = 65536;
 /** Rows per PTCSR block (spqr_cuda.cpp init_ptcsr; LQ_SPQR_PTCSR_ROWS in spqr.cuh). */
@@ -86,6 +46,8 @@ export interface SpqrGpuOptions extends LaunchTimingOptions {
   /** As formats/spqr/reference.ts: leave the outliers out. */
   denseOnly?: boolean;
   tensorName?: string;
+  /** Run this kind of kernel (launch-shape.ts), for tests and benches; refused where it cannot take the shape. */
+  path?: SpqrKernelPath;
 }
 
 export interface SpqrGpuResult {
@@ -121,7 +83,9 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   const total = m * n;
   const wantWeights = options.weights ?? true;
   const f16 = options.output === "f16";
-  const { kernel, blocks, sharedBytes, rows } = stripeLaunch(m, n, beta2, context.info.multiprocessors, wantWeights ? (f16 ? "f16" : "f32") : undefined, options.reference !== undefined);
+  const launch = chooseLaunch(module, context.info, { m, n, beta1, beta2, output: wantWeights ? (f16 ? "f16" : "f32") : undefined, verify: options.reference !== undefined }, options.path);
+  if (launch === undefined) throw refuse(`no ${options.path} kernel for this shape`, "a shape launch-shape.ts gives that kind", options.path);
+  const { kernel, blocks, sharedBytes } = launch;
   const withOutliers = !(options.denseOnly ?? false);
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
@@ -136,9 +100,11 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   };
   try {
     const codes = upload(t.codes);
-    const scaleCodes = upload(t.scaleCodes);
-    const zeroCodes = upload(t.zeroCodes);
-    const secondOrder = upload(bytesOf(interleaveStats(t)));
+    // The pipelined kernels take the statistics reordered per batch (pipeline-layout.ts).
+    const reordered = launch.path === "pipeline" ? pipelineStatistics(t, launch.rows!.batch, n / beta2) : undefined;
+    const scaleCodes = upload(reordered?.scaleCodes ?? t.scaleCodes);
+    const zeroCodes = upload(reordered?.zeroCodes ?? t.zeroCodes);
+    const secondOrder = upload(bytesOf(reordered?.stats ?? interleaveStats(t)));
     const rowOffsets = withOutliers ? upload(bytesOf(outliers.rowOffsets)) : 0n;
     const cols = withOutliers ? upload(bytesOf(outliers.cols)) : 0n;
     const values = withOutliers ? upload(bytesOf(outliers.values)) : 0n;
@@ -152,7 +118,10 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
       { pointer: rowOffsets }, { pointer: cols }, { pointer: values }, { pointer: inversePerm },
       { pointer: out }, { pointer: reference }, { pointer: partials },
       { i64: m }, { i64: n }, { i64: beta1 }, { i64: beta2 }, { i64: outliers.cols.length }, { u32: 2 ** bits - 1 },
-      { i32: withOutliers && storage === "ptcsr" ? 1 : 0 }, ...(rows === undefined ? [{ i32: f16 ? 1 : 0 }] : [{ i32: rows.stripe }, { i32: rows.batch }]), { pointer: status },
+      { i32: withOutliers && storage === "ptcsr" ? 1 : 0 },
+      // The stripe kernels' stripe and batch rows, the per-element kernel's fp16 flag; the pipelined kernels have neither.
+      ...(launch.path === "stripes" ? [{ i32: launch.rows!.stripe }, { i32: launch.rows!.batch }] : launch.path === "elements" ? [{ i32: f16 ? 1 : 0 }] : []),
+      { pointer: status },
     ];
     const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
@@ -164,28 +133,6 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   } finally {
     for (const pointer of allocated) context.free(pointer);
   }
-}
-
-/**
- * The kernel, its grid and its dynamic shared memory (the comment at the top says why). The
- * stripe kernel's shared memory: the offsets, (s, z) as two fp16 per (row of the stripe, group)
- * rounded up to 16 bytes, and the batch's fp16 rows.
- */
-function stripeLaunch(m: number, n: number, beta2: number, multiprocessors: number, output: "f16" | "f32" | undefined, verify: boolean): { kernel: string; blocks: number; sharedBytes: number; rows?: { stripe: number; batch: number } } {
-  if (n % 8 === 0 && beta2 % 8 === 0) {
-    const groups = n / beta2;
-    for (const { rows: batch, split } of batchChoices(output, verify)) {
-      for (const stripe of STRIPE_ROWS) {
-        if (stripe < batch) continue;
-        const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch * 2 * n);
-        if (sharedBytes > SHARED_LIMIT_BYTES) continue;
-        // One kernel per output kind and verify (spqr.cu says why).
-        const kernel = `${output === undefined ? (verify ? "lq_spqr_stripes_verify" : "lq_spqr_stripes_check") : `lq_spqr_stripes_${output}${verify ? "_verify" : ""}`}_r${batch}${split ? "s" : ""}`;
-        return { kernel, blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), sharedBytes, rows: { stripe, batch } };
-      }
-    }
-  }
-  return { kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), multiprocessors * BLOCKS_PER_SM)), sharedBytes: 0 };
 }
 
 /** Every shape, length and index the kernel relies on, cheapest first. */

@@ -1,6 +1,7 @@
-// SpQR dequant and dequant-verify (layout and formula in spqr.cuh): the stripe kernels below
-// whenever the shape allows (n and beta2 multiples of 8, a batch of rows in shared memory:
-// launch.ts), else the per-element one of elements.cuh.
+// SpQR dequant and dequant-verify (layout and formula in spqr.cuh): the pipelined kernels
+// (pipeline.cuh, instantiated at the end) where they fit, else the stripe kernels below where
+// the shape allows (n and beta2 multiples of 8, a batch of rows in 48 KiB of shared memory), else
+// the per-element one of elements.cuh; launch-shape.ts chooses and says why.
 //
 // Stripe kernels: block b owns the `stripe` (≤ 16) consecutive rows from b · stripe, T = 256
 // threads, and walks them in batches of R (4, 2 or 1) rows, decoded whole into shared memory,
@@ -35,6 +36,7 @@
 #include "spqr.cuh"
 #include "stripe-phases.cuh"
 #include "stripe-emit.cuh"
+#include "pipeline.cuh"
 #include "elements.cuh"
 #include "../common/status.h"
 #include "../common/verify.cuh"
@@ -160,7 +162,7 @@ __device__ __forceinline__ void lq_spqr_stripes_checked(const uint8_t* codes, co
   }
 
 // Output kind: 0 none, 1 fp16 bits, 2 float32; then R, the rows of a batch; then C, the columns of
-// an emit item (stripe-emit.cuh). The names end in _r<R>, and "s" for C = 4. launch.ts takes the
+// an emit item (stripe-emit.cuh). The names end in _r<R>, and "s" for C = 4. launch-shape.ts takes the
 // first that fits in shared memory of, per mode:
 //  - fp16 out, and neither output nor verify (the kernel only checks: codes in range, indices, as
 //    a launch asking for nothing does): R = 4, 2, 1 with 8-column items;
@@ -187,3 +189,49 @@ LQ_SPQR_KERNELS(1)
 LQ_SPQR_WIDE_KERNELS(4, 4, 4s)
 LQ_SPQR_WIDE_KERNELS(2, 8, 2)
 LQ_SPQR_WIDE_KERNELS(1, 8, 1)
+
+// The pipelined kernels (pipeline.cuh), where launch-shape.ts finds that they fit: the same output
+// kinds and items as the stripe kernels, R = 4 or 2 rows a batch, persistent (one wave). Their
+// scale codes, zero codes and statistics come in pipeline.cuh's layout, not spqr.cuh's.
+template <int OUT, bool VERIFY, int R, int C>
+__device__ __forceinline__ void lq_spqr_pipeline_checked(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats,
+                                                         const int32_t* row_offsets, const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out,
+                                                         const float* reference, lq_verify_partial* partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz,
+                                                         uint32_t max_code, int32_t ptcsr, uint32_t* status) {
+  uint32_t shared_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(shared_bytes));
+  // Batches inside one tile row (beta1 % R, so m % R too), 16-byte code copies (n % 16).
+  const bool sizes_ok = m > 0 && n > 0 && n <= 65536 && n % 16 == 0 && beta1 > 0 && beta2 > 0 && beta2 % 8 == 0 && m % beta1 == 0 && n % beta2 == 0 && beta1 % R == 0 &&
+                        nnz >= 0 && nnz <= INT32_MAX - 4 * LQ_SPQR_THREADS && blockDim.x == LQ_SPQR_THREADS && (ptcsr == 0 || m % LQ_SPQR_PTCSR_ROWS == 0) &&
+                        (max_code & (max_code + 1)) == 0 && (OUT == 0 || out != nullptr) && (!VERIFY || (reference != nullptr && partials != nullptr));
+  if (!sizes_ok || (int64_t)shared_bytes < max((int64_t)768, lq_spqr_pipe_shared_bytes(R, n, n / beta2))) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  const uint32_t over = max_code >= 255u ? 0u : ~(max_code * 0x01010101u);
+  lq_spqr_pipeline<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz,
+                                      over, ptcsr != 0, status);
+}
+
+// BLOCKS: resident blocks per multiprocessor the registers are budgeted for (shared memory
+// decides the rest: launch-shape.ts asks the driver how many fit).
+#define LQ_SPQR_PIPE_KERNEL(name, OUT, VERIFY, R, C, BLOCKS)                                                                                            \
+  extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, BLOCKS) name(                                                                          \
+      const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,                              \
+      const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,                                   \
+      const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out, const float* __restrict__ reference,         \
+      lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr,    \
+      uint32_t* status) {                                                                                                                              \
+    lq_spqr_pipeline_checked<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n, \
+                                               beta1, beta2, nnz, max_code, ptcsr, status);                                                            \
+  }
+// Names: lq_spqr_pipe_<output>[_verify]_r<R>[s], as the stripe kernels'.
+#define LQ_SPQR_PIPE_KERNELS(R, C, suffix, BLOCKS)                                          \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_r##R, 1, false, R, 8, BLOCKS)                       \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_check_r##R, 0, false, R, 8, BLOCKS)                     \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_r##suffix, 2, false, R, C, BLOCKS)                  \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_verify_r##suffix, 0, true, R, C, BLOCKS)                \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_verify_r##suffix, 1, true, R, C, BLOCKS)            \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_verify_r##suffix, 2, true, R, C, BLOCKS)
+LQ_SPQR_PIPE_KERNELS(4, 4, 4s, 3)
+LQ_SPQR_PIPE_KERNELS(2, 4, 2s, 2)

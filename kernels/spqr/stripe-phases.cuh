@@ -17,7 +17,7 @@
 // which every stripe kernel's phases fit in without spilling (at 4, i.e. 64 registers, they spilled
 // 44 … 92 bytes per thread to local memory, reloaded in the batch loop: more instructions per byte).
 #define LQ_SPQR_BLOCKS_PER_SM 3
-// Rows of a stripe at most (launch.ts chooses it; the kernel checks); rows of a batch: R, 1, 2 or 4.
+// Rows of a stripe at most (launch-shape.ts chooses it; the kernel checks); rows of a batch: R, 1, 2 or 4.
 #define LQ_SPQR_MAX_BATCH 4
 #define LQ_SPQR_MAX_STRIPE 16
 // Shared memory for the stripe's CSR offsets (LQ_SPQR_MAX_STRIPE + 1 int32, 16-byte aligned).
@@ -113,20 +113,14 @@ __device__ __forceinline__ uint32_t lq_spqr_pair(uint32_t codes, uint32_t select
   return lq_half2_as_bits(lq_spqr_grid2(__byte_perm(codes, 0x64646464u, selector), s, z));
 }
 
-// The 8 × R dense weights of one piece into the batch's rows: R 16-byte stores, unit by unit (each
-// needs one word of every row). `over` has the bits no code of the format's width sets.
+// The 8 × R dense weights of one piece into the batch's rows, row i with statistics (s[i], z[i]):
+// R 16-byte stores, unit by unit (each needs one word of every row). `over` has the bits no code of
+// the format's width sets.
 template <int R>
-__device__ __forceinline__ void lq_spqr_decode_piece(const uint2 q[R], int piece, unsigned char* rows_buf, const __half2* sz_batch, int rb, const lq_spqr_shape& sh,
-                                                     uint32_t over, uint32_t& bad) {
-  __half2 s[R], z[R];
-  const int g = sh.group_of(piece);
+__device__ __forceinline__ void lq_spqr_decode_piece_sz(const uint2 q[R], int piece, unsigned char* rows_buf, const __half2 s[R], const __half2 z[R], uint32_t over,
+                                                        uint32_t& bad) {
 #pragma unroll
-  for (int i = 0; i < R; i++) {
-    bad |= ((q[i].x | q[i].y) & over) != 0u ? 1u : 0u;
-    // Rows past rb (zero codes, never written out) take row rb − 1's statistics: inside the table.
-    const __half2 sz = sz_batch[min(i, rb - 1) * sh.groups + g];
-    s[i] = __low2half2(sz), z[i] = __high2half2(sz);
-  }
+  for (int i = 0; i < R; i++) bad |= ((q[i].x | q[i].y) & over) != 0u ? 1u : 0u;
   unsigned char* chunk = rows_buf + piece * 16 * R;
 #pragma unroll
   for (int u = 0; u < R; u++) {
@@ -146,6 +140,21 @@ __device__ __forceinline__ void lq_spqr_decode_piece(const uint2 q[R], int piece
     }
     *reinterpret_cast<uint4*>(chunk + ((u ^ ((piece >> 1) & (R - 1))) << 4)) = v;
   }
+}
+
+// The same with the statistics of the piece's group from the stripe's table (rows past rb, zero
+// codes never written out, take row rb − 1's: inside the table).
+template <int R>
+__device__ __forceinline__ void lq_spqr_decode_piece(const uint2 q[R], int piece, unsigned char* rows_buf, const __half2* sz_batch, int rb, const lq_spqr_shape& sh,
+                                                     uint32_t over, uint32_t& bad) {
+  __half2 s[R], z[R];
+  const int g = sh.group_of(piece);
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const __half2 sz = sz_batch[min(i, rb - 1) * sh.groups + g];
+    s[i] = __low2half2(sz), z[i] = __high2half2(sz);
+  }
+  lq_spqr_decode_piece_sz<R>(q, piece, rows_buf, s, z, over, bad);
 }
 
 template <int R>

@@ -10,6 +10,7 @@ import { dequantizeSpqr } from "../../formats/spqr/reference.js";
 import { SPQR_DEFAULTS, type SpqrParams, type SpqrTensor } from "../../formats/spqr/types.js";
 import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { dequantSpqrGpu } from "../../kernels/spqr/launch.js";
+import type { SpqrKernelPath } from "../../kernels/spqr/launch-shape.js";
 import type { VerifyStats } from "../../kernels/cuda/verify.js";
 import { goldenArray as get } from "../helpers/golden.js";
 import { SHARED_DIR } from "../helpers/paths.js";
@@ -28,6 +29,24 @@ import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/
  */
 
 const host = suite("kernels/spqr: host checks refuse before any launch");
+
+/** Every kind of SpQR kernel (kernels/spqr/launch-shape.ts). */
+const PATHS: SpqrKernelPath[] = ["pipeline", "stripes", "elements"];
+
+/** Runs `check` with each kind that takes the tensor (a refusal naming the kind skips it); the kinds that ran. */
+function eachPath(check: (path: SpqrKernelPath) => void): SpqrKernelPath[] {
+  const ran: SpqrKernelPath[] = [];
+  for (const path of PATHS) {
+    try {
+      check(path);
+    } catch (error) {
+      if ((error as { code?: string }).code === "LAUNCH_REFUSED" && (error as Error).message.includes(`no ${path} kernel`)) continue;
+      throw error;
+    }
+    ran.push(path);
+  }
+  return ran;
+}
 const ENGINE_TOUCHED = "the engine was reached";
 /** Fails the moment dequantSpqrGpu touches the device: every refusal must come before. */
 const untouchable = new Proxy({}, { get: () => { throw new Error(ENGINE_TOUCHED); } }) as GpuEngine;
@@ -68,23 +87,30 @@ if (!probe.ok) {
   const cases = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
   gpu("every case of the shared set was found", () => assert.ok(cases.length >= 8, `found ${cases.length} golden files in ${VECTORS}`));
   for (const file of cases) {
-    gpu(`${file}: weights bit-identical to the reference, W_f32, deq_perm and deq_dense_only_perm`, async ({ engine }) => {
+    gpu(`${file}: weights bit-identical to the reference, W_f32, deq_perm and deq_dense_only_perm, every kernel kind`, async ({ engine }) => {
       const { arrays } = await readAllArrays(join(VECTORS, file));
       const [m, n] = get(arrays, "W").shape as [number, number];
       const t = unpackHfSpqr({ denseWeights: get(arrays, "dense_weights"), rowOffsets: get(arrays, "row_offsets"), colVals: get(arrays, "col_vals"), inPerm: get(arrays, "in_perm") }, m, n);
       const cpu = widen(dequantizeSpqr(t));
-      assertSameBits(dequantSpqrGpu(engine, t).weights as Float32Array, cpu, `${file} f32`);
-      assertSameHalves(dequantSpqrGpu(engine, t, { output: "f16" }).weights as Uint16Array, toF16(cpu), `${file} fp16 output`);
       assertSameBits(cpu, viewAs(get(arrays, "W_f32").bytes, Float32Array), `${file} reference vs golden W_f32`);
-      // The original code's own outputs, in stored column order.
-      for (const [denseOnly, name] of [[false, "deq_perm"], [true, "deq_dense_only_perm"]] as const) {
-        const half = dequantSpqrGpu(engine, t, { output: "f16", permuted: true, denseOnly }).weights as Uint16Array;
-        assertSameHalves(half, viewAs(get(arrays, name).bytes, Uint16Array), `${file} vs ${name}`);
-      }
-      // Verified against its own decode, the final weight (outliers added) leaves no error.
-      const { weights, stats } = dequantSpqrGpu(engine, t, { reference: cpu, weights: false });
-      assert.is(weights, undefined);
-      assertStats(stats!, cpu, cpu);
+      // The golden shapes fit all three kinds.
+      const ran = eachPath((path) => {
+        assertSameBits(dequantSpqrGpu(engine, t, { path }).weights as Float32Array, cpu, `${file} ${path} f32`);
+        assertSameHalves(dequantSpqrGpu(engine, t, { output: "f16", path }).weights as Uint16Array, toF16(cpu), `${file} ${path} fp16 output`);
+        // The original code's own outputs, in stored column order.
+        for (const [denseOnly, name] of [[false, "deq_perm"], [true, "deq_dense_only_perm"]] as const) {
+          const half = dequantSpqrGpu(engine, t, { output: "f16", permuted: true, denseOnly, path }).weights as Uint16Array;
+          assertSameHalves(half, viewAs(get(arrays, name).bytes, Uint16Array), `${file} ${path} vs ${name}`);
+        }
+        // Verified against its own decode, the final weight (outliers added) leaves no error.
+        const { weights, stats } = dequantSpqrGpu(engine, t, { reference: cpu, weights: false, path });
+        assert.is(weights, undefined);
+        assertStats(stats!, cpu, cpu);
+        const both = dequantSpqrGpu(engine, t, { reference: cpu, output: "f16", path });
+        assertSameHalves(both.weights as Uint16Array, toF16(cpu), `${file} ${path} fp16 output with verify`);
+        assertStats(both.stats!, cpu, cpu);
+      });
+      assert.equal(ran, PATHS, `${file}: the kinds that took the shape`);
     });
   }
   const SHAPES: RandomShape[] = [
@@ -98,27 +124,33 @@ if (!probe.ok) {
   for (const [i, s] of SHAPES.entries()) {
     const { bits, beta1, beta2 } = s.params ?? SPQR_DEFAULTS;
     const name = `${s.m}×${s.n} ${bits}-bit ${beta1}×${beta2} ${s.storage ?? "csr"}${s.messy ? " unsorted, repeated columns" : ""}`;
-    gpu(`random ${name}: GPU = CPU bit for bit, verify statistics equal the CPU's`, ({ engine }) => {
+    gpu(`random ${name}: GPU = CPU bit for bit, verify statistics equal the CPU's, every kernel kind that takes it`, ({ engine }) => {
       const t = randomSpqr(mulberry32(1700 + i), s);
       const source = new Float32Array(s.m * s.n);
       for (let j = 0; j < source.length; j++) source[j] = Math.sin(j) * 0.05;
       const cpu = widen(dequantizeSpqr(t));
-      const { weights, stats } = dequantSpqrGpu(engine, t, { reference: source });
-      assertSameBits(weights as Float32Array, cpu, "weights");
-      assertSameHalves(dequantSpqrGpu(engine, t, { output: "f16" }).weights as Uint16Array, toF16(cpu), "fp16 output");
-      assertStats(stats!, cpu, source);
-      if (s.messy) {
-        // The case must exercise the quirk: CSR and PTCSR decode differ (in the sign of zero only).
-        const csr = widen(dequantizeSpqr({ ...t, outlierStorage: "csr" }));
-        assert.ok(cpu.some((w, j) => Object.is(w, 0) && Object.is(csr[j], -0)), "no −0 at column 0 became +0 under PTCSR");
-        assertSameBits(dequantSpqrGpu(engine, { ...t, outlierStorage: "csr" }).weights as Float32Array, csr, "the same layer as CSR");
-        assertStats(dequantSpqrGpu(engine, t, { reference: source, weights: false }).stats!, cpu, source);
-      }
+      const ran = eachPath((path) => {
+        const { weights, stats } = dequantSpqrGpu(engine, t, { reference: source, path });
+        assertSameBits(weights as Float32Array, cpu, `${path} weights`);
+        assertSameHalves(dequantSpqrGpu(engine, t, { output: "f16", path }).weights as Uint16Array, toF16(cpu), `${path} fp16 output`);
+        assertStats(stats!, cpu, source);
+        assertStats(dequantSpqrGpu(engine, t, { reference: source, weights: false, path }).stats!, cpu, source);
+        if (s.messy) {
+          // The case must exercise the quirk: CSR and PTCSR decode differ (in the sign of zero only).
+          const csr = widen(dequantizeSpqr({ ...t, outlierStorage: "csr" }));
+          assert.ok(cpu.some((w, j) => Object.is(w, 0) && Object.is(csr[j], -0)), "no −0 at column 0 became +0 under PTCSR");
+          assertSameBits(dequantSpqrGpu(engine, { ...t, outlierStorage: "csr" }, { path }).weights as Float32Array, csr, `${path}: the same layer as CSR`);
+        }
+      });
+      // With an H100's 228 KiB of shared memory per multiprocessor, every shape here fits two pipelined blocks (4096 × 11008: R = 2, 110 KiB each).
+      const pipelineFits = engine.context.info.sharedBytesPerMultiprocessor >= 228 * 1024;
+      assert.ok(ran.includes("elements") && (!pipelineFits || ran.includes("pipeline")), `kinds that took ${name}: ${ran.join(", ")}`);
     });
   }
-  gpu("a code wider than the format's bits is reported by the kernel (KERNEL_STATUS)", ({ engine }) => {
+  gpu("a code wider than the format's bits is reported by every kernel kind (KERNEL_STATUS)", ({ engine }) => {
     const t = randomSpqr(mulberry32(5), { m: 64, n: 128, outlierShare: 0.01 });
-    expectCode(() => dequantSpqrGpu(engine, { ...t, codes: t.codes.map((c, j) => (j === 99 ? 8 : c)) }), "KERNEL_STATUS");
+    const wide = { ...t, codes: t.codes.map((c, j) => (j === 99 ? 8 : c)) };
+    assert.equal(eachPath((path) => expectCode(() => dequantSpqrGpu(engine, wide, { path }), "KERNEL_STATUS")), PATHS);
   });
 }
 // Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).

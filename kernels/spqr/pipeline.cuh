@@ -1,0 +1,209 @@
+// The pipelined SpQR kernel body (spqr.cu instantiates it; launch-shape.ts picks it where it fits):
+// one persistent wave of blocks, block b taking batches b, b + grid, … of R consecutive rows, with
+// the input of the batch after next copied into shared memory (cp.async) while the block works on
+// the current one.
+//
+// Why (issue 9): the stripe kernels (spqr.cu) stalled on memory latency. ncu on the H100 (11008 ×
+// 4096, fp16 out): 0.45 instructions issued per scheduler cycle, no eligible warp 55 % of the
+// time, the same 65 µs at a 1.58 GHz SM clock as at 1.98, DRAM at 56 % of its peak. Each stripe
+// began with a chain of dependent loads (statistics, permutation, CSR offsets, then the entries),
+// each batch's codes were held in registers (80 a thread, so 3 blocks per multiprocessor), and
+// shorter stripes (more blocks, a shorter tail) were slower for the longer chains. Here a batch's
+// codes, scale and zero codes and tile statistics arrive in shared memory a whole batch ahead and
+// hold no register; the CSR offsets are read one batch ahead and the entries loaded during the
+// previous batch's output; the permutation is checked once per block.
+//
+// Its statistics come in a layout of their own (pipeline-layout.ts), so that each of a
+// batch's copies is a run of whole 16-byte chunks (as [G][m] the scale codes of a batch are G
+// runs of R bytes, m bytes apart: a 32-byte sector fetched for every 4 bytes):
+//
+//   scale_codes  uint8   [m / R][code_stride]    qs of (row b·R + i, group g) at g·R + i
+//   zero_codes   uint8   [m / R][code_stride]    qz, likewise
+//   stats        ushort4 [m / beta1][stat_groups] (s_s, z_s, s_z, z_z) of tile (g, tile row)
+//
+// code_stride = G·R rounded up to 16 bytes, stat_groups = G rounded up to even (16 bytes).
+//
+// Shared memory (dynamic): [64 B: the CSR offsets of two batches][R · 2n: the batch's rows, fp16,
+// column-interleaved as stripe-phases.cuh lays them][2 stages of: R · n code bytes, code_stride
+// scale codes, code_stride zero codes, 8 · stat_groups bytes of statistics]. A batch lies inside
+// one tile row (beta1 % R == 0); n % 16 == 0 for the 16-byte code copies.
+//
+// Per batch, three barriers: (1) its copies landed (and the previous output finished with the
+// rows); decode from the stage into the rows, with each thread's (s, z) of a group in registers
+// (thread t takes groups t, t + T, …: no table, no barrier for one); (2) the stage is free: copy
+// the batch after next into it; the outliers; (3) the next batch's entries into registers, then
+// the output (stripe-emit.cuh).
+#pragma once
+#include "stripe-phases.cuh"
+#include "stripe-emit.cuh"
+#include "../common/async-copy.cuh"
+#include "../common/status.h"
+
+#define LQ_SPQR_PIPE_OFFSET_BYTES 64
+
+__host__ __device__ constexpr int64_t lq_spqr_pipe_code_stride(int64_t rows, int64_t groups) { return (groups * rows + 15) & ~(int64_t)15; }
+__host__ __device__ constexpr int64_t lq_spqr_pipe_stat_bytes(int64_t groups) { return ((groups + 1) & ~(int64_t)1) * 8; }
+__host__ __device__ constexpr int64_t lq_spqr_pipe_stage_bytes(int64_t rows, int64_t n, int64_t groups) {
+  return rows * n + 2 * lq_spqr_pipe_code_stride(rows, groups) + lq_spqr_pipe_stat_bytes(groups);
+}
+// The shared-memory bytes of a launch (launch-shape.ts computes the same).
+__host__ __device__ constexpr int64_t lq_spqr_pipe_shared_bytes(int64_t rows, int64_t n, int64_t groups) {
+  return LQ_SPQR_PIPE_OFFSET_BYTES + rows * 2 * n + 2 * lq_spqr_pipe_stage_bytes(rows, n, groups);
+}
+
+struct lq_spqr_pipe_stage {
+  unsigned char* codes;  // [R][n]
+  unsigned char* scale_codes;  // [G][R]
+  unsigned char* zero_codes;  // [G][R]
+  uint2* stats;  // [G]
+};
+
+__device__ __forceinline__ lq_spqr_pipe_stage lq_spqr_pipe_stage_at(unsigned char* base, int rows, int n, int groups) {
+  const int code_stride = (int)lq_spqr_pipe_code_stride(rows, groups);
+  lq_spqr_pipe_stage s;
+  s.codes = base;
+  s.scale_codes = base + rows * n;
+  s.zero_codes = s.scale_codes + code_stride;
+  s.stats = reinterpret_cast<uint2*>(s.zero_codes + code_stride);
+  return s;
+}
+
+// 16-byte chunks [0, bytes) of `from` into `to`, spread over the block.
+__device__ __forceinline__ void lq_spqr_pipe_copy_run(unsigned char* to, const unsigned char* from, int bytes) {
+  for (int c = (int)threadIdx.x; c < bytes / 16; c += LQ_SPQR_THREADS) lq_cp_async<16>(to + 16 * c, from + 16 * c);
+}
+
+// Every copy of batch b (rows b·R … b·R + R − 1) into `stage`, then the group closes (an empty
+// group past the last batch keeps every thread's group count the same).
+template <int R>
+__device__ __forceinline__ void lq_spqr_pipe_copy(const lq_spqr_pipe_stage& stage, bool valid, int64_t b, const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes,
+                                                  const ushort4* stats, int64_t beta1, int n, int groups) {
+  if (valid) {
+    const int code_stride = (int)lq_spqr_pipe_code_stride(R, groups), stat_bytes = (int)lq_spqr_pipe_stat_bytes(groups);
+    lq_spqr_pipe_copy_run(stage.codes, codes + b * R * n, R * n);
+    lq_spqr_pipe_copy_run(stage.scale_codes, scale_codes + b * code_stride, code_stride);
+    lq_spqr_pipe_copy_run(stage.zero_codes, zero_codes + b * code_stride, code_stride);
+    lq_spqr_pipe_copy_run(reinterpret_cast<unsigned char*>(stage.stats), reinterpret_cast<const unsigned char*>(stats) + (b * R / beta1) * stat_bytes, stat_bytes);
+  }
+  lq_cp_async_commit();
+}
+
+// The R codes of group g (bytes g·R … g·R + R − 1 of a stage's scale or zero codes), row i in byte i.
+template <int R>
+__device__ __forceinline__ uint32_t lq_spqr_pipe_group_codes(const unsigned char* p, int g) {
+  if constexpr (R == 4) return *reinterpret_cast<const uint32_t*>(p + 4 * g);
+  else if constexpr (R == 2) return *reinterpret_cast<const uint16_t*>(p + 2 * g);
+  else return p[g];
+}
+
+// Warp 0: the CSR offsets of the batch at row r (R + 1 of them) into `to`. Offsets outside 0 … nnz
+// or decreasing (the host checked them; a kernel given bad ones must stay inside cols/values)
+// report bit 2 and read as an empty batch.
+template <int R>
+__device__ __forceinline__ int32_t lq_spqr_pipe_load_offset(const int32_t* row_offsets, int64_t r, bool valid) {
+  const int lane = (int)threadIdx.x;
+  return valid && lane <= R ? __ldg(row_offsets + r + lane) : 0;
+}
+
+template <int R>
+__device__ __forceinline__ void lq_spqr_pipe_store_offsets(int32_t offset, int32_t* to, int64_t nnz, uint32_t& bad) {
+  const int lane = (int)threadIdx.x;
+  const int32_t previous = __shfl_up_sync(0xFFFFFFFFu, offset, 1);
+  const bool wrong = lane <= R && (offset < 0 || offset > nnz || (lane > 0 && offset < previous));
+  const int32_t first = __shfl_sync(0xFFFFFFFFu, offset, 0);
+  if (__any_sync(0xFFFFFFFFu, wrong)) {
+    bad |= 2u;
+    offset = min(max(first, 0), (int32_t)nnz);
+  }
+  if (lane <= R) to[lane] = offset;
+}
+
+template <int OUT, bool VERIFY, int R, int C>
+__device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats, const int32_t* row_offsets,
+                                                 const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out, const float* reference,
+                                                 lq_verify_partial* partials, int64_t m, int n, int64_t beta1, int beta2, int64_t nnz, uint32_t over, bool ptcsr,
+                                                 uint32_t* status) {
+  extern __shared__ __align__(16) unsigned char lq_spqr_shared[];
+  constexpr int T = LQ_SPQR_THREADS;
+  const int t = (int)threadIdx.x;
+  lq_spqr_shape sh;
+  sh.n = n, sh.pieces = n / 8, sh.groups = n / beta2, sh.group_pieces = beta2 / 8;
+  sh.group_shift = (sh.group_pieces & (sh.group_pieces - 1)) == 0 ? __ffs(sh.group_pieces) - 1 : -1;
+  int32_t* ring = reinterpret_cast<int32_t*>(lq_spqr_shared);
+  unsigned char* rows_buf = lq_spqr_shared + LQ_SPQR_PIPE_OFFSET_BYTES;
+  const int stage_bytes = (int)lq_spqr_pipe_stage_bytes(R, n, sh.groups);
+  unsigned char* stages = rows_buf + R * 2 * n;
+  const bool outliers = row_offsets != nullptr;
+  const int64_t batches = m / R, grid = gridDim.x;
+  double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
+  uint32_t bad = 0;
+
+  // Every stored column of the permutation < n, once per block: the gathers need no clamp.
+  bool perm_bad = false;
+  for (int p = t; inv_perm != nullptr && p < sh.pieces; p += T) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(inv_perm + 8 * p));
+    const uint32_t high = __vmaxu2(__vmaxu2(v.x, v.y), __vmaxu2(v.z, v.w));
+    perm_bad |= max(high & 0xFFFFu, high >> 16) >= (uint32_t)n;
+  }
+  if (__syncthreads_or(perm_bad)) {
+    if (t == 0) lq_report(status, LQ_STATUS_INDEX_RANGE);
+    return;
+  }
+
+  int64_t b = blockIdx.x;
+  const auto stage = [&](int k) { return lq_spqr_pipe_stage_at(stages + (k & 1) * stage_bytes, R, n, sh.groups); };
+  const auto copy = [&](int k, int64_t batch) { lq_spqr_pipe_copy<R>(stage(k), batch < batches, batch, codes, scale_codes, zero_codes, stats, beta1, n, sh.groups); };
+  if (outliers && t < 32) lq_spqr_pipe_store_offsets<R>(lq_spqr_pipe_load_offset<R>(row_offsets, b * R, b < batches), ring, nnz, bad);
+  copy(0, b);
+  copy(1, b + grid);
+  __syncthreads();
+  lq_spqr_entry entry{};
+  if (outliers && b < batches) lq_spqr_load_entry(entry, ring[0] + t, ring, R, cols, values);
+
+  // Every loop bound and branch around a barrier is uniform over the block.
+  for (int k = 0; b < batches; k++, b += grid) {
+    const int64_t r = b * R, next = b + grid;
+    int32_t* offsets = ring + 8 * (k & 1);
+    int32_t* next_offsets = ring + 8 * ((k + 1) & 1);
+    int32_t next_offset = 0;
+    if (outliers && t < 32) next_offset = lq_spqr_pipe_load_offset<R>(row_offsets, next * R, next < batches);
+    // 1. This batch's copies landed (the next batch's may still be in flight); the rows are free.
+    lq_cp_async_wait<1>();
+    __syncthreads();
+    const lq_spqr_pipe_stage in = stage(k);
+    for (int g = t; g < sh.groups; g += T) {
+      const uint32_t scale_word = lq_spqr_pipe_group_codes<R>(in.scale_codes, g), zero_word = lq_spqr_pipe_group_codes<R>(in.zero_codes, g);
+      const uint2 so = in.stats[g];
+      __half2 s[R], z[R];
+#pragma unroll
+      for (int i = 0; i < R; i++) {
+        const uint32_t code_s = (scale_word >> (8 * i)) & 0xFFu, code_z = (zero_word >> (8 * i)) & 0xFFu;
+        const __half2 sz = lq_spqr_grid2(0x64006400u | code_s | (code_z << 16), lq_bits_as_half2(so.x), lq_bits_as_half2(so.y));
+        s[i] = __low2half2(sz), z[i] = __high2half2(sz);
+      }
+      for (int piece = g * sh.group_pieces; piece < (g + 1) * sh.group_pieces; piece++) {
+        uint2 q[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) q[i] = *reinterpret_cast<const uint2*>(in.codes + i * n + 8 * piece);
+        lq_spqr_decode_piece_sz<R>(q, piece, rows_buf, s, z, over, bad);
+        lq_spqr_in_order();
+      }
+    }
+    if (outliers && t < 32) lq_spqr_pipe_store_offsets<R>(next_offset, next_offsets, nnz, bad);
+    // 2. The stage is read: the batch after next goes into it. The outliers.
+    __syncthreads();
+    copy(k, b + 2 * grid);
+    if (outliers) lq_spqr_outliers<R>(entry, offsets, R, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+    // 3. The next batch's first entries in flight, then the output.
+    __syncthreads();
+    if (outliers && next < batches) lq_spqr_load_entry(entry, next_offsets[0] + t, next_offsets, R, cols, values);
+    lq_spqr_emit<OUT, VERIFY, R, C>(rows_buf, r, R, sh, inv_perm, out, reference, max_abs, sq_err, sq_ref);
+  }
+  lq_cp_async_wait<0>();
+  if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
+  if (VERIFY) {
+    // The reduction's 96 doubles may overlap what other warps are still reading.
+    __syncthreads();
+    lq_verify_block_reduce(max_abs, sq_err, sq_ref, reinterpret_cast<double*>(lq_spqr_shared), partials);
+  }
+}
