@@ -40,6 +40,9 @@
 #include "../common/status.h"
 
 #define LQ_SPQR_PIPE_OFFSET_BYTES 64
+// Columns per thread whose permuted indices stay in registers across batches (R = 2 kernels): 16,
+// i.e. 8 registers (two 8-column items, or four 4-column ones).
+#define LQ_SPQR_PIPE_CACHED_ITEMS 16
 
 __host__ __device__ constexpr int64_t lq_spqr_pipe_code_stride(int64_t rows, int64_t groups) { return (groups * rows + 15) & ~(int64_t)15; }
 __host__ __device__ constexpr int64_t lq_spqr_pipe_stat_bytes(int64_t groups) { return ((groups + 1) & ~(int64_t)1) * 8; }
@@ -150,6 +153,19 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
     return;
   }
 
+  // The permuted columns of the thread's first items, the same in every batch (stripe-emit.cuh),
+  // at R = 2 only: its kernels have registers to spare (2 blocks per multiprocessor), the R = 4
+  // ones 80 each. Measured on the H100 (issue 9, 2026-11-24, % of the copy, fp16 / float32): R = 2
+  // (4096 × 11008) 69.8 / 85.0 cached against 64.9 / 83.4; R = 4 (11008 × 4096) 78.3 / 81.5
+  // cached against 80.4 / 84.4, and verify at R = 4 spilled 16-20 bytes with them.
+  constexpr int K = VERIFY || R > 2 ? 0 : LQ_SPQR_PIPE_CACHED_ITEMS / C;
+  uint32_t cached[K > 0 ? K : 1][C / 2];
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    const int item = t + k * T;
+    if (item < n / C) lq_spqr_item_columns<C>(inv_perm, item, cached[k]);
+  }
+
   int64_t b = blockIdx.x;
   const auto stage = [&](int k) { return lq_spqr_pipe_stage_at(stages + (k & 1) * stage_bytes, R, n, sh.groups); };
   const auto copy = [&](int k, int64_t batch) { lq_spqr_pipe_copy<R>(stage(k), batch < batches, batch, codes, scale_codes, zero_codes, stats, beta1, n, sh.groups); };
@@ -181,7 +197,24 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
         const __half2 sz = lq_spqr_grid2(0x64006400u | code_s | (code_z << 16), lq_bits_as_half2(so.x), lq_bits_as_half2(so.y));
         s[i] = __low2half2(sz), z[i] = __high2half2(sz);
       }
-      for (int piece = g * sh.group_pieces; piece < (g + 1) * sh.group_pieces; piece++) {
+      int piece = g * sh.group_pieces;
+      const int end = piece + sh.group_pieces;
+      // Verify: two pieces a 16-byte load per row where groups hold pairs (beta2 % 16 == 0: every
+      // pair aligned), conflict-free across the warp, where 8-byte loads 16 bytes apart conflict
+      // 2-way. Measured on the H100 (11008 × 4096, % of the copy): verify 88.1-89.5 with them,
+      // 86.9-87.5 without; float32 out 80.4-81.9 with them, 83.9-84.9 without (fp16 about even).
+      for (; VERIFY && (sh.group_pieces & 1) == 0 && piece < end; piece += 2) {
+        uint2 lo[R], hi[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+          const uint4 w = *reinterpret_cast<const uint4*>(in.codes + i * n + 8 * piece);
+          lo[i] = make_uint2(w.x, w.y), hi[i] = make_uint2(w.z, w.w);
+        }
+        lq_spqr_decode_piece_sz<R>(lo, piece, rows_buf, s, z, over, bad);
+        lq_spqr_decode_piece_sz<R>(hi, piece + 1, rows_buf, s, z, over, bad);
+        lq_spqr_in_order();
+      }
+      for (; piece < end; piece++) {
         uint2 q[R];
 #pragma unroll
         for (int i = 0; i < R; i++) q[i] = *reinterpret_cast<const uint2*>(in.codes + i * n + 8 * piece);
@@ -197,7 +230,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
     // 3. The next batch's first entries in flight, then the output.
     __syncthreads();
     if (outliers && next < batches) lq_spqr_load_entry(entry, next_offsets[0] + t, next_offsets, R, cols, values);
-    lq_spqr_emit<OUT, VERIFY, R, C>(rows_buf, r, R, sh, inv_perm, out, reference, max_abs, sq_err, sq_ref);
+    lq_spqr_emit_cached<OUT, VERIFY, R, C, K>(rows_buf, r, R, sh, inv_perm, cached, out, reference, max_abs, sq_err, sq_ref);
   }
   lq_cp_async_wait<0>();
   if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));
