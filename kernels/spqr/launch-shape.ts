@@ -12,10 +12,10 @@ import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
  *   taken when at least MIN_PIPELINE_BLOCKS blocks fit on a multiprocessor. Its statistics go
  *   up in pipeline-layout.ts's order.
  *   On the H100 at 16 × 16 (bench/gpu-dequant.ts, % of the device-to-device copy, fp16 / float32 /
- *   verify, 2026-11-24): 11008 × 4096, R = 4, 72 KiB, 3 blocks per multiprocessor: 80.3 / 84.9 /
- *   87.5 against the stripe kernels' 71.4 / 82.3 / 75.0 in the same run (capped at 2 blocks:
- *   76.5 / 83.5 / 78.4); 4096 × 11008, R = 2, 110 KiB, 2 blocks: 65.5 / 83.6 / 71.3 against
- *   49.3 / 61.6 / 55.7.
+ *   verify, 2026-11-24, bench/RESULTS.md): 11008 × 4096, R = 4, 72 KiB, 3 blocks per
+ *   multiprocessor: 81–83 / 84–86 / 87–89 against the stripe kernels' 71.4 / 82.3 / 75.0
+ *   (capped at 2 blocks: 76.5 / 83.5 / 78.4 at an earlier step); 4096 × 11008, R = 2, 110 KiB,
+ *   2 blocks: 68 / 83–85 / 70–71 against 49.3 / 61.6 / 55.7.
  * - `stripes` (spqr.cu): one block per stripe of up to 8 rows, walked in batches of R rows held in
  *   registers; n and beta2 multiples of 8 and a batch within 48 KiB. fp16 out, and neither output
  *   nor verify: R = 4, 2, 1 with 8-column items; float32 out and verify: R = 4 with 4-column items

@@ -157,7 +157,8 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
   // at R = 2 only: its kernels have registers to spare (2 blocks per multiprocessor), the R = 4
   // ones 80 each. Measured on the H100 (issue 9, 2026-11-24, % of the copy, fp16 / float32): R = 2
   // (4096 × 11008) 69.8 / 85.0 cached against 64.9 / 83.4; R = 4 (11008 × 4096) 78.3 / 81.5
-  // cached against 80.4 / 84.4, and verify at R = 4 spilled 16-20 bytes with them.
+  // cached (with 16-byte decode loads too) against 80.4 / 84.4, and verify at R = 4 spilled 16-20
+  // bytes with them.
   constexpr int K = VERIFY || R > 2 ? 0 : LQ_SPQR_PIPE_CACHED_ITEMS / C;
   uint32_t cached[K > 0 ? K : 1][C / 2];
 #pragma unroll
@@ -201,7 +202,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
       const int end = piece + sh.group_pieces;
       // Verify: two pieces a 16-byte load per row where groups hold pairs (beta2 % 16 == 0: every
       // pair aligned), conflict-free across the warp, where 8-byte loads 16 bytes apart conflict
-      // 2-way. Measured on the H100 (11008 × 4096, % of the copy): verify 88.1-89.5 with them,
+      // 2-way. Measured on the H100 (11008 × 4096, % of the copy): verify 87.9-89.5 with them,
       // 86.9-87.5 without; float32 out 80.4-81.9 with them, 83.9-84.9 without (fp16 about even).
       for (; VERIFY && (sh.group_pieces & 1) == 0 && piece < end; piece += 2) {
         uint2 lo[R], hi[R];
