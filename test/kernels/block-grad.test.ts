@@ -11,10 +11,11 @@ import { inverseFrequencies, ropeTable } from "../../model/rope.js";
 import { GpuBlockGrad } from "../../kernels/block-grad/gpu-block-grad.js";
 import { gemmOn, launchSwigluBackward } from "../../kernels/block-grad/launch.js";
 import { checkBlockWeights, checkWindow, planBlockGrad } from "../../kernels/block-grad/plan.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { FIXTURE_MODEL } from "../helpers/paths.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * One decoder block's forward and ∂loss/∂W on the GPU (kernels/block-grad) against the CPU
@@ -121,15 +122,9 @@ host.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const probe = await gpuAvailable();
-const gpu = suite("gpu block grad against model/block-grad", {} as { engine: GpuEngine });
+const { gpu, available } = await gpuSuite("gpu block grad against model/block-grad");
 
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+if (available) {
 
   gpu("random GQA block with q/k/v/o biases: output and every ∂W to 1e-9, over windows of 300 and 37 tokens accumulated; deterministic", ({ engine }) => {
     const ctx = randomBlock(7, 300);
@@ -208,7 +203,6 @@ if (!probe.ok) {
     expectCode(() => device.gradients(), "LAUNCH_REFUSED", "after release");
   });
 
-  gpu.after(({ engine }) => engine.close());
 }
 
 gpu.run();

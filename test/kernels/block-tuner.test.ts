@@ -1,4 +1,3 @@
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { openCheckpoint } from "../../converters/open.js";
 import type { BlockGradBackend } from "../../formats/int-group/quantizers/block-grad-backend.js";
@@ -11,10 +10,10 @@ import { inverseFrequencies, ropeTable } from "../../model/rope.js";
 import { GpuBlockGradBackend } from "../../kernels/block-grad/backend.js";
 import { GpuBlockGrad } from "../../kernels/block-grad/gpu-block-grad.js";
 import { GpuBlockTuner } from "../../kernels/block-grad/gpu-block-tuner.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { FIXTURE_MODEL } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * Block-wise SignRound's device-resident tuner (kernels/block-grad/gpu-block-tuner.ts) against
@@ -57,15 +56,9 @@ function hostDriven(backend: GpuBlockGradBackend): BlockGradBackend {
   };
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("gpu block tuner against the host tuner", {} as { engine: GpuEngine });
+const { gpu, available } = await gpuSuite("gpu block tuner against the host tuner");
 
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+if (available) {
 
   gpu("first iteration: Ŵ equals the CPU's quantizedWeights() and every ∂W the host-driven GPU's, bit for bit; the loss to 1e-12", async ({ engine }) => {
     const { ctx, data, maxTokens } = await fixtureBlock();

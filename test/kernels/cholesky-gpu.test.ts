@@ -3,10 +3,11 @@ import * as assert from "uvu/assert";
 import { isLmpackError, type FormatError } from "../../formats/errors.js";
 import { quantizeGptq } from "../../formats/int-group/quantizers/gptq.js";
 import { gemmAdd, prepareSecondOrder, upperCholeskyOfInverse, type CholeskyOptions } from "../../formats/second-order/index.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { gpuFactorize, upperCholeskyOfInverseGpu } from "../../kernels/linalg/cholesky-gpu.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * GPTQ's factor U = chol_upper(H⁻¹) on the GPU (kernels/linalg/cholesky-gpu.ts), behind
@@ -98,8 +99,7 @@ host("upperCholeskyOfInverseGpu refuses impossible sizes with LAUNCH_REFUSED bef
 
 host.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("upper Cholesky of the inverse on the GPU", {} as { engine: GpuEngine; h: Float64Array });
+const { gpu, available } = await gpuSuite<{ h: Float64Array }>("upper Cholesky of the inverse on the GPU");
 const SIZES = [1, 63, 64, 65, 200, 1024, 4096];
 const LARGEST = SIZES[SIZES.length - 1]!;
 /**
@@ -139,11 +139,8 @@ function conditionEstimate(h: Float64Array, u: Float64Array, n: number, steps = 
   return largest(timesH) * largest(timesInverse);
 }
 
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
+if (available) {
+  gpu.before((context) => {
     context.h = correlatedHessian(7, LARGEST, 2 * LARGEST);
   });
   const cases = [
@@ -227,6 +224,5 @@ if (!probe.ok) {
       deferred.release();
     }
   });
-  gpu.after(({ engine }) => engine.close());
 }
 gpu.run();

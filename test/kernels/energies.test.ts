@@ -1,10 +1,9 @@
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { cpuLayerEnergies, layerErrors } from "../../converters/int-group/layer-errors.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuLayerEnergies } from "../../kernels/linalg/energies-gpu.js";
 import type { Hessian } from "../../formats/second-order/hessian.js";
 import { mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The quantizers' per-layer report on the GPU (kernels/linalg/energies-gpu.ts): tr(ΔW H ΔWᵀ) and
@@ -65,15 +64,8 @@ function within(label: string, gpu: number, cpu: number, s: number, N: number, K
   assert.ok(Math.abs(gpu - cpu) <= bound, `${label}: GPU ${gpu}, CPU ${cpu}, |Δ| ${Math.abs(gpu - cpu)} > bound ${bound}`);
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("layer energies on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
-  gpu.after(({ engine }) => engine.close());
+const { gpu, available } = await gpuSuite("layer energies on the GPU");
+if (available) {
   CASES.forEach((c, index) => {
     gpu(`${c.label}: tr(ΔW H ΔWᵀ) and tr(W H Wᵀ) equal the CPU's within the rounding bound`, ({ engine }) => {
       const { weight, quantized, hessian } = layer(c.N, c.K, 700 + index);

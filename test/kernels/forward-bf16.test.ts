@@ -3,7 +3,6 @@ import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { openCheckpoint } from "../../converters/open.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuLlamaForwardBf16 } from "../../kernels/forward-bf16/gpu-forward-bf16.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights, type LlamaWeights } from "../../model/llama-weights.js";
@@ -11,6 +10,7 @@ import { perplexity } from "../../model/perplexity.js";
 import { gpuPerplexity } from "../../kernels/forward/gpu-perplexity.js";
 import { CLI, SHARED_DIR, sharedModel } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The bf16 forward (kernels/forward-bf16): bf16 weights, float32 activations and products. On
@@ -36,10 +36,8 @@ cli("an unknown precision is refused by the option parser", () => {
 });
 cli.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("gpu forward, bf16 weights and float32 arithmetic", {} as { engine: GpuEngine; weights: LlamaWeights });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
+const { gpu, available } = await gpuSuite<{ weights: LlamaWeights }>("gpu forward, bf16 weights and float32 arithmetic");
+if (!available) {
   gpu("bf16 without a GPU: NO_DEVICE (exit 2)", () => {
     const run = spawnSync(process.execPath, [CLI, "eval", sharedModel("lmpack-fixture-2m"), "--text", TEXT, "--precision", "bf16"], { encoding: "utf8" });
     assert.is(run.status, 2, run.stderr);
@@ -47,7 +45,6 @@ if (!probe.ok) {
   });
 } else {
   gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
     const checkpoint = await openCheckpoint(sharedModel("docs-llama-16m"));
     context.weights = await loadLlamaWeights(checkpoint).finally(() => checkpoint.close());
   });

@@ -6,7 +6,6 @@ import * as assert from "uvu/assert";
 import { openCheckpoint } from "../../converters/open.js";
 import type { ModelConfig } from "../../converters/hf/config.js";
 import { isLmpackError } from "../../formats/errors.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
 import { elementwiseLaunch, rowsLaunch } from "../../kernels/forward/launch.js";
 import { checkWindowIds, planForward } from "../../kernels/forward/plan.js";
@@ -18,6 +17,7 @@ import { loadTokenizer } from "../../model/tokenizer.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { CLI, FIXTURE_MODEL, SHARED_DIR, sharedModel } from "../helpers/paths.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The decoder forward on the GPU (kernels/forward) against the CPU reference LlamaForward. The
@@ -154,8 +154,7 @@ host.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const probe = await gpuAvailable();
-const gpu = suite("gpu forward against the CPU forward", {} as { engine: GpuEngine });
+const { gpu, available } = await gpuSuite("gpu forward against the CPU forward");
 
 /** GPU logits, per-position NLL and window sum against LlamaForward's on `ids`. */
 function assertSameWindow(device: GpuLlamaForward, cpu: LlamaForward, ids: Int32Array, label: string): void {
@@ -189,12 +188,7 @@ function assertSameWindow(device: GpuLlamaForward, cpu: LlamaForward, ids: Int32
   assert.ok(again.every((x, t) => Object.is(x, nll[t])), `${label}: a second run differs`);
 }
 
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+if (available) {
 
   const models = [
     { name: "tinystories-656K", folder: sharedModel("tinystories-656K"), text: join(SHARED_DIR, "text", "tinystories-valid-head.txt") },
@@ -248,7 +242,6 @@ if (!probe.ok) {
     expectCode(() => device.positionNll(ids), "LAUNCH_REFUSED", "after release");
   });
 
-  gpu.after(({ engine }) => engine.close());
 }
 
 gpu.run();
@@ -262,8 +255,8 @@ function evalJson(device: string, maxTokens: number): { status: number | null; s
   return { status: run.status, stderr: run.stderr, ...(run.status === 0 ? { result: JSON.parse(run.stdout) } : {}) };
 }
 
-cli(`--device cuda ${probe.ok ? "gives --device cpu's perplexity to 1e-9 and names the GPU" : "is refused with NO_DEVICE when no GPU is usable; auto falls back to the CPU"}`, () => {
-  if (!probe.ok) {
+cli(`--device cuda ${available ? "gives --device cpu's perplexity to 1e-9 and names the GPU" : "is refused with NO_DEVICE when no GPU is usable; auto falls back to the CPU"}`, () => {
+  if (!available) {
     const cuda = spawnSync(process.execPath, [CLI, "eval", FIXTURE_MODEL, "--text", DOCS_TEXT, "--max-tokens", "1024", "--device", "cuda"], { encoding: "utf8" });
     assert.is(cuda.status, 2, cuda.stderr);
     assert.match(cuda.stderr, /NO_DEVICE/);

@@ -8,13 +8,14 @@ import { regionTableForKernel, tcPackedBytes, unpackTc } from "../../formats/fpx
 import type { FpxTensor } from "../../formats/fpx/types.js";
 import { viewAs } from "../../formats/packed-array.js";
 import { checkStatus } from "../../kernels/cuda/status.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantFpxGpu } from "../../kernels/fpx/launch.js";
 import { goldenArray as get } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The FPx CUDA kernel (kernels/fpx) against formats/fpx/reference.ts: the GPU weights must be the
@@ -72,15 +73,8 @@ const REFUSED: [string, () => unknown][] = [
 for (const [name, run] of REFUSED) refusals(name, () => expectCode(run, "LAUNCH_REFUSED"));
 refusals.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/fpx: GPU = CPU reference", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-    console.log(`  device: ${context.engine.describe()}`);
-  });
+const { gpu, available } = await gpuSuite("kernels/fpx: GPU = CPU reference", { describeDevice: true });
+if (available) {
   const VECTORS = join(SHARED_DIR, "vectors", "fp6");
   const cases = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors") && !f.startsWith("codec_")).sort();
   gpu("golden set found", () => assert.ok(cases.length >= 8, `found ${cases.length} files in ${VECTORS}`));
@@ -160,8 +154,6 @@ if (!probe.ok) {
     }
   });
 }
-// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
-gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /** Random layout bytes (every code occurs at these sizes) and random finite fp16 scales of both signs, with ±0, the smallest subnormal and the largest finite among them. */

@@ -5,13 +5,14 @@ import * as assert from "uvu/assert";
 import { ggmlCodecByName } from "../../formats/ggml/registry.js";
 import type { GgmlTypeCodec } from "../../formats/ggml/types.js";
 import type { VerifyStats } from "../../kernels/cuda/verify.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantGgmlGpu, GGML_KERNEL_TYPES, ggmlKernelName, type GgmlKernelType } from "../../kernels/ggml/launch.js";
 import { goldenArray } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The ggml CUDA kernels (kernels/ggml) against the codecs of formats/ggml: the GPU weights must be
@@ -71,15 +72,8 @@ layout("refusals before the launch (LAUNCH_REFUSED): wrong byte length, partial 
 });
 layout.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/ggml: GPU = CPU codecs", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-    console.log(`  device: ${context.engine.describe()}`);
-  });
+const { gpu, available } = await gpuSuite("kernels/ggml: GPU = CPU codecs", { describeDevice: true });
+if (available) {
   for (const [i, type] of GGML_KERNEL_TYPES.entries()) {
     const every = FP16_FIELDS[type].length === 0;
     gpu(`${type}: random blocks${every ? " (every bit pattern)" : ""}: GPU = codec bit for bit, float32 and fp16${every ? "" : "; verify statistics equal the CPU's"}`, ({ engine }) => {
@@ -115,8 +109,6 @@ if (!probe.ok) {
     });
   }
 }
-// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
-gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /**

@@ -4,10 +4,10 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { quantizeGptq } from "../../formats/int-group/quantizers/gptq.js";
 import { gemmAdd, type DeferredUpdates } from "../../formats/second-order/index.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * GPTQ's deferred updates away from the host weight (formats/second-order/gptq-loop.ts,
@@ -86,14 +86,8 @@ for (const groupSize of [100, 256, 384]) {
 }
 host.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("gptq deferred updates on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("gptq deferred updates on the GPU");
+if (available) {
   gpu("1000×1536 4-bit g64 act-order: codes equal the CPU's but for rounding-boundary ties, loss within 1e-9", async ({ engine }) => {
     const { weight, h } = layer(3, 1000, 1536);
     const cpu = quantizeGptq(weight, 1000, 1536, h, { params, actOrder: true });
@@ -105,15 +99,14 @@ if (!probe.ok) {
     assert.ok(differing <= cpu.tensor.codes.length * 1e-5, `${differing} codes differ`);
     assert.ok(Math.abs(gpuResult.hessianLoss - cpu.hessianLoss) <= 1e-9 * cpu.hessianLoss, `loss ${gpuResult.hessianLoss} vs ${cpu.hessianLoss}`);
   });
-  gpu.after(({ engine }) => engine.close());
 }
 const cli = suite("quantize --device");
-cli(`--device cuda: ${probe.ok ? "the GPTQ loop runs on the GPU and the result verifies" : "refused with NO_DEVICE when no GPU is usable"}`, async () => {
+cli(`--device cuda: ${available ? "the GPTQ loop runs on the GPU and the result verifies" : "refused with NO_DEVICE when no GPU is usable"}`, async () => {
   const dir = await tempDir("lmpack-device-");
   try {
     const out = join(dir.path, "gptq.lmpack");
     const run = spawnSync(process.execPath, [CLI, "quantize", FIXTURE_MODEL, "--method", "gptq", "--hessians", "embedding-proxy", "--device", "cuda", "--to", "lmpack", "--out", out], { encoding: "utf8" });
-    if (!probe.ok) {
+    if (!available) {
       assert.is(run.status, 2, run.stderr);
       assert.match(run.stderr, /NO_DEVICE/);
       return;

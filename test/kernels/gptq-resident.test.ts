@@ -5,11 +5,11 @@ import { quantizeGptq, runGptqPassOnHost, type GptqOptions } from "../../formats
 import type { GptqPass, GptqResidentLoop } from "../../formats/int-group/quantizers/gptq-resident.js";
 import type { IntBits, IntGroupParams } from "../../formats/int-group/types.js";
 import type { LoopResult } from "../../formats/second-order/index.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { gpuGptqLoop } from "../../kernels/second-order/int-columns-gpu.js";
 import { assertSameBits, expectCode } from "../helpers/gpu-assert.js";
 import { randomLayer, untouchableEngine } from "../helpers/resident-loop.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * GPTQ's int-group loop resident on the GPU (kernels/second-order int-columns) against the host
@@ -127,14 +127,8 @@ function assertSamePass(resident: GptqPass, residentLoop: LoopResult, host: Gptq
   assert.ok(Object.is(residentLoop.hessianLoss, hostLoop.hessianLoss), `Hessian loss ${residentLoop.hessianLoss} vs ${hostLoop.hessianLoss}`);
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("GPTQ resident loop on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("GPTQ resident loop on the GPU");
+if (available) {
   CASES.forEach((c, i) => {
     gpu(`${c.name}: the resident loop's result equals the host loop's bit for bit`, ({ engine }) => {
       const { weight, h } = randomLayer(200 + i, c.rows, c.columns, c.dead);
@@ -170,6 +164,5 @@ if (!probe.ok) {
       }
     });
   });
-  gpu.after(({ engine }) => engine.close());
 }
 gpu.run();

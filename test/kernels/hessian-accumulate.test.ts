@@ -6,13 +6,14 @@ import { calibrateHessians, type HessianProducts } from "../../converters/hessia
 import { openHessianStore, type HessianEntry } from "../../converters/hessians/store.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { gemmAdd } from "../../formats/second-order/index.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { GpuHessians, syrkLaunch } from "../../kernels/linalg/hessian-accumulate.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import { CLI, FIXTURE_MODEL, SHARED_DIR, tempDir } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { expectCode } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * Calibration's H += XᵀX away from the host H (converters/hessians/calibrate.ts,
@@ -116,14 +117,8 @@ function cpuProducts(batches: Float32Array[], size: number, scale: number): { h:
   return { h, s };
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("hessian accumulate on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("hessian accumulate on the GPU");
+if (available) {
   // 3000 × 1024 in uneven batches (one of a single token); 333 features leave partial edge tiles; scale 0.25 is exact.
   for (const [size, sizes, scale] of [[1024, [1000, 1, 999, 1000], 1], [333, [500, 17], 0.25]] as const) {
     const tokens = sizes.reduce((a, b) => a + b, 0);
@@ -195,11 +190,10 @@ if (!probe.ok) {
       products.release();
     }
   });
-  gpu.after(({ engine }) => engine.close());
 }
 
 const cli = suite("calibrate --device");
-cli(`--device cpu names the CPU; --device cuda ${probe.ok ? "accumulates on the GPU" : "is refused with NO_DEVICE when no GPU is usable"}`, async () => {
+cli(`--device cpu names the CPU; --device cuda ${available ? "accumulates on the GPU" : "is refused with NO_DEVICE when no GPU is usable"}`, async () => {
   const dir = await tempDir("lmpack-calibrate-device-");
   try {
     const args = (device: string, out: string) => [CLI, "calibrate", FIXTURE_MODEL, "--text", join(SHARED_DIR, "text", "docs-valid.txt"), "--samples", "2", "--seq-len", "32", "--device", device, "--out", join(dir.path, out)];
@@ -207,7 +201,7 @@ cli(`--device cpu names the CPU; --device cuda ${probe.ok ? "accumulates on the 
     assert.is(cpu.status, 0, cpu.stderr);
     assert.is((JSON.parse(cpu.stdout) as { device: string }).device, "cpu");
     const run = spawnSync(process.execPath, args("cuda", "cuda"), { encoding: "utf8" });
-    if (!probe.ok) {
+    if (!available) {
       assert.is(run.status, 2, run.stderr);
       assert.match(run.stderr, /NO_DEVICE/);
       return;

@@ -8,7 +8,6 @@ import { unpackAwq } from "../../formats/int-group/awq-layout.js";
 import { unpackGptq } from "../../formats/int-group/gptq-layout.js";
 import { groupCount, type IntBits, type IntGroupTensor } from "../../formats/int-group/types.js";
 import { bytesOf } from "../../formats/packed-array.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { dequantIntGroupGpu } from "../../kernels/int-group/launch.js";
 import { VERIFY_PARTIAL_BYTES } from "../../kernels/cuda/verify.js";
 import { goldenArray as get } from "../helpers/golden.js";
@@ -16,6 +15,7 @@ import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32 } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The int-group CUDA kernel (kernels/int-group) against formats/int-group/reference.ts: the GPU
@@ -32,15 +32,8 @@ layout("lq_verify_partial is 24 bytes in verify.cuh and in cuda/verify.ts", () =
 });
 layout.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/int-group: GPU = CPU reference", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-    console.log(`  device: ${context.engine.describe()}`);
-  });
+const { gpu, available } = await gpuSuite("kernels/int-group: GPU = CPU reference", { describeDevice: true });
+if (available) {
   const VECTORS = join(SHARED_DIR, "vectors", "gptq");
   const cases = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
   for (const file of cases) {
@@ -97,8 +90,6 @@ if (!probe.ok) {
     expectCode(() => dequantIntGroupGpu(engine, { ...t, codes: t.codes.map((c, j) => (j === 99 ? 16 : c)) }), "KERNEL_STATUS");
   });
 }
-// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
-gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 function randomTensor(rng: () => number, s: { N: number; K: number; bits: number; groupSize: number; actOrder: boolean }): IntGroupTensor {

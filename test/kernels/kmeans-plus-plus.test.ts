@@ -1,10 +1,9 @@
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { kMeansPlusPlus, mulberry32 as initStream, type InitData } from "../../formats/vptq/kmeans-init.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuKMeansPlusPlus } from "../../kernels/kmeans/plus-plus-gpu.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { gaussian, mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * k-means++ seeding on the GPU (kernels/kmeans/plus-plus.cuh) against the CPU's pruned
@@ -50,14 +49,8 @@ function makeData(c: Case, seed: number): InitData {
   return { vectors, count: c.count, dim: c.dim, weights, partialFrom, partialDims };
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("k-means++ seeding on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("k-means++ seeding on the GPU");
+if (available) {
   for (const c of CASES) {
     gpu(`${c.name}: the CPU's centres bit for bit`, ({ engine }) => {
       const data = makeData(c, 17 + c.k);

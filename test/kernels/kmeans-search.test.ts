@@ -1,9 +1,9 @@
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import type { DevicePointer } from "../../kernels/cuda/driver.js";
 import { NearestSearcher } from "../../kernels/kmeans/nearest.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * Nearest-centroid searches aimed at the float32 filter of kernels/kmeans/nearest-filter.cuh:
@@ -159,14 +159,8 @@ function assertSearch(c: SearchCase, data: { vectors: Float64Array; centroids: F
   }
 }
 
-const probe = await gpuAvailable();
-const gpu = suite("nearest-centroid searches on the GPU: the float32 filter and the float64 kernel", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("nearest-centroid searches on the GPU: the float32 filter and the float64 kernel");
+if (available) {
   for (const c of SEARCH_CASES) {
     gpu(`nearest search, ${c.name} (dim ${c.dim}, k ${c.k}): filtered and float64 kernels equal the CPU bit for bit, lower bounds hold`, ({ engine }) => {
       const data = c.build(mulberry32(c.k + c.dim), c);
@@ -186,6 +180,5 @@ if (!probe.ok) {
       assert.is(touched, -1, `todo, ${kernel}: unlisted vector ${touched} written`);
     }
   });
-  gpu.after(({ engine }) => engine.close());
 }
 gpu.run();

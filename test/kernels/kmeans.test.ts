@@ -5,10 +5,10 @@ import { cpuCodebookSearch, type Codebook } from "../../formats/vptq/codebook.js
 import { buildKdTree, nearestPoint, nearestPoints } from "../../formats/vptq/kd-tree.js";
 import { cpuLloyd, lloydConverged, objectiveSum, reseedEmpty, weightedKMeans, type InitData, type KMeansBackend, type KMeansData, type KMeansInit } from "../../formats/vptq/kmeans.js";
 import { quantizeVptq } from "../../formats/vptq/quantize.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuLloyd } from "../../kernels/kmeans/lloyd-gpu.js";
 import { gpuCodebookSearch } from "../../kernels/kmeans/search-gpu.js";
 import { gaussian, mulberry32 } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The k-means contract the GPU implements (formats/vptq/kmeans.ts KMeansBackend): exact arg-min
@@ -191,14 +191,8 @@ contract("codebook search: the k-d tree equals brute force, residual included, o
 });
 contract.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("k-means and codebook searches on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("k-means and codebook searches on the GPU");
+if (available) {
   for (const c of CASES) {
     for (const init of ["random", "kmeans++"] as KMeansInit[]) {
       gpu(`${c.name}, k ${c.k}, ${init}: GPU Lloyd equals the CPU's bit for bit`, ({ engine }) => {
@@ -241,6 +235,5 @@ if (!probe.ok) {
       search.release();
     }
   });
-  gpu.after(({ engine }) => engine.close());
 }
 gpu.run();

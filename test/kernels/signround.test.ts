@@ -8,11 +8,11 @@ import { groupExtremes, lossNormaliser, SignRoundLayer, type SignRoundBackend, t
 import type { IntBits, IntGroupParams, ScaleDType } from "../../formats/int-group/types.js";
 import type { Hessian } from "../../formats/second-order/hessian.js";
 import { gemmAdd } from "../../formats/second-order/index.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuSignRound, signRoundLaunches } from "../../kernels/signround/signround-gpu.js";
 import { assertSameBits, expectCode } from "../helpers/gpu-assert.js";
 import { CLI, FIXTURE_MODEL, tempDir } from "../helpers/paths.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * SignRound's tuning loop through a SignRoundBackend. On the CPU: the plumbing (a backend that
@@ -152,14 +152,8 @@ plumbing.run();
 
 // ---------------------------------------------------------------------------------------------
 
-const probe = await gpuAvailable();
-const gpu = suite("signround on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("signround on the GPU");
+if (available) {
 
   // K odd, K not a multiple of the group, per-channel, small groups; every width, both grids.
   const shapes: [number, number, number][] = [[7, 100, 32], [5, 129, 64], [16, 256, 128], [3, 77, 77], [33, 64, 16]];
@@ -233,18 +227,17 @@ if (!probe.ok) {
     for (const call of [() => device.evaluate(), () => device.keepBest(), () => device.best()]) expectCode(call, "LAUNCH_REFUSED", "after release");
   });
 
-  gpu.after(({ engine }) => engine.close());
 }
 
 // ---------------------------------------------------------------------------------------------
 
 const cli = suite("quantize --method signround --device");
-cli(`--device cuda: ${probe.ok ? "data-free, the file equals --device cpu's byte for byte" : "refused with NO_DEVICE when no GPU is usable"}`, async () => {
+cli(`--device cuda: ${available ? "data-free, the file equals --device cpu's byte for byte" : "refused with NO_DEVICE when no GPU is usable"}`, async () => {
   const dir = await tempDir("lmpack-signround-");
   try {
     const quantize = (device: string, out: string) => spawnSync(process.execPath, [CLI, "quantize", FIXTURE_MODEL, "--method", "signround", "--iters", "8", "--bits", "3", "--group-size", "64", "--device", device, "--to", "lmpack", "--out", out], { encoding: "utf8" });
     const onGpu = quantize("cuda", join(dir.path, "gpu.lmpack"));
-    if (!probe.ok) {
+    if (!available) {
       assert.is(onGpu.status, 2, onGpu.stderr);
       assert.match(onGpu.stderr, /NO_DEVICE/);
       return;

@@ -8,7 +8,7 @@ import { unpackHfSpqr } from "../../formats/spqr/hf-layout.js";
 import { toHalfBits } from "../../formats/spqr/half.js";
 import { dequantizeSpqr } from "../../formats/spqr/reference.js";
 import { SPQR_DEFAULTS, type SpqrParams, type SpqrTensor } from "../../formats/spqr/types.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantSpqrGpu } from "../../kernels/spqr/launch.js";
 import type { SpqrKernelPath } from "../../kernels/spqr/launch-shape.js";
 import type { VerifyStats } from "../../kernels/cuda/verify.js";
@@ -17,6 +17,7 @@ import { SHARED_DIR } from "../helpers/paths.js";
 import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The SpQR CUDA kernel (kernels/spqr) against formats/spqr/reference.ts: the GPU weights must be
@@ -74,15 +75,8 @@ for (const [what, corrupt] of REFUSALS) {
 host("LAUNCH_REFUSED: a reference of the wrong length", () => expectCode(() => dequantSpqrGpu(untouchable, small(), { reference: new Float32Array(5) }), "LAUNCH_REFUSED"));
 host.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/spqr: GPU = CPU reference", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-    console.log(`  device: ${context.engine.describe()}`);
-  });
+const { gpu, available } = await gpuSuite("kernels/spqr: GPU = CPU reference", { describeDevice: true });
+if (available) {
   const VECTORS = join(SHARED_DIR, "vectors", "spqr");
   const cases = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
   gpu("every case of the shared set was found", () => assert.ok(cases.length >= 8, `found ${cases.length} golden files in ${VECTORS}`));
@@ -153,8 +147,6 @@ if (!probe.ok) {
     assert.equal(eachPath((path) => expectCode(() => dequantSpqrGpu(engine, wide, { path }), "KERNEL_STATUS")), PATHS);
   });
 }
-// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
-gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 interface RandomShape {

@@ -4,13 +4,13 @@ import type { ColumnBooks } from "../../formats/vptq/codebook.js";
 import { quantizeVptq, type VptqQuantizeOptions } from "../../formats/vptq/quantize.js";
 import type { VptqResidentLoop } from "../../formats/vptq/resident.js";
 import type { VptqTensor } from "../../formats/vptq/types.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { gpuLloyd } from "../../kernels/kmeans/lloyd-gpu.js";
 import { gpuCodebookSearch } from "../../kernels/kmeans/search-gpu.js";
 import { gpuDeferredUpdates } from "../../kernels/linalg/gptq-deferred.js";
 import { gpuVptqLoop } from "../../kernels/second-order/vptq-columns-gpu.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { randomLayer, untouchableEngine } from "../helpers/resident-loop.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * VPTQ's GPTQ loop resident on the GPU (kernels/second-order) against the host loop driving the
@@ -89,14 +89,8 @@ const CASES: Case[] = [
   { name: "96×72 v6 k64, act-order, F16, block 7", rows: 96, columns: 72, options: { vectorLen: 6, numCentroids: 64, blockSize: 7 } },
 ];
 
-const probe = await gpuAvailable();
-const gpu = suite("VPTQ resident loop on the GPU", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("VPTQ resident loop on the GPU");
+if (available) {
   CASES.forEach((c, i) => {
     gpu(`${c.name}: the resident loop's tensor and loss equal the host loop's bit for bit`, ({ engine }) => {
       const { weight, h } = randomLayer(100 + i, c.rows, c.columns, c.dead);
@@ -129,6 +123,5 @@ if (!probe.ok) {
       }
     });
   });
-  gpu.after(({ engine }) => engine.close());
 }
 gpu.run();

@@ -8,7 +8,7 @@ import type { PackedArray } from "../../formats/packed-array.js";
 import { unpackVptq, VPTQ_SUFFIXES, type VptqSuffix } from "../../formats/vptq/hf-layout.js";
 import { dequantizeVptq, type VptqSemantics } from "../../formats/vptq/reference.js";
 import { vectorRows, type VptqFloat, type VptqTensor } from "../../formats/vptq/types.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
+import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantVptqGpu, launchVptqKernel, prepareVptqLaunch } from "../../kernels/vptq/launch.js";
 import { goldenArray as get } from "../helpers/golden.js";
 import { SHARED_DIR } from "../helpers/paths.js";
@@ -16,6 +16,7 @@ import { mulberry32, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The VPTQ CUDA kernel (kernels/vptq) against formats/vptq/reference.ts, in both semantics
@@ -75,15 +76,8 @@ host("refusals (LAUNCH_REFUSED): an index past its codebook, a bad permutation, 
 });
 host.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/vptq: GPU = CPU reference", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-    console.log(`  device: ${context.engine.describe()}`);
-  });
+const { gpu, available } = await gpuSuite("kernels/vptq: GPU = CPU reference", { describeDevice: true });
+if (available) {
   const VECTORS = join(SHARED_DIR, "vectors", "vptq");
   const GOLDEN_OF: Record<VptqSemantics, string> = { cuda: "deq_cuda", torch: "deq_torch" };
   const files = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
@@ -148,8 +142,6 @@ if (!probe.ok) {
     expectCode(() => launchVptqKernel(engine, { ...fields, tensor: { ...t, outlierIndices: t.outlierIndices!.map((q, i) => (i === 2 ? p.outlierNumCentroids : q)) } }), "KERNEL_STATUS", "outlier index");
   });
 }
-// Frees the pooled device memory and releases the context (compute-sanitizer --leak-check full stays clean).
-gpu.after((context) => (context as { engine?: GpuEngine }).engine?.close());
 gpu.run();
 
 /** GPU = reference in float32 and in fp16 output; returns the GPU's fp16 bits. */

@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { normaliseConfig } from "../../converters/hf/config.js";
 import { openCheckpoint } from "../../converters/open.js";
 import { SafetensorsFile } from "../../converters/safetensors/reader.js";
-import { GpuEngine, gpuAvailable } from "../../kernels/engine.js";
 import { GpuLlamaForward } from "../../kernels/forward/gpu-forward.js";
 import { LlamaForward } from "../../model/llama-forward.js";
 import { loadLlamaWeights, type LlamaWeights } from "../../model/llama-weights.js";
 import { REPO_ROOT } from "../helpers/paths.js";
+import { gpuSuite } from "../helpers/gpu-suite.js";
 
 /**
  * The forward against transformers on every family it claims: test/oracle/forward_check.py made
@@ -86,14 +86,8 @@ cpu("a window longer than an active sliding window is refused (full attention wo
 });
 cpu.run();
 
-const probe = await gpuAvailable();
-const gpu = suite("kernels/forward against transformers on Llama, Mistral and Qwen2 variants", {} as { engine: GpuEngine });
-if (!probe.ok) {
-  gpu("GPU tests skipped", () => console.log(`  skipped: no GPU (${probe.reason})`));
-} else {
-  gpu.before(async (context) => {
-    context.engine = await GpuEngine.open();
-  });
+const { gpu, available } = await gpuSuite("kernels/forward against transformers on Llama, Mistral and Qwen2 variants");
+if (available) {
   for (const variant of VARIANTS) {
     gpu(`${variant}: GPU logits equal transformers' logits to ${TOLERANCE}`, async ({ engine }) => {
       const { weights, ids, logits } = await load(variant);
