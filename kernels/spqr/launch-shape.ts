@@ -1,4 +1,4 @@
-import type { CudaModule } from "../cuda/module.js";
+import { DEFAULT_SHARED_LIMIT_BYTES, type CudaModule } from "../cuda/module.js";
 import type { DeviceInfo } from "../cuda/driver.js";
 import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
 
@@ -47,8 +47,6 @@ const WIDE_BATCHES: readonly Batch[] = [{ rows: 4, split: true }, { rows: 2, spl
 const PIPELINE_BATCHES: readonly Batch[] = [{ rows: 4, split: true }, { rows: 2, split: true }];
 /** Fewer resident blocks than this leave a multiprocessor's memory pipe idle between barriers. */
 const MIN_PIPELINE_BLOCKS = 2;
-/** Dynamic shared memory of a stripe launch, which does not opt in to more. */
-const STRIPE_SHARED_LIMIT_BYTES = 48 * 1024;
 /** The stripe's CSR offsets, LQ_SPQR_OFFSET_BYTES of stripe-phases.cuh. */
 const OFFSET_BYTES = 80;
 /** Two batches' CSR offsets, LQ_SPQR_PIPE_OFFSET_BYTES of pipeline.cuh. */
@@ -119,7 +117,8 @@ function stripeLaunch(shape: SpqrShape): SpqrLaunch | undefined {
     for (const stripe of STRIPE_ROWS) {
       if (stripe < batch.rows) continue;
       const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch.rows * 2 * n);
-      if (sharedBytes > STRIPE_SHARED_LIMIT_BYTES) continue;
+      // The stripe kernels stay within what needs no opt-in.
+      if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) continue;
       return { path: "stripes", kernel: kernelName("stripes", shape, batch), blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), sharedBytes, rows: { stripe, batch: batch.rows } };
     }
   }

@@ -99,7 +99,8 @@ __device__ __forceinline__ uint32_t lq_spqr_pipe_group_codes(const unsigned char
   else return p[g];
 }
 
-// Warp 0: the CSR offsets of the batch at row r (R + 1 of them) into `to`. Offsets outside 0 … nnz
+// Warp 0: lane i ≤ R loads CSR offset r + i of the batch at row r (lq_spqr_pipe_load_offset, a
+// batch ahead), then checks and stores them (lq_spqr_pipe_store_offsets). Offsets outside 0 … nnz
 // or decreasing (the host checked them; a kernel given bad ones must stay inside cols/values)
 // report bit 2 and read as an empty batch.
 template <int R>

@@ -1,5 +1,17 @@
-// The stripe kernel's output phase (spqr.cu): the batch's rows, column-interleaved in shared
-// memory (stripe-phases.cuh, lq_spqr_slot), out in original column order.
+// The output phase of the stripe and pipelined kernels (spqr.cu, pipeline.cuh): the batch's rows,
+// column-interleaved in shared memory (stripe-phases.cuh, lq_spqr_slot), out in original column
+// order.
+//
+// Items of C original columns (C = 8: a piece; C = 4: half a piece), item-major: thread t takes
+// items t, t + T, … and writes each for every row of the batch. An item's C stored columns (one
+// 2C-byte inv_perm load) give C slot addresses, made once; each is one 2R-byte gather holding the
+// column's value in all R rows (R = 4, C = 8: 8 eight-byte loads for 4 × 16 bytes of fp16 out),
+// then byte permutes make the rows' words, and per row 2C bytes of fp16 or 4C of float32 (16-byte
+// stores; 4C-byte reference loads for verify, issued before the gathers). Why C = 4 exists: at
+// C = 8 a warp's float32 store (and reference load) instruction covers 16 of every 32 bytes of
+// 1 KiB (the other 16 come from the next instruction), twice the L1 wavefronts and partial-sector
+// L2 writes; at C = 4 each instruction covers 512 contiguous bytes, for an inv_perm load half as
+// wide and twice the loop trips. OUT: 0 none, 1 fp16, 2 float32.
 #pragma once
 #include "stripe-phases.cuh"
 
@@ -22,16 +34,6 @@ __device__ __forceinline__ uint32_t lq_spqr_row_word(const uint2& a, const uint2
   return __byte_perm(x, y, (i & 1) ? 0x7632u : 0x5410u);
 }
 
-// Items of C original columns (C = 8: a piece; C = 4: half a piece), item-major: thread t takes
-// items t, t + T, … and writes each for every row of the batch. An item's C stored columns (one
-// 2C-byte inv_perm load) give C slot addresses, made once; each is one 2R-byte gather holding the
-// column's value in all R rows (R = 4, C = 8: 8 eight-byte loads for 4 × 16 bytes of fp16 out),
-// then byte permutes make the rows' words, and per row 2C bytes of fp16 or 4C of float32 (16-byte
-// stores; 4C-byte reference loads for verify, issued before the gathers). Why C = 4 exists: at
-// C = 8 a warp's float32 store (and reference load) instruction covers 16 of every 32 bytes of
-// 1 KiB (the other 16 come from the next instruction), twice the L1 wavefronts and partial-sector
-// L2 writes; at C = 4 each instruction covers 512 contiguous bytes, for an inv_perm load half as
-// wide and twice the loop trips. OUT: 0 none, 1 fp16, 2 float32.
 // An item's C stored columns as C / 2 words of two uint16 (one 2C-byte inv_perm load; the item's
 // own columns without a permutation).
 template <int C>
