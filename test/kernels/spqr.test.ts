@@ -24,9 +24,10 @@ import { gpuSuite } from "../helpers/gpu-suite.js";
  * the CPU reference's bit for bit (its fp16 results widened to float32, and as fp16 bits; −0 ≠ +0)
  * on every golden file of ../shared/vectors/spqr (CSR and PTCSR, with the PTCSR quirk), and on
  * seeded random layers: a 4096×11008 LLaMA MLP projection with 1 % outliers, an odd tile count
- * with unsorted rows and repeated outlier columns, and a non-HF grid. The verify statistics must
- * equal the CPU's sums. The host checks run everywhere (they refuse before the engine is
- * touched); without a GPU the GPU suite skips with the reason.
+ * with unsorted rows and repeated outlier columns, and a non-HF grid. Each through every kernel
+ * kind that takes the shape (pipelined, stripes, per element: kernels/spqr/launch-shape.ts). The
+ * verify statistics must equal the CPU's sums. The host checks run everywhere (they refuse before
+ * the engine is touched); without a GPU the GPU suite skips with the reason.
  */
 
 const host = suite("kernels/spqr: host checks refuse before any launch");
