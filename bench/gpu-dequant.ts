@@ -5,7 +5,7 @@
  * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
  * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes] [--output-verify]
  *
  * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
  * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
@@ -152,7 +152,7 @@ function timeCalls(format: string, mode: string, bytes: number, call: (timing: L
   const times = call({ launches: 1, batchTiming: TIMING }).batchTimes!;
   const milliseconds = median(times.milliseconds);
   // The weights written (dequant modes); verify writes only its partial sums.
-  const writtenBytes = mode === "dequant → fp16" ? 2 * N * K : mode === "dequant → f32" ? 4 * N * K : 0;
+  const writtenBytes = mode === "dequant → fp16" ? 2 * N * K : mode === "dequant → f32" || mode === OUTPUT_VERIFY ? 4 * N * K : 0;
   rows.push({ format, mode, bytes, milliseconds, hostBound: median(times.hostMilliseconds) >= milliseconds, writtenBytes });
 }
 
@@ -175,6 +175,7 @@ function intGroup(bits: 2 | 3 | 4 | 8, groupSize: number): void {
   timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantIntGroupGpu(engine, t, { output: "f16", ...timing }));
   timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantIntGroupGpu(engine, t, { ...timing }));
   timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantIntGroupGpu(engine, t, { reference, weights: false, ...timing }));
+  if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, arrays + 8 * N * K, (timing) => dequantIntGroupGpu(engine, t, { reference, ...timing }));
   const started = performance.now();
   dequantize(t);
   rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
@@ -195,6 +196,7 @@ function fpx(): void {
   timeCalls(name, "dequant → fp16", arrays + 2 * N * K, (timing) => dequantFpxGpu(engine, t, { output: "f16", ...timing }));
   timeCalls(name, "dequant → f32", arrays + 4 * N * K, (timing) => dequantFpxGpu(engine, t, { ...timing }));
   timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantFpxGpu(engine, t, { reference, weights: false, ...timing }));
+  if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, arrays + 8 * N * K, (timing) => dequantFpxGpu(engine, t, { reference, ...timing }));
   const started = performance.now();
   dequantizeFpx(t);
   rows.push({ format: name, mode: "CPU reference (1 thread)", bytes: arrays + 4 * N * K, milliseconds: performance.now() - started });
@@ -207,6 +209,7 @@ function ggml(type: string): void {
   timeCalls(name, "dequant → fp16", bytes.length + 2 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { output: "f16", ...timing }));
   timeCalls(name, "dequant → f32", bytes.length + 4 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { ...timing }));
   timeCalls(name, "verify", bytes.length + 4 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, weights: false, ...timing }));
+  if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, bytes.length + 8 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, ...timing }));
 }
 
 /** A random SpQR 3-bit 16×16 layer with 1 % outliers (values only need to be finite fp16). */
@@ -236,6 +239,7 @@ function spqr(): void {
     timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", path, ...timing }));
     timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { path, ...timing }));
     timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, path, ...timing }));
+    if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, arrays + 8 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, path, ...timing }));
   }
 }
 /** `--spqr-paths pipeline,stripes`: time these SpQR kernel kinds (kernels/spqr/launch-shape.ts), each forced; the chosen one by default. */
@@ -267,9 +271,16 @@ function vptq(): void {
   gather("f32");
   timeCalls(name, "verify", arrays + 4 * N * K, (timing) => dequantVptqGpu(engine, t, { reference, weights: false, ...timing }));
   gather("verify");
+  if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, arrays + 8 * N * K, (timing) => dequantVptqGpu(engine, t, { reference, ...timing }));
 }
 
 const copy = copyBandwidth();
+/**
+ * `--output-verify`: also time float32 output and verify in one launch, what `lmpack verify` runs (it
+ * downloads the weights to compare GPU and CPU bits): the reference read and the weights written.
+ */
+const withOutputVerify = process.argv.includes("--output-verify");
+const OUTPUT_VERIFY = "f32 out + verify";
 /** `--only vptq,fp6`: the formats whose row names contain one of these words (case-insensitive); all by default. */
 const onlyAt = process.argv.indexOf("--only");
 const only = onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? "").toLowerCase().split(",").filter((w) => w !== "") : undefined;

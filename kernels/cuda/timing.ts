@@ -9,6 +9,13 @@ import { check, driver, type CudaContext, type DevicePointer } from "./driver.js
  * is divided by the count: the GPU runs the launches one after another while the host is still
  * enqueuing, so what is left of the host's share is its pace, which a batch only shows when it
  * is slower than the kernel (`hostMilliseconds` says so).
+ *
+ * Each batch is led by as many untimed launches, enqueued before its first event: the GPU works
+ * through them while the host enqueues the timed ones, so a host stall shorter than their run
+ * (a garbage collection, a slow FFI call) leaves no idle gap between the events. Without the lead,
+ * benches on the H100 (issue 9, 2026-11-24) now and then read a kernel at a third of its speed in
+ * every batch of a row (int-group 8-bit f32 at 32.2 %, marked host-bound, against 91.4 %; SpQR f32
+ * at 31.4 % against 84.6 %).
  */
 
 /** Batches of back-to-back launches: `batches` measurements of `launchesPerBatch` launches each. */
@@ -39,6 +46,7 @@ export function timeBatches(enqueue: () => void, timing: BatchTiming): BatchTime
     try {
       const times: BatchTimes = { milliseconds: [], hostMilliseconds: [] };
       for (let batch = 0; batch < batches; batch++) {
+        for (let launch = 0; launch < launchesPerBatch; launch++) enqueue();
         const started = performance.now();
         check("cuEventRecord", d.cuEventRecord(start[0], null));
         for (let launch = 0; launch < launchesPerBatch; launch++) enqueue();
