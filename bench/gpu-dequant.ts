@@ -244,7 +244,13 @@ function spqr(): void {
 }
 /** `--spqr-paths pipeline,stripes`: time these SpQR kernel kinds (kernels/spqr/launch-shape.ts), each forced; the chosen one by default. */
 const spqrPathsAt = process.argv.indexOf("--spqr-paths");
-const spqrPaths: (SpqrKernelPath | undefined)[] = spqrPathsAt >= 0 ? ((process.argv[spqrPathsAt + 1] ?? "").split(",") as SpqrKernelPath[]) : [undefined];
+const SPQR_PATHS: readonly SpqrKernelPath[] = ["pipeline", "stripes", "elements"];
+const spqrPaths: (SpqrKernelPath | undefined)[] = spqrPathsAt >= 0 ? (process.argv[spqrPathsAt + 1] ?? "").split(",").map(spqrPath) : [undefined];
+function spqrPath(name: string): SpqrKernelPath {
+  const path = SPQR_PATHS.find((p) => p === name);
+  if (path === undefined) throw new Error(`--spqr-paths: "${name}" is not one of ${SPQR_PATHS.join(", ")}`);
+  return path;
+}
 
 /** A random VPTQ layer at the paper's 7B setting: v8, 65,536 centroids, residual 256, norm, perm. */
 function vptq(): void {

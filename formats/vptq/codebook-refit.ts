@@ -1,3 +1,4 @@
+import { isLmpackError } from "../errors.js";
 import { choleskyLower, solveWithCholesky } from "../second-order/cholesky.js";
 import { concatBits, type Codebook, type ColumnBooks } from "./codebook.js";
 import { buildKdTree } from "./kd-tree.js";
@@ -215,8 +216,10 @@ function factorUsed(a: Float64Array, n: number): Factor | undefined {
   });
   try {
     return { used, l: choleskyLower(sub, m), ridge };
-  } catch {
-    return undefined;
+  } catch (error) {
+    // Not positive definite even with the ridge: the centroids keep their k-means values.
+    if (isLmpackError(error) && error.code === "HESSIAN_NOT_PD") return undefined;
+    throw error;
   }
 }
 

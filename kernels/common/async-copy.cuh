@@ -23,6 +23,3 @@ template <int PENDING>
 __device__ __forceinline__ void lq_cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
 }
-
-// A hint: bring the 128-byte line at p into L2 (no register, no wait).
-__device__ __forceinline__ void lq_prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }

@@ -7,7 +7,7 @@ import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
 import { chooseLaunch, THREADS, type SpqrKernelPath } from "./launch-shape.js";
-import { pipelineStatistics } from "./pipeline-layout.js";
+import { interleaveStats, pipelineStatistics } from "./pipeline-layout.js";
 
 /**
  * Host side of kernels/spqr/spqr.cu: checks the tensor, uploads its fields, launches one of its
@@ -175,19 +175,6 @@ function checkTensor(t: SpqrTensor, refuse: Refuse): void {
     if (p >= n || seen[p] === 1) throw refuse(`perm[${j}] = ${p}${p < n ? " again" : ""}: not a permutation`, `a permutation of 0 … ${n - 1}`, p);
     seen[p] = 1;
   }
-}
-
-/** (s_s, z_s, s_z, z_z) per tile, the order of the HF second-order word, as the kernel's ushort4. */
-function interleaveStats(t: SpqrTensor): Uint16Array {
-  const tiles = t.scaleScale.length;
-  const stats = new Uint16Array(4 * tiles);
-  for (let k = 0; k < tiles; k++) {
-    stats[4 * k] = t.scaleScale[k]!;
-    stats[4 * k + 1] = t.zeroScale[k]!;
-    stats[4 * k + 2] = t.scaleZero[k]!;
-    stats[4 * k + 3] = t.zeroZero[k]!;
-  }
-  return stats;
 }
 
 /**

@@ -30,19 +30,26 @@ export function pipelineStatistics(t: SpqrTensor, rows: number, groups: number):
     }
     return out;
   };
+  // spqr.cuh's [G][T] ushort4s (interleaveStats), moved to [T][statGroups].
+  const interleaved = interleaveStats(t);
   const tileRows = m / t.params.beta1;
   const statGroups = pipelineStatBytes(groups) / 8;
   const stats = new Uint16Array(4 * tileRows * statGroups);
   for (let g = 0; g < groups; g++) {
-    for (let tile = 0; tile < tileRows; tile++) {
-      // spqr.cuh's [G][T] order of the tensor's four arrays.
-      const from = g * tileRows + tile;
-      const to = 4 * (tile * statGroups + g);
-      stats[to] = t.scaleScale[from]!;
-      stats[to + 1] = t.zeroScale[from]!;
-      stats[to + 2] = t.scaleZero[from]!;
-      stats[to + 3] = t.zeroZero[from]!;
-    }
+    for (let tile = 0; tile < tileRows; tile++) stats.set(interleaved.subarray(4 * (g * tileRows + tile), 4 * (g * tileRows + tile) + 4), 4 * (tile * statGroups + g));
   }
   return { scaleCodes: reorder(t.scaleCodes), zeroCodes: reorder(t.zeroCodes), stats };
+}
+
+/** (s_s, z_s, s_z, z_z) per tile, the order of the HF second-order word, as the kernels' ushort4 ([G][T]: spqr.cuh). */
+export function interleaveStats(t: SpqrTensor): Uint16Array {
+  const tiles = t.scaleScale.length;
+  const stats = new Uint16Array(4 * tiles);
+  for (let k = 0; k < tiles; k++) {
+    stats[4 * k] = t.scaleScale[k]!;
+    stats[4 * k + 1] = t.zeroScale[k]!;
+    stats[4 * k + 2] = t.scaleZero[k]!;
+    stats[4 * k + 3] = t.zeroZero[k]!;
+  }
+  return stats;
 }
