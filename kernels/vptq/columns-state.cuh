@@ -6,10 +6,12 @@
 // vector row r of Q column inv_perm[j] (anything for outlier columns). res_staged: 1 when the
 // host sized the dynamic shared memory for all G residual codebooks (checked here too).
 #define LQ_VPTQ_WARP_COLUMNS 256
-// Blocks per multiprocessor ptxas must allow for (≤ 128 registers; 120-128 used on sm_90, no
+// Blocks per multiprocessor ptxas must allow for (≤ 128 registers; 115-126 used on sm_90, no
 // spills): a thread holds its 8 main gathers in flight (32 registers for v8), their residuals,
-// the next row's indices, its 8 columns' state and, with verify, two rows of reference words. 3 blocks (≤ 80 registers) spill 100-250
-// bytes per thread. launch.ts's COLUMNS_BLOCKS_PER_SM.
+// the next row's indices, its 8 columns' state and, with verify, the item's float64 sums (the
+// reference words wait in shared memory, columns.cuh). 3 blocks (≤ 80 registers) spill 100-250
+// bytes per thread. launch.ts's COLUMNS_BLOCKS_PER_SM; with verify a block also takes 2 · vl ·
+// 16 bytes of stash per thread (64 KiB for v8), which two blocks per multiprocessor leave room for.
 #define LQ_VPTQ_COLUMNS_BLOCKS_PER_SM 2
 // A column's code (lq_vptq_columns::code): its group g, or one of these two.
 #define LQ_VPTQ_OUTLIER_COLUMN 0x80000000u

@@ -3,29 +3,38 @@
 // top of vptq.cu for the layouts and semantics both kernels share.
 #pragma once
 #include "columns-state.cuh"
+#include "../common/async-copy.cuh"
+
+// The thread's reference words of an item, staged in shared memory (verify): 16-byte units, two a
+// row (row t, unit h: the row's 4 columns of piece h for P = 4, columns 4h … 4h + 3 of the piece
+// for P = 8), unit u of a lane at stash[32 · u] (`stash`: the warp's region plus the lane), so that
+// a warp's 32 reads of one unit are 512 contiguous bytes, no bank conflict.
+#define LQ_VPTQ_STASH_UNITS(VL) (2 * (VL))
+
+// Copies row t of the item at vector row r (rows of it: its row count; past it, its first row
+// again, unused) into units 2t, 2t + 1.
+template <int VL, int P, typename T>
+__device__ __forceinline__ void lq_vptq_stash_row(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, uint4* stash, int64_t r, int rows, int t) {
+  const float* row = a.reference + (r * VL + (t < rows ? t : 0)) * a.in;
+#pragma unroll
+  for (int h = 0; h < 2; h++) lq_cp_async<16>(stash + 32 * (2 * t + h), row + (P == 8 ? s.at[0] + 4 * h : s.at[h]));
+}
 
 // Vector row r of the thread's columns: the 8 gathers (all issued before any use), residuals,
-// norm, then per row one 16-byte fp16 store (P = 8) or a float32 store and a reference load per
-// piece (P = 4), and the verify sums; outlier columns after that (lq_vptq_outlier_column).
+// norm, then per row one 16-byte fp16 store (P = 8) or a float32 store (P = 4) per piece, and the
+// verify sums; outlier columns after that (lq_vptq_outlier_column). With verify, this item's
+// reference rows are in `stash` (copied while the previous item ran), and each row's units are
+// refilled with the next item's row (vector row `next`, −1 for none) as soon as they are read, so
+// every reference row has a whole item's time to arrive and holds no register while it does.
 template <typename T, int VL, int P>
 __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, const lq_vptq_index_words& w,
-                                                     int64_t r, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
+                                                     int64_t r, int64_t next, uint4* stash, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
   using T2 = typename lq_vptq_pair_of<T>::type;
   const int64_t first_row = r * VL;
   const int rows = a.out_features - first_row < VL ? (int)(a.out_features - first_row) : VL;
+  const int next_rows = next < 0 ? 0 : a.out_features - next * VL < VL ? (int)(a.out_features - next * VL) : VL;
   T2 zero, v[8][VL / 2];
   memset(&zero, 0, sizeof zero);
-  // The item's reference rows, fetched into L2 while the gathers are out (no registers held):
-  // the loads below then wait on L2, not on DRAM.
-  if (a.reference != nullptr) {
-#pragma unroll
-    for (int t = 0; t < VL; t++) {
-#pragma unroll
-      for (int p = 0; p < 8 / P; p++) {
-        if (t < rows) lq_vptq_prefetch_l2(a.reference + (first_row + t) * a.in + s.at[p]);
-      }
-    }
-  }
   // All 8 main gathers (L2) issued before any use, then the residuals (shared memory) added.
   // Entry 0 stands in for outlier, dead and bad columns (zeros below): every gather is in bounds.
   uint32_t ok = 0;  // bit c: column c is a group column with valid indices
@@ -61,36 +70,18 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
       for (int m = 0; m < VL / 2; m++) v[c][m] = lq_vptq_norm_pair(v[c][m], scale, bias, a.semantics);
     }
   }
-  // Rows in halves of H: the reference loads of a half (H · 8 / P of them, 16 bytes each) are all
-  // issued before the first is used, then its stores and sums. One load in flight per thread, as
-  // a load beside each row's use would be, leaves verify waiting on DRAM 2 · VL times per item.
-  constexpr int H = 2;
+  const bool verify = a.reference != nullptr;
+  // This item's reference rows (the only group in flight) have landed.
+  if (verify) lq_cp_async_wait<0>();
+  // The item's sums in two independent chains (even and odd rows), added to the thread's at the
+  // end: float64 adds wait on the one before (a fixed latency), and one chain of 64 was the most
+  // common stall in ncu's samples of verify. Float32 out + verify: 84.6 % of the copy against 84.1
+  // with one chain (H100, 11008 × 4096; the test's bound on sums in another order holds).
+  double item_max[2] = {0.0, 0.0}, item_err[2] = {0.0, 0.0}, item_ref[2] = {0.0, 0.0};
+  const bool any_outlier = s.outliers != 0;
 #pragma unroll
-  for (int t0 = 0; t0 < VL; t0 += H) {
-    if (t0 >= rows) break;
-    uint32_t ref[H][8 / P][P];
-    if (a.reference != nullptr) {
-#pragma unroll
-      for (int t = t0; t < t0 + H; t++) {
-#pragma unroll
-        for (int p = 0; p < 8 / P; p++) {
-          // Rows past the last and dead pieces: a row and a column that exist (at is clamped), unused.
-          const float* from = a.reference + (first_row + (t < rows ? t : 0)) * a.in + s.at[p];
-          if constexpr (P == 8) {
-            // Verify beside an fp16 output: two loads of half sectors, the second served by L1.
-            const uint4 r0 = *reinterpret_cast<const uint4*>(from), r1 = *reinterpret_cast<const uint4*>(from + 4);
-            const uint32_t words[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
-#pragma unroll
-            for (int e = 0; e < 8; e++) ref[t - t0][p][e] = words[e];
-          } else {
-            lq_vptq_stream_words<16>(from, ref[t - t0][p]);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int t = t0; t < t0 + H; t++) {
-      if (t >= rows) break;
+  for (int t = 0; t < VL; t++) {
+    if (t < rows) {
 #pragma unroll
       for (int p = 0; p < 8 / P; p++) {
         if (!s.live[p]) continue;
@@ -108,15 +99,29 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
             lq_vptq_store16(static_cast<float*>(a.out) + at, __float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
           }
         }
-        if (a.reference != nullptr) {
-          // Outlier columns: lq_vptq_outlier_column sums them.
+        if (verify) {
 #pragma unroll
-          for (int e = 0; e < P; e++) {
-            if ((s.outliers >> (p * P + e) & 1u) == 0) lq_vptq_accumulate(f[e], __uint_as_float(ref[t - t0][p][e]), max_abs, sq_err, sq_ref);
+          for (int q = 0; q < P / 4; q++) {
+            const uint4 u = stash[32 * (2 * t + p * (P / 4) + q)];
+            const float ref[4] = {__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w)};
+            // Outlier columns: lq_vptq_outlier_column sums them.
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              const int c = p * P + 4 * q + e;
+              if (!any_outlier || (s.outliers >> c & 1u) == 0) lq_vptq_accumulate(f[4 * q + e], ref[e], item_max[t % 2], item_err[t % 2], item_ref[t % 2]);
+            }
           }
         }
       }
     }
+    // The row's units are read (and their words used): the next item's row goes into them.
+    if (verify && next_rows > 0) lq_vptq_stash_row<VL, P>(a, s, stash, next, next_rows, t);
+  }
+  if (verify) {
+    lq_cp_async_commit();
+    max_abs = fmax(max_abs, fmax(item_max[0], item_max[1]));
+    sq_err += item_err[0] + item_err[1];
+    sq_ref += item_ref[0] + item_ref[1];
   }
   if (s.outliers == 0) return;
 #pragma unroll
@@ -149,13 +154,20 @@ __device__ __forceinline__ void lq_vptq_opaque(lq_vptq_columns<P>& s) {
 // One warp's walk down slab `slab`: vector rows r, r + step, … < num_idx. The slab's columns are
 // set up once, and the next row's indices load before this row's gathers.
 template <typename T, int VL, int P>
-__device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<T>& a, int64_t num_idx, int64_t slab, int64_t r, int64_t step, double& max_abs,
-                                                     double& sq_err, double& sq_ref, bool& bad) {
+__device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<T>& a, int64_t num_idx, int64_t slab, int64_t r, int64_t step, uint4* stash,
+                                                     double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
   if (r >= num_idx) return;
   lq_vptq_columns<P> s;
   lq_vptq_columns_setup(a, slab, s, bad);
   lq_vptq_index_words now, next;
   lq_vptq_load_indices(a, s, r, now);
+  // The first item's reference rows (each later item's come during the one before).
+  if (a.reference != nullptr) {
+    const int rows = a.out_features - r * VL < VL ? (int)(a.out_features - r * VL) : VL;
+#pragma unroll
+    for (int t = 0; t < VL; t++) lq_vptq_stash_row<VL, P>(a, s, stash, r, rows, t);
+    lq_cp_async_commit();
+  }
   // Rolled: one row's gathers in registers at a time.
 #pragma unroll 1
   for (;;) {
@@ -163,7 +175,7 @@ __device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<
     // Clamped to a row that exists, should nvcc issue the loads unguarded.
     if (more) lq_vptq_load_indices(a, s, more ? r + step : r, next);
     lq_vptq_opaque(s);
-    lq_vptq_columns_item<T, VL, P>(a, s, now, r, max_abs, sq_err, sq_ref, bad);
+    lq_vptq_columns_item<T, VL, P>(a, s, now, r, more ? r + step : -1, stash, max_abs, sq_err, sq_ref, bad);
     if (!more) break;
     r += step;
     now = next;
@@ -177,7 +189,8 @@ __device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<
 // (the first ones) and the idle warps spread over the multiprocessors. Fewer warps than slabs
 // (small GPUs, wide rows): each warp walks whole slabs.
 template <typename T, int VL, int P>
-__device__ __forceinline__ void lq_vptq_columns_grid(const lq_vptq_columns_args<T>& a, int64_t num_idx, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
+__device__ __forceinline__ void lq_vptq_columns_grid(const lq_vptq_columns_args<T>& a, int64_t num_idx, uint4* stash, double& max_abs, double& sq_err, double& sq_ref,
+                                                     bool& bad) {
   const int64_t slabs = (a.in + LQ_VPTQ_WARP_COLUMNS - 1) / LQ_VPTQ_WARP_COLUMNS;
   const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32), warp = (int64_t)(threadIdx.x / 32) * gridDim.x + blockIdx.x;
   const int64_t walkers = warps >= slabs ? warps / slabs : 1;
@@ -186,7 +199,7 @@ __device__ __forceinline__ void lq_vptq_columns_grid(const lq_vptq_columns_args<
   else if (warp >= walkers * slabs) slab = slabs;  // idle
   // One call site: one inlined copy of the walk (code size, ptxas time).
 #pragma unroll 1
-  for (; slab < slabs; slab += slab_step) lq_vptq_columns_walk<T, VL, P>(a, num_idx, slab, warps >= slabs ? warp / slabs : 0, walkers, max_abs, sq_err, sq_ref, bad);
+  for (; slab < slabs; slab += slab_step) lq_vptq_columns_walk<T, VL, P>(a, num_idx, slab, warps >= slabs ? warp / slabs : 0, walkers, stash, max_abs, sq_err, sq_ref, bad);
 }
 
 template <typename T, int VL>
@@ -196,7 +209,7 @@ __device__ __forceinline__ void lq_vptq_columns_dequant_verify(
     const T* __restrict__ weight_scale, const T* __restrict__ weight_bias, void* __restrict__ out, const float* __restrict__ reference,
     lq_verify_partial* __restrict__ partials, int64_t out_features, int64_t in_features, int64_t num_centroids, int64_t num_res_centroids,
     int64_t group_num, int64_t group_size, int64_t outlier_size, int64_t outlier_vector_len, int64_t outlier_num_centroids, int32_t res_index_bytes,
-    int32_t res_staged, int32_t semantics, int32_t out_f16, uint32_t* status, T* staged, double* shared) {
+    int32_t res_staged, int32_t semantics, int32_t out_f16, uint32_t* status, unsigned char* dynamic_shared, double* shared) {
   const bool residual = res_index_bytes != 0;
   // 32-bit column and codebook arithmetic below: in ≤ 65536 (launch.ts MAX_IN_FEATURES).
   if (out_features <= 0 || in_features <= 0 || in_features > 65536 || in_features % 8 != 0 || num_centroids <= 0 || num_centroids > 65536 ||
@@ -206,13 +219,22 @@ __device__ __forceinline__ void lq_vptq_columns_dequant_verify(
     if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
     return;
   }
+  // Dynamic shared memory: with verify, the reference stash (LQ_VPTQ_STASH_UNITS 16-byte units a
+  // thread), then the staged residual codebooks. A launch without room for the stash is refused.
+  uint32_t dynamic_shared_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_shared_bytes));
+  const uint32_t stash_bytes = reference != nullptr ? blockDim.x * LQ_VPTQ_STASH_UNITS(VL) * 16u : 0u;
+  if (stash_bytes > dynamic_shared_bytes || blockDim.x % 32 != 0) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
+    return;
+  }
+  uint4* stash = reinterpret_cast<uint4*>(dynamic_shared) + (threadIdx.x / 32) * (LQ_VPTQ_STASH_UNITS(VL) * 32) + threadIdx.x % 32;
+  T* staged = reinterpret_cast<T*>(dynamic_shared + stash_bytes);
   const T* res_codebooks = res_centroids;
   // Staged only where the launch gave the shared memory for all of it: random 16-byte reads, a
   // few bank-conflicted cycles per warp, and no L2 request.
-  uint32_t dynamic_shared_bytes;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_shared_bytes));
   const int64_t words = residual ? group_num * num_res_centroids * VL / 4 : 0;
-  if (residual && res_staged != 0 && words * 8 <= (int64_t)dynamic_shared_bytes) {
+  if (residual && res_staged != 0 && words * 8 <= (int64_t)(dynamic_shared_bytes - stash_bytes)) {
     for (int64_t w = threadIdx.x; w < words; w += blockDim.x) reinterpret_cast<uint2*>(staged)[w] = reinterpret_cast<const uint2*>(res_centroids)[w];
     __syncthreads();
     res_codebooks = staged;
@@ -225,14 +247,14 @@ __device__ __forceinline__ void lq_vptq_columns_dequant_verify(
   double max_abs = 0.0, sq_err = 0.0, sq_ref = 0.0;
   bool bad = false;
   // The piece width follows the output type only, so verify alone and verify beside float32 weights make the same partials.
-  if (out_f16 != 0) lq_vptq_columns_grid<T, VL, 8>(a, num_idx, max_abs, sq_err, sq_ref, bad);
-  else lq_vptq_columns_grid<T, VL, 4>(a, num_idx, max_abs, sq_err, sq_ref, bad);
+  if (out_f16 != 0) lq_vptq_columns_grid<T, VL, 8>(a, num_idx, stash, max_abs, sq_err, sq_ref, bad);
+  else lq_vptq_columns_grid<T, VL, 4>(a, num_idx, stash, max_abs, sq_err, sq_ref, bad);
   if (bad) lq_report(status, LQ_STATUS_INDEX_RANGE);
   if (partials != nullptr) lq_verify_block_reduce(max_abs, sq_err, sq_ref, shared, partials);
 }
 
-// One kernel per codebook dtype and vector length. Dynamic shared memory: the staged residual
-// codebooks (launch.ts sizes it; 0 when not staged).
+// One kernel per codebook dtype and vector length. Dynamic shared memory (launch.ts sizes it): the
+// reference stash with verify, then the staged residual codebooks where staged.
 #define LQ_VPTQ_COLUMNS_KERNEL(name, T, VL)                                                                                            \
   extern "C" __global__ void __launch_bounds__(LQ_VPTQ_THREADS, LQ_VPTQ_COLUMNS_BLOCKS_PER_SM) name(                                  \
       const T* __restrict__ centroids, const T* __restrict__ res_centroids, const uint16_t* __restrict__ main_indices,                 \
@@ -248,7 +270,7 @@ __device__ __forceinline__ void lq_vptq_columns_dequant_verify(
                                           inv_perm, weight_scale, weight_bias, out, reference, partials, out_features, in_features,   \
                                           num_centroids, num_res_centroids, group_num, group_size, outlier_size, outlier_vector_len,  \
                                           outlier_num_centroids, res_index_bytes, res_staged, semantics, out_f16, status,             \
-                                          reinterpret_cast<T*>(lq_vptq_staged), shared);                                              \
+                                          lq_vptq_staged, shared);                                                                    \
   }
 
 LQ_VPTQ_COLUMNS_KERNEL(lq_vptq_columns_v8_f16, __half, 8)

@@ -41,6 +41,14 @@ const COLUMNS_VECTOR_LENGTHS = [4, 8];
  * one would cost more L2 reads than its gathers from L1 do.
  */
 const RES_STAGED_LIMIT_BYTES = 8 * 1024;
+/**
+ * The columns kernel's reference stash (LQ_VPTQ_STASH_UNITS in columns.cuh): with verify, each
+ * thread's reference rows of its next item, two 16-byte units a row, in dynamic shared memory ahead
+ * of the staged residual codebooks.
+ */
+function stashBytes(vectorLen: number): number {
+  return THREADS * 2 * vectorLen * 16;
+}
 /** The columns kernel's 8- and 16-byte loads and stores need 16-byte aligned arrays (cuMemAlloc gives 256). */
 const VECTOR_ALIGNMENT_BYTES = 16n;
 
@@ -210,7 +218,7 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
         launch = {
           name: `lq_vptq_columns_v${p.vectorLen}_${suffix}`,
           blocks: columnsBlocks(t, context.info.multiprocessors),
-          sharedBytes: resStaged ? resBytes : 0,
+          sharedBytes: (options.reference === undefined ? 0 : stashBytes(p.vectorLen)) + (resStaged ? resBytes : 0),
           args: (partials) => [
             ...pointers.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
             { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },

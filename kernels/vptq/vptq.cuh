@@ -108,11 +108,6 @@ __device__ __forceinline__ void lq_vptq_stream_words(const void* p, uint32_t* w)
   else asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(w[0]) : "l"(p));
 }
 
-// Asks L2 for the line holding p (an address inside an array: the caller clamps), holding no
-// register and waiting on nothing: the columns kernel's reference rows, requested while its
-// codebook gathers are out.
-__device__ __forceinline__ void lq_vptq_prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 // lq_verify_accumulate (common/verify.cuh) with the same float64 terms, in the same order; only the
 // running maximum is a compare and a select rather than fmax's NaN handling: max_abs starts at 0
 // and never holds a NaN, so `a > max_abs ? a : max_abs` keeps it exactly where fmax would (a NaN
