@@ -2,12 +2,22 @@
 // walk (fpx-write.cuh) shares with it.
 //
 // Verify needs no staging: each lane reads its own reference pairs (8-byte loads, a warp's
-// covering whole 32-byte sectors) and accumulates in registers, in the same order with or without
-// weights, so verify alone and verify with weights give the same partials; verify alone runs no
-// barrier at all and keeps 128 reference bytes a lane in flight.
+// covering whole 32-byte sectors) and accumulates in registers; verify alone runs no barrier at
+// all and keeps 128 reference bytes a lane in flight. Verify alone sums a lane in two chains
+// (CHAINS), the combined walks in one: the same float64 terms in another order, so the two agree
+// within the bound on reordered sums (test/kernels/fpx.test.ts) and the maximum exactly.
 #pragma once
 #include "fpx-half.cuh"
 #include "../common/verify.cuh"
+
+// lq_verify_accumulate's float64 terms; the running maximum a compare and a select (it starts at 0
+// and never holds a NaN: a NaN |e| compares false, where fmax would skip it too).
+__device__ __forceinline__ void lq_fpx_accumulate(float w, float r, double& max_abs, double& sq_err, double& sq_ref) {
+  const double e = (double)w - (double)r, a = fabs(e);
+  max_abs = a > max_abs ? a : max_abs;
+  sq_err = __fma_rn(e, e, sq_err);
+  sq_ref = __fma_rn((double)r, (double)r, sq_ref);
+}
 
 // The reference weights of the lane's pair q (rows and columns as lq_fpx_place says): 8 bytes,
 // so a warp's load covers 8 rows × 32 contiguous bytes, whole sectors.
@@ -19,8 +29,13 @@ __device__ __forceinline__ float2 lq_fpx_reference_pair(const lq_fpx_args& a, lq
 // Adds the lane's 32 errors to the thread's sums: the 16 reference pairs loaded first (128 bytes
 // in flight), then decoded and compared pair by pair, q = 0 … 15. HALF (ebits ≤
 // LQ_FPX_HALF_MAX_EBITS, the caller checks): the weights from fpx-half.cuh's packed decode (about
-// half the instructions of lq_fpx_pair's), the same float32 values.
-template <int NBITS, bool HALF>
+// half the instructions of lq_fpx_pair's), the same float32 values. CHAINS (lq_fpx_verify): the
+// lane's sums in two independent chains, added to the thread's at the end, so that each float64
+// add waits on one 16 back, not 32; on the H100 (issue 9, % of the copy) verify alone went from
+// 83.5 to 85.3-86.0 at 4096 × 11008 and from 85.4-85.6 to 87.0-87.1 at 11008 × 4096. The combined
+// kernel keeps one chain: its own walks' registers are the tighter limit there (52 bytes spilled
+// already), and with the verify-alone walk changed float32 out + verify lost a point.
+template <int NBITS, bool HALF, bool CHAINS>
 __device__ __forceinline__ void lq_fpx_verify_lane(const lq_fpx_args& a, const lq_fpx_lane_words<NBITS>& w, const uint32_t scale2[4], lq_fpx_lane_place at,
                                                    double& max_abs, double& sq_err, double& sq_ref) {
   float2 r[16];
@@ -35,16 +50,30 @@ __device__ __forceinline__ void lq_fpx_verify_lane(const lq_fpx_args& a, const l
     r[q0] = __ldg(row);
     r[q0 + 2] = __ldg(row + 4);
   }
+  if constexpr (CHAINS) {
+    // Two chains of sums (a pair's first and second weight), added to the thread's at the end.
+    double lane_max[2] = {0.0, 0.0}, lane_err[2] = {0.0, 0.0}, lane_sqref[2] = {0.0, 0.0};
 #pragma unroll
-  for (int q = 0; q < 16; q++) {
-    const float2 v = HALF ? lq_fpx_half_weights<NBITS>(w, q, a.half_right, a.half_unbias2, lq_fpx_scale(scale2, q >> 2, q & 1)) : lq_fpx_pair<NBITS>(a, w, scale2, q);
-    lq_verify_accumulate(v.x, r[q].x, max_abs, sq_err, sq_ref);
-    lq_verify_accumulate(v.y, r[q].y, max_abs, sq_err, sq_ref);
+    for (int q = 0; q < 16; q++) {
+      const float2 v = HALF ? lq_fpx_half_weights<NBITS>(w, q, a.half_right, a.half_unbias2, lq_fpx_scale(scale2, q >> 2, q & 1)) : lq_fpx_pair<NBITS>(a, w, scale2, q);
+      lq_fpx_accumulate(v.x, r[q].x, lane_max[0], lane_err[0], lane_sqref[0]);
+      lq_fpx_accumulate(v.y, r[q].y, lane_max[1], lane_err[1], lane_sqref[1]);
+    }
+    max_abs = fmax(max_abs, fmax(lane_max[0], lane_max[1]));
+    sq_err += lane_err[0] + lane_err[1];
+    sq_ref += lane_sqref[0] + lane_sqref[1];
+  } else {
+#pragma unroll
+    for (int q = 0; q < 16; q++) {
+      const float2 v = HALF ? lq_fpx_half_weights<NBITS>(w, q, a.half_right, a.half_unbias2, lq_fpx_scale(scale2, q >> 2, q & 1)) : lq_fpx_pair<NBITS>(a, w, scale2, q);
+      lq_verify_accumulate(v.x, r[q].x, max_abs, sq_err, sq_ref);
+      lq_verify_accumulate(v.y, r[q].y, max_abs, sq_err, sq_ref);
+    }
   }
 }
 
 // Verify alone: no weights written, so no staging and no barrier.
-template <int NBITS, bool HALF>
+template <int NBITS, bool HALF, bool CHAINS>
 __device__ __forceinline__ void lq_fpx_verify_lanes(const lq_fpx_args& a, double& max_abs, double& sq_err, double& sq_ref) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.lanes; i += stride) {
@@ -52,6 +81,6 @@ __device__ __forceinline__ void lq_fpx_verify_lanes(const lq_fpx_args& a, double
     const lq_fpx_lane_place at = lq_fpx_place(a, i);
     uint32_t scale2[4];
     lq_fpx_load_scales(a, at.row0, scale2);
-    lq_fpx_verify_lane<NBITS, HALF>(a, w, scale2, at, max_abs, sq_err, sq_ref);
+    lq_fpx_verify_lane<NBITS, HALF, CHAINS>(a, w, scale2, at, max_abs, sq_err, sq_ref);
   }
 }

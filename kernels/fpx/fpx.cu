@@ -22,7 +22,7 @@ template <int NBITS>
 __device__ __forceinline__ void lq_fpx_walk(const lq_fpx_args& a, bool f16, uint32_t* staged, double& max_abs, double& sq_err, double& sq_ref) {
   const bool verify = a.reference != nullptr;
   if (a.out == nullptr) {
-    if (verify) lq_fpx_verify_lanes<NBITS, false>(a, max_abs, sq_err, sq_ref);
+    if (verify) lq_fpx_verify_lanes<NBITS, false, false>(a, max_abs, sq_err, sq_ref);
   } else if (f16) {
     if (verify) lq_fpx_write_lanes<NBITS, true, true>(a, staged, max_abs, sq_err, sq_ref);
     else lq_fpx_write_lanes<NBITS, true, false>(a, staged, max_abs, sq_err, sq_ref);
@@ -141,11 +141,11 @@ extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCK
 template <bool HALF>
 __device__ __forceinline__ void lq_fpx_verify_widths(const lq_fpx_args& a, int nbits, double& max_abs, double& sq_err, double& sq_ref) {
   switch (nbits) {
-    case 3: lq_fpx_verify_lanes<3, HALF>(a, max_abs, sq_err, sq_ref); break;
-    case 4: lq_fpx_verify_lanes<4, HALF>(a, max_abs, sq_err, sq_ref); break;
-    case 5: lq_fpx_verify_lanes<5, HALF>(a, max_abs, sq_err, sq_ref); break;
-    case 6: lq_fpx_verify_lanes<6, HALF>(a, max_abs, sq_err, sq_ref); break;
-    default: lq_fpx_verify_lanes<7, HALF>(a, max_abs, sq_err, sq_ref); break;
+    case 3: lq_fpx_verify_lanes<3, HALF, true>(a, max_abs, sq_err, sq_ref); break;
+    case 4: lq_fpx_verify_lanes<4, HALF, true>(a, max_abs, sq_err, sq_ref); break;
+    case 5: lq_fpx_verify_lanes<5, HALF, true>(a, max_abs, sq_err, sq_ref); break;
+    case 6: lq_fpx_verify_lanes<6, HALF, true>(a, max_abs, sq_err, sq_ref); break;
+    default: lq_fpx_verify_lanes<7, HALF, true>(a, max_abs, sq_err, sq_ref); break;
   }
 }
 
@@ -153,8 +153,8 @@ __device__ __forceinline__ void lq_fpx_verify_widths(const lq_fpx_args& a, int n
 // own, for the reason lq_fpx_dequant_f16 / _f32 have theirs: in the combined kernel the write
 // walks' pressure spilled the verify walk (268 bytes of spill stores at 64 registers, sm_90, local
 // loads in the inner loop); alone it keeps its 16 reference pairs (128 bytes a lane) and the lane's
-// words in registers. Same launch shape, grid and partials (one per block) as
-// lq_fpx_dequant_verify, so the same statistics.
+// words in registers. Same launch shape and grid as lq_fpx_dequant_verify, one partial per block;
+// its lanes sum in two chains (fpx-verify.cuh), so the same statistics up to reordered sums.
 extern "C" __global__ void __launch_bounds__(LQ_VERIFY_THREADS, LQ_FPX_MIN_BLOCKS) lq_fpx_verify(
     const uint32_t* __restrict__ packed, const uint16_t* __restrict__ scales, const float* __restrict__ reference, lq_verify_partial* __restrict__ partials,
     int64_t m_rows, int64_t n_cols, int32_t ebits, int32_t mbits, uint32_t* status) {
