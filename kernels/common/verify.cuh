@@ -49,6 +49,31 @@ __device__ __forceinline__ void lq_verify_accumulate(float w, float r, double& m
   sq_ref += (double)r * (double)r;
 }
 
+// The same float64 terms in the same order, the running maximum a compare and a select rather
+// than fmax's NaN handling: max_abs starts at 0 and never holds a NaN, so `a > max_abs ? a :
+// max_abs` keeps it exactly where fmax would (a NaN |e| compares false), at about half the
+// instructions per weight.
+__device__ __forceinline__ void lq_verify_accumulate_select(float w, float r, double& max_abs, double& sq_err, double& sq_ref) {
+  const double e = (double)w - (double)r, a = fabs(e);
+  max_abs = a > max_abs ? a : max_abs;
+  sq_err = __fma_rn(e, e, sq_err);
+  sq_ref = __fma_rn((double)r, (double)r, sq_ref);
+}
+
+// A thread's sums over a run of weights kept in two independent chains (each float64 add waits
+// on the one before, a fixed latency: two chains halve the wait), then added to its running
+// statistics. The same terms as one chain in another order: within the tests' bound on reordered
+// float64 sums, and the same maximum.
+struct lq_verify_chains {
+  double max_abs[2] = {0.0, 0.0}, sq_err[2] = {0.0, 0.0}, sq_ref[2] = {0.0, 0.0};
+  __device__ __forceinline__ void add(int chain, float w, float r) { lq_verify_accumulate_select(w, r, max_abs[chain], sq_err[chain], sq_ref[chain]); }
+  __device__ __forceinline__ void add_to(double& thread_max, double& thread_err, double& thread_ref) const {
+    thread_max = fmax(thread_max, fmax(max_abs[0], max_abs[1]));
+    thread_err += sq_err[0] + sq_err[1];
+    thread_ref += sq_ref[0] + sq_ref[1];
+  }
+};
+
 // Reduces one thread's values over the block (blockDim.x a multiple of 32, ≤ 1024) into
 // partials[partial_index] (the block's linear index): within each warp by shuffles, then the
 // warps' results by warp 0, always in the same order (deterministic), with two block barriers

@@ -10,15 +10,6 @@
 #include "fpx-half.cuh"
 #include "../common/verify.cuh"
 
-// lq_verify_accumulate's float64 terms; the running maximum a compare and a select (it starts at 0
-// and never holds a NaN: a NaN |e| compares false, where fmax would skip it too).
-__device__ __forceinline__ void lq_fpx_accumulate(float w, float r, double& max_abs, double& sq_err, double& sq_ref) {
-  const double e = (double)w - (double)r, a = fabs(e);
-  max_abs = a > max_abs ? a : max_abs;
-  sq_err = __fma_rn(e, e, sq_err);
-  sq_ref = __fma_rn((double)r, (double)r, sq_ref);
-}
-
 // The reference weights of the lane's pair q (rows and columns as lq_fpx_place says): 8 bytes,
 // so a warp's load covers 8 rows × 32 contiguous bytes, whole sectors.
 __device__ __forceinline__ float2 lq_fpx_reference_pair(const lq_fpx_args& a, lq_fpx_lane_place at, int q) {
@@ -52,16 +43,14 @@ __device__ __forceinline__ void lq_fpx_verify_lane(const lq_fpx_args& a, const l
   }
   if constexpr (CHAINS) {
     // Two chains of sums (a pair's first and second weight), added to the thread's at the end.
-    double lane_max[2] = {0.0, 0.0}, lane_err[2] = {0.0, 0.0}, lane_sqref[2] = {0.0, 0.0};
+    lq_verify_chains lane;
 #pragma unroll
     for (int q = 0; q < 16; q++) {
       const float2 v = HALF ? lq_fpx_half_weights<NBITS>(w, q, a.half_right, a.half_unbias2, lq_fpx_scale(scale2, q >> 2, q & 1)) : lq_fpx_pair<NBITS>(a, w, scale2, q);
-      lq_fpx_accumulate(v.x, r[q].x, lane_max[0], lane_err[0], lane_sqref[0]);
-      lq_fpx_accumulate(v.y, r[q].y, lane_max[1], lane_err[1], lane_sqref[1]);
+      lane.add(0, v.x, r[q].x);
+      lane.add(1, v.y, r[q].y);
     }
-    max_abs = fmax(max_abs, fmax(lane_max[0], lane_max[1]));
-    sq_err += lane_err[0] + lane_err[1];
-    sq_ref += lane_sqref[0] + lane_sqref[1];
+    lane.add_to(max_abs, sq_err, sq_ref);
   } else {
 #pragma unroll
     for (int q = 0; q < 16; q++) {

@@ -11,6 +11,12 @@
 // a warp's 32 reads of one unit are 512 contiguous bytes, no bank conflict.
 #define LQ_VPTQ_STASH_UNITS(VL) (2 * (VL))
 
+// Rows of the item at vector row r: VL, fewer in the last.
+template <int VL, typename T>
+__device__ __forceinline__ int lq_vptq_item_rows(const lq_vptq_columns_args<T>& a, int64_t r) {
+  return a.out_features - r * VL < VL ? (int)(a.out_features - r * VL) : VL;
+}
+
 // Copies row t of the item at vector row r (rows of it: its row count; past it, its first row
 // again, unused) into units 2t, 2t + 1.
 template <int VL, int P, typename T>
@@ -31,8 +37,8 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
                                                      int64_t r, int64_t next, uint4* stash, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
   using T2 = typename lq_vptq_pair_of<T>::type;
   const int64_t first_row = r * VL;
-  const int rows = a.out_features - first_row < VL ? (int)(a.out_features - first_row) : VL;
-  const int next_rows = next < 0 ? 0 : a.out_features - next * VL < VL ? (int)(a.out_features - next * VL) : VL;
+  const int rows = lq_vptq_item_rows<VL>(a, r);
+  const int next_rows = next < 0 ? 0 : lq_vptq_item_rows<VL>(a, next);
   T2 zero, v[8][VL / 2];
   memset(&zero, 0, sizeof zero);
   // All 8 main gathers (L2) issued before any use, then the residuals (shared memory) added.
@@ -77,7 +83,7 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
   // end: float64 adds wait on the one before (a fixed latency), and one chain of 64 was the most
   // common stall in ncu's samples of verify. Float32 out + verify: 84.6 % of the copy against 84.1
   // with one chain (H100, 11008 × 4096; the test's bound on sums in another order holds).
-  double item_max[2] = {0.0, 0.0}, item_err[2] = {0.0, 0.0}, item_ref[2] = {0.0, 0.0};
+  lq_verify_chains item;
   const bool any_outlier = s.outliers != 0;
 #pragma unroll
   for (int t = 0; t < VL; t++) {
@@ -108,7 +114,7 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
 #pragma unroll
             for (int e = 0; e < 4; e++) {
               const int c = p * P + 4 * q + e;
-              if (!any_outlier || (s.outliers >> c & 1u) == 0) lq_vptq_accumulate(f[4 * q + e], ref[e], item_max[t % 2], item_err[t % 2], item_ref[t % 2]);
+              if (!any_outlier || (s.outliers >> c & 1u) == 0) item.add(t % 2, f[4 * q + e], ref[e]);
             }
           }
         }
@@ -119,9 +125,7 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
   }
   if (verify) {
     lq_cp_async_commit();
-    max_abs = fmax(max_abs, fmax(item_max[0], item_max[1]));
-    sq_err += item_err[0] + item_err[1];
-    sq_ref += item_ref[0] + item_ref[1];
+    item.add_to(max_abs, sq_err, sq_ref);
   }
   if (s.outliers == 0) return;
 #pragma unroll
@@ -163,7 +167,7 @@ __device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<
   lq_vptq_load_indices(a, s, r, now);
   // The first item's reference rows (each later item's come during the one before).
   if (a.reference != nullptr) {
-    const int rows = a.out_features - r * VL < VL ? (int)(a.out_features - r * VL) : VL;
+    const int rows = lq_vptq_item_rows<VL>(a, r);
 #pragma unroll
     for (int t = 0; t < VL; t++) lq_vptq_stash_row<VL, P>(a, s, stash, r, rows, t);
     lq_cp_async_commit();

@@ -108,17 +108,6 @@ __device__ __forceinline__ void lq_vptq_stream_words(const void* p, uint32_t* w)
   else asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(w[0]) : "l"(p));
 }
 
-// lq_verify_accumulate (common/verify.cuh) with the same float64 terms, in the same order; only the
-// running maximum is a compare and a select rather than fmax's NaN handling: max_abs starts at 0
-// and never holds a NaN, so `a > max_abs ? a : max_abs` keeps it exactly where fmax would (a NaN
-// |e| compares false), at about half the instructions per weight.
-__device__ __forceinline__ void lq_vptq_accumulate(float w, float r, double& max_abs, double& sq_err, double& sq_ref) {
-  const double e = (double)w - (double)r, a = fabs(e);
-  max_abs = a > max_abs ? a : max_abs;
-  sq_err = __fma_rn(e, e, sq_err);
-  sq_ref = __fma_rn((double)r, (double)r, sq_ref);
-}
-
 // One 16-byte store (p 16-byte aligned) that allocates no L1 line: the output is never read back.
 // The memory clobber keeps it ordered with ordinary stores to the same place (outlier columns).
 __device__ __forceinline__ void lq_vptq_store16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
