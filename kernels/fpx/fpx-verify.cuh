@@ -23,7 +23,7 @@ __device__ __forceinline__ float2 lq_fpx_reference_pair(const lq_fpx_args& a, lq
 // half the instructions of lq_fpx_pair's), the same float32 values. CHAINS (lq_fpx_verify): the
 // lane's sums in two independent chains, added to the thread's at the end, so that each float64
 // add waits on one 16 back, not 32; on the H100 (issue 9, % of the copy) verify alone went from
-// 83.5 to 85.3-86.0 at 4096 × 11008 and from 85.4-85.6 to 87.0-87.1 at 11008 × 4096. The combined
+// 83.1-84.0 to 84.3-86.0 at 4096 × 11008 and from 85.4-85.6 to 87.0-87.1 at 11008 × 4096. The combined
 // kernel keeps one chain: its own walks' registers are the tighter limit there (52 bytes spilled
 // already), and with the verify-alone walk changed float32 out + verify lost a point.
 template <int NBITS, bool HALF, bool CHAINS>
