@@ -5,7 +5,7 @@
  * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
  * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes] [--output-verify]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes] [--spqr-outlier-share 0.01] [--output-verify]
  *
  * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
  * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
@@ -212,7 +212,9 @@ function ggml(type: string): void {
   if (withOutputVerify) timeCalls(name, OUTPUT_VERIFY, bytes.length + 8 * N * K, (timing) => dequantGgmlGpu(engine, type, bytes, N * K, { reference, ...timing }));
 }
 
-/** A random SpQR 3-bit 16×16 layer with 1 % outliers (values only need to be finite fp16). */
+/** `--spqr-outlier-share 0.01`: the share of SpQR weights with an outlier. */
+const SPQR_OUTLIER_SHARE = arg("spqr-outlier-share", 0.01);
+/** A random SpQR 3-bit 16×16 layer with SPQR_OUTLIER_SHARE outliers (values only need to be finite fp16). */
 function spqr(): void {
   const params = SPQR_DEFAULTS;
   const [m, n] = [N, K];
@@ -223,7 +225,7 @@ function spqr(): void {
   const rowOffsets = new Int32Array(m + 1);
   const cols: number[] = [];
   for (let r = 0; r < m; r++) {
-    for (let c = 0; c < n; c++) if (random() < 0.01) cols.push(c);
+    for (let c = 0; c < n; c++) if (random() < SPQR_OUTLIER_SHARE) cols.push(c);
     rowOffsets[r + 1] = cols.length;
   }
   const t: SpqrTensor = {
@@ -235,7 +237,7 @@ function spqr(): void {
   };
   const arrays = m * n + 2 * groups * m + 8 * tiles + 4 * (m + 1) + 4 * cols.length + 2 * n;
   for (const path of spqrPaths) {
-    const name = `SpQR 3-bit 16×16, 1 % outliers${path === undefined ? "" : ` (${path})`}`;
+    const name = `SpQR 3-bit 16×16, ${+(100 * SPQR_OUTLIER_SHARE).toFixed(2)} % outliers${path === undefined ? "" : ` (${path})`}`;
     timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", path, ...timing }));
     timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { path, ...timing }));
     timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, path, ...timing }));

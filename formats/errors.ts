@@ -184,7 +184,9 @@ export type KernelErrorCode =
   // the kernel's own status word reports invalid data (an index or code out of range)
   | "KERNEL_STATUS"
   // the host refused the launch: a shape or index the kernel must never see
-  | "LAUNCH_REFUSED";
+  | "LAUNCH_REFUSED"
+  // a kernel kind forced by the caller (tests, benches) does not take this shape; the default choice would
+  | "KIND_UNAVAILABLE";
 
 /**
  * The GPU engine failed (kernels/): no device, a driver call, or a kernel's status report. Names

@@ -84,7 +84,7 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   const wantWeights = options.weights ?? true;
   const f16 = options.output === "f16";
   const launch = chooseLaunch(module, context.info, { m, n, beta1, beta2, output: wantWeights ? (f16 ? "f16" : "f32") : undefined, verify: options.reference !== undefined }, options.path);
-  if (launch === undefined) throw refuse(`no ${options.path} kernel for this shape`, "a shape launch-shape.ts gives that kind", options.path);
+  if (launch === undefined) throw new KernelError("KIND_UNAVAILABLE", `spqr ${shape}: no ${options.path} kernel for this shape`, { ...where, expected: "a shape launch-shape.ts gives that kind", actual: options.path });
   const { kernel, blocks, sharedBytes } = launch;
   const withOutliers = !(options.denseOnly ?? false);
   const allocated: DevicePointer[] = [];
