@@ -46,7 +46,7 @@ export interface SpqrGpuOptions extends LaunchTimingOptions {
   /** As formats/spqr/reference.ts: leave the outliers out. */
   denseOnly?: boolean;
   tensorName?: string;
-  /** Run this kind of kernel (launch-shape.ts), for tests and benches; refused where it cannot take the shape. */
+  /** Run this kind of kernel (launch-shape.ts), for tests and benches; KernelError KIND_UNAVAILABLE where it cannot take the shape. */
   path?: SpqrKernelPath;
 }
 
