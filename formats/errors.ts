@@ -185,7 +185,8 @@ export type KernelErrorCode =
   | "KERNEL_STATUS"
   // the host refused the launch: a shape or index the kernel must never see
   | "LAUNCH_REFUSED"
-  // a kernel kind forced by the caller (tests, benches) does not take this shape; the default choice would
+  // a kernel kind forced by the caller (tests, benches) does not take this shape; without the
+  // forcing, another kind would have been chosen
   | "KIND_UNAVAILABLE";
 
 /**

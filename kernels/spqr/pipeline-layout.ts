@@ -36,7 +36,10 @@ export function pipelineStatistics(t: SpqrTensor, rows: number, groups: number):
   const statGroups = pipelineStatBytes(groups) / 8;
   const stats = new Uint16Array(4 * tileRows * statGroups);
   for (let g = 0; g < groups; g++) {
-    for (let tile = 0; tile < tileRows; tile++) stats.set(interleaved.subarray(4 * (g * tileRows + tile), 4 * (g * tileRows + tile) + 4), 4 * (tile * statGroups + g));
+    for (let tile = 0; tile < tileRows; tile++) {
+      const [from, to] = [4 * (g * tileRows + tile), 4 * (tile * statGroups + g)];
+      for (let q = 0; q < 4; q++) stats[to + q] = interleaved[from + q]!;
+    }
   }
   return { scaleCodes: reorder(t.scaleCodes), zeroCodes: reorder(t.zeroCodes), stats };
 }
