@@ -5,7 +5,7 @@
  * counted for the copy and for the kernels). Kernel time only; the uploads of each call are not
  * timed. Also prints the CPU reference's time for the same layer, for scale.
  *
- *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes] [--spqr-outlier-share 0.01] [--output-verify]
+ *   node dist/bench/gpu-dequant.js [--rows 11008] [--cols 4096] [--batches 5] [--per-batch 20] [--only vptq,fp6,...] [--spqr-paths pipeline,stripes] [--spqr-outlier-share 0.01] [--spqr-perm shuffle|stride|identity] [--output-verify]
  *
  * Timing (kernels/cuda/timing.ts), the same for the kernels and for the copy: one event, PER_BATCH
  * launches enqueued back to back, a second event, the time between divided by PER_BATCH; the
@@ -214,6 +214,26 @@ function ggml(type: string): void {
 
 /** `--spqr-outlier-share 0.01`: the share of SpQR weights with an outlier. */
 const SPQR_OUTLIER_SHARE = arg("spqr-outlier-share", 0.01);
+/**
+ * `--spqr-perm`: SpQR's input permutation. act_order sorts the columns by diag H, an order with
+ * no relation to the column numbers, so the default is a seeded shuffle. `stride` (column k·7919
+ * mod n, the bench's permutation until 2026-11-25) and `identity` (no act_order) are the
+ * structured cases: there a warp's shared-memory gathers fall into few banks.
+ */
+const SPQR_PERMS = ["shuffle", "stride", "identity"] as const;
+const spqrPermAt = process.argv.indexOf("--spqr-perm");
+const SPQR_PERM = spqrPermAt < 0 ? "shuffle" : SPQR_PERMS.find((p) => p === process.argv[spqrPermAt + 1]);
+if (SPQR_PERM === undefined) throw new Error(`--spqr-perm: "${process.argv[spqrPermAt + 1]}" is not one of ${SPQR_PERMS.join(", ")}`);
+function spqrPermutation(n: number): Uint16Array {
+  const perm = Uint16Array.from({ length: n }, (_, k) => (SPQR_PERM === "stride" ? (k * 7919) % n : k));
+  if (SPQR_PERM === "shuffle") {
+    for (let k = n - 1; k > 0; k--) {
+      const j = Math.floor(random() * (k + 1));
+      [perm[k], perm[j]] = [perm[j]!, perm[k]!];
+    }
+  }
+  return perm;
+}
 /** A random SpQR 3-bit 16×16 layer with SPQR_OUTLIER_SHARE outliers (values only need to be finite fp16). */
 function spqr(): void {
   const params = SPQR_DEFAULTS;
@@ -229,7 +249,7 @@ function spqr(): void {
     rowOffsets[r + 1] = cols.length;
   }
   const t: SpqrTensor = {
-    params, outFeatures: m, inFeatures: n, perm: Uint16Array.from({ length: n }, (_, k) => (k * 7919) % n),
+    params, outFeatures: m, inFeatures: n, perm: spqrPermutation(n),
     codes: Uint8Array.from({ length: m * n }, () => int(8)), scaleCodes: Uint8Array.from({ length: groups * m }, () => int(8)), zeroCodes: Uint8Array.from({ length: groups * m }, () => int(8)),
     scaleScale: half(tiles, 0x1c00, 0x1800), scaleZero: half(tiles, 0x3c00, 0x0800), zeroScale: half(tiles, 0x3400, 0x0c00), zeroZero: half(tiles, 0x3c00, 0x0800),
     outliers: { rowOffsets, cols: Uint16Array.from(cols), values: half(cols.length, 0x3c00, 0x0c00) },
@@ -237,7 +257,7 @@ function spqr(): void {
   };
   const arrays = m * n + 2 * groups * m + 8 * tiles + 4 * (m + 1) + 4 * cols.length + 2 * n;
   for (const path of spqrPaths) {
-    const name = `SpQR 3-bit 16×16, ${+(100 * SPQR_OUTLIER_SHARE).toFixed(2)} % outliers${path === undefined ? "" : ` (${path})`}`;
+    const name = `SpQR 3-bit 16×16, ${+(100 * SPQR_OUTLIER_SHARE).toFixed(2)} % outliers, ${SPQR_PERM} perm${path === undefined ? "" : ` (${path})`}`;
     timeCalls(name, "dequant → fp16", arrays + 2 * m * n, (timing) => dequantSpqrGpu(engine, t, { output: "f16", path, ...timing }));
     timeCalls(name, "dequant → f32", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { path, ...timing }));
     timeCalls(name, "verify", arrays + 4 * m * n, (timing) => dequantSpqrGpu(engine, t, { reference, weights: false, path, ...timing }));

@@ -15,7 +15,9 @@ import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
  *   verify, 2026-11-24, bench/RESULTS.md): 11008 × 4096, R = 4, 72 KiB, 3 blocks per
  *   multiprocessor: 81–83 / 84–86 / 87–89 against the stripe kernels' 71.4 / 82.3 / 75.0
  *   (capped at 2 blocks: 76.5 / 83.5 / 78.4 at an earlier step); 4096 × 11008, R = 2, 110 KiB,
- *   2 blocks: 68 / 83–85 / 70–71 against 49.3 / 61.6 / 55.7.
+ *   2 blocks: 68 / 83–85 / 70–71 against 49.3 / 61.6 / 55.7. With conflict-free decode stores
+ *   (stripe-phases.cuh lq_spqr_swizzle), a shuffled permutation: 84–85 / 83–86 / 91.5–92 and
+ *   79.6–80 / 85–86 / 74.8.
  * - `stripes` (spqr.cu): one block per stripe of up to 8 rows, walked in batches of R rows held in
  *   registers; n and beta2 multiples of 8 and a batch within 48 KiB. fp16 out, and neither output
  *   nor verify: R = 4, 2, 1 with 8-column items; float32 out and verify: R = 4 with 4-column items

@@ -41,8 +41,10 @@
 
 #define LQ_SPQR_PIPE_OFFSET_BYTES 64
 // Columns per thread whose permuted indices stay in registers across batches (R = 2 kernels): 16,
-// i.e. 8 registers (two 8-column items, or four 4-column ones).
-#define LQ_SPQR_PIPE_CACHED_ITEMS 16
+// i.e. 8 registers (two 8-column items, or four 4-column ones). 48 (every column of rows up to
+// 12288 wide) measured fp16 / float32 79.8 / 81.2 % of the copy against 79.6 / 86.1 at 4096 ×
+// 11008 (H100, issue 9): the float32 kernel reached 128 registers.
+#define LQ_SPQR_PIPE_CACHED_COLUMNS 16
 
 __host__ __device__ constexpr int64_t lq_spqr_pipe_code_stride(int64_t rows, int64_t groups) { return (groups * rows + 15) & ~(int64_t)15; }
 __host__ __device__ constexpr int64_t lq_spqr_pipe_stat_bytes(int64_t groups) { return ((groups + 1) & ~(int64_t)1) * 8; }
@@ -122,6 +124,17 @@ __device__ __forceinline__ void lq_spqr_pipe_store_offsets(int32_t offset, int32
   if (lane <= R) to[lane] = offset;
 }
 
+// The order in which thread t decodes its group's pieces: piece first + (k ^ order) at step k.
+// Lanes hold groups 32R bytes apart, so in a fixed order a warp's k-th unit stores would meet in
+// 2 (R = 2) or 4 (R = 4) of a bank row's 8 sixteen-byte slots whatever the swizzle inside a piece
+// (lq_spqr_swizzle); starting at piece `order` adds the lane bit the swizzle leaves free. A power
+// of two of pieces per group only (else 0: the same pieces in the plain order).
+template <int R>
+__device__ __forceinline__ int lq_spqr_pipe_piece_order(int t, const lq_spqr_shape& sh) {
+  if (sh.group_shift <= 0) return 0;
+  return (R == 2 ? t >> 1 : t) & (sh.group_pieces - 1);
+}
+
 template <int OUT, bool VERIFY, int R, int C>
 __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats, const int32_t* row_offsets,
                                                  const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out, const float* reference,
@@ -160,7 +173,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
   // (4096 × 11008) 69.8 / 85.0 cached against 64.9 / 83.4; R = 4 (11008 × 4096) 78.3 / 81.5
   // cached (with 16-byte decode loads too) against 80.4 / 84.4, and verify at R = 4 spilled 16-20
   // bytes with them.
-  constexpr int K = VERIFY || R > 2 ? 0 : LQ_SPQR_PIPE_CACHED_ITEMS / C;
+  constexpr int K = VERIFY || R > 2 ? 0 : LQ_SPQR_PIPE_CACHED_COLUMNS / C;
   uint32_t cached[K > 0 ? K : 1][C / 2];
 #pragma unroll
   for (int k = 0; k < K; k++) {
@@ -199,24 +212,26 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
         const __half2 sz = lq_spqr_grid2(0x64006400u | code_s | (code_z << 16), lq_bits_as_half2(so.x), lq_bits_as_half2(so.y));
         s[i] = __low2half2(sz), z[i] = __high2half2(sz);
       }
-      int piece = g * sh.group_pieces;
-      const int end = piece + sh.group_pieces;
+      const int first = g * sh.group_pieces, order = lq_spqr_pipe_piece_order<R>(t, sh);
+      int pp = 0;
       // Verify: two pieces a 16-byte load per row where groups hold pairs (beta2 % 16 == 0: every
       // pair aligned), conflict-free across the warp, where 8-byte loads 16 bytes apart conflict
       // 2-way. Measured on the H100 (11008 × 4096, % of the copy): verify 87.9-89.5 with them,
       // 86.9-87.5 without; float32 out 80.4-81.9 with them, 83.9-84.9 without (fp16 about even).
-      for (; VERIFY && (sh.group_pieces & 1) == 0 && piece < end; piece += 2) {
+      for (; VERIFY && (sh.group_pieces & 1) == 0 && pp < sh.group_pieces; pp += 2) {
+        const int pair = first + (pp ^ (order & ~1)), swap = order & 1;
         uint2 lo[R], hi[R];
 #pragma unroll
         for (int i = 0; i < R; i++) {
-          const uint4 w = *reinterpret_cast<const uint4*>(in.codes + i * n + 8 * piece);
-          lo[i] = make_uint2(w.x, w.y), hi[i] = make_uint2(w.z, w.w);
+          const uint4 w = *reinterpret_cast<const uint4*>(in.codes + i * n + 8 * pair);
+          lo[i] = swap ? make_uint2(w.z, w.w) : make_uint2(w.x, w.y), hi[i] = swap ? make_uint2(w.x, w.y) : make_uint2(w.z, w.w);
         }
-        lq_spqr_decode_piece_sz<R>(lo, piece, rows_buf, s, z, over, bad);
-        lq_spqr_decode_piece_sz<R>(hi, piece + 1, rows_buf, s, z, over, bad);
+        lq_spqr_decode_piece_sz<R>(lo, pair + swap, rows_buf, s, z, over, bad);
+        lq_spqr_decode_piece_sz<R>(hi, pair + 1 - swap, rows_buf, s, z, over, bad);
         lq_spqr_in_order();
       }
-      for (; piece < end; piece++) {
+      for (; pp < sh.group_pieces; pp++) {
+        const int piece = first + (pp ^ order);
         uint2 q[R];
 #pragma unroll
         for (int i = 0; i < R; i++) q[i] = *reinterpret_cast<const uint2*>(in.codes + i * n + 8 * piece);

@@ -40,13 +40,25 @@ struct lq_spqr_shape {
 
 // Byte offset in the batch's rows of (row 0, stored column j); row i is 2i bytes further. Piece
 // p = j / 8 holds 16R bytes, R 16-byte units of 8 / R columns × R rows each, column-major; unit u
-// of piece p lies at unit u ^ ((p / 2) mod R), a swizzle inside the piece (so within 0 … 2Rn) that
-// spreads the columns a warp gathers over the banks: with a strided permutation (the benchmark's
-// jo · c mod n) a half-warp's 16 eight-byte loads would otherwise meet in 2 bank pairs, 8-way
-// conflicts; swizzled they meet in 8 (2-way). A random permutation stays random.
+// of piece p lies at unit u ^ lq_spqr_swizzle<R>(p), a swizzle inside the piece (so within
+// 0 … 2Rn). Why: a warp's 16-byte stores of decoded units. The decoders give lanes pieces or
+// groups 16R or 32R bytes apart (lq_spqr_decode: piece t; pipeline.cuh: group t), so without a
+// swizzle every lane's unit u meets in 2 or 4 of a bank row's 8 sixteen-byte slots: ncu counted
+// 15.6 wavefronts per store where 4 are the least (R = 2, 4096 × 11008, issue 9). The swizzle
+// takes lane bits the piece's own position does not (bit 3 of p at R = 2: a 128-byte bank row
+// holds 4 pieces; bits 2–3 at R = 4: it holds 2), so that with the pipelined decoder's order of
+// a group's pieces (lq_spqr_pipe_piece_order) the 32 lanes' units fill all 8 slots, 4 lanes each:
+// conflict-free. The gathers of an identity or strided permutation meet in 8 bank positions of a
+// warp's 32 (4-way); a random permutation stays random.
+template <int R>
+__device__ __forceinline__ uint32_t lq_spqr_swizzle(uint32_t piece) {
+  if constexpr (R == 2) return (piece >> 3) & 1u;
+  else if constexpr (R == 4) return (piece >> 2) & 3u;
+  else return 0u;
+}
 template <int R>
 __device__ __forceinline__ uint32_t lq_spqr_slot(uint32_t j) {
-  return (j * (2u * R)) ^ (j & ((R - 1u) << 4));
+  return (j * (2u * R)) ^ (lq_spqr_swizzle<R>(j >> 3) << 4);
 }
 
 // Statistics of the stripe's rows r0 … r0 + rows − 1 into sz[rr · G + g] = (s, z) of (row r0 + rr,
@@ -138,7 +150,7 @@ __device__ __forceinline__ void lq_spqr_decode_piece_sz(const uint2 q[R], int pi
       const uint32_t w0 = word(0, u), w1 = word(1, u), w2 = word(2, u), w3 = word(3, u);
       v = make_uint4(__byte_perm(w0, w1, 0x5410), __byte_perm(w2, w3, 0x5410), __byte_perm(w0, w1, 0x7632), __byte_perm(w2, w3, 0x7632));
     }
-    *reinterpret_cast<uint4*>(chunk + ((u ^ ((piece >> 1) & (R - 1))) << 4)) = v;
+    *reinterpret_cast<uint4*>(chunk + ((u ^ lq_spqr_swizzle<R>((uint32_t)piece)) << 4)) = v;
   }
 }
 
