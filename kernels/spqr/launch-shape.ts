@@ -3,8 +3,8 @@ import type { DeviceInfo } from "../cuda/driver.js";
 import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
 
 /**
- * Which kernel of kernels/spqr/spqr.cu runs a tensor, with which grid and shared memory. Three
- * kinds, tried in this order (`path` forces one, for tests and benches):
+ * Which kernel of kernels/spqr/spqr.cu runs a tensor, with which grid, block size and shared
+ * memory. Three kinds, tried in this order (`path` forces one, for tests and benches):
  *
  * - `pipeline` (pipeline.cuh): one persistent wave; batches of R = 4 (else 2) rows with their
  *   input copied into shared memory a batch ahead. Needs n % 16 == 0, beta2 % 8 == 0, beta1 % R == 0,
@@ -17,7 +17,8 @@ import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
  *   (capped at 2 blocks: 76.5 / 83.5 / 78.4 at an earlier step); 4096 × 11008, R = 2, 110 KiB,
  *   2 blocks: 68 / 83–85 / 70–71 against 49.3 / 61.6 / 55.7. With conflict-free decode stores
  *   (stripe-phases.cuh lq_spqr_swizzle), a shuffled permutation: 84–85 / 83–86 / 91.5–92 and
- *   79.6–80 / 85–86 / 74.8.
+ *   79.6–80 / 85–86 / 74.8; then R = 2 at 512 threads a block but for float32 out alone
+ *   (PIPELINE_WIDE_THREADS): 82.0–82.5 / 86.6 (256 threads) / 83.7–83.9.
  * - `stripes` (spqr.cu): one block per stripe of up to 8 rows, walked in batches of R rows held in
  *   registers; n and beta2 multiples of 8 and a batch within 48 KiB. fp16 out, and neither output
  *   nor verify: R = 4, 2, 1 with 8-column items; float32 out and verify: R = 4 with 4-column items
@@ -31,12 +32,21 @@ export interface SpqrLaunch {
   path: SpqrKernelPath;
   kernel: string;
   blocks: number;
+  /** Threads a block: the kernel checks it (blockDim.x). */
+  threads: number;
   sharedBytes: number;
   /** Stripe kernels: rows per stripe and per batch (their last two integer arguments); pipelined: rows per batch. */
   rows?: { stripe: number; batch: number };
 }
 
-export const THREADS = 256;
+/** Threads a block of the stripe and per-element kernels and of the pipelined ones at R = 4 (LQ_SPQR_THREADS). */
+const THREADS = 256;
+/**
+ * The pipelined R = 2 kernels but float32 out alone take 512 threads a block (pipeline.cuh
+ * LQ_SPQR_PIPE_WIDE_THREADS: at 2 blocks per multiprocessor, 256 threads left too few warps to
+ * hide each item's loads).
+ */
+const PIPELINE_WIDE_THREADS = 512;
 /** The per-element kernel's resident blocks per multiprocessor. */
 const ELEMENT_BLOCKS_PER_SM = 16;
 /** Rows per stripe of the stripe kernel, the most first. */
@@ -86,7 +96,7 @@ export function chooseLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrSh
     if (launch !== undefined || path === "stripes") return launch;
   }
   const { m, n } = shape;
-  return { path: "elements", kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), info.multiprocessors * ELEMENT_BLOCKS_PER_SM)), sharedBytes: 0 };
+  return { path: "elements", kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), info.multiprocessors * ELEMENT_BLOCKS_PER_SM)), threads: THREADS, sharedBytes: 0 };
 }
 
 function pipelineLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrShape): SpqrLaunch | undefined {
@@ -98,9 +108,10 @@ function pipelineLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrShape):
     const sharedBytes = Math.max(REDUCTION_BYTES, pipelineSharedBytes(batch.rows, n, groups));
     if (sharedBytes > info.sharedBytesPerBlockOptin) continue;
     const kernel = kernelName("pipe", shape, batch);
-    const resident = module.residentBlocks(kernel, THREADS, sharedBytes);
+    const threads = batch.rows === 2 && !(shape.output === "f32" && !shape.verify) ? PIPELINE_WIDE_THREADS : THREADS;
+    const resident = module.residentBlocks(kernel, threads, sharedBytes);
     if (resident < MIN_PIPELINE_BLOCKS) continue;
-    return { path: "pipeline", kernel, blocks: Math.min(m / batch.rows, resident * info.multiprocessors), sharedBytes, rows: { stripe: batch.rows, batch: batch.rows } };
+    return { path: "pipeline", kernel, blocks: Math.min(m / batch.rows, resident * info.multiprocessors), threads, sharedBytes, rows: { stripe: batch.rows, batch: batch.rows } };
   }
   return undefined;
 }
@@ -121,7 +132,7 @@ function stripeLaunch(shape: SpqrShape): SpqrLaunch | undefined {
       const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch.rows * 2 * n);
       // The stripe kernels stay within what needs no opt-in.
       if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) continue;
-      return { path: "stripes", kernel: kernelName("stripes", shape, batch), blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), sharedBytes, rows: { stripe, batch: batch.rows } };
+      return { path: "stripes", kernel: kernelName("stripes", shape, batch), blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), threads: THREADS, sharedBytes, rows: { stripe, batch: batch.rows } };
     }
   }
   return undefined;

@@ -6,7 +6,7 @@ import type { DevicePointer } from "../cuda/driver.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
-import { chooseLaunch, THREADS, type SpqrKernelPath } from "./launch-shape.js";
+import { chooseLaunch, type SpqrKernelPath } from "./launch-shape.js";
 import { interleaveStats, pipelineStatistics } from "./pipeline-layout.js";
 
 /**
@@ -25,8 +25,8 @@ import { interleaveStats, pipelineStatistics } from "./pipeline-layout.js";
  * rows whose outlier columns are not sorted (never so in files SpQR writes), a stable sort by
  * column, which keeps the order in which equal columns add up.
  *
- * Launch: the kernel, grid and shared memory come from launch-shape.ts (chooseLaunch), which says
- * which of the three kinds takes which shapes.
+ * Launch: the kernel, grid, block size and shared memory come from launch-shape.ts (chooseLaunch),
+ * which says which of the three kinds takes which shapes.
  */
 
 /** The permutation (SpQR's in_perm halves) and the outlier columns are uint16. */
@@ -85,7 +85,7 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
   const f16 = options.output === "f16";
   const launch = chooseLaunch(module, context.info, { m, n, beta1, beta2, output: wantWeights ? (f16 ? "f16" : "f32") : undefined, verify: options.reference !== undefined }, options.path);
   if (launch === undefined) throw new KernelError("KIND_UNAVAILABLE", `spqr ${shape}: no ${options.path} kernel for this shape`, { ...where, expected: "a shape launch-shape.ts gives that kind", actual: options.path });
-  const { kernel, blocks, sharedBytes } = launch;
+  const { kernel, blocks, threads, sharedBytes } = launch;
   const withOutliers = !(options.denseOnly ?? false);
   const allocated: DevicePointer[] = [];
   const upload = (bytes: Uint8Array) => {
@@ -123,7 +123,7 @@ export function dequantSpqrGpu(engine: GpuEngine, t: SpqrTensor, options: SpqrGp
       ...(launch.path === "stripes" ? [{ i32: launch.rows!.stripe }, { i32: launch.rows!.batch }] : launch.path === "elements" ? [{ i32: f16 ? 1 : 0 }] : []),
       { pointer: status },
     ];
-    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(kernel, { grid: [blocks], block: [threads], sharedBytes }, args), options);
     const kernelMilliseconds = launchMilliseconds[0]!;
     checkStatus(context, status, { format: "spqr", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);

@@ -45,6 +45,15 @@
 // 12288 wide) measured fp16 / float32 79.8 / 81.2 % of the copy against 79.6 / 86.1 at 4096 ×
 // 11008 (H100, issue 9): the float32 kernel reached 128 registers.
 #define LQ_SPQR_PIPE_CACHED_COLUMNS 16
+// Threads a block of the R = 2 kernels but float32 out alone (spqr.cu). At R = 2 (rows too wide
+// for 4, e.g. 4096 × 11008) the rows and stages leave room for 2 blocks per multiprocessor, and
+// 256 threads a block were too few warps to hide the loads of each item: ncu's largest stalls
+// were long-scoreboard waits on an item's inv_perm and reference words. At 512 threads (64
+// registers, no spills) the H100 measured, % of the copy, fp16 / float32 / verify / float32 out +
+// verify: 82.0–82.3 / 80.7 / 83.6–83.8 / 90.6, against 79.1–79.9 / 86.2 / 74.8–75.0 / 84.5–84.6
+// at 256 and 81.5–81.7 / 82.9–83.5 / 81.4–81.5 / 89.7–89.8 at 384 (issue 9, bench/RESULTS.md).
+// Float32 out alone keeps 256. The R = 4 kernels spill below 80 registers, so they keep 256.
+#define LQ_SPQR_PIPE_WIDE_THREADS 512
 
 __host__ __device__ constexpr int64_t lq_spqr_pipe_code_stride(int64_t rows, int64_t groups) { return (groups * rows + 15) & ~(int64_t)15; }
 __host__ __device__ constexpr int64_t lq_spqr_pipe_stat_bytes(int64_t groups) { return ((groups + 1) & ~(int64_t)1) * 8; }
@@ -73,22 +82,23 @@ __device__ __forceinline__ lq_spqr_pipe_stage lq_spqr_pipe_stage_at(unsigned cha
   return s;
 }
 
-// 16-byte chunks [0, bytes) of `from` into `to`, spread over the block.
+// 16-byte chunks [0, bytes) of `from` into `to`, spread over the block's NT threads.
+template <int NT>
 __device__ __forceinline__ void lq_spqr_pipe_copy_run(unsigned char* to, const unsigned char* from, int bytes) {
-  for (int c = (int)threadIdx.x; c < bytes / 16; c += LQ_SPQR_THREADS) lq_cp_async<16>(to + 16 * c, from + 16 * c);
+  for (int c = (int)threadIdx.x; c < bytes / 16; c += NT) lq_cp_async<16>(to + 16 * c, from + 16 * c);
 }
 
 // Every copy of batch b (rows b·R … b·R + R − 1) into `stage`, then the group closes (an empty
 // group past the last batch keeps every thread's group count the same).
-template <int R>
+template <int R, int NT>
 __device__ __forceinline__ void lq_spqr_pipe_copy(const lq_spqr_pipe_stage& stage, bool valid, int64_t b, const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes,
                                                   const ushort4* stats, int64_t beta1, int n, int groups) {
   if (valid) {
     const int code_stride = (int)lq_spqr_pipe_code_stride(R, groups), stat_bytes = (int)lq_spqr_pipe_stat_bytes(groups);
-    lq_spqr_pipe_copy_run(stage.codes, codes + b * R * n, R * n);
-    lq_spqr_pipe_copy_run(stage.scale_codes, scale_codes + b * code_stride, code_stride);
-    lq_spqr_pipe_copy_run(stage.zero_codes, zero_codes + b * code_stride, code_stride);
-    lq_spqr_pipe_copy_run(reinterpret_cast<unsigned char*>(stage.stats), reinterpret_cast<const unsigned char*>(stats) + (b * R / beta1) * stat_bytes, stat_bytes);
+    lq_spqr_pipe_copy_run<NT>(stage.codes, codes + b * R * n, R * n);
+    lq_spqr_pipe_copy_run<NT>(stage.scale_codes, scale_codes + b * code_stride, code_stride);
+    lq_spqr_pipe_copy_run<NT>(stage.zero_codes, zero_codes + b * code_stride, code_stride);
+    lq_spqr_pipe_copy_run<NT>(reinterpret_cast<unsigned char*>(stage.stats), reinterpret_cast<const unsigned char*>(stats) + (b * R / beta1) * stat_bytes, stat_bytes);
   }
   lq_cp_async_commit();
 }
@@ -135,13 +145,13 @@ __device__ __forceinline__ int lq_spqr_pipe_piece_order(int t, const lq_spqr_sha
   return (R == 2 ? t >> 1 : t) & (sh.group_pieces - 1);
 }
 
-template <int OUT, bool VERIFY, int R, int C>
+template <int OUT, bool VERIFY, int R, int C, int NT>
 __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats, const int32_t* row_offsets,
                                                  const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out, const float* reference,
                                                  lq_verify_partial* partials, int64_t m, int n, int64_t beta1, int beta2, int64_t nnz, uint32_t over, bool ptcsr,
                                                  uint32_t* status) {
   extern __shared__ __align__(16) unsigned char lq_spqr_shared[];
-  constexpr int T = LQ_SPQR_THREADS;
+  constexpr int T = NT;
   const int t = (int)threadIdx.x;
   lq_spqr_shape sh;
   sh.n = n, sh.pieces = n / 8, sh.groups = n / beta2, sh.group_pieces = beta2 / 8;
@@ -168,11 +178,11 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
   }
 
   // The permuted columns of the thread's first items, the same in every batch (stripe-emit.cuh),
-  // at R = 2 only: its kernels have registers to spare (2 blocks per multiprocessor), the R = 4
-  // ones 80 each. Measured on the H100 (issue 9, 2026-11-24, % of the copy, fp16 / float32): R = 2
-  // (4096 × 11008) 69.8 / 85.0 cached against 64.9 / 83.4; R = 4 (11008 × 4096) 78.3 / 81.5
-  // cached (with 16-byte decode loads too) against 80.4 / 84.4, and verify at R = 4 spilled 16-20
-  // bytes with them.
+  // at R = 2 only (the R = 4 kernels have 80 registers; the R = 2 ones fit them in 64 at 512
+  // threads a block, 128 at 256). Measured at 256 threads on the H100 (issue 9, 2026-11-24, % of
+  // the copy, fp16 / float32): R = 2 (4096 × 11008) 69.8 / 85.0 cached against 64.9 / 83.4; R = 4
+  // (11008 × 4096) 78.3 / 81.5 cached (with 16-byte decode loads too) against 80.4 / 84.4, and
+  // verify at R = 4 spilled 16-20 bytes with them.
   constexpr int K = VERIFY || R > 2 ? 0 : LQ_SPQR_PIPE_CACHED_COLUMNS / C;
   uint32_t cached[K > 0 ? K : 1][C / 2];
 #pragma unroll
@@ -183,7 +193,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
 
   int64_t b = blockIdx.x;
   const auto stage = [&](int k) { return lq_spqr_pipe_stage_at(stages + (k & 1) * stage_bytes, R, n, sh.groups); };
-  const auto copy = [&](int k, int64_t batch) { lq_spqr_pipe_copy<R>(stage(k), batch < batches, batch, codes, scale_codes, zero_codes, stats, beta1, n, sh.groups); };
+  const auto copy = [&](int k, int64_t batch) { lq_spqr_pipe_copy<R, NT>(stage(k), batch < batches, batch, codes, scale_codes, zero_codes, stats, beta1, n, sh.groups); };
   if (outliers && t < 32) lq_spqr_pipe_store_offsets<R>(lq_spqr_pipe_load_offset<R>(row_offsets, b * R, b < batches), ring, nnz, bad);
   copy(0, b);
   copy(1, b + grid);
@@ -243,11 +253,11 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
     // 2. The stage is read: the batch after next goes into it. The outliers.
     __syncthreads();
     copy(k, b + 2 * grid);
-    if (outliers) lq_spqr_outliers<R>(entry, offsets, R, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
+    if (outliers) lq_spqr_outliers<R, NT>(entry, offsets, R, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
     // 3. The next batch's first entries in flight, then the output.
     __syncthreads();
     if (outliers && next < batches) lq_spqr_load_entry(entry, next_offsets[0] + t, next_offsets, R, cols, values);
-    lq_spqr_emit_cached<OUT, VERIFY, R, C, K>(rows_buf, r, R, sh, inv_perm, cached, out, reference, max_abs, sq_err, sq_ref);
+    lq_spqr_emit_cached<OUT, VERIFY, R, C, K, NT>(rows_buf, r, R, sh, inv_perm, cached, out, reference, max_abs, sq_err, sq_ref);
   }
   lq_cp_async_wait<0>();
   if (bad != 0) lq_report(status, ((bad & 1u) ? LQ_STATUS_CODE_RANGE : 0u) | ((bad & 2u) ? LQ_STATUS_INDEX_RANGE : 0u));

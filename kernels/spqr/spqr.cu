@@ -193,7 +193,7 @@ LQ_SPQR_WIDE_KERNELS(1, 8, 1)
 // The pipelined kernels (pipeline.cuh), where launch-shape.ts finds that they fit: the same output
 // kinds and items as the stripe kernels, R = 4 or 2 rows a batch, persistent (one wave). Their
 // scale codes, zero codes and statistics come in pipeline.cuh's layout, not spqr.cuh's.
-template <int OUT, bool VERIFY, int R, int C>
+template <int OUT, bool VERIFY, int R, int C, int NT>
 __device__ __forceinline__ void lq_spqr_pipeline_checked(const uint8_t* codes, const uint8_t* scale_codes, const uint8_t* zero_codes, const ushort4* stats,
                                                          const int32_t* row_offsets, const uint16_t* cols, const uint16_t* values, const uint16_t* inv_perm, void* out,
                                                          const float* reference, lq_verify_partial* partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz,
@@ -202,36 +202,38 @@ __device__ __forceinline__ void lq_spqr_pipeline_checked(const uint8_t* codes, c
   asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(shared_bytes));
   // Batches inside one tile row (beta1 % R, so m % R too), 16-byte code copies (n % 16).
   const bool sizes_ok = m > 0 && n > 0 && n <= 65536 && n % 16 == 0 && beta1 > 0 && beta2 > 0 && beta2 % 8 == 0 && m % beta1 == 0 && n % beta2 == 0 && beta1 % R == 0 &&
-                        nnz >= 0 && nnz <= INT32_MAX - 4 * LQ_SPQR_THREADS && blockDim.x == LQ_SPQR_THREADS && (ptcsr == 0 || m % LQ_SPQR_PTCSR_ROWS == 0) &&
+                        nnz >= 0 && nnz <= INT32_MAX - 4 * NT && blockDim.x == NT && (ptcsr == 0 || m % LQ_SPQR_PTCSR_ROWS == 0) &&
                         (max_code & (max_code + 1)) == 0 && (OUT == 0 || out != nullptr) && (!VERIFY || (reference != nullptr && partials != nullptr));
   if (!sizes_ok || (int64_t)shared_bytes < max((int64_t)768, lq_spqr_pipe_shared_bytes(R, n, n / beta2))) {
     if (threadIdx.x == 0 && blockIdx.x == 0) lq_report(status, LQ_STATUS_SHAPE);
     return;
   }
   const uint32_t over = max_code >= 255u ? 0u : ~(max_code * 0x01010101u);
-  lq_spqr_pipeline<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz,
+  lq_spqr_pipeline<OUT, VERIFY, R, C, NT>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, (int)n, beta1, (int)beta2, nnz,
                                       over, ptcsr != 0, status);
 }
 
-// BLOCKS: resident blocks per multiprocessor the registers are budgeted for (shared memory
-// decides the rest: launch-shape.ts asks the driver how many fit).
-#define LQ_SPQR_PIPE_KERNEL(name, OUT, VERIFY, R, C, BLOCKS)                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LQ_SPQR_THREADS, BLOCKS) name(                                                                          \
+// NT: threads a block (launch-shape.ts pipelineLaunch launches the same); BLOCKS: resident blocks
+// per multiprocessor the registers are budgeted for (shared memory decides the rest: launch-shape.ts
+// asks the driver how many fit).
+#define LQ_SPQR_PIPE_KERNEL(name, OUT, VERIFY, R, C, NT, BLOCKS)                                                                                        \
+  extern "C" __global__ void __launch_bounds__(NT, BLOCKS) name(                                                                                       \
       const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scale_codes, const uint8_t* __restrict__ zero_codes,                              \
       const ushort4* __restrict__ stats, const int32_t* __restrict__ row_offsets, const uint16_t* __restrict__ cols,                                   \
       const uint16_t* __restrict__ values, const uint16_t* __restrict__ inv_perm, void* __restrict__ out, const float* __restrict__ reference,         \
       lq_verify_partial* __restrict__ partials, int64_t m, int64_t n, int64_t beta1, int64_t beta2, int64_t nnz, uint32_t max_code, int32_t ptcsr,    \
       uint32_t* status) {                                                                                                                              \
-    lq_spqr_pipeline_checked<OUT, VERIFY, R, C>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n, \
+    lq_spqr_pipeline_checked<OUT, VERIFY, R, C, NT>(codes, scale_codes, zero_codes, stats, row_offsets, cols, values, inv_perm, out, reference, partials, m, n, \
                                                beta1, beta2, nnz, max_code, ptcsr, status);                                                            \
   }
-// Names: lq_spqr_pipe_<output>[_verify]_r<R>[s], as the stripe kernels'.
-#define LQ_SPQR_PIPE_KERNELS(R, C, suffix, BLOCKS)                                          \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_r##R, 1, false, R, 8, BLOCKS)                       \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_check_r##R, 0, false, R, 8, BLOCKS)                     \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_r##suffix, 2, false, R, C, BLOCKS)                  \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_verify_r##suffix, 0, true, R, C, BLOCKS)                \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_verify_r##suffix, 1, true, R, C, BLOCKS)            \
-  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_verify_r##suffix, 2, true, R, C, BLOCKS)
-LQ_SPQR_PIPE_KERNELS(4, 4, 4s, 3)
-LQ_SPQR_PIPE_KERNELS(2, 4, 2s, 2)
+// Names: lq_spqr_pipe_<output>[_verify]_r<R>[s], as the stripe kernels'. NT for every kernel but
+// float32 out alone, which takes NT_F32 (pipeline.cuh LQ_SPQR_PIPE_WIDE_THREADS says why).
+#define LQ_SPQR_PIPE_KERNELS(R, C, suffix, NT, NT_F32, BLOCKS)                                    \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_r##R, 1, false, R, 8, NT, BLOCKS)                         \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_check_r##R, 0, false, R, 8, NT, BLOCKS)                       \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_r##suffix, 2, false, R, C, NT_F32, BLOCKS)                \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_verify_r##suffix, 0, true, R, C, NT, BLOCKS)                  \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f16_verify_r##suffix, 1, true, R, C, NT, BLOCKS)              \
+  LQ_SPQR_PIPE_KERNEL(lq_spqr_pipe_f32_verify_r##suffix, 2, true, R, C, NT, BLOCKS)
+LQ_SPQR_PIPE_KERNELS(4, 4, 4s, LQ_SPQR_THREADS, LQ_SPQR_THREADS, 3)
+LQ_SPQR_PIPE_KERNELS(2, 4, 2s, LQ_SPQR_PIPE_WIDE_THREADS, LQ_SPQR_THREADS, 2)

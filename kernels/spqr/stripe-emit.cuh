@@ -136,18 +136,18 @@ __device__ __forceinline__ void lq_spqr_emit(const unsigned char* rows_buf, int6
 // once per block by lq_spqr_item_columns: the same items in every batch), the rest loaded as they
 // come (the pipelined kernels: their shared memory leaves little L1 for inv_perm, and each item's
 // gathers wait on its columns).
-template <int OUT, bool VERIFY, int R, int C, int K>
+template <int OUT, bool VERIFY, int R, int C, int K, int NT>
 __device__ __forceinline__ void lq_spqr_emit_cached(const unsigned char* rows_buf, int64_t r, int rb, const lq_spqr_shape& sh, const uint16_t* inv_perm,
                                                     const uint32_t cached[][C / 2], void* out, const float* reference, double& max_abs, double& sq_err, double& sq_ref) {
   const lq_spqr_emit_rows at = lq_spqr_emit_at<OUT, VERIFY>(out, reference, r, sh.n);
   const int items = sh.n / C;
 #pragma unroll
   for (int k = 0; k < K; k++) {
-    const int item = (int)threadIdx.x + k * LQ_SPQR_THREADS;
+    const int item = (int)threadIdx.x + k * NT;
     lq_spqr_in_order();
     if (item < items) lq_spqr_emit_item<OUT, VERIFY, R, C>(rows_buf, item, cached[k], rb, sh.n, at.out16, at.out32, at.ref_rows, max_abs, sq_err, sq_ref);
   }
-  for (int item = (int)threadIdx.x + K * LQ_SPQR_THREADS; item < items; item += LQ_SPQR_THREADS) {
+  for (int item = (int)threadIdx.x + K * NT; item < items; item += NT) {
     lq_spqr_in_order();
     uint32_t words[C / 2];
     lq_spqr_item_columns<C>(inv_perm, item, words);

@@ -232,11 +232,11 @@ __device__ __forceinline__ void lq_spqr_apply_entry(const lq_spqr_entry& en, con
   *at = __half_as_ushort(__float2half_rn(x));
 }
 
-template <int R>
+template <int R, int NT = LQ_SPQR_THREADS>
 __device__ __forceinline__ void lq_spqr_outliers(const lq_spqr_entry& first, const int32_t* offsets, int rb, unsigned char* rows_buf, int n, const uint16_t* cols,
                                                  const uint16_t* values, const int32_t* row_offsets, int64_t r, bool ptcsr, uint32_t& bad) {
   lq_spqr_apply_entry<R>(first, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
-  for (int32_t e = first.e + LQ_SPQR_THREADS; e < offsets[rb]; e += LQ_SPQR_THREADS) {
+  for (int32_t e = first.e + NT; e < offsets[rb]; e += NT) {
     lq_spqr_entry en;
     lq_spqr_load_entry(en, e, offsets, rb, cols, values);
     lq_spqr_apply_entry<R>(en, offsets, rows_buf, n, cols, values, row_offsets, r, ptcsr, bad);
