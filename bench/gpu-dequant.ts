@@ -217,7 +217,7 @@ const SPQR_OUTLIER_SHARE = arg("spqr-outlier-share", 0.01);
 /**
  * `--spqr-perm`: SpQR's input permutation. act_order sorts the columns by diag H, an order with
  * no relation to the column numbers, so the default is a seeded shuffle. `stride` (column k·7919
- * mod n, the bench's permutation until 2026-11-25) and `identity` (no act_order) are the
+ * mod n, the bench's permutation until 2026-11-24) and `identity` (no act_order) are the
  * structured cases: there a warp's shared-memory gathers fall into few banks.
  */
 const SPQR_PERMS = ["shuffle", "stride", "identity"] as const;

@@ -43,7 +43,7 @@
 // Columns per thread whose permuted indices stay in registers across batches (R = 2 kernels): 16,
 // i.e. 8 registers (two 8-column items, or four 4-column ones). 48 (every column of rows up to
 // 12288 wide) measured fp16 / float32 79.8 / 81.2 % of the copy against 79.6 / 86.1 at 4096 ×
-// 11008 (H100, issue 9): the float32 kernel reached 128 registers.
+// 11008, 256 threads a block (H100, issue 9): the float32 kernel reached 128 registers.
 #define LQ_SPQR_PIPE_CACHED_COLUMNS 16
 // Threads a block of the R = 2 kernels but float32 out alone (spqr.cu). At R = 2 (rows too wide
 // for 4, e.g. 4096 × 11008) the rows and stages leave room for 2 blocks per multiprocessor, and
@@ -135,10 +135,10 @@ __device__ __forceinline__ void lq_spqr_pipe_store_offsets(int32_t offset, int32
 }
 
 // The order in which thread t decodes its group's pieces: piece first + (k ^ order) at step k.
-// Lanes hold groups 32R bytes apart, so in a fixed order a warp's k-th unit stores would meet in
-// 2 (R = 2) or 4 (R = 4) of a bank row's 8 sixteen-byte slots whatever the swizzle inside a piece
-// (lq_spqr_swizzle); starting at piece `order` adds the lane bit the swizzle leaves free. A power
-// of two of pieces per group only (else 0: the same pieces in the plain order).
+// Lanes hold groups 32R bytes apart (beta2 = 16), so in a fixed order a warp's k-th unit stores
+// would meet in at most 4 of a bank row's 8 sixteen-byte slots, whatever the swizzle inside a
+// piece (lq_spqr_swizzle): 2-way conflicts. Starting at piece `order` adds the lane bit the
+// swizzle leaves free. A power of two of pieces per group only (else 0: the plain order).
 template <int R>
 __device__ __forceinline__ int lq_spqr_pipe_piece_order(int t, const lq_spqr_shape& sh) {
   if (sh.group_shift <= 0) return 0;

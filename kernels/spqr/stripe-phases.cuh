@@ -42,9 +42,10 @@ struct lq_spqr_shape {
 // p = j / 8 holds 16R bytes, R 16-byte units of 8 / R columns × R rows each, column-major; unit u
 // of piece p lies at unit u ^ lq_spqr_swizzle<R>(p), a swizzle inside the piece (so within
 // 0 … 2Rn). Why: a warp's 16-byte stores of decoded units. The decoders give lanes pieces or
-// groups 16R or 32R bytes apart (lq_spqr_decode: piece t; pipeline.cuh: group t), so without a
-// swizzle every lane's unit u meets in 2 or 4 of a bank row's 8 sixteen-byte slots: ncu counted
-// 15.6 wavefronts per store where 4 are the least (R = 2, 4096 × 11008, issue 9). The swizzle
+// groups 16R or 32R bytes apart (lq_spqr_decode: piece t; pipeline.cuh: group t), so the lanes'
+// unit u meet in few of a bank row's 8 sixteen-byte slots. With the previous swizzle (u ^ (p / 2
+// mod R)) ncu counted 15.6 wavefronts per store at R = 2 and 7.8 at R = 4, where 4 are the least
+// (pipelined kernels, 4096 × 11008 and 11008 × 4096, issue 9). The swizzle
 // takes lane bits the piece's own position does not (bit 3 of p at R = 2: a 128-byte bank row
 // holds 4 pieces; bits 2–3 at R = 4: it holds 2), so that with the pipelined decoder's order of
 // a group's pieces (lq_spqr_pipe_piece_order) the 32 lanes' units fill all 8 slots, 4 lanes each:
