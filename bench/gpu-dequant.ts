@@ -43,6 +43,7 @@ import type { SpqrKernelPath } from "../kernels/spqr/launch-shape.js";
 import { dequantVptqGpu } from "../kernels/vptq/launch.js";
 import { SPQR_DEFAULTS, type SpqrTensor } from "../formats/spqr/types.js";
 import { vectorRows, type VptqTensor } from "../formats/vptq/types.js";
+import { shuffle } from "../test/helpers/prng.js";
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -226,13 +227,7 @@ const SPQR_PERM = spqrPermAt < 0 ? "shuffle" : SPQR_PERMS.find((p) => p === proc
 if (SPQR_PERM === undefined) throw new Error(`--spqr-perm: "${process.argv[spqrPermAt + 1]}" is not one of ${SPQR_PERMS.join(", ")}`);
 function spqrPermutation(n: number): Uint16Array {
   const perm = Uint16Array.from({ length: n }, (_, k) => (SPQR_PERM === "stride" ? (k * 7919) % n : k));
-  if (SPQR_PERM === "shuffle") {
-    for (let k = n - 1; k > 0; k--) {
-      const j = Math.floor(random() * (k + 1));
-      [perm[k], perm[j]] = [perm[j]!, perm[k]!];
-    }
-  }
-  return perm;
+  return SPQR_PERM === "shuffle" ? shuffle(random, perm) : perm;
 }
 /** A random SpQR 3-bit 16×16 layer with SPQR_OUTLIER_SHARE outliers (values only need to be finite fp16). */
 function spqr(): void {

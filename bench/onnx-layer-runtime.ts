@@ -44,7 +44,7 @@ import { SPQR_DEFAULTS, type SpqrTensor } from "../formats/spqr/types.js";
 import { dequantizeVptq } from "../formats/vptq/reference.js";
 import { vectorRows, type VptqTensor } from "../formats/vptq/types.js";
 import { REPO_ROOT } from "../test/helpers/paths.js";
-import { mulberry32, type Rng } from "../test/helpers/prng.js";
+import { mulberry32, shuffle, type Rng } from "../test/helpers/prng.js";
 import { loadOnnxRuntime, type OrtSession, type OrtSessionOptions, type OrtTensor } from "../test/runtimes/onnxruntime.js";
 
 function arg(name: string, fallback: string): string {
@@ -75,11 +75,7 @@ const f16 = (x: number) => f64ToF16Bit(x);
 const uniform = (rng: Rng, n: number, spread: number) => Float32Array.from({ length: n }, () => (rng() * 2 - 1) * spread);
 const ints = (rng: Rng, n: number, k: number) => Uint32Array.from({ length: n }, () => Math.floor(rng() * k));
 const halves = (rng: Rng, n: number, lo: number, hi: number) => Uint16Array.from({ length: n }, () => f16(lo + rng() * (hi - lo)));
-function permutation(rng: Rng, n: number): Uint16Array {
-  const p = Uint16Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) { const j = Math.floor(rng() * (i + 1)); [p[i], p[j]] = [p[j]!, p[i]!]; }
-  return p;
-}
+const permutation = (rng: Rng, n: number) => shuffle(rng, Uint16Array.from({ length: n }, (_, i) => i));
 
 /** A model to measure: its bytes, its weight W [N, K] as float32 (the reference) and its element type. */
 interface Built { bytes: Uint8Array; weight: Float32Array; io: "float32" | "float16"; note?: string }

@@ -151,7 +151,6 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
                                                  lq_verify_partial* partials, int64_t m, int n, int64_t beta1, int beta2, int64_t nnz, uint32_t over, bool ptcsr,
                                                  uint32_t* status) {
   extern __shared__ __align__(16) unsigned char lq_spqr_shared[];
-  constexpr int T = NT;
   const int t = (int)threadIdx.x;
   lq_spqr_shape sh;
   sh.n = n, sh.pieces = n / 8, sh.groups = n / beta2, sh.group_pieces = beta2 / 8;
@@ -167,7 +166,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
 
   // Every stored column of the permutation < n, once per block: the gathers need no clamp.
   bool perm_bad = false;
-  for (int p = t; inv_perm != nullptr && p < sh.pieces; p += T) {
+  for (int p = t; inv_perm != nullptr && p < sh.pieces; p += NT) {
     const uint4 v = __ldg(reinterpret_cast<const uint4*>(inv_perm + 8 * p));
     const uint32_t high = __vmaxu2(__vmaxu2(v.x, v.y), __vmaxu2(v.z, v.w));
     perm_bad |= max(high & 0xFFFFu, high >> 16) >= (uint32_t)n;
@@ -187,7 +186,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
   uint32_t cached[K > 0 ? K : 1][C / 2];
 #pragma unroll
   for (int k = 0; k < K; k++) {
-    const int item = t + k * T;
+    const int item = t + k * NT;
     if (item < n / C) lq_spqr_item_columns<C>(inv_perm, item, cached[k]);
   }
 
@@ -212,7 +211,7 @@ __device__ __forceinline__ void lq_spqr_pipeline(const uint8_t* codes, const uin
     lq_cp_async_wait<1>();
     __syncthreads();
     const lq_spqr_pipe_stage in = stage(k);
-    for (int g = t; g < sh.groups; g += T) {
+    for (int g = t; g < sh.groups; g += NT) {
       const uint32_t scale_word = lq_spqr_pipe_group_codes<R>(in.scale_codes, g), zero_word = lq_spqr_pipe_group_codes<R>(in.zero_codes, g);
       const uint2 so = in.stats[g];
       __half2 s[R], z[R];

@@ -9,7 +9,7 @@ import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantGgmlGpu, GGML_KERNEL_TYPES, ggmlKernelName, type GgmlKernelType } from "../../kernels/ggml/launch.js";
 import { goldenArray } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { mulberry32, shuffle, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 import { gpuSuite } from "../helpers/gpu-suite.js";
@@ -144,11 +144,7 @@ function checkType(engine: GpuEngine, codec: GgmlTypeCodec, bytes: Uint8Array, o
 function randomBlocks(rng: Rng, type: GgmlKernelType, nBlocks: number): Uint8Array {
   const { typeSize } = codecOf(type);
   if (FP16_FIELDS[type].length === 0) {
-    const all = Uint16Array.from({ length: nBlocks }, (_, j) => j & 0xffff);
-    for (let k = all.length - 1; k > 0; k--) {
-      const j = Math.floor(rng() * (k + 1));
-      [all[k], all[j]] = [all[j]!, all[k]!];
-    }
+    const all = shuffle(rng, Uint16Array.from({ length: nBlocks }, (_, j) => j & 0xffff));
     return new Uint8Array(all.buffer);
   }
   const words = new Uint32Array(Math.ceil((nBlocks * typeSize) / 4));

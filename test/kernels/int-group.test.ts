@@ -12,7 +12,7 @@ import { dequantIntGroupGpu } from "../../kernels/int-group/launch.js";
 import { VERIFY_PARTIAL_BYTES } from "../../kernels/cuda/verify.js";
 import { goldenArray as get } from "../helpers/golden.js";
 import { REPO_ROOT, SHARED_DIR } from "../helpers/paths.js";
-import { mulberry32 } from "../helpers/prng.js";
+import { mulberry32, shuffle } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
 import { gpuSuite } from "../helpers/gpu-suite.js";
@@ -97,11 +97,7 @@ function randomTensor(rng: () => number, s: { N: number; K: number; bits: number
   const levels = 1 << s.bits;
   let gIdx: Int32Array | undefined;
   if (s.actOrder) {
-    const perm = Int32Array.from({ length: s.K }, (_, k) => k);
-    for (let k = s.K - 1; k > 0; k--) {
-      const j = Math.floor(rng() * (k + 1));
-      [perm[k], perm[j]] = [perm[j]!, perm[k]!];
-    }
+    const perm = shuffle(rng, Int32Array.from({ length: s.K }, (_, k) => k));
     gIdx = new Int32Array(s.K);
     for (let j = 0; j < s.K; j++) gIdx[perm[j]!] = Math.floor(j / s.groupSize);
   }

@@ -12,7 +12,7 @@ import type { GpuEngine } from "../../kernels/engine.js";
 import { dequantVptqGpu, launchVptqKernel, prepareVptqLaunch } from "../../kernels/vptq/launch.js";
 import { goldenArray as get } from "../helpers/golden.js";
 import { SHARED_DIR } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { mulberry32, shuffle, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
 import { assertSameBits, assertSameHalves, expectCode, toF16 } from "../helpers/gpu-assert.js";
@@ -167,11 +167,7 @@ function randomTensor(rng: Rng, s: Shape): VptqTensor {
   const indexCount = s.groups * vectorRows(s.out, s.vl) * groupSize;
   let perm: Uint16Array | undefined;
   if (s.perm) {
-    perm = Uint16Array.from({ length: s.in }, (_, k) => k);
-    for (let k = s.in - 1; k > 0; k--) {
-      const j = Math.floor(rng() * (k + 1));
-      [perm[k], perm[j]] = [perm[j]!, perm[k]!];
-    }
+    perm = shuffle(rng, Uint16Array.from({ length: s.in }, (_, k) => k));
   }
   return {
     params: { vectorLen: s.vl, numCentroids: s.k, numResCentroids: s.kRes, groupNum: s.groups, groupSize, outlierSize: s.outliers, outlierVectorLen: s.ovl, outlierNumCentroids: s.kOutlier, enableNorm: s.norm, enablePerm: s.perm },

@@ -19,7 +19,7 @@ import { dequantizeVptq, type VptqSemantics } from "../../formats/vptq/reference
 import type { VptqFloat, VptqParams, VptqTensor } from "../../formats/vptq/types.js";
 import { assertBytes, goldenArray as get } from "../helpers/golden.js";
 import { SHARED_DIR } from "../helpers/paths.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { mulberry32, shuffle, type Rng } from "../helpers/prng.js";
 import { readAllArrays } from "../helpers/safetensors-arrays.js";
 import { loadOnnxRuntime } from "../runtimes/onnxruntime.js";
 import { vptqParamsOf, type VptqCaseParams } from "../helpers/vptq-golden.js";
@@ -160,11 +160,7 @@ function midpointTriples(rng: Rng, count: number): [number, number, number][] {
 function tripleLayer(rng: Rng, triples: [number, number, number][]): VptqTensor {
   const n = triples.length;
   const k = 2 ** Math.ceil(Math.log2(n));
-  const perm = Uint16Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
-  }
+  const perm = shuffle(rng, Uint16Array.from({ length: n }, (_, i) => i));
   const centroids = new Uint16Array(k);
   triples.forEach(([c], j) => (centroids[j] = f64ToF16Bit(c)));
   const mainIndices = new Uint32Array(2 * n);

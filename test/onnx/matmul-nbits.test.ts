@@ -10,7 +10,7 @@ import { f64ToBf16Bit, f64ToF16Bit, halfPrecisionValues } from "../../formats/de
 import { isLmpackError } from "../../formats/errors.js";
 import { dequantize } from "../../formats/int-group/reference.js";
 import { groupCount, groupOf, symmetricZero, type IntBits, type IntGroupTensor, type ScaleDType } from "../../formats/int-group/types.js";
-import { mulberry32, type Rng } from "../helpers/prng.js";
+import { mulberry32, shuffle, type Rng } from "../helpers/prng.js";
 import { tempDir } from "../helpers/paths.js";
 import { checkOnnxModels, type ModelToCheck } from "../helpers/onnx-checker.js";
 import { loadOnnxRuntime, type OrtSession } from "../runtimes/onnxruntime.js";
@@ -51,11 +51,7 @@ function randomTensor(rng: Rng, { bits, groupSize, sym, K, N, scaleDtype = "F32"
  */
 function withActOrder(t: IntGroupTensor, rng: Rng): IntGroupTensor {
   const K = t.inFeatures;
-  const perm = Int32Array.from({ length: K }, (_, k) => k);
-  for (let i = K - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
-  }
+  const perm = shuffle(rng, Int32Array.from({ length: K }, (_, k) => k));
   const gIdx = new Int32Array(K);
   for (let j = 0; j < K; j++) gIdx[perm[j]!] = Math.floor(j / t.params.groupSize);
   return { ...t, gIdx };
