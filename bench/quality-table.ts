@@ -6,8 +6,8 @@
  *
  *   node dist/bench/quality-table.js [--model ../shared/models/docs-llama-16m]
  *       [--calibration ../shared/text/wikitext2-test.raw] [--eval ../shared/text/docs-valid.txt]
- *       [--hessians <store>|sequential] [--rows gptq-w4g128,vptq-v4k256,...] [--workers N] [--device auto]
- *       [--max-tokens N] [--keep DIR]
+ *       [--hessians <store>|sequential|sequential-layer] [--rows gptq-w4g128,vptq-v4k256,...] [--workers N] [--device auto]
+ *       [--max-tokens N] [--keep DIR] [--sample-seed N]
  *
  * It drives lmpack's own CLI, so each row is exactly what a user would run, and prints the
  * commands: `calibrate` once unless `--hessians` is given (WikiText-2 test text, 128 windows of
@@ -49,7 +49,7 @@ function count(name: string, fallback: number, max: number): number {
   return value;
 }
 
-const FLAGS = ["model", "calibration", "eval", "hessians", "rows", "workers", "device", "max-tokens", "keep"];
+const FLAGS = ["model", "calibration", "eval", "hessians", "rows", "workers", "device", "max-tokens", "keep", "sample-seed"];
 if (process.argv.includes("--help") || process.argv.includes("-h")) {
   console.log(`node dist/bench/quality-table.js ${FLAGS.map((f) => `[--${f} …]`).join(" ")}  (see the header of bench/quality-table.ts)`);
   process.exit(0);
@@ -72,7 +72,10 @@ const device = arg("device", "auto");
 const maxTokens = arg("max-tokens");
 const wanted = arg("rows")?.split(",");
 /** The reference's calibration: 128 windows of 512 tokens of WikiText-2 test text. */
-const WINDOWS = ["--protocol", "wikitext2", "--samples", "128", "--seq-len", "512"];
+// `--sample-seed N`: the 128 windows drawn at random from seed N (GPTQ's and SpQR's sampler)
+// instead of spread evenly; lmpack checks the value.
+const sampleSeed = arg("sample-seed");
+const WINDOWS = ["--protocol", "wikitext2", "--samples", "128", "--seq-len", "512", ...(sampleSeed === undefined ? [] : ["--sample-seed", sampleSeed])];
 const rows = wanted === undefined ? QUALITY_ROWS.filter((r) => r.optIn !== true) : QUALITY_ROWS.filter((r) => wanted.includes(r.id));
 if (rows.length === 0) usage(`no row matches --rows ${wanted?.join(",")}; known: ${QUALITY_ROWS.map((r) => r.id).join(", ")}`);
 
@@ -108,11 +111,20 @@ function readsHessians(row: QualityRow): boolean {
   return row.windows !== true && ["gptq", "spqr", "vptq", "signround"].some((method) => row.args.includes(method));
 }
 
+/**
+ * `--hessians sequential-layer`: sequential calibration with all of a layer's H taken from its
+ * full-precision weights (`--no-true-sequential`), as SpQR's main.py runs without
+ * `--true-sequential`, which its README's launch command (the reference rows' recipe) leaves out.
+ */
+const SEQUENTIAL_LAYER = "sequential-layer";
+
 async function runRow(row: QualityRow, hessians: string, dir: string): Promise<Outcome> {
   const out = join(dir, `${row.id}.lmpack`);
   let started = performance.now();
   const needsHessians = readsHessians(row);
-  const hessianArgs = hessians === "sequential" ? ["--hessians", "sequential", "--calibration-text", calibration, ...WINDOWS] : ["--hessians", hessians];
+  const hessianArgs = hessians === "sequential" || hessians === SEQUENTIAL_LAYER
+    ? ["--hessians", "sequential", ...(hessians === SEQUENTIAL_LAYER ? ["--no-true-sequential"] : []), "--calibration-text", calibration, ...WINDOWS]
+    : ["--hessians", hessians];
   const calibrationArgs = row.windows === true ? ["--calibration-text", calibration, ...WINDOWS] : needsHessians ? hessianArgs : [];
   await lmpack(["quantize", model, ...row.args, ...calibrationArgs, "--device", device, "--to", "lmpack", "--out", out]);
   const quantizeSeconds = (performance.now() - started) / 1000;
@@ -137,7 +149,7 @@ try {
     for (let row = queue.shift(); row !== undefined; row = queue.shift()) outcomes.push(await runRow(row, hessians ?? "", dir));
   }));
   outcomes.sort((a, b) => rows.indexOf(a.row) - rows.indexOf(b.row));
-  console.log(`\n# Quality of ${model.split("/").pop()} (${new Date().toISOString().slice(0, 10)}): calibration ${calibration.split("/").pop()}, evaluation ${evalText.split("/").pop()}${maxTokens === undefined ? "" : ` (first ${maxTokens} tokens)`}\n`);
+  console.log(`\n# Quality of ${model.split("/").pop()} (${new Date().toISOString().slice(0, 10)}): calibration ${calibration.split("/").pop()}${sampleSeed === undefined ? "" : ` (windows drawn from seed ${sampleSeed})`}${hessians === SEQUENTIAL_LAYER ? ", sequential calibration layer by layer" : hessians === "sequential" ? ", sequential calibration" : ""}, evaluation ${evalText.split("/").pop()}${maxTokens === undefined ? "" : ` (first ${maxTokens} tokens)`}\n`);
   console.log(`fp32 (unquantized): perplexity ${dense.perplexity.toFixed(4)} (${dense.seconds.toFixed(0)} s)\n`);
   console.log("| method | settings | lmpack bits/weight | perplexity | Δ vs fp32 | reference (bpw, perplexity) | quantize s | eval s |");
   console.log("|---|---|---|---|---|---|---|---|");

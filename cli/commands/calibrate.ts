@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { mkdir } from "node:fs/promises";
 import { openCheckpoint } from "../../converters/open.js";
 import { calibrateHessians } from "../../converters/hessians/calibrate.js";
+import { calibrationSequences } from "../../converters/hessians/windows.js";
 import { HESSIAN_FILE, writeHessianStore, type HessianEntry } from "../../converters/hessians/store.js";
 import { refuseExisting } from "../../converters/io/atomic.js";
 import { UsageError } from "../../formats/errors.js";
@@ -19,6 +20,7 @@ export interface CalibrateArgs {
   text: string;
   samples: number;
   seqLen: number;
+  sampleSeed: number | undefined;
   protocol: Protocol;
   tokenizer: string | undefined;
   out: string;
@@ -34,8 +36,9 @@ export const calibrateCommand = {
     yargs
       .positional("src", { type: "string", demandOption: true, describe: "model directory, .safetensors or .lmpack file, or Hub id" })
       .option("text", { type: "string", demandOption: true, describe: "UTF-8 calibration text" })
-      .option("samples", { type: "number", default: 128, describe: "calibration sequences, spread evenly over the text's token stream" })
+      .option("samples", { type: "number", default: 128, describe: "calibration sequences, spread evenly over the text's token stream (or drawn: --sample-seed)" })
       .option("seq-len", { type: "number", default: 2048, describe: "tokens per sequence" })
+      .option("sample-seed", SAMPLE_SEED_OPTION)
       .option("protocol", { choices: PROTOCOLS, default: "docs" as Protocol, describe: "how the text becomes tokens (see lmpack eval)" })
       .option("tokenizer", { type: "string", describe: "folder with tokenizer.json (default: the model's own folder)" })
       .option("out", { type: "string", demandOption: true, describe: `Hessian store: a .safetensors file, or a directory that gets ${HESSIAN_FILE}` })
@@ -46,6 +49,7 @@ export const calibrateCommand = {
     for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
       if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
     }
+    checkSampleSeed(args.sampleSeed);
     const file = args.out.endsWith(".safetensors") ? args.out : join(args.out, HESSIAN_FILE);
     await refuseExisting(file, args.force);
     const started = performance.now();
@@ -55,7 +59,7 @@ export const calibrateCommand = {
     try {
       const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
       const stream = await textTokens(args.text, tokenizer, checkpoint, args.protocol);
-      const sequences = spread(stream, args.samples, args.seqLen);
+      const sequences = calibrationSequences(stream, args.samples, args.seqLen, args.sampleSeed);
       if (sequences.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: args.text });
       const maxPositions = checkpoint.config?.maxPositionEmbeddings;
       if (maxPositions !== undefined && args.seqLen > maxPositions && !args.json) console.error(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
@@ -77,7 +81,7 @@ export const calibrateCommand = {
       if (!args.json && process.stderr.isTTY) process.stderr.write("\n");
       if (!args.out.endsWith(".safetensors")) await mkdir(args.out, { recursive: true });
       const tokens = sequences.length * args.seqLen;
-      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol), fp32 weights, fp64 forward on ${device.engine === undefined ? "the CPU" : device.description}, ${device.products === undefined ? "fp64 XᵀX" : `fp64 XᵀX of fp32-rounded inputs on ${device.description}`}`);
+      await writeHessianStore(file, entries, `lmpack calibrate: ${sequences.length} x ${args.seqLen} tokens of ${args.text} (${args.protocol} protocol, ${args.sampleSeed === undefined ? "spread evenly" : `drawn from seed ${args.sampleSeed}`}), fp32 weights, fp64 forward on ${device.engine === undefined ? "the CPU" : device.description}, ${device.products === undefined ? "fp64 XᵀX" : `fp64 XᵀX of fp32-rounded inputs on ${device.description}`}`);
       const seconds = (performance.now() - started) / 1000;
       const summary = { ok: true, out: file, inputs: entries.length, sequences: sequences.length, seqLen: args.seqLen, tokens, device: device.description, seconds };
       if (args.json) console.log(JSON.stringify(summary, null, 2));
@@ -90,12 +94,21 @@ export const calibrateCommand = {
   },
 };
 
-/** `count` windows of `length` tokens spread evenly over the stream (fewer if it is short; never overlapping). */
-export function spread(stream: Int32Array, count: number, length: number): Int32Array[] {
-  const fit = Math.min(count, Math.floor(stream.length / length));
-  if (fit === 0) return [];
-  const stride = fit === 1 ? 0 : Math.floor((stream.length - length) / (fit - 1));
-  return Array.from({ length: fit }, (_, i) => stream.subarray(i * stride, i * stride + length));
+/** `--sample-seed` of calibrate and of quantize's calibration options. */
+export const SAMPLE_SEED_OPTION = {
+  type: "number",
+  describe: "draw the sequences at uniform random starts from this seed (0 … 2³²−1), as GPTQ's and SpQR's samplers do (they may overlap); default: spread evenly",
+} as const;
+
+/** A seed must be a whole number that mulberry32 takes without wrapping (two seeds, two streams). */
+export function checkSampleSeed(seed: number | undefined): void {
+  if (seed === undefined) return;
+  if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UsageError("BAD_ARGUMENT", "--sample-seed must be a whole number from 0 to 4294967295", { actual: seed });
+}
+
+/** A seed's part of a resume journal's identity: nothing for evenly spread windows, so journals made before the option still match. */
+export function seedIdentity(seed: number | undefined): { sampleSeed?: number } {
+  return seed === undefined ? {} : { sampleSeed: seed };
 }
 
 /** The GPU forward, imported only when a GPU is in use (users without one never load the kernels). */

@@ -4,7 +4,8 @@ import { UsageError } from "../../formats/errors.js";
 import type { HessianSource } from "../../formats/second-order/hessian.js";
 import type { GpuEngine } from "../../kernels/engine.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
-import { spread } from "./calibrate.js";
+import { calibrationSequences } from "../../converters/hessians/windows.js";
+import { SAMPLE_SEED_OPTION, checkSampleSeed, seedIdentity } from "./calibrate.js";
 import { PROTOCOLS, textTokens, tokenizerFor, type Protocol } from "./text-input.js";
 
 /**
@@ -18,6 +19,7 @@ export interface SequentialCalibrationArgs {
   calibrationText: string | undefined;
   samples: number;
   seqLen: number;
+  sampleSeed: number | undefined;
   protocol: Protocol;
   tokenizer: string | undefined;
   trueSequential: boolean;
@@ -26,7 +28,8 @@ export interface SequentialCalibrationArgs {
 /** The quantize options that only `--hessians sequential` reads (yargs `.options`). */
 export const SEQUENTIAL_OPTIONS = {
   "calibration-text": { type: "string", describe: `--hessians ${SEQUENTIAL} or --objective block: UTF-8 calibration text` },
-  samples: { type: "number", default: 128, describe: `--hessians ${SEQUENTIAL} or --objective block: calibration sequences, spread evenly over the text's token stream` },
+  samples: { type: "number", default: 128, describe: `--hessians ${SEQUENTIAL} or --objective block: calibration sequences, spread evenly over the text's token stream (or drawn: --sample-seed)` },
+  "sample-seed": { ...SAMPLE_SEED_OPTION, describe: `--hessians ${SEQUENTIAL} or --objective block: ${SAMPLE_SEED_OPTION.describe}` },
   "seq-len": { type: "number", default: 2048, describe: `--hessians ${SEQUENTIAL} or --objective block: tokens per sequence` },
   protocol: { choices: PROTOCOLS, default: "docs" as Protocol, describe: `--hessians ${SEQUENTIAL} or --objective block: how the text becomes tokens (see lmpack eval)` },
   tokenizer: { type: "string", describe: `--hessians ${SEQUENTIAL} or --objective block: folder with tokenizer.json (default: the model's own folder)` },
@@ -40,12 +43,14 @@ const SEQUENTIAL_METHODS = ["gptq", "signround", "spqr", "vptq"];
 export function checkSequentialArgs(args: SequentialCalibrationArgs & { method: string; hessians: string | undefined }): void {
   const sequential = args.hessians === SEQUENTIAL;
   if (!sequential && args.calibrationText !== undefined) throw new UsageError("BAD_ARGUMENT", `--calibration-text is read only with --hessians ${SEQUENTIAL} (a stored H comes from lmpack calibrate)`);
+  if (!sequential && args.sampleSeed !== undefined) throw new UsageError("BAD_ARGUMENT", `--sample-seed is read only with --hessians ${SEQUENTIAL} or --objective block (lmpack calibrate takes its own)`);
   if (!sequential) return;
   if (!SEQUENTIAL_METHODS.includes(args.method)) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} feeds quantizers that read H (${SEQUENTIAL_METHODS.join(", ")}); --method ${args.method} does not`, { actual: args.method });
   if (args.calibrationText === undefined) throw new UsageError("BAD_ARGUMENT", `--hessians ${SEQUENTIAL} needs --calibration-text <file>`);
   for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
   }
+  checkSampleSeed(args.sampleSeed);
 }
 
 /**
@@ -75,7 +80,7 @@ export async function calibrationWindows(checkpoint: Checkpoint, args: Omit<Sequ
   const text = args.calibrationText;
   const tokenizer = await tokenizerFor(checkpoint, args.tokenizer);
   const stream = await textTokens(text, tokenizer, checkpoint, args.protocol);
-  const windows = spread(stream, args.samples, args.seqLen);
+  const windows = calibrationSequences(stream, args.samples, args.seqLen, args.sampleSeed);
   if (windows.length === 0) throw new UsageError("BAD_ARGUMENT", `the text gives ${stream.length} tokens: not one sequence of ${args.seqLen}`, { file: text });
   const maxPositions = checkpoint.config?.maxPositionEmbeddings;
   if (maxPositions !== undefined && args.seqLen > maxPositions) log?.(`lmpack: warning: --seq-len ${args.seqLen} exceeds the model's max_position_embeddings (${maxPositions})`);
@@ -91,7 +96,7 @@ export function followQuantized(store: HessianSource | undefined, quantized: Che
 /** What a resume journal must key on besides the common options: a journal made from other calibration is discarded. */
 export function sequentialJournalIdentity(args: SequentialCalibrationArgs & { hessians: string | undefined }): { options: Record<string, unknown>; sources: string[] } {
   if (args.hessians !== SEQUENTIAL || args.calibrationText === undefined) return { options: {}, sources: [] };
-  const options = { samples: args.samples, seqLen: args.seqLen, protocol: args.protocol, trueSequential: args.trueSequential };
+  const options = { samples: args.samples, seqLen: args.seqLen, ...seedIdentity(args.sampleSeed), protocol: args.protocol, trueSequential: args.trueSequential };
   return { options, sources: [args.calibrationText, ...(args.tokenizer === undefined ? [] : [args.tokenizer])] };
 }
 

@@ -7,6 +7,7 @@ import { BLOCK_LINEARS } from "../../model/block-grad/forward.js";
 import { loadLlamaWeights } from "../../model/llama-weights.js";
 import type { GpuEngine } from "../../kernels/engine.js";
 import type { DeviceChoice } from "./device.js";
+import { checkSampleSeed, seedIdentity } from "./calibrate.js";
 import { calibrationWindows, type SequentialCalibrationArgs } from "./sequential-hessians.js";
 
 /**
@@ -41,6 +42,7 @@ export function checkBlockObjectiveArgs(args: BlockObjectiveArgs): void {
   for (const [name, value] of [["--samples", args.samples], ["--seq-len", args.seqLen]] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new UsageError("BAD_ARGUMENT", `${name} must be a positive integer`, { actual: value });
   }
+  checkSampleSeed(args.sampleSeed);
   // One IntGroupParams serves a block's seven linears, whose input widths differ (down_proj's is
   // the intermediate size): per-channel groups (-1) would need one group width per linear.
   if (!Number.isSafeInteger(args.groupSize) || args.groupSize < 1) throw new UsageError("BAD_ARGUMENT", "--objective block needs a positive --group-size (per-channel -1 is not supported)", { actual: args.groupSize });
@@ -50,7 +52,7 @@ export function checkBlockObjectiveArgs(args: BlockObjectiveArgs): void {
 export function blockJournalIdentity(args: BlockObjectiveArgs): { options: Record<string, unknown>; sources: string[] } {
   if (args.objective !== "block" || args.calibrationText === undefined) return { options: {}, sources: [] };
   return {
-    options: { objective: "block", samples: args.samples, seqLen: args.seqLen, protocol: args.protocol },
+    options: { objective: "block", samples: args.samples, seqLen: args.seqLen, ...seedIdentity(args.sampleSeed), protocol: args.protocol },
     sources: [args.calibrationText, ...(args.tokenizer === undefined ? [] : [args.tokenizer])],
   };
 }

@@ -3,7 +3,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { spread } from "../../cli/commands/calibrate.js";
+import { spread } from "../../converters/hessians/windows.js";
 import { blockJournalIdentity, type BlockObjectiveArgs } from "../../cli/commands/signround-block.js";
 import { textTokens, tokenizerFor } from "../../cli/commands/text-input.js";
 import type { PackedIntGroup } from "../../converters/checkpoint.js";
@@ -127,8 +127,9 @@ for (const r of refusals) {
 }
 
 test("the resume journal keys on the block calibration (and not at all for layer-wise runs)", () => {
-  const args: BlockObjectiveArgs = { method: "signround", objective: "block", hessians: undefined, groupSize: 64, iters: 5, device: "cpu", json: false, calibrationText: TEXT, samples: 4, seqLen: 32, protocol: "wikitext2", tokenizer: "tok", trueSequential: true };
+  const args: BlockObjectiveArgs = { method: "signround", objective: "block", hessians: undefined, groupSize: 64, iters: 5, device: "cpu", json: false, calibrationText: TEXT, samples: 4, seqLen: 32, protocol: "wikitext2", tokenizer: "tok", trueSequential: true, sampleSeed: undefined };
   assert.equal(blockJournalIdentity(args), { options: { objective: "block", samples: 4, seqLen: 32, protocol: "wikitext2" }, sources: [TEXT, "tok"] });
+  assert.equal(blockJournalIdentity({ ...args, sampleSeed: 7 }).options, { objective: "block", samples: 4, seqLen: 32, sampleSeed: 7, protocol: "wikitext2" });
   assert.equal(blockJournalIdentity({ ...args, objective: "layer" }), { options: {}, sources: [] });
 });
 
