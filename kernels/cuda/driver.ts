@@ -51,7 +51,9 @@ export interface Driver {
   cuModuleLoadData: Fn;
   cuModuleUnload: Fn;
   cuModuleGetFunction: Fn;
+  cuModuleGetGlobal_v2: Fn;
   cuFuncSetAttribute: Fn;
+  cuFuncGetAttribute: Fn;
   cuOccupancyMaxActiveBlocksPerMultiprocessor: Fn;
   cuMemAlloc_v2: Fn;
   cuMemFree_v2: Fn;
@@ -82,7 +84,9 @@ const PROTOTYPES: Record<keyof Driver, string> = {
   cuModuleLoadData: "int cuModuleLoadData(_Out_ CUmod_st **module, const void *image)",
   cuModuleUnload: "int cuModuleUnload(CUmod_st *module)",
   cuModuleGetFunction: "int cuModuleGetFunction(_Out_ CUfunc_st **function, CUmod_st *module, const char *name)",
+  cuModuleGetGlobal_v2: "int cuModuleGetGlobal_v2(_Out_ uint64_t *pointer, _Out_ size_t *bytes, CUmod_st *module, const char *name)",
   cuFuncSetAttribute: "int cuFuncSetAttribute(CUfunc_st *function, int attribute, int value)",
+  cuFuncGetAttribute: "int cuFuncGetAttribute(_Out_ int *value, int attribute, CUfunc_st *function)",
   cuOccupancyMaxActiveBlocksPerMultiprocessor: "int cuOccupancyMaxActiveBlocksPerMultiprocessor(_Out_ int *blocks, CUfunc_st *function, int blockSize, size_t sharedBytes)",
   cuMemAlloc_v2: "int cuMemAlloc_v2(_Out_ uint64_t *pointer, size_t bytes)",
   cuMemFree_v2: "int cuMemFree_v2(uint64_t pointer)",

@@ -18,12 +18,19 @@ export interface LaunchShape {
 
 /** Dynamic shared memory every kernel may have per block without opting in. */
 export const DEFAULT_SHARED_LIMIT_BYTES = 48 * 1024;
+const CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0;
 const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
 export class CudaModule {
   private readonly functions = new Map<string, unknown>();
   /** The dynamic shared memory each kernel has been opted in to, where above the default. */
   private readonly optedIn = new Map<string, number>();
+  /** residentBlocks' answers by kernel, threads and shared bytes (the driver computes each the same every time). */
+  private readonly resident = new Map<string, number>();
+  /** maxThreadsPerBlock's answers by kernel. */
+  private readonly threadLimits = new Map<string, number>();
+  /** constantWords' arrays by symbol. */
+  private readonly constants = new Map<string, Uint32Array>();
 
   private constructor(private readonly module: unknown) {}
 
@@ -61,11 +68,53 @@ export class CudaModule {
    * decide; 0 when one block does not fit). Opts the kernel in to that much shared memory first.
    */
   residentBlocks(name: string, threads: number, sharedBytes: number): number {
+    const key = `${name}/${threads}/${sharedBytes}`;
+    const known = this.resident.get(key);
+    if (known !== undefined) return known;
     const fn = this.function(name);
     if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) this.optIn(name, fn, sharedBytes);
     const blocks = [0];
     check(`cuOccupancyMaxActiveBlocksPerMultiprocessor(${name}, ${threads} threads, ${sharedBytes} B shared)`, driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks, fn, threads, sharedBytes));
+    this.resident.set(key, blocks[0]!);
     return blocks[0]!;
+  }
+
+  /**
+   * The most threads a block of `name` may have: its `__launch_bounds__` where it declares them
+   * (a kernel that checks blockDim against its bounds thus tells the host its block size), else
+   * what its registers allow on this device.
+   */
+  maxThreadsPerBlock(name: string): number {
+    let threads = this.threadLimits.get(name);
+    if (threads === undefined) {
+      const value = [0];
+      check(`cuFuncGetAttribute(${name}, max threads per block)`, driver().cuFuncGetAttribute(value, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, this.function(name)));
+      threads = value[0]!;
+      this.threadLimits.set(name, threads);
+    }
+    return threads;
+  }
+
+  /**
+   * The words of the image's `extern "C" __constant__ uint32_t name[]`: how a kernel source
+   * declares a number the host needs too (a size, a launch constant) once. Read from the device
+   * once per module; MODULE_MISSING when the image lacks the symbol.
+   */
+  constantWords(name: string): Uint32Array {
+    let words = this.constants.get(name);
+    if (words === undefined) {
+      const d = driver();
+      const pointer = [0n];
+      const bytes = [0];
+      const result = d.cuModuleGetGlobal_v2(pointer, bytes, this.module, name);
+      if (result !== CUDA_SUCCESS) throw new KernelError("MODULE_MISSING", `constant ${name} is not in the loaded image (${errorName(d, result)})`, { actual: result });
+      const size = Number(bytes[0]);
+      if (size % 4 !== 0) throw new KernelError("MODULE_MISSING", `constant ${name} is ${size} bytes, not whole 32-bit words`, { expected: "a multiple of 4", actual: size });
+      words = new Uint32Array(size / 4);
+      check(`cuMemcpyDtoH(${name}, ${size} B)`, d.cuMemcpyDtoH_v2(words, BigInt(pointer[0]!), size));
+      this.constants.set(name, words);
+    }
+    return words;
   }
 
   private function(name: string): unknown {

@@ -18,7 +18,7 @@ import { pipelineCodeStride, pipelineStatBytes } from "./pipeline-layout.js";
  *   2 blocks: 68 / 83–85 / 70–71 against 49.3 / 61.6 / 55.7. With conflict-free decode stores
  *   (stripe-phases.cuh lq_spqr_swizzle), a shuffled permutation: 84–85 / 83–86 / 91.5–92 and
  *   79.6–80 / 85–86 / 74.8; then R = 2 at 512 threads a block but for float32 out alone
- *   (PIPELINE_WIDE_THREADS): 82.0–82.5 / 86.6 (256 threads) / 83.7–83.9.
+ *   (the kernels' launch bounds): 82.0–82.5 / 86.6 (256 threads) / 83.7–83.9.
  * - `stripes` (spqr.cu): one block per stripe of up to 8 rows, walked in batches of R rows held in
  *   registers; n and beta2 multiples of 8 and a batch within 48 KiB. fp16 out, and neither output
  *   nor verify: R = 4, 2, 1 with 8-column items; float32 out and verify: R = 4 with 4-column items
@@ -32,21 +32,13 @@ export interface SpqrLaunch {
   path: SpqrKernelPath;
   kernel: string;
   blocks: number;
-  /** Threads a block: the kernel checks it (blockDim.x). */
+  /** Threads a block: the kernel's launch bounds (CudaModule.maxThreadsPerBlock); the stripe and pipelined kernels check it (blockDim.x). */
   threads: number;
   sharedBytes: number;
   /** Stripe kernels: rows per stripe and per batch (their last two integer arguments); pipelined: rows per batch. */
   rows?: { stripe: number; batch: number };
 }
 
-/** Threads a block of the stripe and per-element kernels and of the pipelined ones at R = 4 (LQ_SPQR_THREADS). */
-const THREADS = 256;
-/**
- * The pipelined R = 2 kernels but float32 out alone take 512 threads a block (pipeline.cuh
- * LQ_SPQR_PIPE_WIDE_THREADS: at 2 blocks per multiprocessor, 256 threads left too few warps to
- * hide each item's loads).
- */
-const PIPELINE_WIDE_THREADS = 512;
 /** The per-element kernel's resident blocks per multiprocessor. */
 const ELEMENT_BLOCKS_PER_SM = 16;
 /** Rows per stripe of the stripe kernel, the most first. */
@@ -92,11 +84,13 @@ export function chooseLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrSh
     if (launch !== undefined || path === "pipeline") return launch;
   }
   if (path === undefined || path === "stripes") {
-    const launch = stripeLaunch(shape);
+    const launch = stripeLaunch(module, shape);
     if (launch !== undefined || path === "stripes") return launch;
   }
   const { m, n } = shape;
-  return { path: "elements", kernel: "lq_spqr_dequant_verify", blocks: Math.max(1, Math.min(Math.ceil((m * n) / THREADS), info.multiprocessors * ELEMENT_BLOCKS_PER_SM)), threads: THREADS, sharedBytes: 0 };
+  const kernel = "lq_spqr_dequant_verify";
+  const threads = module.maxThreadsPerBlock(kernel);
+  return { path: "elements", kernel, blocks: Math.max(1, Math.min(Math.ceil((m * n) / threads), info.multiprocessors * ELEMENT_BLOCKS_PER_SM)), threads, sharedBytes: 0 };
 }
 
 function pipelineLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrShape): SpqrLaunch | undefined {
@@ -108,7 +102,9 @@ function pipelineLaunch(module: CudaModule, info: DeviceInfo, shape: SpqrShape):
     const sharedBytes = Math.max(REDUCTION_BYTES, pipelineSharedBytes(batch.rows, n, groups));
     if (sharedBytes > info.sharedBytesPerBlockOptin) continue;
     const kernel = kernelName("pipe", shape, batch);
-    const threads = batch.rows === 2 && !(shape.output === "f32" && !shape.verify) ? PIPELINE_WIDE_THREADS : THREADS;
+    // Each pipelined kernel's block size is its launch bounds' (spqr.cu: 512 at R = 2 but for
+    // float32 out alone, else 256; pipeline.cuh LQ_SPQR_PIPE_WIDE_THREADS says why), which it checks.
+    const threads = module.maxThreadsPerBlock(kernel);
     const resident = module.residentBlocks(kernel, threads, sharedBytes);
     if (resident < MIN_PIPELINE_BLOCKS) continue;
     return { path: "pipeline", kernel, blocks: Math.min(m / batch.rows, resident * info.multiprocessors), threads, sharedBytes, rows: { stripe: batch.rows, batch: batch.rows } };
@@ -122,7 +118,7 @@ function pipelineSharedBytes(rows: number, n: number, groups: number): number {
   return PIPE_OFFSET_BYTES + 2 * rows * n + 2 * stage;
 }
 
-function stripeLaunch(shape: SpqrShape): SpqrLaunch | undefined {
+function stripeLaunch(module: CudaModule, shape: SpqrShape): SpqrLaunch | undefined {
   const { m, n, beta2, output, verify } = shape;
   if (n % 8 !== 0 || beta2 % 8 !== 0) return undefined;
   const groups = n / beta2;
@@ -132,7 +128,8 @@ function stripeLaunch(shape: SpqrShape): SpqrLaunch | undefined {
       const sharedBytes = Math.max(REDUCTION_BYTES, OFFSET_BYTES + Math.ceil((4 * stripe * groups) / 16) * 16 + batch.rows * 2 * n);
       // The stripe kernels stay within what needs no opt-in.
       if (sharedBytes > DEFAULT_SHARED_LIMIT_BYTES) continue;
-      return { path: "stripes", kernel: kernelName("stripes", shape, batch), blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), threads: THREADS, sharedBytes, rows: { stripe, batch: batch.rows } };
+      const kernel = kernelName("stripes", shape, batch);
+      return { path: "stripes", kernel, blocks: Math.min(Math.ceil(m / stripe), MAX_GRID_X), threads: module.maxThreadsPerBlock(kernel), sharedBytes, rows: { stripe, batch: batch.rows } };
     }
   }
   return undefined;

@@ -213,7 +213,9 @@ __device__ __forceinline__ void lq_spqr_pipeline_checked(const uint8_t* codes, c
                                       over, ptcsr != 0, status);
 }
 
-// NT: threads a block (launch-shape.ts pipelineLaunch launches the same); BLOCKS: resident blocks
+// NT: threads a block, declared once here: the launch bounds carry it to the host, which launches
+// what the driver reports for them (launch-shape.ts pipelineLaunch, CudaModule.maxThreadsPerBlock),
+// and the kernel refuses any other block size. BLOCKS: resident blocks
 // per multiprocessor the registers are budgeted for (shared memory decides the rest: launch-shape.ts
 // asks the driver how many fit).
 #define LQ_SPQR_PIPE_KERNEL(name, OUT, VERIFY, R, C, NT, BLOCKS)                                                                                        \

@@ -10,7 +10,7 @@
 // spills): a thread holds its 8 main gathers in flight (32 registers for v8), their residuals,
 // the next row's indices, its 8 columns' state and, with verify, the item's float64 sums (the
 // reference words wait in shared memory, columns.cuh). 3 blocks (≤ 80 registers) spill 100-250
-// bytes per thread. launch.ts's COLUMNS_BLOCKS_PER_SM; with verify a block also takes 2 · vl ·
+// bytes per thread. launch.ts reads it (lq_vptq_launch_constants); with verify a block also takes 2 · vl ·
 // 16 bytes of stash per thread (64 KiB for v8), which two blocks per multiprocessor leave room for.
 #define LQ_VPTQ_COLUMNS_BLOCKS_PER_SM 2
 // A column's code (lq_vptq_columns::code): its group g, or one of these two.

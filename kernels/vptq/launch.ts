@@ -1,9 +1,10 @@
+import { KernelError } from "../../formats/errors.js";
 import { bytesOf } from "../../formats/packed-array.js";
 import type { VptqSemantics } from "../../formats/vptq/reference.js";
 import { vectorRows, type VptqTensor } from "../../formats/vptq/types.js";
 import { checkStatus } from "../cuda/status.js";
 import type { DevicePointer } from "../cuda/driver.js";
-import type { KernelArgument } from "../cuda/module.js";
+import type { CudaModule, KernelArgument } from "../cuda/module.js";
 import type { GpuEngine } from "../engine.js";
 import { sumPartials, VERIFY_PARTIAL_BYTES, type VerifyStats } from "../cuda/verify.js";
 import { runLaunches, type BatchTimes, type LaunchTimingOptions } from "../cuda/timing.js";
@@ -25,12 +26,23 @@ export { prepareVptqLaunch, type VptqKernelFields };
  * the second line.
  */
 
-/** LQ_VPTQ_THREADS and LQ_VPTQ_TILE_COLUMNS in vptq.cu. */
-const THREADS = 256;
-const TILE_COLUMNS = 8 * THREADS;
-/** LQ_VPTQ_WARP_COLUMNS and LQ_VPTQ_COLUMNS_BLOCKS_PER_SM in vptq.cu: the columns kernel's work item and residency. */
-const WARP_COLUMNS = 256;
-const COLUMNS_BLOCKS_PER_SM = 2;
+/** vptq.cu's lq_vptq_launch_constants, read from the loaded module: the kernels declare them once. */
+interface LaunchConstants {
+  /** Columns per tile of the generic kernel (LQ_VPTQ_TILE_COLUMNS). */
+  tileColumns: number;
+  /** Columns per slab, the columns kernel's work item with a vector row (LQ_VPTQ_WARP_COLUMNS). */
+  warpColumns: number;
+  /** The columns kernel's resident blocks per multiprocessor under its launch bounds (LQ_VPTQ_COLUMNS_BLOCKS_PER_SM). */
+  columnsBlocksPerSm: number;
+  /** Its verify stash, bytes a thread, at vl 4 and 8 (LQ_VPTQ_STASH_UNITS · 16). */
+  stashBytesPerThread: { 4: number; 8: number };
+}
+
+function launchConstants(module: CudaModule): LaunchConstants {
+  const words = module.constantWords("lq_vptq_launch_constants");
+  if (words.length !== 5) throw new KernelError("MODULE_MISSING", "lq_vptq_launch_constants has another length than launch.ts reads: the kernel image and the host code are from different builds", { expected: 5, actual: words.length });
+  return { tileColumns: words[0]!, warpColumns: words[1]!, columnsBlocksPerSm: words[2]!, stashBytesPerThread: { 4: words[3]!, 8: words[4]! } };
+}
 /** CUDA's limit on gridDim.x; the kernel walks further tiles with a block-stride loop. */
 const MAX_GRID_X = 2 ** 31 - 1;
 /** Vector lengths the columns kernel (lq_vptq_columns_v{4,8}_*) is instantiated for: one 8- or 16-byte codebook load each. */
@@ -46,8 +58,8 @@ const RES_STAGED_LIMIT_BYTES = 8 * 1024;
  * thread's reference rows of its next item, two 16-byte units a row, in dynamic shared memory ahead
  * of the staged residual codebooks.
  */
-function stashBytes(vectorLen: number): number {
-  return THREADS * 2 * vectorLen * 16;
+function stashBytes(constants: LaunchConstants, threads: number, vectorLen: 4 | 8): number {
+  return threads * constants.stashBytesPerThread[vectorLen];
 }
 /** The columns kernel's 8- and 16-byte loads and stores need 16-byte aligned arrays (cuMemAlloc gives 256). */
 const VECTOR_ALIGNMENT_BYTES = 16n;
@@ -83,31 +95,31 @@ export function dequantVptqGpu(engine: GpuEngine, t: VptqTensor, options: VptqGp
 }
 
 /**
- * Launch configurations (the grids vptq.cu's comment describes), THREADS threads per block (the
- * generic kernel's shared-memory reduction of the verify partials is sized for 256), one verify
- * partial per block.
+ * Launch configurations (the grids vptq.cu's comment describes), each kernel's launch bounds' threads
+ * per block (256: the generic kernel's shared-memory reduction of the verify partials is sized for
+ * it), one verify partial per block.
  *
- * Generic kernel: one block per tile of (vector row, TILE_COLUMNS columns), each thread on one
+ * Generic kernel: one block per tile of (vector row, tileColumns columns), each thread on one
  * column at a time and the vl weights of its vector; 60 registers on sm_90, 4 blocks resident per
  * multiprocessor; the rest queue.
  */
-function genericBlocks(t: VptqTensor): number {
-  const tiles = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / TILE_COLUMNS);
+function genericBlocks(t: VptqTensor, constants: LaunchConstants): number {
+  const tiles = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / constants.tileColumns);
   return Math.min(tiles, MAX_GRID_X);
 }
 
 /**
- * Columns kernel: one wave, COLUMNS_BLOCKS_PER_SM blocks on every multiprocessor (≤ 128 registers
- * under its launch bounds: 120-128 on sm_90), that walk the items (slab of WARP_COLUMNS columns,
+ * Columns kernel: one wave, columnsBlocksPerSm blocks on every multiprocessor (≤ 128 registers
+ * under its launch bounds: 120-128 on sm_90), that walk the items (slab of warpColumns columns,
  * vector row) warp by warp, split evenly: 43 slabs × 512 rows = 22,016 items for out 4096 × in
  * 11008 at v8, 16 × 1376 for 11008 × 4096, 10 or 11 per warp on the H100's 132 multiprocessors.
  * A warp keeps its slab's perm, norm and groups in registers across rows; a wave of resident
  * blocks stages the residual codebooks once per block, not once per tile. Fewer blocks when
  * there are fewer items than warps.
  */
-function columnsBlocks(t: VptqTensor, multiprocessors: number): number {
-  const items = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / WARP_COLUMNS);
-  return Math.max(1, Math.min(Math.ceil(items / (THREADS / 32)), multiprocessors * COLUMNS_BLOCKS_PER_SM));
+function columnsBlocks(t: VptqTensor, multiprocessors: number, threads: number, constants: LaunchConstants): number {
+  const items = vectorRows(t.outFeatures, t.params.vectorLen) * Math.ceil(t.inFeatures / constants.warpColumns);
+  return Math.max(1, Math.min(Math.ceil(items / (threads / 32)), multiprocessors * constants.columnsBlocksPerSm));
 }
 
 /** Whether the columns kernel takes this shape: vl 4 or 8 (one vector load per centroid), whole 8-column pieces per row. */
@@ -206,7 +218,8 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
     const tail: KernelArgument[] = [{ i32: SEMANTICS[options.semantics ?? "cuda"] }, { i32: f16 ? 1 : 0 }, { pointer: status }];
     const suffix = t.dtype === "BF16" ? "bf16" : "f16";
     // The arguments once the verify partials (one per block of the grid chosen) are allocated.
-    let launch: { name: string; blocks: number; sharedBytes: number; args: (partials: DevicePointer) => KernelArgument[] } | undefined;
+    const constants = launchConstants(module);
+    let launch: { name: string; threads: number; blocks: number; sharedBytes: number; args: (partials: DevicePointer) => KernelArgument[] } | undefined;
     if (columnsKernelFits(t)) {
       const indices = columnOrderIndices(fields);
       const pointers = [t.centroids, t.resCentroids, indices.main, indices.res, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
@@ -215,10 +228,13 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
       // Only the arrays read with vector loads; the outlier ones are read element by element.
       const vectorRead = [pointers[0]!, pointers[1]!, pointers[2]!, pointers[3]!, pointers[6]!, pointers[7]!, pointers[8]!, out, reference];
       if (vectorRead.every((pointer) => pointer % VECTOR_ALIGNMENT_BYTES === 0n)) {
+        const name = `lq_vptq_columns_v${p.vectorLen}_${suffix}`;
+        const threads = module.maxThreadsPerBlock(name);
         launch = {
-          name: `lq_vptq_columns_v${p.vectorLen}_${suffix}`,
-          blocks: columnsBlocks(t, context.info.multiprocessors),
-          sharedBytes: (options.reference === undefined ? 0 : stashBytes(p.vectorLen)) + (resStaged ? resBytes : 0),
+          name,
+          threads,
+          blocks: columnsBlocks(t, context.info.multiprocessors, threads, constants),
+          sharedBytes: (options.reference === undefined ? 0 : stashBytes(constants, threads, p.vectorLen as 4 | 8)) + (resStaged ? resBytes : 0),
           args: (partials) => [
             ...pointers.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
             { i64: t.outFeatures }, { i64: t.inFeatures }, { i64: p.numCentroids }, { i64: p.numResCentroids }, { i64: p.groupNum }, { i64: p.groupSize },
@@ -230,9 +246,11 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
     // Every other shape, and the scalar fallback should an allocation ever come back unaligned.
     if (launch === undefined) {
       const pointers = [t.centroids, t.resCentroids, fields.mainIndices, fields.resIndices, t.outlierCentroids, t.outlierIndices, fields.invPerm, t.weightScale, t.weightBias].map(upload);
+      const name = `lq_vptq_dequant_verify_${suffix}`;
       launch = {
-        name: `lq_vptq_dequant_verify_${suffix}`,
-        blocks: genericBlocks(t),
+        name,
+        threads: module.maxThreadsPerBlock(name),
+        blocks: genericBlocks(t, constants),
         sharedBytes: 0,
         args: (partials) => [
           ...pointers.map((pointer) => ({ pointer })), { pointer: out }, { pointer: reference }, { pointer: partials },
@@ -241,10 +259,10 @@ export function launchVptqKernel(engine: GpuEngine, fields: VptqKernelFields, op
         ],
       };
     }
-    const { name, blocks, sharedBytes } = launch;
+    const { name, threads, blocks, sharedBytes } = launch;
     const partials = options.reference === undefined ? 0n : alloc(blocks * VERIFY_PARTIAL_BYTES);
     const args = launch.args(partials);
-    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(name, { grid: [blocks], block: [THREADS], sharedBytes }, args), options);
+    const { launchMilliseconds, batchTimes } = runLaunches(context, status, () => module.launch(name, { grid: [blocks], block: [threads], sharedBytes }, args), options);
     checkStatus(context, status, { format: "vptq", ...(options.tensorName === undefined ? {} : { tensor: options.tensorName }), shape: describe(t) });
     const weights = !wantWeights ? undefined : f16 ? new Uint16Array(total) : new Float32Array(total);
     if (weights !== undefined) context.download(out, new Uint8Array(weights.buffer));

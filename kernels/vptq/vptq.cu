@@ -33,7 +33,7 @@
 // receiving max |w − ref|, Σ(w − ref)², Σ ref². Threads per block: LQ_VPTQ_THREADS (the
 // shared-memory reduction is sized for it).
 #define LQ_VPTQ_THREADS 256
-// Columns per tile: 8 per thread. launch.ts's TILE_COLUMNS.
+// Columns per tile: 8 per thread (launch.ts reads it: lq_vptq_launch_constants).
 #define LQ_VPTQ_TILE_COLUMNS (8 * LQ_VPTQ_THREADS)
 
 template <typename T>
@@ -134,3 +134,11 @@ __device__ __forceinline__ void lq_vptq_dequant_verify(
 LQ_VPTQ_KERNEL(lq_vptq_dequant_verify_f16, __half)
 LQ_VPTQ_KERNEL(lq_vptq_dequant_verify_bf16, __nv_bfloat16)
 #include "columns.cuh"
+
+// What launch.ts needs to know of these kernels to size a launch, declared once here and read from
+// the loaded module (CudaModule.constantWords), in this order: columns per generic tile; columns
+// per slab (the columns kernel's item); the columns kernel's resident blocks per multiprocessor
+// (its grid is one wave of them); its verify stash in bytes a thread at vl 4, and at vl 8. Threads
+// per block come from each kernel's launch bounds (CudaModule.maxThreadsPerBlock).
+extern "C" __constant__ uint32_t lq_vptq_launch_constants[5] = {LQ_VPTQ_TILE_COLUMNS, LQ_VPTQ_WARP_COLUMNS, LQ_VPTQ_COLUMNS_BLOCKS_PER_SM,
+                                                                LQ_VPTQ_STASH_UNITS(4) * 16, LQ_VPTQ_STASH_UNITS(8) * 16};

@@ -81,6 +81,13 @@ if (available) {
   const VECTORS = join(SHARED_DIR, "vectors", "spqr");
   const cases = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
   gpu("every case of the shared set was found", () => assert.ok(cases.length >= 8, `found ${cases.length} golden files in ${VECTORS}`));
+  gpu("each kernel's block size comes from its launch bounds: 512 for the R = 2 pipelined kernels but float32 out alone, 256 for the rest", ({ engine }) => {
+    const module = engine.module("spqr");
+    const threads = (name: string) => module.maxThreadsPerBlock(name);
+    for (const name of ["lq_spqr_pipe_f16_r2", "lq_spqr_pipe_check_r2", "lq_spqr_pipe_verify_r2s", "lq_spqr_pipe_f16_verify_r2s", "lq_spqr_pipe_f32_verify_r2s"]) assert.is(threads(name), 512, name);
+    for (const name of ["lq_spqr_pipe_f32_r2s", "lq_spqr_pipe_f16_r4", "lq_spqr_pipe_f32_verify_r4s", "lq_spqr_stripes_f16_r4", "lq_spqr_dequant_verify"]) assert.is(threads(name), 256, name);
+    expectCode(() => module.constantWords("lq_no_such_constant"), "MODULE_MISSING");
+  });
   for (const file of cases) {
     gpu(`${file}: weights bit-identical to the reference, W_f32, deq_perm and deq_dense_only_perm, every kernel kind`, async ({ engine }) => {
       const { arrays } = await readAllArrays(join(VECTORS, file));

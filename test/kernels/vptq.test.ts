@@ -82,6 +82,11 @@ if (available) {
   const GOLDEN_OF: Record<VptqSemantics, string> = { cuda: "deq_cuda", torch: "deq_torch" };
   const files = readdirSync(VECTORS).filter((f) => f.endsWith(".safetensors")).sort();
   gpu("golden set found", () => assert.ok(files.length >= 9, `found ${files.length} files in ${VECTORS}`));
+  gpu("the launch constants the host reads from the module: tile 2048 columns, slab 256, 2 blocks, stash 128 / 256 bytes a thread; 256 threads a block", ({ engine }) => {
+    const module = engine.module("vptq");
+    assert.equal([...module.constantWords("lq_vptq_launch_constants")], [2048, 256, 2, 2 * 4 * 16, 2 * 8 * 16]);
+    for (const name of ["lq_vptq_columns_v8_f16", "lq_vptq_columns_v4_bf16", "lq_vptq_dequant_verify_f16"]) assert.is(module.maxThreadsPerBlock(name), 256, name);
+  });
   for (const file of files) {
     gpu(`${file}: weights bit-identical to the reference and to the golden fp16, both semantics, float32 and fp16 output`, async ({ engine }) => {
       const { arrays, metadata } = await readAllArrays(join(VECTORS, file));
