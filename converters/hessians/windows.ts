@@ -1,4 +1,4 @@
-import { mulberry32 } from "../../formats/vptq/kmeans-init.js";
+import { mulberry32 } from "../../formats/random.js";
 
 /**
  * Calibration windows: which `length`-token runs of a text's token stream the forward sees

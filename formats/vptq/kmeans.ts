@@ -1,7 +1,8 @@
 import { UsageError } from "../errors.js";
 import { assignNearest, centroidMoves, trackNothing, type CentroidMoves } from "./assign.js";
 import { buildKdTree } from "./kd-tree.js";
-import { kMeansPlusPlus, mulberry32, randomInit, seedCentroid, type InitData } from "./kmeans-init.js";
+import { kMeansPlusPlus, randomInit, seedCentroid, type InitData } from "./kmeans-init.js";
+import { mulberry32 } from "../random.js";
 
 export type { InitData } from "./kmeans-init.js";
 

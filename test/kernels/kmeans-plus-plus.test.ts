@@ -1,5 +1,6 @@
 import * as assert from "uvu/assert";
-import { kMeansPlusPlus, mulberry32 as initStream, type InitData } from "../../formats/vptq/kmeans-init.js";
+import { kMeansPlusPlus, type InitData } from "../../formats/vptq/kmeans-init.js";
+import { mulberry32 as initStream } from "../../formats/random.js";
 import { gpuKMeansPlusPlus } from "../../kernels/kmeans/plus-plus-gpu.js";
 import { expectCode } from "../helpers/gpu-assert.js";
 import { gaussian, mulberry32 } from "../helpers/prng.js";

@@ -1,4 +1,5 @@
 import { UsageError } from "../../errors.js";
+import { mulberry32 } from "../../random.js";
 import { BLOCK_LINEARS, type BlockContext, type BlockLinearKey, type BlockLinearWeights } from "../../../model/block-grad/forward.js";
 import { CpuBlockGradBackend, type BlockGradBackend, type BlockTuner } from "./block-grad-backend.js";
 import type { IntGroupParams } from "../types.js";
@@ -224,14 +225,7 @@ class HostBlockTuner implements BlockTuner {
  * than `batch` remain (the incomplete tail is dropped).
  */
 export function windowSampler(count: number, batch: number, seed: number): () => number[] {
-  let state = seed >>> 0;
-  const random = (): number => {
-    // mulberry32
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(state ^ (state >>> 15), state | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = mulberry32(seed);
   const order = Array.from({ length: count }, (_, i) => i);
   let next = count;
   return () => {
