@@ -46,6 +46,10 @@ export const QUALITY_ROWS: readonly QualityRow[] = [
   { id: "signround-block-w3g128", method: "SignRound block-wise", settings: "W3 g128 sym, 200 iters, 8-window batches", args: int("signround", 3, 128, true, ["--iters", "200", "--objective", "block"]), reference: { bitsPerWeight: 3.125, perplexity: 23.7846 }, windows: true, optIn: true },
   { id: "signround-block-w2g64", method: "SignRound block-wise", settings: "W2 g64 asym, 200 iters, 8-window batches", args: int("signround", 2, 64, false, ["--iters", "200", "--objective", "block"]), reference: { bitsPerWeight: 2.28125, perplexity: 41.5427 }, windows: true, optIn: true },
   { id: "spqr-3bit", method: "SpQR", settings: "3-bit 16×16, τ 0.2, act-order, damp 1", args: ["--method", "spqr", "--outlier-threshold", "0.2", "--damp", "1"], reference: { bitsPerWeight: 4.17, perplexity: 22.6378 } },
+  // The statistic search (on by default) adds outliers at τ 0.2 (4.180 bits per weight on
+  // docs-llama-16m); τ 0.203 brings the share back under the reference's 4.17 (4.165–4.168 over
+  // five calibration draws, bench/RESULTS.md).
+  { id: "spqr-3bit-4.17", method: "SpQR", settings: "3-bit 16×16, τ 0.203 (≤ 4.17 bits/w), act-order, damp 1", args: ["--method", "spqr", "--outlier-threshold", "0.203", "--damp", "1"], reference: { bitsPerWeight: 4.17, perplexity: 22.6378 } },
   { id: "vptq-v4k256", method: "VPTQ", settings: "v4 k256", args: ["--method", "vptq", "--vector-len", "4", "--centroids", "256"], reference: { bitsPerWeight: 2.1745, perplexity: 32.8067 } },
   { id: "vptq-v4k256-r16", method: "VPTQ", settings: "v4 k256 + residual k16", args: ["--method", "vptq", "--vector-len", "4", "--centroids", "256", "--res-centroids", "16"], reference: { bitsPerWeight: 3.179, perplexity: 23.9154 } },
   { id: "fp6-e3m2", method: "FP6", settings: "e3m2, per-row scale", args: ["--method", "fp6", "--format", "e3m2"] },

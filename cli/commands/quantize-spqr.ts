@@ -30,7 +30,7 @@ async function quantizeAndExport(args: ArgumentsCamelCase<QuantizeArgs>, device:
       hessians: store,
       journal,
       ...(device.energies === undefined ? {} : { energies: device.energies }),
-      quantizer: { outlierRelativeThreshold: args.outlierThreshold, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
+      quantizer: { outlierRelativeThreshold: args.outlierThreshold, statsSearch: args.statsSearch, permutationOrder: args.permutation, ...(args.damp === undefined ? {} : { percDamp: args.damp }), ...(device.deferred === undefined ? {} : { deferred: device.deferred }), ...(device.factorize === undefined ? {} : { factorize: device.factorize }) },
       onLayer: (r) => {
         layers.push(r);
         const from = r.resumed === true ? ", from the journal" : "";

@@ -39,6 +39,7 @@ export interface QuantizeArgs extends SequentialCalibrationArgs {
   format: string;
   codesFrom: CodesFrom;
   outlierThreshold: number;
+  statsSearch: boolean;
   permutation: "act_order" | "identity";
   vectorLen: number;
   centroids: number;
@@ -79,6 +80,7 @@ export const quantizeCommand = {
       .option("format", { type: "string", default: "e3m2", describe: "fp6: e3m2 (FP6, default), e2m3 (FP6), e3m1 or e2m2 (FP5); any eXmY of 3..7 bits" })
       .option("codes-from", { choices: ["stored-scale", "f32-scale"] as const, default: "stored-scale" as const, describe: "fp6: round codes against the stored fp16 scale (nearest grid point; default) or against the fp32 scale as torchao does (byte-identical to it)" })
       .option("outlier-threshold", { type: "number", default: 0.2, describe: "spqr: outlier criterion relative to mean(var(W[:,c]) / U[c,c]²); Infinity = no outliers" })
+      .option("stats-search", { type: "boolean", default: true, describe: "spqr: choose each row's 3-bit scale and zero codes within ±2 of the rounded ones for the least Hessian-weighted error of its group's weights (rounding minimises the statistics' own error); --no-stats-search: round them, as the original" })
       .option("permutation", { choices: ["act_order", "identity"] as const, default: "act_order" as const, describe: "spqr: column order" })
       .option("vector-len", { type: "number", default: 8, describe: "vptq: output rows per vector" })
       .option("centroids", { type: "number", default: 256, describe: "vptq: main codebook size (a power of two)" })
@@ -174,7 +176,7 @@ export async function hessianSource(spec: string | undefined, checkpoint: Awaite
 }
 
 /** Options that can change a quantized layer's values: a journal made under other values is discarded. */
-const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrder", "damp", "iters", "format", "codesFrom", "outlierThreshold", "permutation", "vectorLen", "centroids", "resCentroids", "outlierPct", "seed", "kmeansIters", "kmeansInit", "codebookRefit", "refitRounds", "normHessian"] as const;
+const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrder", "damp", "iters", "format", "codesFrom", "outlierThreshold", "statsSearch", "permutation", "vectorLen", "centroids", "resCentroids", "outlierPct", "seed", "kmeansIters", "kmeansInit", "codebookRefit", "refitRounds", "normHessian"] as const;
 
 /**
  * The resume journal beside --out (converters/io/journal.ts), keyed to the layer options, the

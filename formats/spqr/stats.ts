@@ -25,7 +25,7 @@ export interface GridSpec {
 }
 
 /** quant_groups.quantize divides by scale.clamp_min(1e-9). */
-const MIN_SCALE = 1e-9;
+export const MIN_SCALE = 1e-9;
 
 /** torch.round: nearest, ties to even. */
 export function roundHalfEven(x: number): number {
@@ -152,7 +152,7 @@ export function groupScratch(width: number): GroupScratch {
  * per row, into scaleOut/zeroOut. With the pre-pass, likely outliers are replaced by the mean
  * of the row's other weights (0 when all are outliers) before the min-max fit.
  */
-export function fitFirstOrder(weightT: Float64Array, rows: number, column: number, width: number, uDiag: Float64Array, fit: FirstOrderFit, scratch: GroupScratch, scaleOut: Float64Array, zeroOut: Float64Array): void {
+export function fitFirstOrder(weightT: Float64Array, rows: number, column: number, width: number, uDiag: Float64Array, fit: FirstOrderFit, scratch: GroupScratch, scaleOut: Float64Array, zeroOut: Float64Array, fittedOut?: Float64Array): void {
   const { values, reduction, grid } = scratch;
   const groupDiag = uDiag.subarray(column, column + width);
   for (let r = 0; r < rows; r++) {
@@ -188,6 +188,8 @@ export function fitFirstOrder(weightT: Float64Array, rows: number, column: numbe
     }
     scaleOut[r] = grid.scale;
     zeroOut[r] = grid.zero;
+    // The values the grid was fitted to (likely outliers replaced), row-major [rows][width].
+    if (fittedOut !== undefined) fittedOut.set(values.subarray(0, width), r * width);
   }
 }
 

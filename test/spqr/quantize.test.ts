@@ -5,7 +5,8 @@ import { permuteHessian, upperCholeskyOfInverse, type Hessian } from "../../form
 import { halfValues, roundHalf, toHalfBits } from "../../formats/spqr/half.js";
 import { quantizeSpqr, type SpqrQuantizeOptions, type SpqrQuantizeResult } from "../../formats/spqr/quantize.js";
 import { dequantizeSpqr } from "../../formats/spqr/reference.js";
-import { codeOf, fitFirstOrder, fitMinMax, groupScratch, leaveOneOutReduction, type GridSpec } from "../../formats/spqr/stats.js";
+import { codeOf, fitFirstOrder, fitMinMax, groupScratch, leaveOneOutReduction, quantizeStatistic, type GridSpec, type StatisticOut } from "../../formats/spqr/stats.js";
+import { searchStatisticCodes, STATS_SEARCH_RADIUS } from "../../formats/spqr/stats-search.js";
 import type { SpqrTensor } from "../../formats/spqr/types.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
@@ -348,6 +349,61 @@ stats("a heavy weight is left out of its row's fit by the pre-pass, and not with
       }
     }
   }
+});
+
+/** A group's Σ_j ((h(s·h(q(w_j) − z)) − w_j)/d_j)² for decoded statistics s, z (the search's measure, written out). */
+function groupErrorOf(values: Float64Array, d: Float64Array, s: number, z: number): number {
+  let sum = 0;
+  for (let j = 0; j < values.length; j++) sum += ((roundHalf(s * roundHalf(codeOf(values[j]!, s, z, 7) - z)) - values[j]!) / d[j]!) ** 2;
+  return sum;
+}
+
+stats("the statistic search: per row, the least group error of every code pair within ±2 (never above rounding's; ties keep it), on unchanged grids", () => {
+  const rng = rngFor(8);
+  const [rows, width, beta1] = [64, 16, 16];
+  const d = Float64Array.from({ length: width }, () => 0.3 + rng());
+  let improved = 0;
+  for (let trial = 0; trial < 20; trial++) {
+    const fitted = Float64Array.from({ length: rows * width }, () => 0.04 * gaussian(rng) + (rng() < 0.02 ? 0.1 : 0));
+    const [rawScale, rawZero] = [new Float64Array(rows), new Float64Array(rows)];
+    const grid = { scale: 0, zero: 0 };
+    for (let r = 0; r < rows; r++) {
+      const row = fitted.subarray(r * width, (r + 1) * width);
+      fitMinMax(Math.min(...row), Math.max(...row), { maxq: 7, sym: false, roundZero: false }, grid);
+      [rawScale[r], rawZero[r]] = [grid.scale, grid.zero];
+    }
+    const out = (): StatisticOut => ({ codes: new Uint8Array(rows), scaleBits: new Uint16Array(rows / beta1), zeroBits: new Uint16Array(rows / beta1), decoded: new Float64Array(rows) });
+    const [scale, zero] = [out(), out()];
+    quantizeStatistic(rawScale, beta1, 3, "scales", scale);
+    quantizeStatistic(rawZero, beta1, 3, "zeros", zero);
+    const before = { scale: structuredClone(scale), zero: structuredClone(zero) };
+    searchStatisticCodes(fitted, width, d, beta1, 7, { scale: 3, zero: 3 }, scale, zero);
+    assert.equal([scale.scaleBits, scale.zeroBits, zero.scaleBits, zero.zeroBits], [before.scale.scaleBits, before.scale.zeroBits, before.zero.scaleBits, before.zero.zeroBits], "second-order grids unchanged");
+    for (let r = 0; r < rows; r++) {
+      const t = Math.floor(r / beta1);
+      const values = fitted.subarray(r * width, (r + 1) * width);
+      const decode = (out: StatisticOut, code: number) => roundHalf(half[out.scaleBits[t]!]! * roundHalf(code - half[out.zeroBits[t]!]!));
+      const [cs0, cz0] = [before.scale.codes[r]!, before.zero.codes[r]!];
+      const rounded = groupErrorOf(values, d, decode(scale, cs0), decode(zero, cz0));
+      let best = rounded;
+      for (let cs = Math.max(0, cs0 - STATS_SEARCH_RADIUS); cs <= Math.min(7, cs0 + STATS_SEARCH_RADIUS); cs++) {
+        for (let cz = Math.max(0, cz0 - STATS_SEARCH_RADIUS); cz <= Math.min(7, cz0 + STATS_SEARCH_RADIUS); cz++) best = Math.min(best, groupErrorOf(values, d, decode(scale, cs), decode(zero, cz)));
+      }
+      const chosen = groupErrorOf(values, d, scale.decoded[r]!, zero.decoded[r]!);
+      assert.is(scale.decoded[r], decode(scale, scale.codes[r]!), `row ${r}: decoded scale is its code's`);
+      assert.is(zero.decoded[r], decode(zero, zero.codes[r]!), `row ${r}: decoded zero is its code's`);
+      assert.ok(Math.abs(chosen - best) <= 1e-12 * best, `row ${r}: chose ${chosen}, best in reach ${best}`);
+      if (chosen === rounded) assert.equal([scale.codes[r], zero.codes[r]], [cs0, cz0], `row ${r}: a tie keeps the rounded codes`);
+      else improved++;
+    }
+  }
+  assert.ok(improved > 100, `the search changed ${improved} of 1280 rows`);
+});
+
+quality("the statistic search lowers the loop's loss well below rounding's, at a similar outlier count", () => {
+  const [searched, rounded] = [quantized(), quantized({ statsSearch: false })];
+  assert.ok(searched.hessianLoss < 0.95 * rounded.hessianLoss, `searched ${searched.hessianLoss} vs rounded ${rounded.hessianLoss}`);
+  assert.ok(Math.abs(searched.outlierCount - rounded.outlierCount) <= 0.1 * rounded.outlierCount, `outliers ${searched.outlierCount} vs ${rounded.outlierCount}`);
 });
 
 const errors = suite("spqr quantize: argument errors");
