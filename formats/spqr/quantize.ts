@@ -260,8 +260,7 @@ function spqrColumns(tensor: SpqrTensor, codesT: Uint8Array, uDiag: Float64Array
   const levels = new Float64Array(m * levelCount);
   const half = halfValues();
   const statsPerGroup = m / beta1;
-  const search = o.statsSearch && !integerZeros;
-  const fitted = search ? new Float64Array(m * beta2) : undefined;
+  const fitted = o.statsSearch ? new Float64Array(m * beta2) : undefined;
 
   function fitGroup(g: number, weightT: Float64Array): void {
     fitFirstOrder(weightT, m, g * beta2, beta2, uDiag, fit, scratch, rawScale, rawZero, fitted);
@@ -272,7 +271,7 @@ function spqrColumns(tensor: SpqrTensor, codesT: Uint8Array, uDiag: Float64Array
     const zeroOut = { codes: tensor.zeroCodes.subarray(...rows), scaleBits: tensor.zeroScale.subarray(...tiles), zeroBits: tensor.zeroZero.subarray(...tiles), decoded: zero };
     if (integerZeros) storeIntegerZeros(rawZero, o.qqZeroBits, zeroOut, o.layerName);
     else quantizeStatistic(rawZero, beta1, o.qqZeroBits, "zeros", zeroOut, o.layerName);
-    if (fitted !== undefined) searchStatisticCodes(fitted, beta2, uDiag.subarray(g * beta2, (g + 1) * beta2), beta1, maxq, { scale: o.qqScaleBits, zero: o.qqZeroBits }, scaleOut, zeroOut);
+    if (fitted !== undefined) searchStatisticCodes(fitted, beta2, uDiag.subarray(g * beta2, (g + 1) * beta2), beta1, maxq, { scale: o.qqScaleBits, zero: o.qqZeroBits }, scaleOut, zeroOut, o.sym);
     // What the decoder makes of each code: h(s · h(q − z)).
     for (let r = 0; r < m; r++) for (let q = 0; q < levelCount; q++) levels[r * levelCount + q] = roundHalf(scale[r]! * roundHalf(q - zero[r]!));
   }

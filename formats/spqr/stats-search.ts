@@ -14,8 +14,10 @@ export const STATS_SEARCH_RADIUS = 2;
  * choices often differ. The codes and decoded statistics are updated in place; the second-order
  * grids stay as they are, so the format and the decoder are unchanged.
  */
-export function searchStatisticCodes(fitted: Float64Array, width: number, groupDiag: Float64Array, beta1: number, maxq: number, statBits: { scale: number; zero: number }, scale: StatisticOut, zero: StatisticOut): void {
+export function searchStatisticCodes(fitted: Float64Array, width: number, groupDiag: Float64Array, beta1: number, maxq: number, statBits: { scale: number; zero: number }, scale: StatisticOut, zero: StatisticOut, fixedZero = false): void {
   const [scaleMax, zeroMax] = [2 ** statBits.scale - 1, 2 ** statBits.zero - 1];
+  // A symmetric grid's zero is its centre by definition: only the scale is searched.
+  const zeroRadius = fixedZero ? 0 : STATS_SEARCH_RADIUS;
   const half = halfValues();
   const h = (x: number): number => half[toHalfBits(x)]!;
   const span = 2 * STATS_SEARCH_RADIUS + 1;
@@ -42,7 +44,7 @@ export function searchStatisticCodes(fitted: Float64Array, width: number, groupD
       for (let j = 0; j < width; j++) ratios[scales * width + j] = values[j]! / divisor;
     }
     let zeros = 0;
-    for (let cz = Math.max(0, cz0 - STATS_SEARCH_RADIUS); cz <= Math.min(zeroMax, cz0 + STATS_SEARCH_RADIUS); cz++, zeros++) {
+    for (let cz = Math.max(0, cz0 - zeroRadius); cz <= Math.min(zeroMax, cz0 + zeroRadius); cz++, zeros++) {
       const value = h(zs * h(cz - zz));
       [zeroCodes[zeros], zeroValues[zeros]] = [cz, value];
       for (let q = 0; q <= maxq; q++) offsets[zeros * (maxq + 1) + q] = h(q - value);

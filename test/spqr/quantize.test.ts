@@ -404,6 +404,10 @@ quality("the statistic search lowers the loop's loss well below rounding's, at a
   const [searched, rounded] = [quantized(), quantized({ statsSearch: false })];
   assert.ok(searched.hessianLoss < 0.95 * rounded.hessianLoss, `searched ${searched.hessianLoss} vs rounded ${rounded.hessianLoss}`);
   assert.ok(Math.abs(searched.outlierCount - rounded.outlierCount) <= 0.1 * rounded.outlierCount, `outliers ${searched.outlierCount} vs ${rounded.outlierCount}`);
+  // A symmetric grid keeps its zero at the centre: only the scale codes are searched.
+  const [sym, symRounded] = [quantized({ sym: true }), quantized({ sym: true, statsSearch: false })];
+  assert.equal(Array.from(sym.tensor.zeroCodes), Array.from(symRounded.tensor.zeroCodes), "sym: zero codes as rounded");
+  assert.not.equal(Array.from(sym.tensor.scaleCodes), Array.from(symRounded.tensor.scaleCodes), "sym: scale codes searched");
 });
 
 const errors = suite("spqr quantize: argument errors");
