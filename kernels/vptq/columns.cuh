@@ -26,6 +26,25 @@ __device__ __forceinline__ void lq_vptq_stash_row(const lq_vptq_columns_args<T>&
   for (int h = 0; h < 2; h++) lq_cp_async<16>(stash + 32 * (2 * t + h), row + (P == 8 ? s.at[0] + 4 * h : s.at[h]));
 }
 
+// The outlier columns of the item at vector row r (the vector pass wrote them as zeros and left
+// their verify terms out).
+template <typename T, int VL, int P>
+__device__ __forceinline__ void lq_vptq_item_outliers(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, int64_t r, double& max_abs, double& sq_err,
+                                                      double& sq_ref, bool& bad) {
+  const int rows = lq_vptq_item_rows<VL>(a, r);
+#pragma unroll
+  for (int c = 0; c < 8; c++) {
+    if ((s.outliers >> c & 1u) == 0) continue;
+    const lq_vptq_outlier_sums o = lq_vptq_outlier_column<T>(a.outlier_centroids, a.outlier_indices, a.out, a.reference, a.outlier_vector_len,
+                                                             a.outlier_num_centroids, a.os, a.in, s.code[c] & 0xFFFFu, s.at[c / P] + c % P,
+                                                             s.scale[c / 2] >> (16 * (c % 2)), s.bias[c / 2] >> (16 * (c % 2)), a.norm, a.semantics, r * VL, rows, P == 8);
+    max_abs = fmax(max_abs, o.max_abs);
+    sq_err += o.sq_err;
+    sq_ref += o.sq_ref;
+    if (o.bad) bad = true;
+  }
+}
+
 // Vector row r of the thread's columns: the 8 gathers (all issued before any use), residuals,
 // norm, then per row one 16-byte fp16 store (P = 8) or a float32 store (P = 4) per piece, and the
 // verify sums; outlier columns after that (lq_vptq_outlier_column). With verify, this item's
@@ -127,18 +146,7 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
     lq_cp_async_commit();
     item.add_to(max_abs, sq_err, sq_ref);
   }
-  if (s.outliers == 0) return;
-#pragma unroll
-  for (int c = 0; c < 8; c++) {
-    if ((s.outliers >> c & 1u) == 0) continue;
-    const lq_vptq_outlier_sums o = lq_vptq_outlier_column<T>(a.outlier_centroids, a.outlier_indices, a.out, a.reference, a.outlier_vector_len,
-                                                             a.outlier_num_centroids, a.os, a.in, s.code[c] & 0xFFFFu, s.at[c / P] + c % P,
-                                                             s.scale[c / 2] >> (16 * (c % 2)), s.bias[c / 2] >> (16 * (c % 2)), a.norm, a.semantics, first_row, rows, P == 8);
-    max_abs = fmax(max_abs, o.max_abs);
-    sq_err += o.sq_err;
-    sq_ref += o.sq_ref;
-    if (o.bad) bad = true;
-  }
+  if (s.outliers != 0) lq_vptq_item_outliers<T, VL, P>(a, s, r, max_abs, sq_err, sq_ref, bad);
 }
 
 // Marks the column state as changed, emitting nothing: otherwise LLVM hoists everything derived
@@ -155,11 +163,17 @@ __device__ __forceinline__ void lq_vptq_opaque(lq_vptq_columns<P>& s) {
   asm volatile("" : "+r"(s.outliers));
 }
 
+#include "columns-pieces.cuh"
+
 // One warp's walk down slab `slab`: vector rows r, r + step, … < num_idx. The slab's columns are
 // set up once, and the next row's indices load before this row's gathers.
 template <typename T, int VL, int P>
 __device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<T>& a, int64_t num_idx, int64_t slab, int64_t r, int64_t step, uint4* stash,
                                                      double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
+  if constexpr (P == 4) {
+    lq_vptq_columns_walk_pieces<T, VL>(a, num_idx, slab, r, step, stash, max_abs, sq_err, sq_ref, bad);
+    return;
+  }
   if (r >= num_idx) return;
   lq_vptq_columns<P> s;
   lq_vptq_columns_setup(a, slab, s, bad);
