@@ -84,8 +84,8 @@ __device__ __forceinline__ void lq_vptq_finish_piece(const lq_vptq_columns_args<
 // piece is summed, the other piece's gathers are in flight (the item's second piece during its
 // first, the next item's first during its second), in the registers one item's 8 gathers took.
 // Where every gather of an item was waited for before its sums, the next item's could not start
-// until they were done. Measured on the H100 (issue 9, % of the copy, two runs, both shapes):
-// float32 out + verify 85.1–85.6 against 84.1–84.7; verify alone 67.7–70.1 against 70.0–70.4;
+// until they were done. Measured on the H100 (issue 9, % of the copy, three runs, both shapes):
+// float32 out + verify 85.0–85.6 against 84.1–84.7; verify alone 67.7–70.1 against 70.0–70.4;
 // float32 out alone unchanged (81.7–82.2). The suite's bound for reordered float64 sums covers
 // the new order of the sums (piece by piece).
 template <typename T, int VL>

@@ -16,7 +16,7 @@
 // (issue 9, 11008 × 4096, % of the copy): verify 70.4-70.8 against 65.5 with the earlier L2
 // prefetch and loads two rows at a time; float32 out + verify 84.6 against 83.8. For float32
 // output and verify the item goes piece by piece (4 columns), one piece's gathers in flight
-// while the other is summed (columns-pieces.cuh): float32 out + verify 85.1-85.6. Outlier
+// while the other is summed (columns-pieces.cuh): float32 out + verify 85.0-85.6. Outlier
 // columns go through a scalar fix-up.
 //
 // Generic kernel (lq_vptq_dequant_verify_*: any other vl or in): one thread per (vector row r,
