@@ -14,26 +14,14 @@
 #include <stdint.h>
 #include <algorithm>
 #include <vector>
+#include "timing.cuh"
+// The gather ceiling's own memory instructions and gather addresses (st_stream_load16/8,
+// st_store16, st_gather_at, st_row_word), so that both measure the same traffic.
+#include "../../kernels/stream/stream.cu"
 
-#define CHECK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); exit(1); } } while (0)
+#define CHECK(x) bench_check((x), #x)
 
-static constexpr uint32_t TABLE_ENTRIES = 65536;  // 16-byte entries: 1 MiB
-
-__device__ __forceinline__ uint4 ld_stream16(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint2 ld_stream8(const void* p) {
-  uint2 v;
-  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
-__device__ __forceinline__ void st16(void* p, uint4 v) {
-  asm volatile("st.global.L1::no_allocate.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
-}
-__device__ __forceinline__ uint32_t gather_at(uint64_t v, uint32_t q) { return ((((uint32_t)v * 0x9E3779B1u) >> 16) ^ q) & (TABLE_ENTRIES - 1); }
-__device__ __forceinline__ uint32_t row_word(uint4 v, int row) { return row / 2 == 0 ? v.x : row / 2 == 1 ? v.y : row / 2 == 2 ? v.z : v.w; }
+static constexpr uint32_t TABLE_ENTRIES = 65536;  // 16-byte entries: 1 MiB (table_mask + 1 of lq_stream_gather_*)
 
 __device__ __forceinline__ uint32_t cluster_rank() { uint32_t r; asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r)); return r; }
 __device__ __forceinline__ void cluster_sync() { asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory"); }
@@ -58,14 +46,14 @@ __global__ void gather_write(const uint8_t* __restrict__ indices, const uint4* _
   }
   const int64_t items = vectors / 8;
   for (int64_t item = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; item < items; item += (int64_t)gridDim.x * blockDim.x) {
-    const uint4 main = ld_stream16(reinterpret_cast<const uint4*>(indices) + item);
-    const uint2 res = ld_stream8(reinterpret_cast<const uint2*>(indices + 2 * vectors) + item);
+    const uint4 main = st_stream_load16(reinterpret_cast<const uint4*>(indices) + item);
+    const uint2 res = st_stream_load8(reinterpret_cast<const uint2*>(indices + 2 * vectors) + item);
     const uint32_t q[4] = {main.x, main.y, main.z, main.w};
     const uint32_t salt = res.x ^ res.y;
     uint4 g[8];
 #pragma unroll
     for (int c = 0; c < 8; c++) {
-      const uint32_t at = gather_at(item * 8 + c, (q[c / 2] >> (16 * (c % 2))) & 0xFFFFu);
+      const uint32_t at = st_gather_at(item * 8 + c, (q[c / 2] >> (16 * (c % 2))) & 0xFFFFu, TABLE_ENTRIES - 1);
       if constexpr (MODE == 0) g[c] = __ldg(table + at);
       else g[c] = ld_cluster16(mapa(slice_base + (at % SLICE) * 16, at / SLICE));
     }
@@ -75,33 +63,12 @@ __global__ void gather_write(const uint8_t* __restrict__ indices, const uint4* _
       const int row = k / OUT_VECTORS, first = OUT_VECTORS == 1 ? 0 : 4 * (k % 2);
       uint32_t w[4];
 #pragma unroll
-      for (int m = 0; m < 4; m++) w[m] = OUT_VECTORS == 1 ? row_word(g[2 * m], row) ^ row_word(g[2 * m + 1], row) : row_word(g[first + m], row);
-      st16(to + 32 * k, make_uint4(w[0] ^ salt, w[1], w[2], w[3] ^ (uint32_t)k));
+      for (int m = 0; m < 4; m++) w[m] = OUT_VECTORS == 1 ? st_row_word(g[2 * m], row) ^ st_row_word(g[2 * m + 1], row) : st_row_word(g[first + m], row);
+      st_store16(to + 32 * k, make_uint4(w[0] ^ salt, w[1], w[2], w[3] ^ (uint32_t)k));
     }
   }
   // No block may leave while others of its cluster may still read its slice.
   if constexpr (MODE > 0) cluster_sync();
-}
-
-template <typename F> float time_launches(F launch) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a); cudaEventCreate(&b);
-  launch();
-  CHECK(cudaGetLastError());
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> times;
-  for (int batch = 0; batch < 7; batch++) {
-    cudaEventRecord(a);
-    for (int k = 0; k < 20; k++) launch();
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0; cudaEventElapsedTime(&ms, a, b);
-    times.push_back(ms / 20);
-  }
-  CHECK(cudaGetLastError());
-  cudaEventDestroy(a); cudaEventDestroy(b);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
 }
 
 template <int OUT_VECTORS, int MODE>

@@ -7,12 +7,13 @@
 // Shapes per 16 bytes written: 0 (verify: reads only), 4, 8 or 16 bytes read (an f32 output of
 // 8-bit codes reads 4, an fp16 output of 8-bit codes 8, ...). Variants: a persistent grid-stride
 // wave or one vector per thread; plain stores or streaming stores (st.global.cs, evict-first).
-// Timing: an event pair around 20 back-to-back launches, the median of 7 such batches.
+// Timing: timing.cuh (the median of 7 batches of 20 back-to-back launches).
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <algorithm>
 #include <vector>
+#include "timing.cuh"
 
 #define CHECK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e)); return 1; } } while (0)
 
@@ -38,24 +39,6 @@ __global__ void __launch_bounds__(256) read_only(const uint4* __restrict__ src, 
   uint32_t acc = 0;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += stride) { const uint4 r = __ldg(src + i); acc ^= r.x ^ r.y ^ r.z ^ r.w; }
   if (acc == 0x9e3779b9u) sink[0] = acc;
-}
-
-template <typename F> float time_launches(F launch) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a); cudaEventCreate(&b);
-  launch();
-  std::vector<float> times;
-  for (int batch = 0; batch < 7; batch++) {
-    cudaEventRecord(a);
-    for (int k = 0; k < 20; k++) launch();
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0; cudaEventElapsedTime(&ms, a, b);
-    times.push_back(ms / 20);
-  }
-  cudaEventDestroy(a); cudaEventDestroy(b);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
 }
 
 int main() {

@@ -2,60 +2,15 @@
 // (included by columns.cuh, after the item, outlier and stash helpers it uses).
 #pragma once
 
-// Piece p (columns 4p … 4p + 3) of an item, P = 4: its 4 main gathers issued into v, entry 0 for
-// outlier, dead and bad columns (every gather in bounds); bit e of the result: column 4p + e valid.
-template <typename T, int VL>
-__device__ __forceinline__ uint32_t lq_vptq_gather_piece(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<4>& s, const lq_vptq_index_words& w, int p,
-                                                         typename lq_vptq_pair_of<T>::type (&v)[4][VL / 2], bool& bad) {
-  uint32_t ok = 0;
-#pragma unroll
-  for (int e = 0; e < 4; e++) {
-    const int c = 4 * p + e;
-    const uint32_t q_main = (w.main[c / 2] >> (16 * (c % 2))) & 0xFFFFu;
-    const bool group = s.code[c] < LQ_VPTQ_OUTLIER_COLUMN;
-    const bool valid = group && q_main < a.k_main && (a.res_bytes == 0 || lq_vptq_res_index(w, c, a.res_bytes) < a.k_res);
-    if (group && !valid) bad = true;
-    ok |= (uint32_t)valid << e;
-    lq_vptq_load_pairs<T, VL>(a.centroids + (valid ? (uint64_t)s.code[c] * a.k_main + q_main : 0) * VL, v[e]);
-  }
-  return ok;
-}
-
-// Piece p of the item at vector row r, its gathers in v: residuals, zeros for invalid columns,
-// norm, then per row the float32 store and the verify terms of stash unit 2t + p. With `refill`
-// (the item's last piece), each row's two units then take the next item's row (vector row next).
+// Piece p of the item at vector row r, its gathers in v (lq_vptq_gather_columns of columns 4p …
+// 4p + 3): residuals, zeros and norm (lq_vptq_finish_columns), then per row the float32 store and
+// the verify terms of stash unit 2t + p. With `refill` (the item's last piece), each row's two
+// units then take the next item's row (vector row next).
 template <typename T, int VL>
 __device__ __forceinline__ void lq_vptq_finish_piece(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<4>& s, const lq_vptq_index_words& w, int p,
                                                      typename lq_vptq_pair_of<T>::type (&v)[4][VL / 2], uint32_t ok, int64_t r, int64_t next, bool refill,
                                                      uint4* stash, lq_verify_chains& item) {
-  using T2 = typename lq_vptq_pair_of<T>::type;
-  T2 zero;
-  memset(&zero, 0, sizeof zero);
-  if (a.res_bytes != 0) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int c = 4 * p + e;
-      T2 res[VL / 2];
-      const bool valid = (ok >> e & 1u) != 0;
-      lq_vptq_load_pairs<T, VL>(a.res_codebooks + (valid ? (uint64_t)s.code[c] * a.k_res + lq_vptq_res_index(w, c, a.res_bytes) : 0) * VL, res);
-#pragma unroll
-      for (int m = 0; m < VL / 2; m++) v[e][m] = __hadd2_rn(v[e][m], res[m]);
-    }
-  }
-#pragma unroll
-  for (int e = 0; e < 4; e++) {
-#pragma unroll
-    for (int m = 0; m < VL / 2; m++) v[e][m] = (ok >> e & 1u) != 0 ? v[e][m] : zero;
-  }
-  if (a.norm) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int c = 4 * p + e;
-      const T2 scale = lq_vptq_broadcast<T2>(s.scale, c), bias = lq_vptq_broadcast<T2>(s.bias, c);
-#pragma unroll
-      for (int m = 0; m < VL / 2; m++) v[e][m] = lq_vptq_norm_pair(v[e][m], scale, bias, a.semantics);
-    }
-  }
+  lq_vptq_finish_columns<T, VL, 4, 4>(a, s, w, 4 * p, v, ok);
   const bool verify = a.reference != nullptr;
   const int rows = lq_vptq_item_rows<VL>(a, r);
   const int next_rows = next < 0 ? 0 : lq_vptq_item_rows<VL>(a, next);
@@ -105,18 +60,18 @@ __device__ __forceinline__ void lq_vptq_columns_walk_pieces(const lq_vptq_column
     lq_cp_async_commit();
   }
   T2 first[4][VL / 2];
-  uint32_t ok_first = lq_vptq_gather_piece<T, VL>(a, s, now, 0, first, bad);
+  uint32_t ok_first = lq_vptq_gather_columns<T, VL, 4, 4>(a, s, now, 0, first, bad);
 #pragma unroll 1
   for (;;) {
     const bool more = r + step < num_idx;
     if (more) lq_vptq_load_indices(a, s, more ? r + step : r, next);
     lq_vptq_opaque(s);
     T2 second[4][VL / 2];
-    const uint32_t ok_second = lq_vptq_gather_piece<T, VL>(a, s, now, 1, second, bad);
+    const uint32_t ok_second = lq_vptq_gather_columns<T, VL, 4, 4>(a, s, now, 4, second, bad);
     if (verify) lq_cp_async_wait<0>();
     lq_verify_chains item;
     lq_vptq_finish_piece<T, VL>(a, s, now, 0, first, ok_first, r, -1, false, stash, item);
-    if (more) ok_first = lq_vptq_gather_piece<T, VL>(a, s, next, 0, first, bad);
+    if (more) ok_first = lq_vptq_gather_columns<T, VL, 4, 4>(a, s, next, 0, first, bad);
     lq_vptq_finish_piece<T, VL>(a, s, now, 1, second, ok_second, r, more ? r + step : -1, true, stash, item);
     if (verify) {
       lq_cp_async_commit();

@@ -45,12 +45,68 @@ __device__ __forceinline__ void lq_vptq_item_outliers(const lq_vptq_columns_args
   }
 }
 
-// Vector row r of the thread's columns: the 8 gathers (all issued before any use), residuals,
-// norm, then per row one 16-byte fp16 store (P = 8) or a float32 store (P = 4) per piece, and the
-// verify sums; outlier columns after that (lq_vptq_outlier_column). With verify, this item's
-// reference rows are in `stash` (copied while the previous item ran), and each row's units are
-// refilled with the next item's row (vector row `next`, −1 for none) as soon as they are read, so
-// every reference row has a whole item's time to arrive and holds no register while it does.
+// Columns c0 … c0 + N − 1 of an item: their main gathers issued into v (entry 0 stands in for
+// outlier, dead and bad columns, zeroed later: every gather is in bounds). Bit e of the result:
+// column c0 + e is a group column with valid indices.
+template <typename T, int VL, int N, int P>
+__device__ __forceinline__ uint32_t lq_vptq_gather_columns(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, const lq_vptq_index_words& w, int c0,
+                                                           typename lq_vptq_pair_of<T>::type (&v)[N][VL / 2], bool& bad) {
+  uint32_t ok = 0;
+#pragma unroll
+  for (int e = 0; e < N; e++) {
+    const int c = c0 + e;
+    const uint32_t q_main = (w.main[c / 2] >> (16 * (c % 2))) & 0xFFFFu;
+    const bool group = s.code[c] < LQ_VPTQ_OUTLIER_COLUMN;
+    const bool valid = group && q_main < a.k_main && (a.res_bytes == 0 || lq_vptq_res_index(w, c, a.res_bytes) < a.k_res);
+    if (group && !valid) bad = true;
+    ok |= (uint32_t)valid << e;
+    lq_vptq_load_pairs<T, VL>(a.centroids + (valid ? (uint64_t)s.code[c] * a.k_main + q_main : 0) * VL, v[e]);
+  }
+  return ok;
+}
+
+// The same columns once their gathers are needed: the residuals (shared memory) added, zeros for
+// the columns `ok` leaves out, then the norm.
+template <typename T, int VL, int N, int P>
+__device__ __forceinline__ void lq_vptq_finish_columns(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, const lq_vptq_index_words& w, int c0,
+                                                       typename lq_vptq_pair_of<T>::type (&v)[N][VL / 2], uint32_t ok) {
+  using T2 = typename lq_vptq_pair_of<T>::type;
+  T2 zero;
+  memset(&zero, 0, sizeof zero);
+  if (a.res_bytes != 0) {
+#pragma unroll
+    for (int e = 0; e < N; e++) {
+      const int c = c0 + e;
+      T2 res[VL / 2];
+      const bool valid = (ok >> e & 1u) != 0;
+      lq_vptq_load_pairs<T, VL>(a.res_codebooks + (valid ? (uint64_t)s.code[c] * a.k_res + lq_vptq_res_index(w, c, a.res_bytes) : 0) * VL, res);
+#pragma unroll
+      for (int m = 0; m < VL / 2; m++) v[e][m] = __hadd2_rn(v[e][m], res[m]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < N; e++) {
+#pragma unroll
+    for (int m = 0; m < VL / 2; m++) v[e][m] = (ok >> e & 1u) != 0 ? v[e][m] : zero;
+  }
+  if (a.norm) {
+#pragma unroll
+    for (int e = 0; e < N; e++) {
+      const int c = c0 + e;
+      const T2 scale = lq_vptq_broadcast<T2>(s.scale, c), bias = lq_vptq_broadcast<T2>(s.bias, c);
+#pragma unroll
+      for (int m = 0; m < VL / 2; m++) v[e][m] = lq_vptq_norm_pair(v[e][m], scale, bias, a.semantics);
+    }
+  }
+}
+
+// Vector row r of the thread's 8 consecutive columns, fp16 output (P = 8; float32 output and
+// verify walk piece by piece instead: columns-pieces.cuh): the 8 gathers (all issued before any
+// use), residuals, norm, then per row one 16-byte fp16 store and the verify sums; outlier columns
+// after that (lq_vptq_outlier_column). With verify, this item's reference rows are in `stash`
+// (copied while the previous item ran), and each row's units are refilled with the next item's
+// row (vector row `next`, −1 for none) as soon as they are read, so every reference row has a
+// whole item's time to arrive and holds no register while it does.
 template <typename T, int VL, int P>
 __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<T>& a, const lq_vptq_columns<P>& s, const lq_vptq_index_words& w,
                                                      int64_t r, int64_t next, uint4* stash, double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
@@ -58,43 +114,9 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
   const int64_t first_row = r * VL;
   const int rows = lq_vptq_item_rows<VL>(a, r);
   const int next_rows = next < 0 ? 0 : lq_vptq_item_rows<VL>(a, next);
-  T2 zero, v[8][VL / 2];
-  memset(&zero, 0, sizeof zero);
-  // All 8 main gathers (L2) issued before any use, then the residuals (shared memory) added.
-  // Entry 0 stands in for outlier, dead and bad columns (zeros below): every gather is in bounds.
-  uint32_t ok = 0;  // bit c: column c is a group column with valid indices
-#pragma unroll
-  for (int c = 0; c < 8; c++) {
-    const uint32_t q_main = (w.main[c / 2] >> (16 * (c % 2))) & 0xFFFFu;
-    const bool group = s.code[c] < LQ_VPTQ_OUTLIER_COLUMN;
-    const bool valid = group && q_main < a.k_main && (a.res_bytes == 0 || lq_vptq_res_index(w, c, a.res_bytes) < a.k_res);
-    if (group && !valid) bad = true;
-    ok |= (uint32_t)valid << c;
-    lq_vptq_load_pairs<T, VL>(a.centroids + (valid ? (uint64_t)s.code[c] * a.k_main + q_main : 0) * VL, v[c]);
-  }
-  if (a.res_bytes != 0) {
-#pragma unroll
-    for (int c = 0; c < 8; c++) {
-      T2 res[VL / 2];
-      const bool valid = (ok >> c & 1u) != 0;
-      lq_vptq_load_pairs<T, VL>(a.res_codebooks + (valid ? (uint64_t)s.code[c] * a.k_res + lq_vptq_res_index(w, c, a.res_bytes) : 0) * VL, res);
-#pragma unroll
-      for (int m = 0; m < VL / 2; m++) v[c][m] = __hadd2_rn(v[c][m], res[m]);
-    }
-  }
-#pragma unroll
-  for (int c = 0; c < 8; c++) {
-#pragma unroll
-    for (int m = 0; m < VL / 2; m++) v[c][m] = (ok >> c & 1u) != 0 ? v[c][m] : zero;
-  }
-  if (a.norm) {
-#pragma unroll
-    for (int c = 0; c < 8; c++) {
-      const T2 scale = lq_vptq_broadcast<T2>(s.scale, c), bias = lq_vptq_broadcast<T2>(s.bias, c);
-#pragma unroll
-      for (int m = 0; m < VL / 2; m++) v[c][m] = lq_vptq_norm_pair(v[c][m], scale, bias, a.semantics);
-    }
-  }
+  T2 v[8][VL / 2];
+  const uint32_t ok = lq_vptq_gather_columns<T, VL, 8, P>(a, s, w, 0, v, bad);
+  lq_vptq_finish_columns<T, VL, 8, P>(a, s, w, 0, v, ok);
   const bool verify = a.reference != nullptr;
   // This item's reference rows (the only group in flight) have landed.
   if (verify) lq_cp_async_wait<0>();
@@ -106,35 +128,26 @@ __device__ __forceinline__ void lq_vptq_columns_item(const lq_vptq_columns_args<
   const bool any_outlier = s.outliers != 0;
 #pragma unroll
   for (int t = 0; t < VL; t++) {
-    if (t < rows) {
+    if (t < rows && s.live[0]) {
+      float f[8];
 #pragma unroll
-      for (int p = 0; p < 8 / P; p++) {
-        if (!s.live[p]) continue;
-        const int64_t at = (first_row + t) * a.in + s.at[p];
-        float f[P];
+      for (int e = 0; e < 8; e++) f[e] = t % 2 == 0 ? __low2float(v[e][t / 2]) : __high2float(v[e][t / 2]);
+      if (a.out != nullptr) {
+        uint32_t h[4];
 #pragma unroll
-        for (int e = 0; e < P; e++) f[e] = t % 2 == 0 ? __low2float(v[p * P + e][t / 2]) : __high2float(v[p * P + e][t / 2]);
-        if (a.out != nullptr) {
-          if constexpr (P == 8) {
-            uint32_t h[4];
+        for (int e = 0; e < 4; e++) h[e] = lq_vptq_f16_word(v[2 * e][t / 2], v[2 * e + 1][t / 2], t % 2, f[2 * e], f[2 * e + 1]);
+        lq_vptq_store16(static_cast<__half*>(a.out) + (first_row + t) * a.in + s.at[0], h[0], h[1], h[2], h[3]);
+      }
+      if (verify) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) h[e] = lq_vptq_f16_word(v[2 * e][t / 2], v[2 * e + 1][t / 2], t % 2, f[2 * e], f[2 * e + 1]);
-            lq_vptq_store16(static_cast<__half*>(a.out) + at, h[0], h[1], h[2], h[3]);
-          } else {
-            lq_vptq_store16(static_cast<float*>(a.out) + at, __float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
-          }
-        }
-        if (verify) {
+        for (int q = 0; q < 2; q++) {
+          const uint4 u = stash[32 * (2 * t + q)];
+          const float ref[4] = {__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w)};
+          // Outlier columns: lq_vptq_outlier_column sums them.
 #pragma unroll
-          for (int q = 0; q < P / 4; q++) {
-            const uint4 u = stash[32 * (2 * t + p * (P / 4) + q)];
-            const float ref[4] = {__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w)};
-            // Outlier columns: lq_vptq_outlier_column sums them.
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-              const int c = p * P + 4 * q + e;
-              if (!any_outlier || (s.outliers >> c & 1u) == 0) item.add(t % 2, f[4 * q + e], ref[e]);
-            }
+          for (int e = 0; e < 4; e++) {
+            const int c = 4 * q + e;
+            if (!any_outlier || (s.outliers >> c & 1u) == 0) item.add(t % 2, f[c], ref[e]);
           }
         }
       }
@@ -165,15 +178,13 @@ __device__ __forceinline__ void lq_vptq_opaque(lq_vptq_columns<P>& s) {
 
 #include "columns-pieces.cuh"
 
-// One warp's walk down slab `slab`: vector rows r, r + step, … < num_idx. The slab's columns are
-// set up once, and the next row's indices load before this row's gathers.
+// One warp's walk down slab `slab` for fp16 output (P = 8; P = 4 walks lq_vptq_columns_walk_pieces):
+// vector rows r, r + step, … < num_idx. The slab's columns are set up once, and the next row's
+// indices load before this row's gathers.
 template <typename T, int VL, int P>
 __device__ __forceinline__ void lq_vptq_columns_walk(const lq_vptq_columns_args<T>& a, int64_t num_idx, int64_t slab, int64_t r, int64_t step, uint4* stash,
                                                      double& max_abs, double& sq_err, double& sq_ref, bool& bad) {
-  if constexpr (P == 4) {
-    lq_vptq_columns_walk_pieces<T, VL>(a, num_idx, slab, r, step, stash, max_abs, sq_err, sq_ref, bad);
-    return;
-  }
+  static_assert(P == 8, "P = 4 walks piece by piece (columns-pieces.cuh)");
   if (r >= num_idx) return;
   lq_vptq_columns<P> s;
   lq_vptq_columns_setup(a, slab, s, bad);
@@ -217,7 +228,11 @@ __device__ __forceinline__ void lq_vptq_columns_grid(const lq_vptq_columns_args<
   else if (warp >= walkers * slabs) slab = slabs;  // idle
   // One call site: one inlined copy of the walk (code size, ptxas time).
 #pragma unroll 1
-  for (; slab < slabs; slab += slab_step) lq_vptq_columns_walk<T, VL, P>(a, num_idx, slab, warps >= slabs ? warp / slabs : 0, walkers, stash, max_abs, sq_err, sq_ref, bad);
+  for (; slab < slabs; slab += slab_step) {
+    const int64_t r = warps >= slabs ? warp / slabs : 0;
+    if constexpr (P == 4) lq_vptq_columns_walk_pieces<T, VL>(a, num_idx, slab, r, walkers, stash, max_abs, sq_err, sq_ref, bad);
+    else lq_vptq_columns_walk<T, VL, P>(a, num_idx, slab, r, walkers, stash, max_abs, sq_err, sq_ref, bad);
+  }
 }
 
 template <typename T, int VL>

@@ -1,17 +1,10 @@
+import { mulberry32 as productMulberry32 } from "../../formats/random.js";
+
 /** Deterministic PRNG for seeded tests (fuzz, property tests): same seed, same stream. */
 export type Rng = () => number;
 
-/** mulberry32: tiny, fast, good enough to drive tests; returns floats in [0, 1). */
-export function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (formats/random.ts, the product's own generator): floats in [0, 1). */
+export const mulberry32: (seed: number) => Rng = productMulberry32;
 
 /** A standard normal draw from two uniforms of `rng` (Box–Muller, the cosine branch). */
 export function gaussian(rng: Rng): number {
