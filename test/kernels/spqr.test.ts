@@ -86,7 +86,8 @@ if (available) {
     const threads = (name: string) => module.maxThreadsPerBlock(name);
     for (const name of ["lq_spqr_pipe_f16_r2", "lq_spqr_pipe_check_r2", "lq_spqr_pipe_verify_r2s", "lq_spqr_pipe_f16_verify_r2s", "lq_spqr_pipe_f32_verify_r2s"]) assert.is(threads(name), 512, name);
     for (const name of ["lq_spqr_pipe_f32_r2s", "lq_spqr_pipe_f16_r4", "lq_spqr_pipe_f32_verify_r4s", "lq_spqr_stripes_f16_r4", "lq_spqr_dequant_verify"]) assert.is(threads(name), 256, name);
-    expectCode(() => module.constantWords("lq_no_such_constant"), "MODULE_MISSING");
+    // A deliberate failed driver call: compute-sanitizer counts it as an API error, so the memcheck runs leave it out.
+    if (process.env["LMPACK_SANITIZER"] !== "1") expectCode(() => module.constantWords("lq_no_such_constant"), "MODULE_MISSING");
   });
   for (const file of cases) {
     gpu(`${file}: weights bit-identical to the reference, W_f32, deq_perm and deq_dense_only_perm, every kernel kind`, async ({ engine }) => {
