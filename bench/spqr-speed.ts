@@ -2,7 +2,8 @@
 /**
  * CPU time of SpQR per layer on real-model shapes, with the split between the shared
  * second-order engine (upper Cholesky of H⁻¹) and the rest (leave-one-out pass, statistics,
- * column loop and its block updates):
+ * column loop and its block updates), and the same layer without the statistic-code search
+ * (`statsSearch: false`), whose difference is the search's cost:
  *
  *   node dist/bench/spqr-speed.js [--shapes 4096x4096,11008x4096]
  *
@@ -22,8 +23,8 @@ function arg(name: string, fallback: string): string {
 
 const shapes = arg("shapes", "4096x4096").split(",").map((s) => s.split("x").map(Number) as [number, number]);
 console.log(`# SpQR speed (CPU: ${cpus()[0]?.model ?? "?"} ×${cpus().length}, one thread, Node ${process.version}, ${new Date().toISOString().slice(0, 10)})\n`);
-console.log("| shape [out×in] | SpQR total s | of which upper Cholesky of H⁻¹ s | outliers % |");
-console.log("|---|---|---|---|");
+console.log("| shape [out×in] | SpQR total s | of which upper Cholesky of H⁻¹ s | outliers % | without the statistic search s | the search, s per million weights |");
+console.log("|---|---|---|---|---|---|");
 for (const [m, n] of shapes) {
   const random = benchRandom(m * 31 + n);
   const weight = new Float32Array(m * n).map(() => random() * 0.04 * (random() > 0.495 ? 8 : 1));
@@ -34,5 +35,9 @@ for (const [m, n] of shapes) {
   t = performance.now();
   const result = quantizeSpqr(weight, m, n, { size: n, data: h });
   const total = (performance.now() - t) / 1000;
-  console.log(`| ${m}×${n} | ${total.toFixed(1)} | ${cholesky.toFixed(1)} | ${((result.outlierCount / (m * n)) * 100).toFixed(2)} |`);
+  t = performance.now();
+  quantizeSpqr(weight, m, n, { size: n, data: h }, { statsSearch: false });
+  const rounded = (performance.now() - t) / 1000;
+  const searchPerMillion = ((total - rounded) / (m * n)) * 1e6;
+  console.log(`| ${m}×${n} | ${total.toFixed(1)} | ${cholesky.toFixed(1)} | ${((result.outlierCount / (m * n)) * 100).toFixed(2)} | ${rounded.toFixed(1)} | ${searchPerMillion.toFixed(2)} |`);
 }
