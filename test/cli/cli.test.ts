@@ -144,6 +144,13 @@ test("exit codes: 1 for usage, 2 for invalid input, 2 for an existing output wit
   assert.is(again.code, 2);
   assert.is(again.body["error"].code, "OUTPUT_EXISTS");
   assert.is(lmpack("convert", FIXTURE_MODEL, "--to", "safetensors", "--dtype", "f16", "--out", "exists", "--force").code, 0);
+  // quantize refuses an existing output before it opens anything: here before the (missing)
+  // Hessian store, which it would otherwise read first and fail on.
+  for (const method of ["gptq", "spqr", "vptq", "fp6"]) {
+    const early = json("quantize", FIXTURE_MODEL, "--method", method, "--hessians", "no/such/hessians.safetensors", "--to", "lmpack", "--out", "exists");
+    assert.is(early.code, 2, method);
+    assert.is(early.body["error"].code, "OUTPUT_EXISTS", `${method}: ${JSON.stringify(early.body["error"])}`);
+  }
   assert.equal(json("inspect", "exists").body["dtypes"], { F16: 2_410_176 });
 });
 
