@@ -99,8 +99,8 @@ export const quantizeCommand = {
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
     if (args.objective === "block") checkBlockObjectiveArgs(args);
     else checkSequentialArgs(args);
-    // Before any work: Hessians, calibration and the quantization itself can take hours, and an
-    // existing output would only be refused at the end (the journal's check repeats this one).
+    // Before any work: opening the Hessian source (an embedding proxy, sequential calibration)
+    // can take long, and the journal's own check of the output comes only after it.
     await refuseExisting(args.out, args.force);
     if (args.method === "fp6") return quantizeFpxToDisk(args);
     if (args.method === "spqr") return quantizeSpqrToDisk(args);

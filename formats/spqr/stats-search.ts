@@ -21,9 +21,9 @@ export function searchStatisticCodes(fitted: Float64Array, width: number, groupD
   const span = 2 * STATS_SEARCH_RADIUS + 1;
   const tables = new TileTables(scaleMax, zeroMax, maxq, Math.min(beta1, scale.codes.length) * span * span);
   const slots = tables.slots;
-  // Per row: the candidate codes, their values, w / s per scale candidate (codeOf's own division),
-  // and the levels of each pair (the tile's, shared by its beta1 rows).
-  const [scaleCodes, scaleValues, zeroCodes, zeroValues] = [new Int32Array(span), new Float64Array(span), new Int32Array(span), new Float64Array(span)];
+  // Per row: the candidate codes, the zero candidates' values, and w / s per scale candidate
+  // (codeOf's own division); the pairs' levels are the tile's, shared by its beta1 rows.
+  const [scaleCodes, zeroCodes, zeroValues] = [new Int32Array(span), new Int32Array(span), new Float64Array(span)];
   const ratios = new Float64Array(span * width);
   const weight = new Float64Array(width);
   for (let j = 0; j < width; j++) weight[j] = 1 / groupDiag[j]! ** 2;
@@ -34,9 +34,8 @@ export function searchStatisticCodes(fitted: Float64Array, width: number, groupD
     const [cs0, cz0] = [scale.codes[r]!, zero.codes[r]!];
     let scales = 0;
     for (let cs = Math.max(0, cs0 - STATS_SEARCH_RADIUS); cs <= Math.min(scaleMax, cs0 + STATS_SEARCH_RADIUS); cs++, scales++) {
-      const value = tables.scaleValue(cs);
-      [scaleCodes[scales], scaleValues[scales]] = [cs, value];
-      const divisor = Math.max(value, MIN_SCALE);
+      scaleCodes[scales] = cs;
+      const divisor = Math.max(tables.scaleValue(cs), MIN_SCALE);
       for (let j = 0; j < width; j++) ratios[scales * width + j] = values[j]! / divisor;
     }
     let zeros = 0;
