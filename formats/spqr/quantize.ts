@@ -5,7 +5,7 @@ import { actOrderPermutation, dampHessian, permuteHessian, scatterFromColumnMajo
 import { upperCholeskyOfInverse } from "../second-order/cholesky.js";
 import { halfValues, roundHalf } from "./half.js";
 import { codeOf, f64ToF16Bits, fitFirstOrder, groupScratch, quantizeStatistic, storeIntegerZeros, type FirstOrderFit } from "./stats.js";
-import { searchStatisticCodes } from "./stats-search.js";
+import { searchStatisticCodesThreaded } from "./stats-search-pool.js";
 import type { SpqrOutliers, SpqrTensor } from "./types.js";
 
 /**
@@ -31,8 +31,9 @@ import type { SpqrOutliers, SpqrTensor } from "./types.js";
  *    and more, which overflow the fp16 statistics it saves;
  *  - `statsSearch` (default on): each row's 3-bit scale and zero codes are the pair within ±2 of
  *    the rounded ones whose grid gives the group's weights the least Hessian-weighted error
- *    (stats-search.ts searchStatisticCodes), where the original rounds each statistic to its nearest
- *    code. The format is unchanged. On docs-llama-16m (sequential calibration, five draws) it
+ *    (stats-search.ts searchStatisticCodes; a large group's rows on helper threads too,
+ *    stats-search-pool.ts, with the same result), where the original rounds each statistic to
+ *    its nearest code. The format is unchanged. On docs-llama-16m (sequential calibration, five draws) it
  *    took perplexity from 22.68 to 22.03 at ≤ 4.17 bits per weight (τ 0.203), and on the
  *    validation text tinystories-valid-head from 163.8 to 157.8 (bench/RESULTS.md, issue 10).
  * percDamp defaults to main.py's 0.01, not the README recipe's 1.0 (see the option).
@@ -271,7 +272,7 @@ function spqrColumns(tensor: SpqrTensor, codesT: Uint8Array, uDiag: Float64Array
     const zeroOut = { codes: tensor.zeroCodes.subarray(...rows), scaleBits: tensor.zeroScale.subarray(...tiles), zeroBits: tensor.zeroZero.subarray(...tiles), decoded: zero };
     if (integerZeros) storeIntegerZeros(rawZero, o.qqZeroBits, zeroOut, o.layerName);
     else quantizeStatistic(rawZero, beta1, o.qqZeroBits, "zeros", zeroOut, o.layerName);
-    if (fitted !== undefined) searchStatisticCodes(fitted, beta2, uDiag.subarray(g * beta2, (g + 1) * beta2), beta1, maxq, { scale: o.qqScaleBits, zero: o.qqZeroBits }, scaleOut, zeroOut, o.sym);
+    if (fitted !== undefined) searchStatisticCodesThreaded(fitted, beta2, uDiag.subarray(g * beta2, (g + 1) * beta2), beta1, maxq, { scale: o.qqScaleBits, zero: o.qqZeroBits }, scaleOut, zeroOut, o.sym);
     // What the decoder makes of each code: h(s · h(q − z)).
     for (let r = 0; r < m; r++) for (let q = 0; q < levelCount; q++) levels[r * levelCount + q] = roundHalf(scale[r]! * roundHalf(q - zero[r]!));
   }
