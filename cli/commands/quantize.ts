@@ -99,8 +99,8 @@ export const quantizeCommand = {
   handler: async (args: ArgumentsCamelCase<QuantizeArgs>): Promise<number> => {
     if (args.objective === "block") checkBlockObjectiveArgs(args);
     else checkSequentialArgs(args);
-    // Before any work: opening the Hessian source (an embedding proxy, sequential calibration)
-    // can take long, and the journal's own check of the output comes only after it.
+    // Before any work, journal included: opening the Hessian source (an embedding proxy,
+    // sequential calibration) can take long, and the exporters refuse only once they start.
     await refuseExisting(args.out, args.force);
     if (args.method === "fp6") return quantizeFpxToDisk(args);
     if (args.method === "spqr") return quantizeSpqrToDisk(args);
@@ -185,10 +185,9 @@ const LAYER_OPTIONS = ["method", "bits", "groupSize", "sym", "hessians", "actOrd
  * The resume journal beside --out (converters/io/journal.ts), keyed to the layer options, the
  * device that computes (GPU and CPU results may differ in the last bit), config.json, the weight
  * files and a Hessian store: layers an interrupted run finished under the same key are reused.
+ * The command's handler has already refused an existing --out.
  */
 export async function openQuantizeJournal(args: ArgumentsCamelCase<QuantizeArgs>, checkpoint: Awaited<ReturnType<typeof openCheckpoint>>, deviceDescription: string | undefined): Promise<LayerJournal> {
-  // Checked here too, before the journal is made: the exporters refuse only once they start.
-  await refuseExisting(args.out, args.force);
   const options: Record<string, unknown> = Object.fromEntries(LAYER_OPTIONS.map((key) => [key, args[key] ?? null]));
   // A store is identified by its contents (in `sources`), not by how its path was spelled.
   if (args.hessians !== undefined && args.hessians !== EMBEDDING_PROXY) options["hessians"] = "store";

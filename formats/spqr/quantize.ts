@@ -261,7 +261,8 @@ function spqrColumns(tensor: SpqrTensor, codesT: Uint8Array, uDiag: Float64Array
   const levels = new Float64Array(m * levelCount);
   const half = halfValues();
   const statsPerGroup = m / beta1;
-  const fitted = o.statsSearch ? new Float64Array(m * beta2) : undefined;
+  // Shared memory: the search's helper threads read it in place (stats-search-pool.ts).
+  const fitted = o.statsSearch ? new Float64Array(new SharedArrayBuffer(8 * m * beta2)) : undefined;
 
   function fitGroup(g: number, weightT: Float64Array): void {
     fitFirstOrder(weightT, m, g * beta2, beta2, uDiag, fit, scratch, rawScale, rawZero, fitted);

@@ -1,4 +1,4 @@
-import { chunkControl, helpers, runChunks, type ChunkTask } from "../threads/chunk-pool.js";
+import { chunkControl, helpers, runChunks, sharedCopy, type ChunkTask } from "../threads/chunk-pool.js";
 import type { StatisticOut } from "./stats.js";
 import { searchStatisticCodes } from "./stats-search.js";
 
@@ -17,7 +17,9 @@ const CHUNKS_PER_THREAD = 4;
 
 /** What a helper receives: the group's values, its statistics in and out, and the shapes. */
 export interface SearchTask extends ChunkTask {
+  /** The group's [rows][width] values: at byte fittedOffset of `fitted`. */
   fitted: SharedArrayBuffer;
+  fittedOffset: number;
   groupDiag: SharedArrayBuffer;
   /** [2][rows]: the rounded scale and zero codes, and their decoded values. */
   codesIn: SharedArrayBuffer;
@@ -37,19 +39,28 @@ export interface SearchTask extends ChunkTask {
   chunkRows: number;
 }
 
-/** searchStatisticCodes's contract, on threads where the group is large enough (`threads: false`: never). */
-export function searchStatisticCodesThreaded(fitted: Float64Array, width: number, groupDiag: Float64Array, beta1: number, maxq: number, statBits: { scale: number; zero: number }, scale: StatisticOut, zero: StatisticOut, fixedZero = false, options: { threads?: boolean } = {}): void {
+/**
+ * searchStatisticCodes's contract, on threads where the group is large enough (`threads: false`:
+ * never). `fitted` on a SharedArrayBuffer (as quantize.ts allocates it) is read in place, other
+ * memory copied. Returns how many chunks helpers searched (0: the caller searched them all).
+ */
+export function searchStatisticCodesThreaded(fitted: Float64Array, width: number, groupDiag: Float64Array, beta1: number, maxq: number, statBits: { scale: number; zero: number }, scale: StatisticOut, zero: StatisticOut, fixedZero = false, options: { threads?: boolean } = {}): number {
   const rows = scale.codes.length;
   const tiles = Math.ceil(rows / beta1);
   const workers = options.threads === false || rows * width < PARALLEL_MIN_WEIGHTS || tiles < 2 ? [] : helpers(new URL("./stats-search-worker.js", import.meta.url));
-  if (workers.length === 0) return searchStatisticCodes(fitted, width, groupDiag, beta1, maxq, statBits, scale, zero, fixedZero);
+  if (workers.length === 0) {
+    searchStatisticCodes(fitted, width, groupDiag, beta1, maxq, statBits, scale, zero, fixedZero);
+    return 0;
+  }
+  const inPlace = fitted.buffer instanceof SharedArrayBuffer;
   const chunkTiles = Math.ceil(tiles / Math.min(tiles, CHUNKS_PER_THREAD * (workers.length + 1)));
   const chunkCount = Math.ceil(tiles / chunkTiles);
   const used = workers.slice(0, chunkCount - 1);
   const task: SearchTask = {
     control: chunkControl(chunkCount),
     chunkCount,
-    fitted: sharedCopy(fitted.subarray(0, rows * width)),
+    fitted: inPlace ? (fitted.buffer as SharedArrayBuffer) : sharedCopy(fitted.subarray(0, rows * width)),
+    fittedOffset: inPlace ? fitted.byteOffset : 0,
     groupDiag: sharedCopy(groupDiag),
     codesIn: sharedCopy(scale.codes, zero.codes),
     decodedIn: sharedCopy(scale.decoded.subarray(0, rows), zero.decoded.subarray(0, rows)),
@@ -64,12 +75,13 @@ export function searchStatisticCodesThreaded(fitted: Float64Array, width: number
     fixedZero,
     chunkRows: chunkTiles * beta1,
   };
-  runChunks(used, task, (c) => searchChunk(task, c));
+  const byHelper = runChunks(used, task, (c) => searchChunk(task, c));
   const [codes, decoded] = [new Uint8Array(task.codesOut), new Float64Array(task.decodedOut)];
   scale.codes.set(codes.subarray(0, rows));
   zero.codes.set(codes.subarray(rows, 2 * rows));
   scale.decoded.set(decoded.subarray(0, rows));
   zero.decoded.set(decoded.subarray(rows, 2 * rows));
+  return byHelper.filter(Boolean).length;
 }
 
 /** Chunk c of a task: its rows' codes and decoded values reset from the inputs, then searched in place. */
@@ -92,19 +104,6 @@ export function searchChunk(task: SearchTask, c: number): void {
       decoded: decodedOut.subarray(from, to),
     };
   };
-  const fitted = new Float64Array(task.fitted, 8 * r0 * width, (r1 - r0) * width);
+  const fitted = new Float64Array(task.fitted, task.fittedOffset + 8 * r0 * width, (r1 - r0) * width);
   searchStatisticCodes(fitted, width, new Float64Array(task.groupDiag), beta1, task.maxq, task.statBits, view(0), view(1), task.fixedZero);
-}
-
-/** The arrays one after the other, in a new shared buffer. */
-function sharedCopy(...arrays: Array<Float64Array | Uint8Array | Uint16Array>): SharedArrayBuffer {
-  const bytes = arrays.reduce((n, a) => n + a.byteLength, 0);
-  const buffer = new SharedArrayBuffer(bytes);
-  const target = new Uint8Array(buffer);
-  let at = 0;
-  for (const a of arrays) {
-    target.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
-    at += a.byteLength;
-  }
-  return buffer;
 }

@@ -15,9 +15,9 @@ import { Worker } from "node:worker_threads";
  */
 
 /** Chunk states in the control array, after the two counters (0: not taken yet). */
-export const CHUNK_TAKEN = 1;
-export const CHUNK_DONE = 2;
-export const CHUNK_FAILED = 3;
+const CHUNK_TAKEN = 1;
+const CHUNK_DONE = 2;
+const CHUNK_FAILED = 3;
 /** control[NEXT]: next chunk to take; control[FINISHED]: chunks done or failed; control[STATES + c]: chunk c's state. */
 const NEXT = 0;
 const FINISHED = 1;
@@ -33,6 +33,18 @@ export interface ChunkTask {
 /** A new control array for `chunkCount` chunks, shared with the helpers through a ChunkTask. */
 export function chunkControl(chunkCount: number): SharedArrayBuffer {
   return new SharedArrayBuffer(4 * (STATES + chunkCount));
+}
+
+/** The arrays' bytes one after the other, in a new shared buffer: how a task hands its inputs to the helpers. */
+export function sharedCopy(...arrays: ArrayBufferView[]): SharedArrayBuffer {
+  const buffer = new SharedArrayBuffer(arrays.reduce((n, a) => n + a.byteLength, 0));
+  const target = new Uint8Array(buffer);
+  let at = 0;
+  for (const a of arrays) {
+    target.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+    at += a.byteLength;
+  }
+  return buffer;
 }
 
 const pools = new Map<string, Worker[]>();

@@ -1,4 +1,4 @@
-import { chunkControl, helpers, runChunks, type ChunkTask } from "../threads/chunk-pool.js";
+import { chunkControl, helpers, runChunks, sharedCopy, type ChunkTask } from "../threads/chunk-pool.js";
 import { accumulateSystems, partialLength, refitScratch, type RefitData } from "./refit-systems.js";
 
 /**
@@ -19,12 +19,6 @@ export interface RefitTask extends ChunkTask {
   partials: SharedArrayBuffer;
   chunks: Array<[number, number]>;
   shape: Omit<RefitData, "h" | "y" | "variables">;
-}
-
-function shared<T extends Float64Array | Int32Array>(array: T): SharedArrayBuffer {
-  const buffer = new SharedArrayBuffer(array.byteLength);
-  new Uint8Array(buffer).set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
-  return buffer;
 }
 
 /**
@@ -50,9 +44,9 @@ export function computeChunks(data: RefitData, chunks: Array<[number, number]>, 
   const task: RefitTask = {
     control: chunkControl(chunks.length),
     chunkCount: chunks.length,
-    h: shared(data.h),
-    y: shared(data.y),
-    variables: shared(data.variables),
+    h: sharedCopy(data.h),
+    y: sharedCopy(data.y),
+    variables: sharedCopy(data.variables),
     partials: partialsBuffer,
     chunks,
     shape: { rows: data.rows, size: data.size, vectorLen: data.vectorLen, unknowns: data.unknowns, outlierSize: data.outlierSize, hasResidual: data.hasResidual },

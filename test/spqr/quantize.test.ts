@@ -8,6 +8,7 @@ import { dequantizeSpqr } from "../../formats/spqr/reference.js";
 import { codeOf, fitFirstOrder, fitMinMax, groupScratch, leaveOneOutReduction, quantizeStatistic, type GridSpec, type StatisticOut } from "../../formats/spqr/stats.js";
 import { searchStatisticCodes, STATS_SEARCH_RADIUS } from "../../formats/spqr/stats-search.js";
 import { PARALLEL_MIN_WEIGHTS, searchStatisticCodesThreaded } from "../../formats/spqr/stats-search-pool.js";
+import { helperCount } from "../../formats/threads/chunk-pool.js";
 import type { SpqrTensor } from "../../formats/spqr/types.js";
 import { gaussian, mulberry32, type Rng } from "../helpers/prng.js";
 
@@ -355,7 +356,7 @@ stats("a heavy weight is left out of its row's fit by the pre-pass, and not with
 stats("the statistic search on helper threads gives every row the one-thread result (tile-aligned chunks, odd tile counts, symmetric grids)", () => {
   const rng = rngFor(11);
   const out = (rows: number, beta1: number): StatisticOut => ({ codes: new Uint8Array(rows), scaleBits: new Uint16Array(rows / beta1), zeroBits: new Uint16Array(rows / beta1), decoded: new Float64Array(rows) });
-  let moved = 0;
+  let [moved, byHelpers] = [0, 0];
   for (const [rows, beta1, sym] of [[4096, 16, false], [1040, 16, false], [2048, 64, true], [8192, 1, false]] as const) {
     const width = 16;
     assert.ok(rows * width >= PARALLEL_MIN_WEIGHTS, "large enough for the helpers");
@@ -376,13 +377,15 @@ stats("the statistic search on helper threads gives every row the one-thread res
     };
     const [[scale1, zero1], [scale2, zero2], [rounded]] = [make(), make(), make()];
     searchStatisticCodes(fitted, width, d, beta1, 7, { scale: 3, zero: 3 }, scale1, zero1, sym);
-    searchStatisticCodesThreaded(fitted, width, d, beta1, 7, { scale: 3, zero: 3 }, scale2, zero2, sym);
+    byHelpers += searchStatisticCodesThreaded(fitted, width, d, beta1, 7, { scale: 3, zero: 3 }, scale2, zero2, sym);
     const label = `${rows} rows, beta1 ${beta1}${sym ? ", sym" : ""}`;
     assert.equal([Array.from(scale2.codes), Array.from(zero2.codes)], [Array.from(scale1.codes), Array.from(zero1.codes)], `${label}: codes`);
     assert.equal([Array.from(scale2.decoded), Array.from(zero2.decoded)], [Array.from(scale1.decoded), Array.from(zero1.decoded)], `${label}: decoded statistics`);
     for (let r = 0; r < rows; r++) if (scale1.codes[r] !== rounded.codes[r]) moved++;
   }
   assert.ok(moved > 1000, `the search moved ${moved} scale codes`);
+  // The helpers ran (their worker script loads and serves chunks), where there are any.
+  if (helperCount() > 0) assert.ok(byHelpers > 0, "no chunk was searched by a helper thread");
 });
 
 /** A group's Σ_j ((h(s·h(q(w_j) − z)) − w_j)/d_j)² for decoded statistics s, z (the search's measure, written out). */
